@@ -1,0 +1,98 @@
+"""What every engine takes and gives: requests, chunks, usage, and the Engine contract.
+
+An engine runs one model. ``generate`` is an async iterator of :class:`Chunk`; it raises
+:class:`~smallfirst.errors.GatewayError` *before its first chunk* for anything that is the
+request's fault (a prompt longer than the context, say), so the server can still answer with
+a proper status code, and later only for failures mid-generation. The last chunk carries
+``finish_reason`` and ``usage``.
+
+This module holds only data types and the protocol; it imports no inference library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from smallfirst.catalog import ModelSpec
+
+Role = Literal["system", "user", "assistant", "developer", "tool"]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """Decoding parameters, already validated at the HTTP edge."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False
+    top_logprobs: int = 0
+    json_object: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """Either chat ``messages`` or a raw ``prompt`` (completions), plus sampling."""
+
+    sampling: Sampling
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    echo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of generated text; the final one has ``finish_reason`` and ``usage``."""
+
+    text: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+class Engine(Protocol):
+    """Runs one model. Implementations: in-process llama.cpp, remote OpenAI-compatible."""
+
+    spec: ModelSpec
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,369 @@
+"""The in-process engine: a GGUF model run by llama-cpp-python on this machine's CPU.
+
+One :class:`LlamaEngine` owns one ``llama_cpp.Llama`` (weights plus one context). The
+context is not safe to share, so generations on one engine take turns behind a lock, while
+engines of different models run side by side. Each generation runs in its own worker thread
+(llama.cpp releases the GIL while it computes) and hands chunks to the event loop; when the
+consumer goes away (a client disconnected) the worker sees the cancel flag before its next
+token and frees the context.
+
+The prompt is built with the model's own chat template from its GGUF metadata, and the
+token loop is ours rather than ``create_chat_completion``'s so that token counts are exact,
+stop sequences never leak a partial match, and log-probabilities come from the raw logits.
+
+This module does not decide what stays loaded (see :mod:`smallfirst.engines.pool`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smallfirst.catalog import ModelSpec
+from smallfirst.engines.base import (
+    Chunk,
+    FinishReason,
+    GenerationRequest,
+    Sampling,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+from smallfirst.errors import GatewayError, context_length_exceeded, invalid, upstream
+from smallfirst.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+class StopMatcher:
+    """Streams text through, holding back any tail that could begin a stop sequence."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Return (text safe to emit, whether a stop sequence was hit)."""
+        if not self.stops:
+            return text, False
+        buf = self.pending + text
+        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.pending = ""
+            return buf[: min(hits)], True
+        hold = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(buf)), hold, -1):
+                if buf.endswith(stop[:n]):
+                    hold = n
+                    break
+        self.pending = buf[len(buf) - hold :] if hold else ""
+        return buf[: len(buf) - hold], False
+
+    def flush(self) -> str:
+        text, self.pending = self.pending, ""
+        return text
+
+
+class Utf8Decoder:
+    """Turns token bytes into text without splitting a multi-byte character."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def feed(self, data: bytes) -> str:
+        self.buf += data
+        # A UTF-8 sequence is at most 4 bytes: try to decode, keeping up to 3 trailing bytes.
+        for cut in range(4):
+            end = len(self.buf) - cut
+            try:
+                text = self.buf[:end].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            self.buf = self.buf[end:]
+            return text
+        text, self.buf = self.buf.decode("utf-8", errors="replace"), b""
+        return text
+
+    def flush(self) -> str:
+        text, self.buf = self.buf.decode("utf-8", errors="replace"), b""
+        return text
+
+
+class LlamaEngine:
+    """A local GGUF model. Loads on first use; ``unload`` frees it."""
+
+    def __init__(self, spec: ModelSpec, path: Path, settings: Settings) -> None:
+        self.spec = spec
+        self.path = path
+        self._settings = settings
+        self._llm: Any = None
+        self._formatter: Any = None
+        self._json_grammar: Any = None
+        self._gen_lock = threading.Lock()  # one generation per llama.cpp context
+        self._load_lock = threading.Lock()
+        self.in_flight = 0
+        self.last_used = time.monotonic()
+        self.memory_bytes = path.stat().st_size if path.exists() else 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._llm.n_ctx()) if self._llm is not None else self._want_ctx()
+
+    def _want_ctx(self) -> int:
+        return min(self._settings.n_ctx, self.spec.context_length)
+
+    def load(self) -> None:
+        """Load weights and create the context (blocking; call from a worker thread)."""
+        with self._load_lock:
+            if self._llm is not None:
+                return
+            import llama_cpp  # heavy: imported only when a model is actually loaded
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            started = time.perf_counter()
+            threads = self._settings.threads
+            llm = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=self._want_ctx(),
+                n_batch=self._settings.n_batch,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
+            if self.spec.chat:
+                template = llm.metadata.get("tokenizer.chat_template")
+                if not template:
+                    llm.close()
+                    raise upstream(500, f"{self.spec.name} has no chat template in its GGUF")
+                model = llm._model
+                eos, bos = model.token_eos(), model.token_bos()
+                self._formatter = Jinja2ChatFormatter(
+                    template=template,
+                    eos_token=model.token_get_text(eos) if eos != -1 else "",
+                    bos_token=model.token_get_text(bos) if bos != -1 else "",
+                )
+            self.memory_bytes = self.path.stat().st_size + _kv_cache_bytes(llm)
+            self._llm = llm
+            log.info(
+                "loaded %s (n_ctx=%d, threads=%d) in %.2f s",
+                self.spec.name,
+                llm.n_ctx(),
+                threads,
+                time.perf_counter() - started,
+            )
+
+    def unload(self) -> None:
+        """Free the model once no generation holds it (blocking)."""
+        with self._gen_lock, self._load_lock:
+            if self._llm is not None:
+                self._llm.close()
+                self._llm = None
+                log.info("unloaded %s", self.spec.name)
+
+    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+
+    def prompt_tokens(self, request: GenerationRequest) -> tuple[str, list[int]]:
+        """The prompt text the model sees, and its tokens."""
+        if request.messages is not None:
+            if self._formatter is None:
+                raise invalid(
+                    f"{self.spec.name} is a base model without a chat template; "
+                    "use /v1/completions",
+                    param="model",
+                )
+            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            prompt = self._formatter(messages=messages).prompt
+            # The template already wrote BOS where the model wants one.
+            return prompt, self.tokenize(prompt, add_bos=False, special=True)
+        prompt = request.prompt or ""
+        add_bos = bool(self._llm._model.add_bos_token())
+        return prompt, self.tokenize(prompt, add_bos=add_bos, special=False)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.unload)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        self.in_flight += 1
+        self.last_used = time.monotonic()
+        cancel = threading.Event()
+        try:
+            if self._llm is None:
+                await asyncio.to_thread(self.load)
+            prompt, tokens = await asyncio.to_thread(self.prompt_tokens, request)
+            max_tokens = request.sampling.max_tokens
+            n_ctx = self.n_ctx
+            if len(tokens) >= n_ctx or (max_tokens and len(tokens) + max_tokens > n_ctx):
+                raise context_length_exceeded(len(tokens), n_ctx, max_tokens)
+
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+
+            def emit(item: Any) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+            worker = threading.Thread(
+                target=self._worker,
+                args=(tokens, request.sampling, cancel, emit),
+                name=f"gen-{self.spec.name}",
+                daemon=True,
+            )
+            worker.start()
+            if request.echo:
+                yield Chunk(text=prompt)
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+
+    def _worker(
+        self,
+        tokens: list[int],
+        sampling: Sampling,
+        cancel: threading.Event,
+        emit: Callable[[Any], None],
+    ) -> None:
+        try:
+            with self._gen_lock:
+                if cancel.is_set() or self._llm is None:
+                    return
+                self._run(tokens, sampling, cancel, emit)
+        except GatewayError as exc:
+            emit(exc)
+        except Exception as exc:
+            log.exception("generation failed on %s", self.spec.name)
+            emit(upstream(500, f"generation failed on {self.spec.name}: {exc}", "engine_error"))
+        finally:
+            emit(_DONE)
+
+    def _run(
+        self,
+        tokens: list[int],
+        sampling: Sampling,
+        cancel: threading.Event,
+        emit: Callable[[Any], None],
+    ) -> None:
+        import llama_cpp
+
+        llm = self._llm
+        vocab = llm._model.vocab
+        n_vocab = llm.n_vocab()
+        limit = llm.n_ctx() - len(tokens)
+        if sampling.max_tokens is not None:
+            limit = min(limit, sampling.max_tokens)
+        llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+        grammar = self._grammar() if sampling.json_object else None
+        stops = StopMatcher(sampling.stop)
+        decoder = Utf8Decoder()
+        generated = 0
+        finish: FinishReason = "length"
+        want_logprobs = sampling.logprobs
+        stopped_by_sequence = False
+        if limit > 0:
+            for token in llm.generate(
+                tokens,
+                top_k=0,
+                top_p=sampling.top_p,
+                min_p=0.0,
+                temp=sampling.temperature,
+                repeat_penalty=1.0,
+                frequency_penalty=sampling.frequency_penalty,
+                presence_penalty=sampling.presence_penalty,
+                grammar=grammar,
+            ):
+                if cancel.is_set():
+                    log.info("%s: consumer gone; stopped after %d tokens", self.spec.name, generated)
+                    return
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                generated += 1
+                piece = llm.detokenize([token])
+                text, hit = stops.feed(decoder.feed(piece))
+                logprobs: tuple[TokenLogprob, ...] = ()
+                if want_logprobs:
+                    logprobs = (self._logprob(llm, token, piece, n_vocab, sampling.top_logprobs),)
+                if hit:
+                    emit(Chunk(text=text, logprobs=logprobs))
+                    finish, stopped_by_sequence = "stop", True
+                    break
+                if text or logprobs:
+                    emit(Chunk(text=text, logprobs=logprobs))
+                if generated >= limit:
+                    break
+        tail = ""
+        if not stopped_by_sequence:
+            text, hit = stops.feed(decoder.flush())
+            tail = text if hit else text + stops.flush()
+        emit(
+            Chunk(
+                text=tail,
+                finish_reason=finish,
+                usage=Usage(prompt_tokens=len(tokens), completion_tokens=generated),
+            )
+        )
+
+    def _grammar(self) -> Any:
+        if self._json_grammar is None:
+            from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+            self._json_grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return self._json_grammar
+
+    def _logprob(self, llm: Any, token: int, piece: bytes, n_vocab: int, top: int) -> TokenLogprob:
+        # With logits_all off, llama.cpp keeps the logits of the last evaluated position:
+        # exactly the distribution this token was sampled from.
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+        logprobs = llm.logits_to_logprobs(logits)
+        alternatives: tuple[TopLogprob, ...] = ()
+        if top:
+            best = np.argpartition(-logprobs, top)[:top]
+            best = best[np.argsort(-logprobs[best])]
+            alternatives = tuple(
+                _top(llm.detokenize([int(t)]), float(logprobs[t])) for t in best
+            )
+        return TokenLogprob(
+            token=piece.decode("utf-8", errors="replace"),
+            logprob=float(logprobs[token]),
+            bytes=tuple(piece),
+            top=alternatives,
+        )
+
+
+def _top(piece: bytes, logprob: float) -> TopLogprob:
+    return TopLogprob(piece.decode("utf-8", errors="replace"), logprob, tuple(piece))
+
+
+def _kv_cache_bytes(llm: Any) -> int:
+    """Estimate the f16 KV cache from GGUF metadata (0 when the metadata is unusual)."""
+    meta = llm.metadata
+    arch = meta.get("general.architecture", "")
+    with contextlib.suppress(KeyError, ValueError, ZeroDivisionError):
+        layers = int(meta[f"{arch}.block_count"])
+        embd = int(meta[f"{arch}.embedding_length"])
+        heads = int(meta[f"{arch}.attention.head_count"])
+        kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads))
+        return 2 * layers * int(llm.n_ctx()) * (embd // heads) * kv_heads * 2
+    return 0

@@ -1,0 +1,202 @@
+"""The remote engine: any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, a hosted API).
+
+Requests are translated back into OpenAI's wire format and streamed from the upstream with
+httpx; the upstream's chunks are turned into :class:`Chunk` so the gateway treats every
+engine alike. We always ask the upstream to stream (with ``include_usage``) so that time to
+first token is the upstream's, not ours.
+
+Upstream failures become clean gateway errors: a refused connection or a 5xx is 502, a
+timeout 504, and a 4xx keeps its status and the upstream's message (it is the request's
+fault, e.g. a context overflow). A failure after the first chunk is raised mid-stream and the
+server ends the stream with an error event.
+
+This module does not retry and does not pick models; it talks to one endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from smallfirst.catalog import ModelSpec
+from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob, TopLogprob, Usage
+from smallfirst.errors import GatewayError, upstream
+from smallfirst.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def request_body(model_id: str, request: GenerationRequest) -> dict[str, Any]:
+    """The OpenAI request for ``request``, streaming, with usage in the last chunk."""
+    s = request.sampling
+    body: dict[str, Any] = {
+        "model": model_id,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+    }
+    if request.messages is not None:
+        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+    else:
+        body["prompt"] = request.prompt or ""
+        if request.echo:
+            body["echo"] = True
+    optional = {
+        "max_tokens": s.max_tokens,
+        "seed": s.seed,
+        "stop": list(s.stop) or None,
+        "presence_penalty": s.presence_penalty or None,
+        "frequency_penalty": s.frequency_penalty or None,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if s.json_object:
+        body["response_format"] = {"type": "json_object"}
+    if s.logprobs:
+        if request.messages is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = s.top_logprobs
+        else:
+            body["logprobs"] = s.top_logprobs
+    return body
+
+
+def _chat_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
+    if not isinstance(raw, dict) or not raw.get("content"):
+        return ()
+    return tuple(
+        TokenLogprob(
+            token=e.get("token", ""),
+            logprob=float(e.get("logprob", 0.0)),
+            bytes=tuple(e.get("bytes") or e.get("token", "").encode()),
+            top=tuple(
+                TopLogprob(t.get("token", ""), float(t.get("logprob", 0.0)), tuple(t.get("bytes") or ()))
+                for t in e.get("top_logprobs") or ()
+            ),
+        )
+        for e in raw["content"]
+    )
+
+
+def parse_chunk(data: dict[str, Any]) -> Chunk | None:
+    """One upstream SSE payload as a Chunk (None when it carries nothing for us)."""
+    usage = None
+    if isinstance(data.get("usage"), dict):
+        u = data["usage"]
+        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+    choices = data.get("choices") or []
+    if not choices:
+        return Chunk(usage=usage) if usage else None
+    choice = choices[0]
+    if "delta" in choice:
+        text = (choice.get("delta") or {}).get("content") or ""
+    else:
+        text = choice.get("text") or ""
+    return Chunk(
+        text=text,
+        logprobs=_chat_logprobs(choice.get("logprobs")),
+        finish_reason=choice.get("finish_reason"),
+        usage=usage,
+    )
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        err = json.loads(body).get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    except (ValueError, AttributeError):
+        pass
+    return body.decode("utf-8", errors="replace")[:500] or "no message"
+
+
+class RemoteEngine:
+    """A model served by an OpenAI-compatible HTTP server."""
+
+    def __init__(self, spec: ModelSpec, settings: Settings) -> None:
+        assert spec.remote is not None
+        self.spec = spec
+        self.remote = spec.remote
+        headers = {}
+        if spec.remote.api_key_env:
+            key = os.environ.get(spec.remote.api_key_env)
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+            else:
+                log.warning(
+                    "%s: environment variable %s is not set; calling without a key",
+                    spec.name,
+                    spec.remote.api_key_env,
+                )
+        self._client = httpx.AsyncClient(
+            base_url=spec.remote.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(
+                settings.remote_timeout_s, connect=settings.remote_connect_timeout_s
+            ),
+        )
+        self.in_flight = 0
+        self.loaded = True
+        self.memory_bytes = 0
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        path = "/chat/completions" if request.messages is not None else "/completions"
+        body = request_body(self.remote.model_id, request)
+        name = self.spec.name
+        self.in_flight += 1
+        try:
+            async with self._client.stream("POST", path, json=body) as response:
+                if response.status_code >= 400:
+                    detail = _error_message(await response.aread())
+                    status = response.status_code
+                    if status >= 500:
+                        raise upstream(502, f"{name}: upstream answered {status}: {detail}")
+                    raise GatewayError(status, f"{name}: upstream refused the request: {detail}",
+                                       code="upstream_error")
+                finish_seen: Chunk | None = None
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        break
+                    try:
+                        data = json.loads(payload)
+                    except ValueError:
+                        raise upstream(502, f"{name}: upstream sent invalid JSON") from None
+                    if "error" in data:
+                        raise upstream(502, f"{name}: upstream error: {_error_message(payload.encode())}")
+                    chunk = parse_chunk(data)
+                    if chunk is None:
+                        continue
+                    if chunk.finish_reason is not None and chunk.usage is None:
+                        # Usage normally follows in a separate, choice-less chunk.
+                        finish_seen = chunk
+                        continue
+                    if finish_seen is not None:
+                        chunk = Chunk(
+                            text=finish_seen.text + chunk.text,
+                            logprobs=finish_seen.logprobs + chunk.logprobs,
+                            finish_reason=finish_seen.finish_reason,
+                            usage=chunk.usage,
+                        )
+                        finish_seen = None
+                    yield chunk
+                if finish_seen is not None:
+                    yield finish_seen
+        except httpx.TimeoutException:
+            raise upstream(504, f"{name}: upstream timed out", "upstream_timeout") from None
+        except httpx.HTTPError as exc:
+            raise upstream(502, f"{name}: upstream unreachable: {exc}", "upstream_unavailable") from None
+        finally:
+            self.in_flight -= 1

@@ -1,0 +1,147 @@
+"""OpenAI's request bodies, validated at the edge, and turned into engine requests.
+
+Pydantic checks types and ranges (a violation is a 400 naming the parameter); the
+``to_generation`` methods check what pydantic cannot express (``n`` > 1, unsupported
+features) and build the frozen :class:`~smallfirst.engines.base.GenerationRequest` that the
+engines take. Unknown extra fields are accepted and ignored, as OpenAI-compatible servers
+usually do, so clients that send newer parameters keep working.
+
+Responses are built as plain dicts in :mod:`smallfirst.server.responses` (hot path).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from smallfirst.engines.base import GenerationRequest, Message, Sampling
+from smallfirst.errors import invalid
+
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+Stop = str | Annotated[list[str], Field(max_length=4)] | None
+
+
+class _Edge(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ContentPart(_Edge):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Edge):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self, index: int) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise invalid(
+                    f"content parts of type {part.type!r} are not supported; send text",
+                    param=f"messages.[{index}].content",
+                )
+            parts.append(part.text)
+        return "".join(parts)
+
+
+class StreamOptions(_Edge):
+    include_usage: bool = False
+
+
+class ResponseFormat(_Edge):
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class _Sampled(_Edge):
+    model: str = Field(min_length=1)
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    n: PositiveInt | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    stop: Stop = None
+    seed: int | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+
+    def _common(self) -> dict[str, Any]:
+        if self.n not in (None, 1):
+            raise invalid("n > 1 is not supported by this server; send n=1", param="n")
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return {
+            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "top_p": 1.0 if self.top_p is None else self.top_p,
+            "stop": stop,
+            "seed": self.seed,
+            "presence_penalty": self.presence_penalty or 0.0,
+            "frequency_penalty": self.frequency_penalty or 0.0,
+        }
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_Sampled):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    logprobs: bool | None = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+
+    def to_generation(self) -> GenerationRequest:
+        if self.tools or self.functions:
+            raise invalid("tools and function calling are not supported yet", param="tools")
+        if self.top_logprobs and not self.logprobs:
+            raise invalid("top_logprobs requires logprobs to be true", param="top_logprobs")
+        fmt = self.response_format.type if self.response_format else "text"
+        if fmt == "json_schema":
+            raise invalid(
+                "response_format json_schema is not supported yet; use json_object",
+                param="response_format",
+            )
+        messages = tuple(
+            Message(role=m.role, content=m.text(i)) for i, m in enumerate(self.messages)
+        )
+        sampling = Sampling(
+            **self._common(),
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            logprobs=bool(self.logprobs),
+            top_logprobs=self.top_logprobs or 0,
+            json_object=fmt == "json_object",
+        )
+        return GenerationRequest(sampling=sampling, messages=messages)
+
+
+class CompletionRequest(_Sampled):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    max_tokens: Annotated[int, Field(ge=0)] | None = 16  # OpenAI's default for this endpoint
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    echo: bool = False
+    suffix: str | None = None
+
+    def to_generation(self) -> GenerationRequest:
+        if self.suffix:
+            raise invalid("suffix (fill-in-the-middle) is not supported yet", param="suffix")
+        prompt = self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+        sampling = Sampling(
+            **self._common(),
+            max_tokens=self.max_tokens,
+            logprobs=self.logprobs is not None,
+            top_logprobs=self.logprobs or 0,
+        )
+        return GenerationRequest(sampling=sampling, prompt=prompt, echo=self.echo)

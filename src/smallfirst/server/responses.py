@@ -1,0 +1,139 @@
+"""OpenAI response bodies and stream chunks, built as plain dicts.
+
+These run once per generated token when streaming, so they are plain functions over dicts
+rather than pydantic models. They only shape data; they do not generate or send anything.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Literal
+
+from smallfirst.engines.base import TokenLogprob, Usage
+
+Kind = Literal["chat", "text"]
+
+
+class Envelope:
+    """The fields every response and chunk of one request share."""
+
+    __slots__ = ("created", "id", "kind", "model")
+
+    def __init__(self, kind: Kind, model: str) -> None:
+        self.kind = kind
+        self.model = model
+        self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
+        self.created = int(time.time())
+
+    def head(self, obj: str) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "system_fingerprint": None}
+
+
+def usage_dict(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def chat_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": list(t.bytes),
+                "top_logprobs": [
+                    {"token": a.token, "logprob": a.logprob, "bytes": list(a.bytes)} for a in t.top
+                ],
+            }
+            for t in items
+        ],
+        "refusal": None,
+    }
+
+
+def text_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob], offset: int) -> dict[str, Any]:
+    offsets = []
+    for t in items:
+        offsets.append(offset)
+        offset += len(t.token)
+    return {
+        "tokens": [t.token for t in items],
+        "token_logprobs": [t.logprob for t in items],
+        "top_logprobs": [{a.token: a.logprob for a in t.top} for t in items],
+        "text_offset": offsets,
+    }
+
+
+def full_response(
+    env: Envelope,
+    text: str,
+    finish_reason: str | None,
+    usage: Usage | None,
+    logprobs: list[TokenLogprob] | None,
+) -> dict[str, Any]:
+    if env.kind == "chat":
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
+            "finish_reason": finish_reason,
+        }
+        body = env.head("chat.completion")
+    else:
+        choice = {
+            "index": 0,
+            "text": text,
+            "logprobs": text_logprobs(logprobs, 0) if logprobs is not None else None,
+            "finish_reason": finish_reason,
+        }
+        body = env.head("text_completion")
+    body["choices"] = [choice]
+    body["usage"] = usage_dict(usage)
+    return body
+
+
+def stream_chunk(
+    env: Envelope,
+    text: str | None,
+    finish_reason: str | None = None,
+    logprobs: tuple[TokenLogprob, ...] = (),
+    role: bool = False,
+    text_offset: int = 0,
+) -> dict[str, Any]:
+    if env.kind == "chat":
+        delta: dict[str, Any] = {}
+        if role:
+            delta["role"] = "assistant"
+        if text is not None:
+            delta["content"] = text
+        choice: dict[str, Any] = {
+            "index": 0,
+            "delta": delta,
+            "logprobs": chat_logprobs(logprobs) if logprobs else None,
+            "finish_reason": finish_reason,
+        }
+        body = env.head("chat.completion.chunk")
+    else:
+        choice = {
+            "index": 0,
+            "text": text or "",
+            "logprobs": text_logprobs(logprobs, text_offset) if logprobs else None,
+            "finish_reason": finish_reason,
+        }
+        body = env.head("text_completion")
+    body["choices"] = [choice]
+    return body
+
+
+def usage_chunk(env: Envelope, usage: Usage | None) -> dict[str, Any]:
+    body = env.head("chat.completion.chunk" if env.kind == "chat" else "text_completion")
+    body["choices"] = []
+    body["usage"] = usage_dict(usage)
+    return body

@@ -1,0 +1,114 @@
+"""The one settings model of smallfirst, and how it is loaded.
+
+Every knob lives here. Values come, from weakest to strongest, from the defaults below, a TOML
+config file (``--config`` or ``SMALLFIRST_CONFIG``), environment variables prefixed
+``SMALLFIRST_`` and command-line flags. The config file's top-level keys are fields of
+:class:`Settings`; its ``[[models]]`` tables declare user models (local GGUF files or remote
+OpenAI-compatible endpoints), validated by :class:`UserModel`.
+
+This module does not look at the catalog's files or open anything: it only parses.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Tier = Literal["XS", "S", "M", "L", "XL", "base", "remote"]
+
+
+def default_data_dir() -> Path:
+    """Where models and state live unless told otherwise (XDG data home)."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "smallfirst"
+
+
+class UserModel(BaseModel):
+    """A model declared in the config file: a local GGUF path or a remote endpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._:/-]+$")
+    tier: Tier = "L"
+    path: Path | None = None
+    base_url: str | None = None
+    model_id: str | None = None
+    api_key_env: str | None = None
+    context_length: int = Field(default=4096, gt=0)
+    chat: bool = True
+    price_input_per_mtok_usd: float | None = Field(default=None, ge=0)
+    price_output_per_mtok_usd: float | None = Field(default=None, ge=0)
+    parameters: str | None = None
+    license: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> UserModel:
+        if (self.path is None) == (self.base_url is None):
+            raise ValueError(f"model {self.name!r}: give exactly one of 'path' or 'base_url'")
+        return self
+
+
+class Settings(BaseSettings):
+    """Everything the gateway, the CLI and the engines can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="SMALLFIRST_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    default_model: str = "qwen2.5-coder-0.5b-instruct"
+    n_threads: int | None = Field(
+        default=None, ge=1, description="llama.cpp threads; None means every CPU core"
+    )
+    n_ctx: int = Field(default=4096, ge=256, description="context window, capped by the model's")
+    n_batch: int = Field(default=512, ge=1)
+    memory_budget_mb: int = Field(
+        default=4096, ge=1, description="loaded in-process models are evicted (LRU) past this"
+    )
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    remote_timeout_s: float = Field(default=600.0, gt=0)
+    remote_connect_timeout_s: float = Field(default=10.0, gt=0)
+    models: tuple[UserModel, ...] = ()
+    log_level: str = "info"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def threads(self) -> int:
+        return self.n_threads or os.cpu_count() or 1
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML config file; raise ValueError with the file's name on bad TOML."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings: defaults < config file < environment < ``overrides``.
+
+    ``overrides`` whose value is None are ignored, so CLI flags that were not given do not
+    mask the file or the environment.
+    """
+    if config_file is None and os.environ.get("SMALLFIRST_CONFIG"):
+        config_file = Path(os.environ["SMALLFIRST_CONFIG"])
+    values: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    # Settings() with no arguments reads only the environment; the fields it set win over
+    # the file.
+    env_only = Settings()
+    values.update({k: getattr(env_only, k) for k in env_only.model_fields_set})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

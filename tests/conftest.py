@@ -1,0 +1,95 @@
+"""Shared fixtures: the data directory with real models, and a real gateway on loopback.
+
+Models are the real ladder GGUFs, pulled by ``make test`` (``smallfirst models pull``) into
+the data directory; a test whose model is missing fails with a message saying how to get it
+rather than silently skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from smallfirst.catalog import Catalog
+from smallfirst.server.app import create_app
+from smallfirst.settings import Settings, default_data_dir
+
+SMOL = "smollm2-135m-instruct"
+QWEN = "qwen2.5-coder-0.5b-instruct"
+
+
+def models_data_dir() -> Path:
+    return Path(os.environ.get("SMALLFIRST_DATA_DIR") or default_data_dir())
+
+
+def require_models(settings: Settings, *names: str) -> None:
+    catalog = Catalog(settings)
+    missing = [n for n in names if not catalog.is_installed(catalog.get(n))]
+    if missing:
+        pytest.fail(
+            f"models not installed in {settings.data_dir}: {missing}; "
+            f"run `smallfirst models pull {' '.join(missing)}` (make test does this)"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """A uvicorn server running ``create_app(settings)`` in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.port = free_port()
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    s = Settings(data_dir=models_data_dir(), default_model=SMOL, n_ctx=2048)
+    require_models(s, SMOL)
+    return s
+
+
+@pytest.fixture(scope="session")
+def gateway(settings: Settings) -> Iterator[LiveServer]:
+    with LiveServer(settings) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def client(gateway: LiveServer):  # type: ignore[no-untyped-def]
+    import openai
+
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
