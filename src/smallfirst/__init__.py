@@ -1,3 +1,3 @@
-"""smallfirst: an OpenAI-compatible gateway that answers with the smallest model that gets it right."""
+"""smallfirst: an OpenAI-compatible gateway that answers with the smallest model that will do."""
 
 __version__ = "0.1.0"

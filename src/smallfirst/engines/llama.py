@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,7 @@ class LlamaEngine:
     async def aclose(self) -> None:
         await asyncio.to_thread(self.unload)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         self.in_flight += 1
         self.last_used = time.monotonic()
         cancel = threading.Event()
@@ -294,7 +294,9 @@ class LlamaEngine:
                 grammar=grammar,
             ):
                 if cancel.is_set():
-                    log.info("%s: consumer gone; stopped after %d tokens", self.spec.name, generated)
+                    log.info(
+                        "%s: consumer gone; stopped after %d tokens", self.spec.name, generated
+                    )
                     return
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     finish = "stop"
@@ -341,9 +343,7 @@ class LlamaEngine:
         if top:
             best = np.argpartition(-logprobs, top)[:top]
             best = best[np.argsort(-logprobs[best])]
-            alternatives = tuple(
-                _top(llm.detokenize([int(t)]), float(logprobs[t])) for t in best
-            )
+            alternatives = tuple(_top(llm.detokenize([int(t)]), float(logprobs[t])) for t in best)
         return TokenLogprob(
             token=piece.decode("utf-8", errors="replace"),
             logprob=float(logprobs[token]),

@@ -59,12 +59,22 @@ class EnginePool:
         return engine
 
     def loaded_bytes(self) -> int:
-        return sum(e.memory_bytes for e in self._engines.values() if isinstance(e, LlamaEngine) and e.loaded)
+        return sum(
+            e.memory_bytes
+            for e in self._engines.values()
+            if isinstance(e, LlamaEngine) and e.loaded
+        )
 
     async def _make_room(self, incoming: LlamaEngine) -> None:
         idle = sorted(
-            (e for e in self._engines.values()
-             if isinstance(e, LlamaEngine) and e.loaded and e.in_flight == 0 and e is not incoming),
+            (
+                e
+                for e in self._engines.values()
+                if isinstance(e, LlamaEngine)
+                and e.loaded
+                and e.in_flight == 0
+                and e is not incoming
+            ),
             key=lambda e: e.last_used,
         )
         while idle and self.loaded_bytes() + incoming.memory_bytes > self.budget_bytes:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -75,7 +75,9 @@ def _chat_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
             logprob=float(e.get("logprob", 0.0)),
             bytes=tuple(e.get("bytes") or e.get("token", "").encode()),
             top=tuple(
-                TopLogprob(t.get("token", ""), float(t.get("logprob", 0.0)), tuple(t.get("bytes") or ()))
+                TopLogprob(
+                    t.get("token", ""), float(t.get("logprob", 0.0)), tuple(t.get("bytes") or ())
+                )
                 for t in e.get("top_logprobs") or ()
             ),
         )
@@ -149,7 +151,7 @@ class RemoteEngine:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         path = "/chat/completions" if request.messages is not None else "/completions"
         body = request_body(self.remote.model_id, request)
         name = self.spec.name
@@ -161,8 +163,11 @@ class RemoteEngine:
                     status = response.status_code
                     if status >= 500:
                         raise upstream(502, f"{name}: upstream answered {status}: {detail}")
-                    raise GatewayError(status, f"{name}: upstream refused the request: {detail}",
-                                       code="upstream_error")
+                    raise GatewayError(
+                        status,
+                        f"{name}: upstream refused the request: {detail}",
+                        code="upstream_error",
+                    )
                 finish_seen: Chunk | None = None
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
@@ -175,7 +180,9 @@ class RemoteEngine:
                     except ValueError:
                         raise upstream(502, f"{name}: upstream sent invalid JSON") from None
                     if "error" in data:
-                        raise upstream(502, f"{name}: upstream error: {_error_message(payload.encode())}")
+                        raise upstream(
+                            502, f"{name}: upstream error: {_error_message(payload.encode())}"
+                        )
                     chunk = parse_chunk(data)
                     if chunk is None:
                         continue
@@ -197,6 +204,8 @@ class RemoteEngine:
         except httpx.TimeoutException:
             raise upstream(504, f"{name}: upstream timed out", "upstream_timeout") from None
         except httpx.HTTPError as exc:
-            raise upstream(502, f"{name}: upstream unreachable: {exc}", "upstream_unavailable") from None
+            raise upstream(
+                502, f"{name}: upstream unreachable: {exc}", "upstream_unavailable"
+            ) from None
         finally:
             self.in_flight -= 1

@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -157,8 +157,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def list_models() -> dict[str, Any]:
         created = int(time.time())
         data = [
-            {"id": "auto", "object": "model", "created": created, "owned_by": "smallfirst",
-             "smallfirst": {"policy": "default", "resolves_to": settings.default_model}}
+            {
+                "id": "auto",
+                "object": "model",
+                "created": created,
+                "owned_by": "smallfirst",
+                "smallfirst": {"policy": "default", "resolves_to": settings.default_model},
+            }
         ]
         for name in pool.available():
             spec = catalog.get(name)
@@ -212,13 +217,15 @@ async def _collect(
 
 
 def _event(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return (
+        b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    )
 
 
 async def _sse(
     env: Envelope,
     first: Chunk,
-    stream: AsyncIterator[Chunk],
+    stream: AsyncGenerator[Chunk, None],
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
     usage: Usage | None = None
@@ -230,8 +237,9 @@ async def _sse(
         while chunk is not None:
             if chunk.text or chunk.logprobs or chunk.finish_reason:
                 yield _event(
-                    stream_chunk(env, chunk.text, chunk.finish_reason, chunk.logprobs,
-                                 text_offset=offset)
+                    stream_chunk(
+                        env, chunk.text, chunk.finish_reason, chunk.logprobs, text_offset=offset
+                    )
                 )
                 offset += len(chunk.text)
             usage = chunk.usage or usage
@@ -245,5 +253,5 @@ async def _sse(
         log.exception("stream failed")
         yield _event(upstream(500, f"generation failed: {exc}").body())
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
     yield b"data: [DONE]\n\n"

@@ -27,8 +27,13 @@ class Envelope:
         self.created = int(time.time())
 
     def head(self, obj: str) -> dict[str, Any]:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                "system_fingerprint": None}
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+        }
 
 
 def usage_dict(usage: Usage | None) -> dict[str, int] | None:
@@ -58,7 +63,9 @@ def chat_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> dict[
     }
 
 
-def text_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob], offset: int) -> dict[str, Any]:
+def text_logprobs(
+    items: tuple[TokenLogprob, ...] | list[TokenLogprob], offset: int
+) -> dict[str, Any]:
     offsets = []
     for t in items:
         offsets.append(offset)

@@ -1,0 +1,51 @@
+# smallfirst: `make run` starts the gateway on the embedded ladder, `make test` runs the suite.
+# Both set up everything they need on a fresh machine (virtualenv, packages, models).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Models and state; override with `make run SMALLFIRST_DATA_DIR=/path`.
+export SMALLFIRST_DATA_DIR ?= $(HOME)/.local/share/smallfirst
+
+.PHONY: install models run test check lint fmt types bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "installing smallfirst (the first install builds llama-cpp-python from source: ~5 min)"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+models: install
+	$(BIN)/smallfirst models pull --ladder
+
+run: models
+	$(BIN)/smallfirst serve
+
+test: install
+	$(BIN)/smallfirst models pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+types: install
+	$(BIN)/mypy
+
+check: lint types
+
+fmt: install
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+bench: models
+	$(BIN)/python bench/gateway_vs_raw.py
+	$(BIN)/python bench/vs_llama_server.py
+	$(BIN)/python bench/overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
