@@ -26,7 +26,7 @@ run: models
 	$(BIN)/smallfirst serve
 
 test: install
-	$(BIN)/smallfirst models pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct
+	$(BIN)/smallfirst models pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct gemma-3-270m
 	$(BIN)/python -m pytest
 
 lint: install

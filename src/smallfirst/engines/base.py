@@ -51,6 +51,7 @@ class GenerationRequest:
     messages: tuple[Message, ...] | None = None
     prompt: str | None = None
     echo: bool = False
+    stream: bool = True  # a hint: remote engines ask a non-streaming client's upstream for one body
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 Requests are translated back into OpenAI's wire format and streamed from the upstream with
 httpx; the upstream's chunks are turned into :class:`Chunk` so the gateway treats every
-engine alike. We always ask the upstream to stream (with ``include_usage``) so that time to
-first token is the upstream's, not ours.
+engine alike. A streaming client's request is streamed from the upstream (asking for
+``include_usage``; servers that ignore it leave usage unknown, reported as null rather than
+guessed); a non-streaming one is sent as one request, whose body always carries usage.
 
 Upstream failures become clean gateway errors: a refused connection or a 5xx is 502, a
 timeout 504, and a 4xx keeps its status and the upstream's message (it is the request's
@@ -32,15 +33,16 @@ log = logging.getLogger(__name__)
 
 
 def request_body(model_id: str, request: GenerationRequest) -> dict[str, Any]:
-    """The OpenAI request for ``request``, streaming, with usage in the last chunk."""
+    """The OpenAI request for ``request``; when streaming, with usage in the last chunk."""
     s = request.sampling
     body: dict[str, Any] = {
         "model": model_id,
-        "stream": True,
-        "stream_options": {"include_usage": True},
+        "stream": request.stream,
         "temperature": s.temperature,
         "top_p": s.top_p,
     }
+    if request.stream:
+        body["stream_options"] = {"include_usage": True}
     if request.messages is not None:
         body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
     else:
@@ -107,6 +109,31 @@ def parse_chunk(data: dict[str, Any]) -> Chunk | None:
     )
 
 
+def _whole(name: str, raw: bytes) -> Chunk:
+    """A non-streamed upstream response as one final chunk."""
+    try:
+        data = json.loads(raw)
+        choice = data["choices"][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise upstream(502, f"{name}: upstream sent an unexpected response") from None
+    message = choice.get("message")
+    text = (message or {}).get("content") if message is not None else choice.get("text")
+    chunk = parse_chunk(
+        {
+            "choices": [
+                {
+                    "delta": {"content": text or ""},
+                    "logprobs": choice.get("logprobs"),
+                    "finish_reason": choice.get("finish_reason") or "stop",
+                }
+            ],
+            "usage": data.get("usage"),
+        }
+    )
+    assert chunk is not None
+    return chunk
+
+
 def _error_message(body: bytes) -> str:
     try:
         err = json.loads(body).get("error")
@@ -168,6 +195,9 @@ class RemoteEngine:
                         f"{name}: upstream refused the request: {detail}",
                         code="upstream_error",
                     )
+                if not request.stream:
+                    yield _whole(name, await response.aread())
+                    return
                 finish_seen: Chunk | None = None
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):

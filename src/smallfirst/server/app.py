@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -50,6 +52,24 @@ def _error_response(exc: GatewayError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
+_UNION_TAG = re.compile(r"^([A-Z]\w*|str|int|float|bool|none|.*\[.*\]|[a-z]+-.*)$")
+
+
+def _param(loc: Any) -> str | None:
+    """OpenAI-style parameter path ("messages.[0].role") from a pydantic error location.
+
+    pydantic puts the union member it tried ("str", "list[str]", ...) into the location;
+    those are not parameters, so they are dropped.
+    """
+    parts = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        elif p != "body" and not _UNION_TAG.match(p):
+            parts.append(p)
+    return ".".join(parts) or None
+
+
 def _validation_error(exc: RequestValidationError) -> GatewayError:
     errors = exc.errors()
     first = errors[0] if errors else {}
@@ -59,9 +79,7 @@ def _validation_error(exc: RequestValidationError) -> GatewayError:
             "We could not parse the JSON body of your request. (HINT: This likely means you "
             "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
         )
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    # pydantic reports union members as extra path parts; keep the field path only.
-    param = ".".join(p if not p.isdigit() else f"[{p}]" for p in loc[:3]) or None
+    param = _param(first.get("loc", ()))
     if param is None and first.get("type") in ("missing", "model_attributes_type"):
         return GatewayError(400, "The request body must be a JSON object.")
     message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}"
@@ -111,7 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def run(
         request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest
     ) -> Response:
-        gen = body.to_generation()
+        gen = dataclasses.replace(body.to_generation(), stream=bool(body.stream))
         engine = await pool.get(resolve(body.model))
         env = Envelope(kind, engine.spec.name)
         headers = {"x-smallfirst-model": engine.spec.name}

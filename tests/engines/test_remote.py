@@ -1,0 +1,142 @@
+"""The remote engine, in front of a real second OpenAI-compatible server on loopback.
+
+The upstream is llama-cpp-python's own server (``python -m llama_cpp.server``) on SmolLM2.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from smallfirst.catalog import Catalog
+from smallfirst.engines.base import GenerationRequest, Message, Sampling
+from smallfirst.engines.remote import parse_chunk, request_body
+from smallfirst.settings import Settings, UserModel
+from tests.conftest import SMOL, LiveServer, free_port
+
+
+@pytest.fixture(scope="module")
+def upstream(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    catalog = Catalog(settings)
+    port = free_port()
+    # a file, not a pipe: llama.cpp logs a lot, and a full pipe would block the server
+    log = (tmp_path_factory.mktemp("upstream") / "server.log").open("w+")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(catalog.file_path(catalog.get(SMOL))),
+            "--model_alias",
+            "smol-upstream",
+            "--n_ctx",
+            "2048",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"llama_cpp.server did not start: {log.read()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def remote_client(settings: Settings, upstream: str) -> Iterator[openai.OpenAI]:
+    model = UserModel(
+        name="smol-remote", base_url=upstream, model_id="smol-upstream", context_length=2048
+    )
+    with LiveServer(settings.model_copy(update={"models": (model,)})) as server:
+        yield openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+
+
+def test_stream_through_remote(remote_client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "Name three colours."}]
+    chunks = list(
+        remote_client.chat.completions.create(
+            model="smol-remote",
+            messages=messages,
+            max_tokens=12,
+            temperature=0,
+            stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and all(c.model == "smol-remote" for c in chunks)
+    # llama_cpp.server ignores include_usage: the gateway says "unknown", it does not guess
+    assert chunks[-1].choices == [] and chunks[-1].usage is None
+    full = remote_client.chat.completions.create(
+        model="smol-remote",
+        messages=messages,
+        max_tokens=12,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    assert full.choices[0].message.content == text
+    assert full.choices[0].finish_reason == "length"
+    assert full.usage is not None and full.usage.completion_tokens == 12
+
+
+def test_upstream_4xx_keeps_its_status(remote_client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError):
+        remote_client.chat.completions.create(
+            model="smol-remote",
+            messages=[{"role": "user", "content": "x " * 5000}],
+            max_tokens=5,  # type: ignore[arg-type]
+        )
+
+
+def test_request_body_round_trip() -> None:
+    req = GenerationRequest(
+        sampling=Sampling(
+            temperature=0.2,
+            max_tokens=9,
+            stop=("\n",),
+            logprobs=True,
+            top_logprobs=2,
+            json_object=True,
+        ),
+        messages=(Message("user", "hi"),),
+    )
+    body = request_body("up", req)
+    assert body["model"] == "up" and body["stream"] is True and body["stop"] == ["\n"]
+    assert body["response_format"] == {"type": "json_object"} and body["top_logprobs"] == 2
+    assert "seed" not in body
+    chunk = parse_chunk(
+        {
+            "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        }
+    )
+    assert (
+        chunk is not None
+        and chunk.text == "a"
+        and chunk.usage is not None
+        and chunk.usage.total_tokens == 4
+    )
+    assert parse_chunk({"choices": []}) is None
