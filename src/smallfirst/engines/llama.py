@@ -215,7 +215,9 @@ class LlamaEngine:
             queue: asyncio.Queue[Any] = asyncio.Queue()
 
             def emit(item: Any) -> None:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+                # The loop may be gone if the server shut down mid-generation.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
 
             worker = threading.Thread(
                 target=self._worker,
