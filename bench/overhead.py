@@ -2,17 +2,19 @@
 
 A stub OpenAI-compatible server (this script with ``--stub-server``: a bare asyncio HTTP/1.1
 server with keep-alive and canned bytes) answers ``POST /v1/chat/completions``: a JSON body,
-or, when the request says ``"stream": true`` (the gateway's remote engine always does), an
-SSE stream of a role chunk, one content chunk, a finish chunk, a usage chunk and ``[DONE]``.
-``smallfirst serve`` runs in its own process with the stub declared as a remote model.
+or, when the request says ``"stream": true``, an SSE stream of a role chunk, one content
+chunk, a finish chunk, a usage chunk and ``[DONE]``. ``smallfirst serve`` runs in its own
+process with the stub declared as a remote model; its remote engine asks the stub for a
+stream when its own client streams, and for one JSON body otherwise.
 
 From this process an ``httpx`` client (keep-alive) sends the same streaming chat request
-(``stream_options.include_usage``) either straight to the stub or through the gateway and
-reads the whole response. After a warm-up, blocks of ``--block`` sequential requests
-alternate between the two targets until each has had ``--n``; latency p50/p99 of each, the
-added latency (gateway minus direct, at p50 and at p99), and requests/s through the gateway,
-sequential and with ``--concurrency`` concurrent clients (asyncio, one connection each;
-again alternating blocks with the direct path). Target: p50 added <= 2 ms.
+(``stream_options.include_usage``; ``--non-stream``: a plain one) either straight to the
+stub or through the gateway and reads the whole response. After a warm-up, blocks of
+``--block`` sequential requests alternate between the two targets until each has had
+``--n``; latency p50/p99 of each, the added latency (gateway minus direct, at p50 and at
+p99), and requests/s through the gateway, sequential and with ``--concurrency`` concurrent
+clients (asyncio, one connection each; again alternating blocks with the direct path).
+Target: p50 added <= 2 ms.
 
     .venv/bin/python bench/overhead.py [--quick] [--n 2000] [--concurrency 8]
 """
@@ -275,7 +277,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--non-stream",
         action="store_true",
-        help="clients ask for a plain JSON response (the gateway still streams from the stub)",
+        help="clients ask for a plain JSON response (the gateway then asks the stub for one)",
     )
     p.add_argument("--quick", action="store_true", help="fewer requests")
     p.add_argument("--out", type=Path, default=c.RESULTS_DIR, help="results folder")
@@ -416,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.non_stream
             else "streaming chat completion with include_usage"
         )
-        + ", whole response read (httpx, keep-alive); the gateway always streams from the stub",
+        + ", whole response read (httpx, keep-alive); the gateway relays it to the stub "
+        + ("as a non-streaming request" if args.non_stream else "as a streaming request"),
         f"gateway CPU {gw_cpu_ms:.3f} ms per request (stub {stub_cpu_ms:.3f} ms), from /proc "
         "during the sequential gateway blocks",
         f"gateway log level: {args.gateway_log_level or 'default (info, access log on)'}",

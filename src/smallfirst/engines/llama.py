@@ -43,6 +43,7 @@ from smallfirst.settings import Settings
 log = logging.getLogger(__name__)
 
 _DONE = object()
+HANDOFF_WAIT_S = 0.005
 
 
 class StopMatcher:
@@ -214,10 +215,19 @@ class LlamaEngine:
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[Any] = asyncio.Queue()
 
+            wanted = threading.Event()
+
             def emit(item: Any) -> None:
+                wanted.clear()
                 # The loop may be gone if the server shut down mid-generation.
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(queue.put_nowait, item)
+                # Hand-off: wait (briefly) until the consumer has dealt with the chunk. With as
+                # many llama.cpp threads as cores, an event loop that must preempt a
+                # compute thread to send each token stalls llama.cpp's thread barrier;
+                # letting it send in the gap between tokens is cheaper. Bounded, so a slow
+                # client cannot hold the model for long.
+                wanted.wait(HANDOFF_WAIT_S)
 
             worker = threading.Thread(
                 target=self._worker,
@@ -229,6 +239,7 @@ class LlamaEngine:
             if request.echo:
                 yield Chunk(text=prompt)
             while True:
+                wanted.set()
                 item = await queue.get()
                 if item is _DONE:
                     return

@@ -204,7 +204,9 @@ class RemoteEngine:
                         continue
                     payload = line[5:].strip()
                     if payload == "[DONE]":
-                        break
+                        # Read on to the end of the body rather than break: a response
+                        # left unread makes httpx close the connection instead of reusing it.
+                        continue
                     try:
                         data = json.loads(payload)
                     except ValueError:
