@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 
@@ -46,6 +48,20 @@ def free_port() -> int:
         return port
 
 
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """Poll ``url`` until it answers 200; fail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.args!r} did not come up at {url}")
+        time.sleep(0.1)
+
+
 class LiveServer:
     """A uvicorn server running ``create_app(settings)`` in a background thread."""
 
@@ -76,8 +92,14 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def settings() -> Settings:
-    s = Settings(data_dir=models_data_dir(), default_model=SMOL, n_ctx=2048)
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    # Models come from the shared data directory; state (receipts) goes to a fresh one.
+    s = Settings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        models_dir=models_data_dir() / "models",
+        default_model=SMOL,
+        n_ctx=2048,
+    )
     require_models(s, SMOL)
     return s
 

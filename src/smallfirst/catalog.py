@@ -192,7 +192,7 @@ class Catalog:
     """The built-in models plus the user's, looked up by name."""
 
     def __init__(self, settings: Settings) -> None:
-        self.models_dir = settings.models_dir
+        self.models_dir = settings.models_path
         specs = {m.name: m for m in BUILTIN_MODELS}
         # A user entry with a built-in's name replaces it, so operators can re-point a tier.
         specs.update({u.name: _from_user(u) for u in settings.models})

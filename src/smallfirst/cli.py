@@ -66,7 +66,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"models ({settings.models_dir})")
+    table = Table(title=f"models ({settings.models_path})")
     for col in ("name", "tier", "params", "quant", "size", "chat", "installed", "license"):
         table.add_column(col)
     for r in rows:
@@ -164,6 +164,114 @@ def cmd_models_rm(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_models_profile(args: argparse.Namespace) -> int:
+    from smallfirst.catalog import Catalog
+    from smallfirst.metering.profiling import profile_model
+    from smallfirst.metering.service import Metering
+
+    settings = _settings(args, n_threads=args.threads)
+    metering = Metering(settings, Catalog(settings))
+    status = 0
+    for name in args.names:
+        print(f"profiling {name} ({args.repeats} repeats)...")
+        try:
+            profile = profile_model(
+                settings,
+                name,
+                metering.accountant,
+                metering.constants,
+                repeats=args.repeats,
+                progress=lambda line: print(f"  {line}"),
+            )
+        except (ValueError, KeyError) as exc:
+            print(f"smallfirst: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        metering.profiles.save(profile)
+        print(
+            f"{name}: {profile.j_per_input_token:.4g} J/input token, "
+            f"{profile.j_per_output_token:.4g} J/output token ({profile.method})"
+        )
+    print(f"saved to {metering.profiles.path}")
+    return status
+
+
+def _fmt(value: float | None, unit: str, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:,.{digits}f} {unit}".strip()
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from smallfirst.server.receipts_api import parse_time
+
+    settings = _settings(args)
+    try:
+        since = parse_time(args.since, "since")
+    except Exception as exc:
+        raise SystemExit(f"smallfirst: {getattr(exc, 'message', exc)}") from None
+    if args.url:
+        import httpx
+
+        params = {"since": str(since)} if since is not None else {}
+        try:
+            response = httpx.get(args.url.rstrip("/") + "/smallfirst/v1/summary", params=params)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise SystemExit(f"smallfirst: could not read {args.url}: {exc}") from None
+        summary = response.json()
+    else:
+        from smallfirst.store.sqlite import SqliteStore
+
+        if not settings.db_path.exists():
+            raise SystemExit(f"smallfirst: no receipts yet ({settings.db_path} does not exist)")
+        store = SqliteStore(settings.db_path)
+        summary = store.summary(since=since)
+        store.close()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    total = summary["total"]
+    title = f"usage since {args.since}" if args.since else "usage (all time)"
+    table = Table(title=title)
+    for col in (
+        "model",
+        "tier",
+        "requests",
+        "tokens in/out",
+        "energy",
+        "cost",
+        "CO2",
+        "saved energy",
+        "saved cost",
+    ):
+        table.add_column(col, justify="right" if col not in ("model", "tier") else "left")
+    for row in [*summary["models"], {**total, "model": "total", "tier": ""}]:
+        pct = row.get("saved_energy_pct")
+        table.add_row(
+            row["model"],
+            row["tier"],
+            str(row["requests"]),
+            f"{row['prompt_tokens']:,} / {row['completion_tokens']:,}",
+            _fmt(row["energy_j"] / 3600, "Wh", 4),
+            f"${row['cost_usd']:.6f}",
+            _fmt(row["co2_g"], "g", 4),
+            f"{row['saved_energy_j'] / 3600:.4f} Wh"
+            + (f" ({pct:.0f}%)" if pct is not None else ""),
+            f"${row['saved_cost_usd']:.6f}",
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    measured = total["energy_measured_j"]
+    estimated = total["energy_estimated_j"]
+    print(
+        f"energy: {measured / 3600:.4f} Wh measured, {estimated / 3600:.4f} Wh estimated, "
+        f"{total['energy_profile_j'] / 3600:.4f} Wh from per-token profiles, "
+        f"{total['energy_unknown']} requests unknown; savings are against the reference model"
+    )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -233,9 +341,32 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--ladder", action="store_true", help="the default chat ladder (XS, S, M)")
     pl.add_argument("--all", action="store_true", help="every built-in model")
     pl.set_defaults(func=cmd_models_pull)
+    pr = msub.add_parser(
+        "profile",
+        parents=[common],
+        help="measure a local model's joules per token",
+        description="Run prefill and decode workloads through the in-process engine and the "
+        "meter, and save joules per input and output token to <data_dir>/profiles.json. "
+        "Receipts use the reference model's profile for their baseline.",
+    )
+    pr.add_argument("names", nargs="+")
+    pr.add_argument("--repeats", type=int, default=3)
+    pr.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
+    pr.set_defaults(func=cmd_models_profile)
     rm = msub.add_parser("rm", parents=[common], help="delete a pulled model's file")
     rm.add_argument("names", nargs="+")
     rm.set_defaults(func=cmd_models_rm)
+    usage = sub.add_parser(
+        "usage",
+        parents=[common],
+        help="totals, per-model table and savings from receipts",
+        description="Summarise stored receipts: requests, tokens, energy (measured and "
+        "estimated apart), cost, CO2, and savings against the reference model.",
+    )
+    usage.add_argument("--since", help="e.g. 15m, 1h, 7d, an ISO time or unix seconds")
+    usage.add_argument("--url", help="ask a running gateway instead of the local database")
+    usage.add_argument("--json", action="store_true", help="machine-readable output")
+    usage.set_defaults(func=cmd_usage)
     return parser
 
 

@@ -54,12 +54,35 @@ class UserModel(BaseModel):
         return self
 
 
+class PriceConfig(BaseModel):
+    """A hosted model's list price, overriding or adding to the built-in reference prices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_mtok_usd: float = Field(ge=0)
+    output_per_mtok_usd: float = Field(ge=0)
+    as_of: str = "configured"
+
+
+class ProfileConfig(BaseModel):
+    """Joules per token for a model, set by the operator (wins over measured profiles)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    j_per_input_token: float = Field(ge=0)
+    j_per_output_token: float = Field(ge=0)
+    source: str = "configured by the operator"
+
+
 class Settings(BaseSettings):
     """Everything the gateway, the CLI and the engines can be told."""
 
     model_config = SettingsConfigDict(env_prefix="SMALLFIRST_", extra="forbid", frozen=True)
 
     data_dir: Path = Field(default_factory=default_data_dir)
+    models_dir: Path | None = Field(
+        default=None, description="pulled model files (default: <data_dir>/models)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     default_model: str = "qwen2.5-coder-0.5b-instruct"
@@ -77,13 +100,40 @@ class Settings(BaseSettings):
     models: tuple[UserModel, ...] = ()
     log_level: str = "info"
 
+    # Metering: energy, carbon, cost, and the reference model for savings.
+    country: str | None = Field(
+        default=None, description="ISO-3 code for grid carbon intensity; None = world average"
+    )
+    pue: float = Field(default=1.0, ge=1.0, description="power usage effectiveness")
+    electricity_usd_per_kwh: float = Field(default=0.15, ge=0)
+    hardware_usd_per_hour: float = Field(default=0.0, ge=0)
+    watts_per_thread: float | None = Field(
+        default=None, gt=0, description="override the CPU power table for the estimate"
+    )
+    hardware_counters: bool = Field(
+        default=True, description="use RAPL/NVML counters when readable"
+    )
+    reference_model: str | None = Field(
+        default="qwen2.5-coder-1.5b-instruct",
+        description="what savings are measured against: a catalog model or a priced hosted one",
+    )
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
+    store_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+
     @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
+    def models_path(self) -> Path:
+        """Where pulled GGUF files live: ``models_dir``, else ``data_dir``/models."""
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "smallfirst.db"
 
     @property
     def threads(self) -> int:
-        return self.n_threads or os.cpu_count() or 1
+        # affinity, not os.cpu_count(): containers and taskset limit the cores we may use
+        return self.n_threads or len(os.sched_getaffinity(0)) or 1
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -18,7 +17,7 @@ from smallfirst.catalog import Catalog
 from smallfirst.engines.base import GenerationRequest, Message, Sampling
 from smallfirst.engines.remote import parse_chunk, request_body
 from smallfirst.settings import Settings, UserModel
-from tests.conftest import SMOL, LiveServer, free_port
+from tests.conftest import SMOL, LiveServer, free_port, wait_until_up
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +47,11 @@ def upstream(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     )
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"llama_cpp.server did not start: {log.read()[-2000:]}")
-            time.sleep(0.2)
+        try:
+            wait_until_up(url + "/models", proc)
+        except RuntimeError:
+            log.seek(0)
+            raise RuntimeError(f"llama_cpp.server did not start: {log.read()[-2000:]}") from None
         yield url
     finally:
         proc.terminate()
@@ -140,3 +133,47 @@ def test_request_body_round_trip() -> None:
         and chunk.usage.total_tokens == 4
     )
     assert parse_chunk({"choices": []}) is None
+
+
+def test_remote_receipts_energy_unknown_or_from_profile(settings: Settings, upstream: str) -> None:
+    from smallfirst.settings import ProfileConfig
+
+    model = UserModel(
+        name="smol-remote",
+        base_url=upstream,
+        model_id="smol-upstream",
+        price_input_per_mtok_usd=1.0,
+        price_output_per_mtok_usd=2.0,
+    )
+    messages = [{"role": "user", "content": "Hi"}]
+    with LiveServer(settings.model_copy(update={"models": (model,)})) as server:
+        r = httpx.post(
+            server.url + "/v1/chat/completions",
+            json={"model": "smol-remote", "messages": messages, "max_tokens": 4},
+        ).json()
+        receipt = r["smallfirst"]
+        assert receipt["engine"] == "remote" and receipt["energy"]["energy_j"] is None
+        assert receipt["energy"]["method"] == "unknown" and "profile" in receipt["energy"]["note"]
+        usage = r["usage"]
+        assert receipt["cost"]["cost_usd"] == pytest.approx(
+            (usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0) / 1e6
+        )
+    profiled = settings.model_copy(
+        update={
+            "models": (model,),
+            "profiles": {
+                "smol-remote": ProfileConfig(j_per_input_token=0.1, j_per_output_token=0.5)
+            },
+        }
+    )
+    with LiveServer(profiled) as server:
+        r = httpx.post(
+            server.url + "/v1/chat/completions",
+            json={"model": "smol-remote", "messages": messages, "max_tokens": 4},
+        ).json()
+        energy = r["smallfirst"]["energy"]
+        usage = r["usage"]
+        assert energy["method"] == "profile"
+        assert energy["energy_j"] == pytest.approx(
+            usage["prompt_tokens"] * 0.1 + usage["completion_tokens"] * 0.5
+        )

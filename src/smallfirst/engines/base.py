@@ -11,8 +11,8 @@ This module holds only data types and the protocol; it imports no inference libr
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from smallfirst.catalog import ModelSpec
@@ -52,6 +52,9 @@ class GenerationRequest:
     prompt: str | None = None
     echo: bool = False
     stream: bool = True  # a hint: remote engines ask a non-streaming client's upstream for one body
+    # Called with True when an in-process engine starts computing for this request (it holds
+    # the model) and False when it stops: the meter's attribution window.
+    on_compute: Callable[[bool], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

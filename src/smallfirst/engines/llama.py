@@ -231,7 +231,7 @@ class LlamaEngine:
 
             worker = threading.Thread(
                 target=self._worker,
-                args=(tokens, request.sampling, cancel, emit),
+                args=(tokens, request.sampling, cancel, emit, request.on_compute),
                 name=f"gen-{self.spec.name}",
                 daemon=True,
             )
@@ -257,12 +257,19 @@ class LlamaEngine:
         sampling: Sampling,
         cancel: threading.Event,
         emit: Callable[[Any], None],
+        on_compute: Callable[[bool], None] | None,
     ) -> None:
         try:
             with self._gen_lock:
                 if cancel.is_set() or self._llm is None:
                     return
-                self._run(tokens, sampling, cancel, emit)
+                if on_compute:
+                    on_compute(True)
+                try:
+                    self._run(tokens, sampling, cancel, emit)
+                finally:
+                    if on_compute:
+                        on_compute(False)
         except GatewayError as exc:
             emit(exc)
         except Exception as exc:

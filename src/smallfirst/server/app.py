@@ -1,10 +1,9 @@
 """The FastAPI application: OpenAI's endpoints over the engine pool.
 
-``create_app(settings)`` builds everything the app needs (catalog, engine pool) and keeps
-it on ``app.state``; nothing is global and nothing loads until the first request. Requests
-are validated completely before a model is touched; an engine's first chunk is awaited before
-the response starts, so errors that are the request's fault still get their status code,
-and a failure after that ends the stream with an error event rather than a hang.
+``create_app(settings)`` builds everything the app needs (catalog, engine pool, metering,
+receipt store, metrics) and keeps it on ``app.state``; nothing is global and no model loads
+until the first request. Requests are validated completely before a model is touched (see
+:mod:`.completions` for how one is served and receipted).
 
 Model choice is deliberately simple here: ``auto`` (and ``auto:<policy>``) means the
 configured default model until the router exists.
@@ -12,40 +11,34 @@ configured default model until the router exists.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smallfirst import __version__
 from smallfirst.catalog import Catalog
-from smallfirst.engines.base import Chunk, Engine, GenerationRequest, TokenLogprob, Usage
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import GatewayError, upstream
+from smallfirst.metering.receipts import Receipt
+from smallfirst.metering.service import Metering
+from smallfirst.server.completions import Completions
 from smallfirst.server.limits import BodyLimitMiddleware
+from smallfirst.server.metrics import Metrics
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
-from smallfirst.server.responses import (
-    Envelope,
-    Kind,
-    full_response,
-    stream_chunk,
-    usage_chunk,
-)
+from smallfirst.server.receipts_api import router as receipts_router
 from smallfirst.settings import Settings
+from smallfirst.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
-
-DISCONNECT_POLL_S = 0.25
 
 
 def _error_response(exc: GatewayError) -> JSONResponse:
@@ -91,16 +84,22 @@ def _validation_error(exc: RequestValidationError) -> GatewayError:
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog(settings)
     pool = EnginePool(catalog, settings)
+    metering = Metering(settings, catalog)
+    store = SqliteStore(settings.db_path, synchronous=settings.store_synchronous)
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await pool.aclose()
+        store.close()
 
     app = FastAPI(title="smallfirst", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.catalog = catalog
     app.state.pool = pool
+    app.state.metering = metering
+    app.state.store = store
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
 
     @app.exception_handler(GatewayError)
@@ -126,50 +125,25 @@ def create_app(settings: Settings) -> FastAPI:
             return settings.default_model
         return name
 
-    async def run(
-        request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest
-    ) -> Response:
-        gen = dataclasses.replace(body.to_generation(), stream=bool(body.stream))
-        engine = await pool.get(resolve(body.model))
-        env = Envelope(kind, engine.spec.name)
-        headers = {"x-smallfirst-model": engine.spec.name}
-        if body.stream:
-            stream = engine.generate(gen)
-            try:
-                first = await anext(stream)
-            except StopAsyncIteration:
-                first = Chunk(finish_reason="stop")
-            except BaseException:
-                await stream.aclose()
-                raise
-            return StreamingResponse(
-                _sse(env, first, stream, body.include_usage),
-                media_type="text/event-stream",
-                headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
-        task = asyncio.create_task(_collect(engine, gen))
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                break
-            if await request.is_disconnected():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                return Response(status_code=499)
-        text, finish, usage, logprobs = task.result()
-        payload = full_response(
-            env, text, finish, usage, logprobs if gen.sampling.logprobs else None
-        )
-        return JSONResponse(payload, headers=headers)
+    def record(receipt: Receipt) -> None:
+        store.add(receipt)
+        metrics.observe(receipt)
+
+    completions = Completions(pool, metering, record, resolve)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-        return await run(request, "chat", body)
+        return await completions.handle(request, "chat", body)
 
     @app.post("/v1/completions")
-    async def completions(request: Request, body: CompletionRequest) -> Response:
-        return await run(request, "text", body)
+    async def text_completions(request: Request, body: CompletionRequest) -> Response:
+        return await completions.handle(request, "text", body)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(receipts_router(store))
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -213,63 +187,3 @@ def create_app(settings: Settings) -> FastAPI:
         }
 
     return app
-
-
-async def _collect(
-    engine: Engine, gen: GenerationRequest
-) -> tuple[str, str | None, Usage | None, list[TokenLogprob]]:
-    parts: list[str] = []
-    logprobs: list[TokenLogprob] = []
-    finish: str | None = None
-    usage: Usage | None = None
-    stream = engine.generate(gen)
-    try:
-        async for chunk in stream:
-            parts.append(chunk.text)
-            logprobs.extend(chunk.logprobs)
-            finish = chunk.finish_reason or finish
-            usage = chunk.usage or usage
-    finally:
-        await stream.aclose()
-    return "".join(parts), finish, usage, logprobs
-
-
-def _event(data: dict[str, Any]) -> bytes:
-    return (
-        b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-    )
-
-
-async def _sse(
-    env: Envelope,
-    first: Chunk,
-    stream: AsyncGenerator[Chunk, None],
-    include_usage: bool,
-) -> AsyncIterator[bytes]:
-    usage: Usage | None = None
-    offset = 0
-    chunk: Chunk | None = first
-    try:
-        if env.kind == "chat":
-            yield _event(stream_chunk(env, "", role=True))
-        while chunk is not None:
-            if chunk.text or chunk.logprobs or chunk.finish_reason:
-                yield _event(
-                    stream_chunk(
-                        env, chunk.text, chunk.finish_reason, chunk.logprobs, text_offset=offset
-                    )
-                )
-                offset += len(chunk.text)
-            usage = chunk.usage or usage
-            chunk = await anext(stream, None)
-        if include_usage:
-            yield _event(usage_chunk(env, usage))
-    except GatewayError as exc:
-        log.warning("stream failed: %s", exc.message)
-        yield _event(exc.body())
-    except Exception as exc:
-        log.exception("stream failed")
-        yield _event(upstream(500, f"generation failed: {exc}").body())
-    finally:
-        await stream.aclose()
-    yield b"data: [DONE]\n\n"

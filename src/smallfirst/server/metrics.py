@@ -1,0 +1,76 @@
+"""Prometheus metrics, fed by receipts: requests, tokens, joules, cost, CO2, latency.
+
+Each app has its own registry (no process-global state), exposed at ``GET /metrics``.
+Energy is labelled with its method, so measured and estimated joules are never summed
+into one series by accident.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from smallfirst.metering.receipts import Receipt
+
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "smallfirst_requests", "Completed requests", ["model", "status"], registry=r
+        )
+        self.tokens = Counter(
+            "smallfirst_tokens", "Tokens processed", ["model", "kind"], registry=r
+        )
+        self.energy = Counter(
+            "smallfirst_energy_joules",
+            "Energy attributed to requests",
+            ["model", "method"],
+            registry=r,
+        )
+        self.cost = Counter("smallfirst_cost_usd", "Cost of requests", ["model"], registry=r)
+        self.co2 = Counter("smallfirst_co2_grams", "CO2 of requests", ["model"], registry=r)
+        self.saved_energy = Counter(
+            "smallfirst_saved_energy_joules",
+            "Energy saved against the reference model",
+            ["model"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "smallfirst_request_duration_seconds",
+            "Request duration",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "smallfirst_time_to_first_token_seconds",
+            "Time to first token",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+
+    def observe(self, receipt: Receipt) -> None:
+        m = receipt.model
+        self.requests.labels(m, receipt.status).inc()
+        if receipt.prompt_tokens is not None:
+            self.tokens.labels(m, "prompt").inc(receipt.prompt_tokens)
+        if receipt.completion_tokens is not None:
+            self.tokens.labels(m, "completion").inc(receipt.completion_tokens)
+        if receipt.energy_j is not None:
+            self.energy.labels(m, receipt.energy_method).inc(receipt.energy_j)
+        if receipt.cost_usd is not None:
+            self.cost.labels(m).inc(receipt.cost_usd)
+        if receipt.co2_g is not None:
+            self.co2.labels(m).inc(receipt.co2_g)
+        if receipt.saved_energy_j is not None and receipt.saved_energy_j > 0:
+            self.saved_energy.labels(m).inc(receipt.saved_energy_j)
+        self.duration.labels(m).observe(receipt.duration_s)
+        if receipt.ttft_s is not None:
+            self.ttft.labels(m).observe(receipt.ttft_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,103 @@
+"""``/smallfirst/v1/receipts`` and ``/smallfirst/v1/summary``: stored receipts, queried.
+
+Filters: ``since`` and ``until`` (unix seconds, ISO-8601 timestamps, or a duration back
+from now such as ``15m``, ``1h``, ``7d``), ``model``, ``limit`` (1–1000) and an opaque
+``cursor`` for the next page. A malformed filter is a 400 in OpenAI's error shape naming
+the parameter. Aggregation happens in the database, not here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from smallfirst.errors import GatewayError, invalid
+from smallfirst.store.sqlite import SqliteStore, cursor_decode
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(value: str | None, param: str, now: float | None = None) -> float | None:
+    """Unix seconds from a timestamp, ISO-8601 date-time, or duration ago ("1h")."""
+    if value is None or value == "":
+        return None
+    value = value.strip()
+    match = _DURATION.match(value)
+    if match:
+        return (now or time.time()) - float(match[1]) * _UNIT_S[match[2]]
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(
+            f"Invalid '{param}': {value!r}; use unix seconds, an ISO-8601 time or a duration "
+            "such as 15m, 1h, 7d",
+            param=param,
+        ) from None
+    return dt.timestamp()
+
+
+def _filters(request: Request) -> dict[str, Any]:
+    q = request.query_params
+    allowed = {"since", "until", "model", "limit", "cursor"}
+    unknown = set(q) - allowed
+    if unknown:
+        name = sorted(unknown)[0]
+        raise invalid(f"Unknown query parameter '{name}'", param=name)
+    since = parse_time(q.get("since"), "since")
+    until = parse_time(q.get("until"), "until")
+    if since is not None and until is not None and since > until:
+        raise invalid("'since' is later than 'until'", param="since")
+    return {"since": since, "until": until, "model": q.get("model") or None}
+
+
+def router(store: SqliteStore) -> APIRouter:
+    api = APIRouter(prefix="/smallfirst/v1")
+
+    @api.get("/receipts")
+    def receipts(request: Request) -> dict[str, Any]:
+        filters = _filters(request)
+        q = request.query_params
+        try:
+            limit = int(q.get("limit", "100"))
+        except ValueError:
+            raise invalid("'limit' must be an integer", param="limit") from None
+        if not 1 <= limit <= 1000:
+            raise invalid("'limit' must be between 1 and 1000", param="limit")
+        cursor = q.get("cursor")
+        if cursor is not None:
+            try:
+                cursor_decode(cursor)
+            except ValueError:
+                raise invalid("'cursor' is not a cursor from this API", param="cursor") from None
+        page = store.list(limit=limit, cursor=cursor, **filters)
+        return {
+            "object": "list",
+            "data": [r.public() for r in page.receipts],
+            "has_more": page.next_cursor is not None,
+            "next_cursor": page.next_cursor,
+        }
+
+    @api.get("/receipts/{receipt_id}")
+    def receipt(receipt_id: str) -> dict[str, Any]:
+        found = store.get(receipt_id)
+        if found is None:
+            raise GatewayError(
+                404, f"No receipt {receipt_id!r}", param="receipt_id", code="not_found"
+            )
+        return found.public()
+
+    @api.get("/summary")
+    def summary(request: Request) -> dict[str, Any]:
+        filters = _filters(request)
+        return {"object": "summary", **filters, **store.summary(**filters)}
+
+    return api

@@ -1,0 +1,245 @@
+"""Durable receipts in SQLite: one schema, numbered migrations, queries that aggregate in SQL.
+
+The database lives in the data directory (``smallfirst.db``) in WAL mode. A receipt is
+committed before the response that carries it completes; with ``synchronous=NORMAL`` a
+commit survives the process being killed (``kill -9``), though not necessarily a power cut
+— set ``store_synchronous = "FULL"`` for that, at the price of an fsync per request.
+
+Migrations are a list of SQL scripts; ``PRAGMA user_version`` records how many have run,
+so opening an older database brings it up to date and a newer one is refused.
+
+This module stores and queries; it does not compute receipts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from smallfirst.metering.receipts import Receipt
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE receipts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        endpoint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        duration_s REAL NOT NULL,
+        ttft_s REAL,
+        energy_j REAL,
+        energy_method TEXT NOT NULL,
+        energy_scope TEXT,
+        energy_source TEXT,
+        energy_note TEXT,
+        cpu_s REAL,
+        cost_usd REAL,
+        cost_method TEXT,
+        co2_g REAL,
+        grid_g_per_kwh REAL NOT NULL,
+        pue REAL NOT NULL,
+        carbon_source TEXT NOT NULL,
+        baseline_model TEXT,
+        baseline_energy_j REAL,
+        baseline_cost_usd REAL,
+        baseline_co2_g REAL,
+        baseline_source TEXT,
+        saved_energy_j REAL,
+        saved_cost_usd REAL,
+        saved_co2_g REAL,
+        policy TEXT
+    );
+    CREATE INDEX receipts_created ON receipts (created_at);
+    CREATE INDEX receipts_model_created ON receipts (model, created_at);
+    """,
+)
+
+Synchronous = Literal["OFF", "NORMAL", "FULL"]
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    receipts: list[Receipt]
+    next_cursor: str | None
+
+
+def _cursor_encode(created_at: float, seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, seq]).encode()).decode()
+
+
+def cursor_decode(cursor: str) -> tuple[float, int]:
+    """Raise ValueError for anything that is not a cursor this store made."""
+    try:
+        created_at, seq = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(created_at), int(seq)
+    except Exception as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+_SUMS = """
+    COUNT(*) AS requests,
+    SUM(status = 'ok') AS ok,
+    COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
+    COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
+    COALESCE(SUM(energy_j), 0) AS energy_j,
+    COALESCE(SUM(CASE WHEN energy_method = 'measured' THEN energy_j END), 0) AS energy_measured_j,
+    COALESCE(SUM(CASE WHEN energy_method = 'estimated' THEN energy_j END), 0) AS energy_estimated_j,
+    COALESCE(SUM(CASE WHEN energy_method = 'profile' THEN energy_j END), 0) AS energy_profile_j,
+    SUM(energy_j IS NULL) AS energy_unknown,
+    COALESCE(SUM(cost_usd), 0) AS cost_usd,
+    COALESCE(SUM(co2_g), 0) AS co2_g,
+    COALESCE(SUM(CASE WHEN saved_energy_j IS NOT NULL THEN baseline_energy_j END), 0)
+        AS baseline_energy_j,
+    COALESCE(SUM(CASE WHEN saved_cost_usd IS NOT NULL THEN baseline_cost_usd END), 0)
+        AS baseline_cost_usd,
+    COALESCE(SUM(CASE WHEN saved_co2_g IS NOT NULL THEN baseline_co2_g END), 0)
+        AS baseline_co2_g,
+    COALESCE(SUM(saved_energy_j), 0) AS saved_energy_j,
+    COALESCE(SUM(saved_cost_usd), 0) AS saved_cost_usd,
+    COALESCE(SUM(saved_co2_g), 0) AS saved_co2_g,
+    COALESCE(SUM(duration_s), 0) AS duration_s
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: Path, synchronous: Synchronous = "NORMAL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        self._insert = (
+            f"INSERT INTO receipts ({', '.join(Receipt.columns())}) "
+            f"VALUES ({', '.join(':' + c for c in Receipt.columns())})"
+        )
+
+    def _migrate(self) -> None:
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this smallfirst "
+                f"({len(MIGRATIONS)}); upgrade smallfirst"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self._conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def add(self, receipt: Receipt) -> None:
+        with self._lock:
+            self._conn.execute(self._insert, receipt.row())
+
+    def add_many(self, receipts: list[Receipt]) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(self._insert, [r.row() for r in receipts])
+            self._conn.execute("COMMIT")
+
+    def get(self, receipt_id: str) -> Receipt | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM receipts WHERE id = ?", (receipt_id,)
+            ).fetchone()
+        return _receipt(row) if row else None
+
+    @staticmethod
+    def _where(
+        since: float | None, until: float | None, model: str | None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            clauses.append("created_at >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("created_at < ?")
+            args.append(until)
+        if model is not None:
+            clauses.append("model = ?")
+            args.append(model)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def list(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        model: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first; ``cursor`` continues where the previous page stopped."""
+        where, args = self._where(since, until, model)
+        if cursor is not None:
+            created_at, seq = cursor_decode(cursor)
+            where += (" AND " if where else " WHERE ") + "(created_at, seq) < (?, ?)"
+            args += [created_at, seq]
+        sql = f"SELECT * FROM receipts{where} ORDER BY created_at DESC, seq DESC LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(sql, [*args, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = _cursor_encode(rows[-1]["created_at"], rows[-1]["seq"]) if more else None
+        return Page([_receipt(r) for r in rows], next_cursor)
+
+    def summary(
+        self, *, since: float | None = None, until: float | None = None, model: str | None = None
+    ) -> dict[str, Any]:
+        where, args = self._where(since, until, model)
+        with self._lock:
+            total = self._conn.execute(f"SELECT {_SUMS} FROM receipts{where}", args).fetchone()
+            per_model = self._conn.execute(
+                f"SELECT model, tier, {_SUMS} FROM receipts{where} GROUP BY model, tier "
+                "ORDER BY requests DESC",
+                args,
+            ).fetchall()
+        return {"total": _totals(total), "models": [_totals(r) for r in per_model]}
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _receipt(row: sqlite3.Row) -> Receipt:
+    data = {c: row[c] for c in Receipt.columns()}
+    data["stream"] = bool(data["stream"])
+    return Receipt(**data)
+
+
+def _totals(row: sqlite3.Row) -> dict[str, Any]:
+    out = {k: row[k] for k in row.keys()}  # noqa: SIM118 (sqlite3.Row is not a mapping)
+    out["ok"] = out["ok"] or 0
+    out["energy_unknown"] = out["energy_unknown"] or 0
+    base = out["baseline_energy_j"]
+    out["saved_energy_pct"] = 100.0 * out["saved_energy_j"] / base if base else None
+    base_cost = out["baseline_cost_usd"]
+    out["saved_cost_pct"] = 100.0 * out["saved_cost_usd"] / base_cost if base_cost else None
+    return out
