@@ -8,7 +8,7 @@ warm it up; then, ``--repeats`` times, alternately
   ``create_completion(prompt, max_tokens, temperature=0, stream=True)`` on the model's own
   chat-templated prompt; it exits before the gateway is measured (the gateway sits idle
   meanwhile: its CPU time during the raw run is recorded to show it);
-* gateway: one streamed chat completion over loopback HTTP with the ``openai`` client
+* gateway: one streamed chat completion over loopback HTTP (httpx reading SSE lines)
   (temperature 0, ``stream_options.include_usage``), timed from the first content chunk to
   the last.
 
@@ -168,7 +168,7 @@ def bench_model(args: argparse.Namespace, name: str, log_dir: Path) -> dict[str,
             raw_runs.append(raw)
             cpu0 = time.process_time()
             gw = c.stream_chat(client, name, messages, args.max_tokens)
-            # this process's own CPU (the openai client parsing the stream): it competes with
+            # this process's own CPU (the client reading the stream): it competes with
             # the gateway for the same cores, and the raw loop has no such client
             gw_runs.append(gw.summary() | {"client_cpu_s": round(time.process_time() - cpu0, 3)})
             gw_texts.append(gw.text)
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "time to first token excluded",
         "raw: a fresh llama-cpp-python process per run (create_completion, stream=True), "
         "warmed up, then exited before the gateway run; gateway: `smallfirst serve` in its "
-        "own process, openai client over loopback HTTP",
+        "own process, httpx SSE client over loopback HTTP",
     ]
     result = {
         "benchmark": "gateway_vs_raw",

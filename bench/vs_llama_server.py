@@ -4,7 +4,7 @@ Each server runs in its own subprocess, one at a time: start A, measure, stop; s
 measure, stop; the next round starts with the other one. Both get the same model file, n_ctx
 2048, ``T`` threads (prompt and decode), and the same sequence of chat messages; every
 request is a streamed chat completion with temperature 0 and max_tokens 128, sent with the
-``openai`` client. Per server and round:
+same plain httpx SSE client (see ``_common.openai_client``). Per server and round:
 
 * warm-up: one short request (loads the model);
 * ``--n`` single streams, one after another: time to first token (request sent to first

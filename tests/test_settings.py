@@ -59,3 +59,13 @@ def test_user_model_needs_exactly_one_source() -> None:
 def test_unknown_setting_is_refused() -> None:
     with pytest.raises(ValidationError):
         Settings(not_a_setting=1)  # type: ignore[call-arg]
+
+
+def test_readme_config_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "smallfirst.toml"
+    config.write_text(block)
+    s = load_settings(config)
+    assert s.reference_model == "gpt-4o" and s.prices["gpt-4o"].output_per_mtok_usd == 10.0
+    assert {m.name for m in s.models} == {"my-llama", "gpt-4o-mini"}

@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     # Metering: energy, carbon, cost, and the reference model for savings.
+    receipts: bool = Field(default=True, description="meter every request and store its receipt")
     country: str | None = Field(
         default=None, description="ISO-3 code for grid carbon intensity; None = world average"
     )

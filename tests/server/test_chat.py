@@ -221,3 +221,14 @@ def test_completions_on_base_model(settings: Settings) -> None:
         assert streamed == r.choices[0].text
         with pytest.raises(openai.BadRequestError, match="base model"):
             client.chat.completions.create(model="gemma-3-270m", messages=PROMPT)
+
+
+def test_fast_text_event_matches_the_full_rendering() -> None:
+    from smallfirst.server.responses import Envelope, stream_chunk
+
+    for kind in ("chat", "text"):
+        env = Envelope(kind, "m")  # type: ignore[arg-type]
+        for text in ("plain", 'quote " and \\ and \n newline', "ünïcödé ✓", ""):
+            event = env.text_event(text)
+            assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+            assert json.loads(event[6:]) == stream_chunk(env, text)

@@ -84,7 +84,7 @@ def _validation_error(exc: RequestValidationError) -> GatewayError:
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog(settings)
     pool = EnginePool(catalog, settings)
-    metering = Metering(settings, catalog)
+    metering = Metering(settings, catalog) if settings.receipts else None
     store = SqliteStore(settings.db_path, synchronous=settings.store_synchronous)
     metrics = Metrics()
 

@@ -47,7 +47,7 @@ class Tracker:
 
     def __init__(
         self,
-        metering: Metering,
+        metering: Metering | None,
         record: Record,
         env: Envelope,
         spec: ModelSpec,
@@ -71,8 +71,9 @@ class Tracker:
         if self.first_at is None:
             self.first_at = time.perf_counter()
 
-    def finish(self, status: str, usage: Usage | None) -> Receipt:
-        if self.receipt is not None:
+    def finish(self, status: str, usage: Usage | None) -> Receipt | None:
+        """Make and store the receipt, once; None when receipts are switched off."""
+        if self.receipt is not None or self.metering is None:
             return self.receipt
         now = time.perf_counter()
         outcome = Outcome(
@@ -97,7 +98,11 @@ class Tracker:
 
 class Completions:
     def __init__(
-        self, pool: EnginePool, metering: Metering, record: Record, resolve: Callable[[str], str]
+        self,
+        pool: EnginePool,
+        metering: Metering | None,
+        record: Record,
+        resolve: Callable[[str], str],
     ) -> None:
         self.pool = pool
         self.metering = metering
@@ -112,7 +117,7 @@ class Completions:
         engine = await self.pool.get(self.resolve(body.model))
         spec = engine.spec
         env = Envelope(kind, spec.name)
-        slot = self.metering.slot(spec)
+        slot = self.metering.slot(spec) if self.metering else None
         gen = dataclasses.replace(
             gen, stream=bool(body.stream), on_compute=slot.set_active if slot else None
         )
@@ -158,6 +163,8 @@ class Completions:
         payload = full_response(
             env, text, finish, usage, logprobs if gen.sampling.logprobs else None
         )
+        if receipt is None:
+            return JSONResponse(payload, headers={"x-smallfirst-model": spec.name})
         payload["smallfirst"] = receipt.public()
         return JSONResponse(payload, headers=receipt.headers())
 
@@ -213,14 +220,17 @@ async def _sse(
                 if include_usage:
                     yield _event(last)
                     last = usage_chunk(env, usage)
-                last["smallfirst"] = receipt.public()
+                if receipt is not None:
+                    last["smallfirst"] = receipt.public()
                 yield _event(last)
                 break
-            if chunk.text or chunk.logprobs:
+            if chunk.logprobs:
                 yield _event(
                     stream_chunk(env, chunk.text, None, chunk.logprobs, text_offset=offset)
                 )
-                offset += len(chunk.text)
+            elif chunk.text:
+                yield env.text_event(chunk.text)
+            offset += len(chunk.text)
             chunk = await anext(stream, None)
         else:
             # the engine ended without a finish reason (an upstream that just stopped)
@@ -228,7 +238,8 @@ async def _sse(
             receipt = tracker.finish("ok", usage)
             if include_usage:
                 last = usage_chunk(env, usage)
-                last["smallfirst"] = receipt.public()
+                if receipt is not None:
+                    last["smallfirst"] = receipt.public()
                 yield _event(last)
     except GatewayError as exc:
         status = "error"

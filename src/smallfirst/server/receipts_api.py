@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -45,9 +46,10 @@ def parse_time(value: str | None, param: str, now: float | None = None) -> float
     return dt.timestamp()
 
 
-def _filters(request: Request) -> dict[str, Any]:
+def _filters(request: Request, extra: Collection[str] = ()) -> dict[str, Any]:
+    """``since``/``until``/``model`` from the query; ``extra`` names further allowed params."""
     q = request.query_params
-    allowed = {"since", "until", "model", "limit", "cursor"}
+    allowed = {"since", "until", "model", "limit", "cursor", *extra}
     unknown = set(q) - allowed
     if unknown:
         name = sorted(unknown)[0]

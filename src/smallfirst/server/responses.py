@@ -6,6 +6,7 @@ rather than pydantic models. They only shape data; they do not generate or send 
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from typing import Any, Literal
@@ -13,18 +14,36 @@ from typing import Any, Literal
 from smallfirst.engines.base import TokenLogprob, Usage
 
 Kind = Literal["chat", "text"]
+_MARK = "\x00text\x00"
+
+
+def _dumps(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 class Envelope:
     """The fields every response and chunk of one request share."""
 
-    __slots__ = ("created", "id", "kind", "model")
+    __slots__ = ("_text_event", "created", "id", "kind", "model")
 
     def __init__(self, kind: Kind, model: str) -> None:
         self.kind = kind
         self.model = model
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
+        self._text_event: tuple[bytes, bytes] | None = None
+
+    def text_event(self, text: str) -> bytes:
+        """The SSE event of a plain text chunk, from a prefix and suffix rendered once.
+
+        This runs once per generated token; rendering the whole chunk each time costs the
+        event loop CPU that llama.cpp's threads would otherwise use.
+        """
+        if self._text_event is None:
+            before, after = _dumps(stream_chunk(self, _MARK)).split(_dumps(_MARK))
+            self._text_event = (b"data: " + before.encode(), after.encode() + b"\n\n")
+        head, tail = self._text_event
+        return head + _dumps(text).encode() + tail
 
     def head(self, obj: str) -> dict[str, Any]:
         return {

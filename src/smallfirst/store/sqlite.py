@@ -64,6 +64,46 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX receipts_created ON receipts (created_at);
     CREATE INDEX receipts_model_created ON receipts (model, created_at);
     """,
+    """
+    CREATE TABLE eval_runs (
+        run_id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        config TEXT NOT NULL
+    );
+    CREATE TABLE eval_results (
+        run_id TEXT NOT NULL,
+        benchmark TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        subject TEXT,
+        prompt_hash TEXT NOT NULL,
+        correct INTEGER NOT NULL,
+        extracted TEXT,
+        detail TEXT,
+        output TEXT NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        duration_s REAL NOT NULL,
+        energy_j REAL,
+        energy_method TEXT NOT NULL,
+        cost_usd REAL,
+        co2_g REAL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (run_id, benchmark, item_id, model)
+    );
+    """,
+    # The summary's and the dashboard's aggregates: this covering index holds every column
+    # they read, so GROUP BY model, tier walks it in order (no sort, no table lookups) and a
+    # whole-table total reads ~1/3 of the bytes; at 100,000 receipts the unfiltered summary
+    # drops from ~270 ms to ~120 ms (bench/dashboard_endpoints.py).
+    """
+    CREATE INDEX receipts_model_tier_cover ON receipts (
+        model, tier, created_at, status, prompt_tokens, completion_tokens,
+        energy_j, energy_method, cost_usd, co2_g,
+        baseline_energy_j, baseline_cost_usd, baseline_co2_g,
+        saved_energy_j, saved_cost_usd, saved_co2_g, duration_s
+    );
+    """,
 )
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -117,32 +157,35 @@ _SUMS = """
 """
 
 
+def connect(path: Path, synchronous: Synchronous = "NORMAL") -> sqlite3.Connection:
+    """Open the database (WAL, autocommit) and bring its schema up to date."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        conn.close()
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this smallfirst "
+            f"({len(MIGRATIONS)}); upgrade smallfirst"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+    return conn
+
+
 class SqliteStore:
     def __init__(self, path: Path, synchronous: Synchronous = "NORMAL") -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
+        self._conn = connect(path, synchronous)
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            self._migrate()
         self._insert = (
             f"INSERT INTO receipts ({', '.join(Receipt.columns())}) "
             f"VALUES ({', '.join(':' + c for c in Receipt.columns())})"
         )
-
-    def _migrate(self) -> None:
-        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this smallfirst "
-                f"({len(MIGRATIONS)}); upgrade smallfirst"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            self._conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
 
     @property
     def schema_version(self) -> int:

@@ -1,0 +1,203 @@
+"""Our CPU-time energy estimate beside CodeCarbon's, on the same workload in the same run.
+
+The workload: in-process generations with the engine the gateway uses (SmolLM2-135M and
+Qwen2.5-Coder-0.5B, greedy, fixed prompts). Around it, at the same time, run
+
+* smallfirst's meter (an accounting slot active while each generation holds its model), and
+* CodeCarbon's ``OfflineEmissionsTracker`` in ``tracking_mode="process"`` (it samples this
+  process's CPU load and memory every ``--measure-power-secs``).
+
+Both are estimates on this machine (no RAPL here); the point is to see how far apart two
+estimators are and why. Reported: each one's energy in joules, CPU and RAM parts, the ratio,
+and CodeCarbon's reported powers.
+
+    .venv/bin/python bench/energy_vs_codecarbon.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _common as c
+from smallfirst.catalog import Catalog
+from smallfirst.engines.base import GenerationRequest, Message, Sampling
+from smallfirst.engines.llama import LlamaEngine
+from smallfirst.metering.meter import Accountant, EstimateConstants, local_energy
+from smallfirst.metering.power import cpu_power
+from smallfirst.settings import Settings
+
+PROMPTS = (
+    "Write a long story about a lighthouse keeper.",
+    "Explain how a refrigerator works, step by step.",
+    "Write a Python function that merges two sorted lists, with tests.",
+)
+
+
+async def workload(
+    engines: list[LlamaEngine],
+    acc: Accountant,
+    constants: EstimateConstants,
+    tokens: int,
+    rounds: int,
+) -> tuple[float, float, float, int]:
+    """Run every prompt on every engine; return (energy J, cpu s, shared wall s, tokens)."""
+    energy_j = cpu_s = wall_s = 0.0
+    produced = 0
+    for _ in range(rounds):
+        for engine in engines:
+            for prompt in PROMPTS:
+                slot = acc.slot()
+                request = GenerationRequest(
+                    Sampling(temperature=0.0, max_tokens=tokens),
+                    messages=(Message("user", prompt),),
+                    on_compute=slot.set_active,
+                )
+                async for chunk in engine.generate(request):
+                    if chunk.usage:
+                        produced += chunk.usage.completion_tokens
+                e = local_energy(acc, slot, constants)
+                assert e.energy_j is not None
+                energy_j += e.energy_j
+                cpu_s += slot.cpu_s
+                wall_s += slot.shared_wall_s
+    return energy_j, cpu_s, wall_s, produced
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--tokens", type=int, default=256, help="max tokens per generation")
+    p.add_argument("--rounds", type=int, help="passes over the prompts (default 3; quick 1)")
+    p.add_argument("--measure-power-secs", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", type=Path, default=c.RESULTS_DIR)
+    args = p.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 3)
+    machine = c.machine_info()
+    c.print_header("energy: smallfirst estimate vs CodeCarbon (process mode)", machine)
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    from codecarbon import OfflineEmissionsTracker
+
+    settings = Settings(n_threads=args.threads)
+    catalog = Catalog(settings)
+    names = ["smollm2-135m-instruct"] + ([] if args.quick else ["qwen2.5-coder-0.5b-instruct"])
+    engines = []
+    for name in names:
+        spec = catalog.get(name)
+        engine = LlamaEngine(spec, c.model_path(name), settings)
+        engine.load()
+        engines.append(engine)
+    power = cpu_power(watts_per_thread=settings.watts_per_thread)
+    constants = EstimateConstants(power.watts_per_thread, power.ram_w, power.source)
+    acc = Accountant()
+    # warm up outside both measurements
+    asyncio.run(workload(engines, acc, constants, 8, 1))
+
+    tracker = OfflineEmissionsTracker(
+        country_iso_code="USA",
+        tracking_mode="process",
+        measure_power_secs=args.measure_power_secs,
+        save_to_file=False,
+        log_level="error",
+    )
+    tracker.start()
+    t0 = time.perf_counter()
+    energy_j, cpu_s, wall_s, produced = asyncio.run(
+        workload(engines, acc, constants, args.tokens, rounds)
+    )
+    duration_s = time.perf_counter() - t0
+    tracker.stop()
+    data = tracker.final_emissions_data
+    cc: dict[str, Any] = {
+        "energy_j": data.energy_consumed * 3.6e6,
+        "cpu_energy_j": data.cpu_energy * 3.6e6,
+        "ram_energy_j": data.ram_energy * 3.6e6,
+        "gpu_energy_j": data.gpu_energy * 3.6e6,
+        "cpu_power_w": data.cpu_power,
+        "ram_power_w": data.ram_power,
+        "cpu_model": data.cpu_model,
+        "tracking_mode": data.tracking_mode,
+        "duration_s": data.duration,
+    }
+    ours = {
+        "energy_j": energy_j,
+        "cpu_energy_j": cpu_s * constants.watts_per_thread,
+        "ram_energy_j": wall_s * constants.ram_w,
+        "cpu_s": cpu_s,
+        "active_wall_s": wall_s,
+        "watts_per_thread": constants.watts_per_thread,
+        "ram_w": constants.ram_w,
+        "constants_source": constants.source,
+    }
+    ratio = energy_j / cc["energy_j"] if cc["energy_j"] else float("nan")
+    headers = ["estimator", "energy J", "CPU part J", "RAM part J", "J per output token"]
+    rows = [
+        [
+            "smallfirst (CPU-time estimate)",
+            c.fmt(energy_j, 1),
+            c.fmt(ours["cpu_energy_j"], 1),
+            c.fmt(ours["ram_energy_j"], 1),
+            c.fmt(energy_j / produced, 4),
+        ],
+        [
+            "CodeCarbon OfflineEmissionsTracker, process mode",
+            c.fmt(cc["energy_j"], 1),
+            c.fmt(cc["cpu_energy_j"], 1),
+            c.fmt(cc["ram_energy_j"], 1),
+            c.fmt(cc["energy_j"] / produced, 4),
+        ],
+        [
+            "ratio smallfirst / CodeCarbon",
+            c.fmt(ratio, 3),
+            c.fmt(ours["cpu_energy_j"] / cc["cpu_energy_j"], 3) if cc["cpu_energy_j"] else "-",
+            c.fmt(ours["ram_energy_j"] / cc["ram_energy_j"], 3) if cc["ram_energy_j"] else "-",
+            "",
+        ],
+    ]
+    print()
+    print(c.text_table(headers, rows))
+    notes = [
+        f"workload: {len(engines)} model(s) ({', '.join(names)}) × {len(PROMPTS)} prompts × "
+        f"{rounds} round(s), greedy, max {args.tokens} tokens; {produced} tokens produced in "
+        f"{duration_s:.1f} s",
+        f"smallfirst: {cpu_s:.2f} CPU-s × {constants.watts_per_thread:g} W/thread + "
+        f"{wall_s:.2f} s active × {constants.ram_w:g} W RAM ({constants.source})",
+        f"CodeCarbon {c._version('codecarbon')}: CPU power {cc['cpu_power_w']:.2f} W, RAM power "
+        f"{cc['ram_power_w']:.2f} W (averages it reported), tracked {cc['duration_s']:.1f} s, "
+        f"cpu model seen: {cc['cpu_model']}",
+    ]
+    result = {
+        "benchmark": "energy_vs_codecarbon",
+        "machine": machine,
+        "parameters": vars(args) | {"rounds": rounds, "models": names},
+        "tokens_produced": produced,
+        "duration_s": duration_s,
+        "smallfirst": ours,
+        "codecarbon": cc,
+        "ratio_energy": ratio,
+    }
+    paths = c.write_results(
+        "energy_vs_codecarbon",
+        result,
+        title="Energy: smallfirst's estimate vs CodeCarbon",
+        headers=headers,
+        rows=rows,
+        notes=notes,
+        quick=args.quick,
+        out_dir=args.out,
+    )
+    for engine in engines:
+        engine.unload()
+    print("\n  " + "\n  ".join(notes))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

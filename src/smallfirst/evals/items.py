@@ -1,0 +1,39 @@
+"""What an evaluation item is and what scoring one gives: the contract between loaders,
+scorers and the runner.
+
+Loaders (:mod:`.benchmarks`) turn a benchmark's data into :class:`Item` — the chat prompt
+already written in that benchmark's convention, the gold answer and what the scorer needs.
+Scorers (:mod:`.scorers`) turn a model's output into a :class:`Score`. Neither knows about
+models, engines or storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from smallfirst.engines.base import Message
+
+ScorerName = Literal["code", "math", "choice", "exact"]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    benchmark: str  # "humaneval", "mbpp", "gsm8k", "mmlu", "arc-challenge", "jsonl:<path>"
+    item_id: str  # stable id from the data, e.g. "HumanEval/0"
+    messages: tuple[Message, ...]  # the prompt, in the benchmark's published convention
+    scorer: ScorerName
+    reference: str  # gold answer: a letter, a number, or the canonical program
+    subject: str | None = None  # for stratified subsets (MMLU subjects)
+    choices: tuple[str, ...] = ()  # multiple choice options, in letter order
+    tests: str | None = None  # code: the test program run against the model's code
+    entry_point: str | None = None  # code: the function the tests call
+    code_prompt: str | None = None  # code: the given signature/docstring (HumanEval)
+    max_tokens: int = 512  # generation budget for this item
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    correct: bool
+    extracted: str | None  # what the scorer read from the output (answer, program)
+    detail: str | None = None  # why it failed: "timeout", an exception, "no answer found"

@@ -1,0 +1,192 @@
+"""Run models over benchmarks with the production engines and meter; store every item.
+
+For each model and benchmark: load the items, take the seeded subset, skip the items this
+run already has (that is what makes a run resumable: stop it any time, start it again with
+the same ``run_id``), and answer the rest greedily through the same engine pool and meter
+the gateway uses. Each answer is scored (code in the sandbox, in a worker thread, never in
+this process) and stored with its tokens, time, energy (with method), cost and CO2.
+
+``concurrency`` items are in flight at once: on an in-process model generations still take
+turns, but scoring overlaps the next generation; a remote endpoint gets real parallelism.
+
+This module neither loads data files nor scores by itself (:mod:`.benchmarks`,
+:mod:`.scorers`), and prints nothing: progress goes to a callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from smallfirst.catalog import Catalog
+from smallfirst.engines.base import GenerationRequest, Sampling, Usage
+from smallfirst.engines.pool import EnginePool
+from smallfirst.evals.items import Item
+from smallfirst.metering.service import Metering, Outcome
+from smallfirst.settings import Settings
+from smallfirst.store.eval_results import EvalResult, EvalStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    run_id: str
+    models: tuple[str, ...]
+    benchmarks: tuple[str, ...]
+    limit: int | None = None
+    seed: int = 0
+    concurrency: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a progress callback gets: one per planned batch and one per finished item."""
+
+    model: str
+    benchmark: str
+    done: int  # items finished in this (model, benchmark), including earlier sessions
+    total: int
+    skipped: int  # already in the store when this session started
+    last: EvalResult | None = None
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def prompt_hash(item: Item) -> str:
+    payload = json.dumps([[m.role, m.content] for m in item.messages], ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def plan(settings: Settings, config: RunConfig) -> dict[str, list[Item]]:
+    """The items of each benchmark for this run (seeded subset, stable order)."""
+    from smallfirst.evals.benchmarks import load, subset
+
+    return {b: subset(load(b, settings), config.limit, config.seed) for b in config.benchmarks}
+
+
+async def _answer(
+    pool: EnginePool, metering: Metering, model: str, item: Item, run_id: str
+) -> EvalResult:
+    from smallfirst.evals.scorers import score
+
+    engine = await pool.get(model)
+    slot = metering.slot(engine.spec)
+    request = GenerationRequest(
+        Sampling(temperature=0.0, max_tokens=item.max_tokens),
+        messages=item.messages,
+        stream=False,
+        on_compute=slot.set_active if slot else None,
+    )
+    created_at = time.time()
+    started = time.perf_counter()
+    parts: list[str] = []
+    usage: Usage | None = None
+    stream = engine.generate(request)
+    try:
+        async for chunk in stream:
+            parts.append(chunk.text)
+            usage = chunk.usage or usage
+    finally:
+        await stream.aclose()
+    duration_s = time.perf_counter() - started
+    receipt = metering.receipt(
+        engine.spec,
+        slot,
+        Outcome(
+            receipt_id=f"eval-{run_id}-{item.item_id}",
+            created_at=created_at,
+            endpoint="chat",
+            stream=False,
+            status="ok",
+            tokens=(usage.prompt_tokens, usage.completion_tokens) if usage else None,
+            duration_s=duration_s,
+            ttft_s=None,
+        ),
+    )
+    output = "".join(parts)
+    verdict = await asyncio.to_thread(score, item, output)
+    return EvalResult(
+        run_id=run_id,
+        benchmark=item.benchmark,
+        item_id=item.item_id,
+        model=model,
+        subject=item.subject,
+        prompt_hash=prompt_hash(item),
+        correct=verdict.correct,
+        extracted=verdict.extracted,
+        detail=verdict.detail,
+        output=output,
+        prompt_tokens=receipt.prompt_tokens,
+        completion_tokens=receipt.completion_tokens,
+        duration_s=duration_s,
+        energy_j=receipt.energy_j,
+        energy_method=receipt.energy_method,
+        cost_usd=receipt.cost_usd,
+        co2_g=receipt.co2_g,
+        created_at=created_at,
+    )
+
+
+async def run(
+    settings: Settings,
+    config: RunConfig,
+    store: EvalStore,
+    progress: ProgressFn | None = None,
+    items: dict[str, list[Item]] | None = None,
+) -> int:
+    """Answer every planned item not yet stored; return how many were answered now."""
+    catalog = Catalog(settings)
+    for model in config.models:
+        catalog.get(model)  # unknown names fail before any work
+    items = items if items is not None else plan(settings, config)
+    store.start_run(
+        config.run_id,
+        {**dataclasses.asdict(config), "planned": {b: len(v) for b, v in items.items()}},
+    )
+    pool = EnginePool(catalog, settings)
+    metering = Metering(settings, catalog)
+    answered = 0
+    try:
+        for model in config.models:
+            for benchmark, planned in items.items():
+                finished = store.done(config.run_id, model, benchmark)
+                todo = [i for i in planned if i.item_id not in finished]
+                skipped = len(planned) - len(todo)
+                done = skipped
+                if progress:
+                    progress(Progress(model, benchmark, done, len(planned), skipped))
+                queue: asyncio.Queue[Item] = asyncio.Queue()
+                for item in todo:
+                    queue.put_nowait(item)
+
+                async def worker(
+                    model: str = model,
+                    benchmark: str = benchmark,
+                    total: int = len(planned),
+                    skipped: int = skipped,
+                    queue: asyncio.Queue[Item] = queue,
+                ) -> None:
+                    nonlocal done, answered
+                    while not queue.empty():
+                        item = queue.get_nowait()
+                        result = await _answer(pool, metering, model, item, config.run_id)
+                        store.add(result)
+                        done += 1
+                        answered += 1
+                        if progress:
+                            progress(Progress(model, benchmark, done, total, skipped, result))
+
+                await asyncio.gather(*(worker() for _ in range(max(1, config.concurrency))))
+            # one model at a time in memory: unload before the next model loads
+            await pool.aclose()
+    finally:
+        await pool.aclose()
+    return answered

@@ -1,0 +1,144 @@
+"""Per-item evaluation results, in the same database and schema as the receipts.
+
+One row per (run, benchmark, item, model): whether the model was right, what it said, and
+what answering cost (tokens, time, energy with its method, dollars, CO2). The primary key is
+what makes runs resumable: a re-run asks which keys exist and skips them. Results can be
+exported to (and imported from) gzipped JSON lines, the form committed as data.
+
+This module stores; it does not run or score anything.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from smallfirst.store.sqlite import connect
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResult:
+    run_id: str
+    benchmark: str
+    item_id: str
+    model: str
+    subject: str | None
+    prompt_hash: str
+    correct: bool
+    extracted: str | None
+    detail: str | None
+    output: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    duration_s: float
+    energy_j: float | None
+    energy_method: str
+    cost_usd: float | None
+    co2_g: float | None
+    created_at: float
+
+
+_COLUMNS = [f.name for f in fields(EvalResult)]
+
+
+def _result(row: Any) -> EvalResult:
+    data = {c: row[c] for c in _COLUMNS}
+    data["correct"] = bool(data["correct"])
+    return EvalResult(**data)
+
+
+class EvalStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = connect(path)
+        self._lock = threading.Lock()
+        self._insert = (
+            f"INSERT OR REPLACE INTO eval_results ({', '.join(_COLUMNS)}) "
+            f"VALUES ({', '.join(':' + c for c in _COLUMNS)})"
+        )
+
+    def start_run(self, run_id: str, config: dict[str, Any]) -> None:
+        """Record a run's configuration the first time it is used (kept on resume)."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO eval_runs (run_id, created_at, config) VALUES (?, ?, ?)",
+                (run_id, time.time(), json.dumps(config, sort_keys=True)),
+            )
+
+    def runs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT r.run_id, r.created_at, r.config, COUNT(e.item_id) AS results "
+                "FROM eval_runs r LEFT JOIN eval_results e USING (run_id) "
+                "GROUP BY r.run_id ORDER BY r.created_at"
+            ).fetchall()
+        return [
+            {
+                "run_id": r["run_id"],
+                "created_at": r["created_at"],
+                "config": json.loads(r["config"]),
+                "results": r["results"],
+            }
+            for r in rows
+        ]
+
+    def done(self, run_id: str, model: str, benchmark: str) -> set[str]:
+        """Item ids already answered in this run by this model."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT item_id FROM eval_results WHERE run_id = ? AND model = ? AND benchmark = ?",
+                (run_id, model, benchmark),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def add(self, result: EvalResult) -> None:
+        with self._lock:
+            self._conn.execute(self._insert, asdict(result))
+
+    def results(self, run_id: str | None = None) -> list[EvalResult]:
+        sql = "SELECT * FROM eval_results"
+        args: list[Any] = []
+        if run_id is not None:
+            sql += " WHERE run_id = ?"
+            args.append(run_id)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY benchmark, item_id, model", args).fetchall()
+        return [_result(r) for r in rows]
+
+    def export(self, path: Path, run_id: str | None = None) -> int:
+        """Write results as gzipped JSON lines (deterministic order); return the count."""
+        results = self.results(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        # mtime=0: the same results give the same bytes, so committed data only changes
+        # when the results do
+        with tmp.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+            for r in results:
+                gz.write(json.dumps(asdict(r), sort_keys=True).encode() + b"\n")
+        tmp.replace(path)
+        return len(results)
+
+    def import_file(self, path: Path) -> int:
+        """Load exported results (replacing rows with the same key); return the count."""
+        count = 0
+        with gzip.open(path, "rt") as f, self._lock:
+            self._conn.execute("BEGIN")
+            for line in f:
+                data = json.loads(line)
+                self._conn.execute(self._insert, {c: data.get(c) for c in _COLUMNS})
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO eval_runs (run_id, created_at, config) VALUES (?, ?, ?)",
+                    (data["run_id"], data["created_at"], json.dumps({"imported": str(path)})),
+                )
+                count += 1
+            self._conn.execute("COMMIT")
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,101 @@
+"""A small real evaluation run: SmolLM2 on a few items of every benchmark, stored and resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from smallfirst.cli import main
+from smallfirst.evals import report, runner
+from smallfirst.evals.data import ensure_data
+from smallfirst.settings import Settings
+from smallfirst.store.eval_results import EvalStore
+from tests.conftest import SMOL
+
+BENCHMARKS = ("humaneval", "mbpp", "gsm8k", "mmlu", "arc-challenge")
+
+
+@pytest.fixture(scope="module")
+def run_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    s = settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("evaldata")})
+    ensure_data(s, BENCHMARKS)
+    return s
+
+
+def small_plan(s: Settings, config: runner.RunConfig) -> dict[str, list]:  # type: ignore[type-arg]
+    planned = runner.plan(s, config)
+    # MMLU's limit is per subject: keep two subjects so the test stays small
+    subjects = sorted({i.subject for i in planned["mmlu"]})[:2]
+    planned["mmlu"] = [i for i in planned["mmlu"] if i.subject in subjects]
+    # short budgets: this tests the plumbing, not the model
+    return {b: [_short(i) for i in items] for b, items in planned.items()}
+
+
+def _short(item):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    return dataclasses.replace(item, max_tokens=min(item.max_tokens, 48))
+
+
+def test_small_run_stores_and_resumes(run_settings: Settings) -> None:
+    config = runner.RunConfig(run_id="t", models=(SMOL,), benchmarks=BENCHMARKS, limit=2, seed=1)
+    planned = small_plan(run_settings, config)
+    total = sum(len(v) for v in planned.values())
+    assert total == 2 + 2 + 2 + 4 + 2
+    store = EvalStore(run_settings.db_path)
+    # first session: stop after part of the items (as a killed run would)
+    first = {b: v[:1] for b, v in planned.items()}
+    seen: list[runner.Progress] = []
+    assert asyncio.run(runner.run(run_settings, config, store, seen.append, first)) == len(first)
+    assert asyncio.run(
+        runner.run(run_settings, config, store, seen.append, planned)
+    ) == total - len(first)
+    # a third session has nothing left to do
+    assert asyncio.run(runner.run(run_settings, config, store, None, planned)) == 0
+    results = store.results("t")
+    assert len(results) == total
+    for r in results:
+        assert r.model == SMOL and r.output is not None and r.prompt_hash
+        assert r.completion_tokens and r.completion_tokens <= 48 and r.prompt_tokens
+        assert r.energy_j and r.energy_j > 0 and r.energy_method in ("measured", "estimated")
+        assert r.cost_usd and r.co2_g and r.duration_s > 0
+    assert {p.skipped for p in seen if p.last is None and p.benchmark == "gsm8k"} == {0, 1}
+
+    rows = report.summarize(results)
+    by = {(r.model, r.benchmark): r for r in rows}
+    assert by[(SMOL, "humaneval")].n == 2 and by[(SMOL, "all (macro)")].n == total
+    for r in rows:
+        assert 0 <= r.accuracy <= 1
+        if r.benchmark != "all (macro)":
+            assert r.ci_low <= r.accuracy <= r.ci_high
+
+    out = run_settings.data_dir / "export.jsonl.gz"
+    assert store.export(out, "t") == total
+    with gzip.open(out, "rt") as f:
+        lines = [json.loads(x) for x in f]
+    assert {x["benchmark"] for x in lines} == set(BENCHMARKS)
+    store.close()
+
+
+def test_report_cli_and_plot(
+    run_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # runs after the test above in this module: the database has run "t"
+    plot = tmp_path / "frontier.png"
+    args = ["eval", "report", "--run", "t", "--data-dir", str(run_settings.data_dir)]
+    assert main([*args, "--format", "json", "--plot", str(plot)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert any(r["benchmark"] == "all (macro)" for r in rows)
+    assert plot.stat().st_size > 5000 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main([*args, "--format", "md"]) == 0
+    assert "| model | benchmark |" in capsys.readouterr().out
+
+
+def test_wilson_interval() -> None:
+    low, high = report.wilson(7, 10)
+    assert low == pytest.approx(0.3968, abs=1e-3) and high == pytest.approx(0.8922, abs=1e-3)
+    assert report.wilson(0, 5)[0] == 0.0 and report.wilson(5, 5)[1] == 1.0
