@@ -26,6 +26,8 @@ run: models
 	$(BIN)/smallfirst serve
 
 test: install
+	@# the dashboard test drives Debian's Chromium with Playwright (no browser download)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/smallfirst models pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct gemma-3-270m
 	$(BIN)/python -m pytest
 

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smallfirst import __version__
 from smallfirst.catalog import Catalog
+from smallfirst.dashboard.api import router as dashboard_router
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import GatewayError, upstream
 from smallfirst.metering.receipts import Receipt
@@ -144,6 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(receipts_router(store))
+    app.include_router(dashboard_router(store, settings.db_path, settings))
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -94,8 +95,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # The summary's and the dashboard's aggregates: this covering index holds every column
     # they read, so GROUP BY model, tier walks it in order (no sort, no table lookups) and a
-    # whole-table total reads ~1/3 of the bytes; at 100,000 receipts the unfiltered summary
-    # drops from ~270 ms to ~120 ms (bench/dashboard_endpoints.py).
+    # whole-table scan reads ~1/3 of the bytes; at 100,000 receipts the unfiltered GROUP BY
+    # drops from ~200 ms to ~60 ms (2 vCPUs; bench/dashboard_endpoints.py times the endpoints).
     """
     CREATE INDEX receipts_model_tier_cover ON receipts (
         model, tier, created_at, status, prompt_tokens, completion_tokens,
@@ -254,13 +255,21 @@ class SqliteStore:
     ) -> dict[str, Any]:
         where, args = self._where(since, until, model)
         with self._lock:
-            total = self._conn.execute(f"SELECT {_SUMS} FROM receipts{where}", args).fetchone()
             per_model = self._conn.execute(
                 f"SELECT model, tier, {_SUMS} FROM receipts{where} GROUP BY model, tier "
                 "ORDER BY requests DESC",
                 args,
             ).fetchall()
-        return {"total": _totals(total), "models": [_totals(r) for r in per_model]}
+            # no rows: the all-zero total, from a query that finds nothing to scan
+            empty = (
+                None
+                if per_model
+                else self._conn.execute(f"SELECT {_SUMS} FROM receipts{where}", args).fetchone()
+            )
+        models = [_totals(r) for r in per_model]
+        # One pass over the receipts: every figure is a sum, so the total is the sum of the
+        # groups (floats added exactly); a second scan for it doubled the cost on big tables.
+        return {"total": _add_up(models) if empty is None else _totals(empty), "models": models}
 
     def integrity_check(self) -> str:
         with self._lock:
@@ -277,8 +286,21 @@ def _receipt(row: sqlite3.Row) -> Receipt:
     return Receipt(**data)
 
 
+def _add_up(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in groups[0]:
+        if key in ("model", "tier") or key.endswith("_pct"):
+            continue
+        values = [g[key] for g in groups]
+        out[key] = sum(values) if all(isinstance(v, int) for v in values) else math.fsum(values)
+    return _with_pcts(out)
+
+
 def _totals(row: sqlite3.Row) -> dict[str, Any]:
-    out = {k: row[k] for k in row.keys()}  # noqa: SIM118 (sqlite3.Row is not a mapping)
+    return _with_pcts({k: row[k] for k in row.keys()})  # noqa: SIM118 (Row is not a mapping)
+
+
+def _with_pcts(out: dict[str, Any]) -> dict[str, Any]:
     out["ok"] = out["ok"] or 0
     out["energy_unknown"] = out["energy_unknown"] or 0
     base = out["baseline_energy_j"]
