@@ -4,6 +4,7 @@
     smallfirst models list [--json] | pull NAME... | rm NAME... | profile NAME...
     smallfirst usage [--since 1h] [--json]
     smallfirst eval run | report | export
+    smallfirst router fit | eval
 
 One module per command group; everything heavy is imported inside the command that needs
 it, so ``--help`` is instant.
@@ -25,6 +26,7 @@ from smallfirst.cli.models import (
     cmd_models_pull,
     cmd_models_rm,
 )
+from smallfirst.cli.router import add_parser as add_router_parser
 from smallfirst.cli.usage import cmd_usage
 
 
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, required=True)
     ex.set_defaults(func=cmd_eval_export)
 
+    add_router_parser(sub, common)
     usage = sub.add_parser(
         "usage",
         parents=[common],

@@ -1,0 +1,325 @@
+"""The router's training table, built from stored evaluation results, and its splits.
+
+One row per (benchmark, item_id) that has a result for *every* candidate model: the prompt's
+features, and per model whether it was right, the joules and dollars the answer took, and
+the answer's text (the cascade's output verifier reads it). Models are ordered cheapest
+first by mean energy per item over the table (mean cost where energy is unknown), so the
+last is the reference.
+
+Where the prompts come from: the results table stores each item's ``prompt_hash``, not its
+text, so :func:`load_prompts` re-creates the items with :func:`smallfirst.evals.benchmarks.load`
+and matches them by (benchmark, item_id); a row is kept only if the re-created prompt hashes
+to the stored ``prompt_hash``, so a benchmark whose prompt format changed since the run
+never trains the router on prompts the models did not see. When a (benchmark, item, model)
+was answered in several runs, the most recent answer counts.
+
+Splits (:func:`split`, :func:`group_folds`) are seeded, stratified by benchmark, and grouped
+by ``prompt_hash``: identical prompts (MMLU repeats some questions under different ids) are
+always on the same side, so a held-out score never rewards memorising a training prompt.
+
+This module reads results and benchmark data; it fits nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from smallfirst.engines.base import Message
+from smallfirst.routing.base import Candidate, prompt_key
+from smallfirst.routing.features import FloatArray, prompt_feature_matrix
+from smallfirst.store.eval_results import EvalResult
+
+if TYPE_CHECKING:
+    from smallfirst.settings import Settings
+
+log = logging.getLogger(__name__)
+
+IntArray = npt.NDArray[np.intp]
+BoolArray = npt.NDArray[np.bool_]
+Axis = Literal["energy", "cost"]
+AXES: tuple[Axis, ...] = ("energy", "cost")
+ItemKey = tuple[str, str]  # (benchmark, item_id)
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """Evaluation results as arrays: ``n`` items (rows) by ``m`` models (columns)."""
+
+    models: tuple[str, ...]  # cheapest first; the last is the reference
+    benchmarks: tuple[str, ...]  # per row
+    item_ids: tuple[str, ...]
+    prompt_hashes: tuple[str, ...]
+    features: FloatArray  # (n, N_PROMPT_FEATURES)
+    correct: BoolArray  # (n, m)
+    energy_j: FloatArray  # (n, m); NaN where unknown
+    cost_usd: FloatArray  # (n, m); NaN where unknown
+    outputs: tuple[tuple[str, ...], ...]  # (n, m) answers
+    run_ids: tuple[str, ...]  # the runs the rows came from
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def keys(self) -> list[ItemKey]:
+        return list(zip(self.benchmarks, self.item_ids, strict=True))
+
+    def take(self, rows: IntArray | Sequence[int]) -> Table:
+        """The table restricted to ``rows`` (in that order)."""
+        idx = np.asarray(rows, dtype=np.intp)
+        return Table(
+            models=self.models,
+            benchmarks=tuple(self.benchmarks[i] for i in idx),
+            item_ids=tuple(self.item_ids[i] for i in idx),
+            prompt_hashes=tuple(self.prompt_hashes[i] for i in idx),
+            features=self.features[idx],
+            correct=self.correct[idx],
+            energy_j=self.energy_j[idx],
+            cost_usd=self.cost_usd[idx],
+            outputs=tuple(self.outputs[i] for i in idx),
+            run_ids=self.run_ids,
+        )
+
+    def with_models(self, models: Sequence[str]) -> Table:
+        """The table with its model columns in the order ``models`` gives (a subset)."""
+        missing = [m for m in models if m not in self.models]
+        if missing:
+            raise ValueError(f"the table has no results for {', '.join(missing)}")
+        cols = [self.models.index(m) for m in models]
+        return Table(
+            models=tuple(models),
+            benchmarks=self.benchmarks,
+            item_ids=self.item_ids,
+            prompt_hashes=self.prompt_hashes,
+            features=self.features,
+            correct=self.correct[:, cols],
+            energy_j=self.energy_j[:, cols],
+            cost_usd=self.cost_usd[:, cols],
+            outputs=tuple(tuple(row[c] for c in cols) for row in self.outputs),
+            run_ids=self.run_ids,
+        )
+
+    def axis(self, axis: Axis) -> FloatArray | None:
+        """Per-item spend on ``axis`` (n, m), unknown cells filled with the model's mean.
+
+        ``None`` when some model has no known value at all on this axis: then nothing can
+        be said about that axis, and saying zero would be a silent lie.
+        """
+        raw = self.energy_j if axis == "energy" else self.cost_usd
+        if len(self) == 0:
+            return None
+        known = ~np.isnan(raw)
+        if not known.any(axis=0).all():
+            return None
+        means = np.nanmean(raw, axis=0)
+        return np.where(known, raw, means[np.newaxis, :])
+
+    def candidates(self, tiers: Mapping[str, str] | None = None) -> list[Candidate]:
+        """The models as router candidates (cheapest first), with their mean spend per item."""
+        out = []
+        for j, name in enumerate(self.models):
+            energy = self.energy_j[:, j]
+            cost = self.cost_usd[:, j]
+            out.append(
+                Candidate(
+                    name=name,
+                    tier=(tiers or {}).get(name, "?"),
+                    energy_j_per_item=_nanmean_or_none(energy),
+                    cost_usd_per_item=_nanmean_or_none(cost),
+                )
+            )
+        return out
+
+
+def _nanmean_or_none(values: FloatArray) -> float | None:
+    known = values[~np.isnan(values)]
+    return float(known.mean()) if known.size else None
+
+
+def load_prompts(
+    benchmarks: Iterable[str], settings: Settings
+) -> dict[ItemKey, tuple[Message, ...]]:
+    """Re-create each benchmark's items and return their prompts by (benchmark, item_id).
+
+    A benchmark that cannot be loaded (an unknown name, a jsonl file that moved, data that
+    cannot be fetched) is skipped with a warning: its results then have no prompt and are
+    left out of the table.
+    """
+    from smallfirst.evals.benchmarks import BenchmarkError, load
+    from smallfirst.evals.data import DataError
+
+    prompts: dict[ItemKey, tuple[Message, ...]] = {}
+    for name in sorted(set(benchmarks)):
+        try:
+            items = load(name, settings)
+        except (BenchmarkError, DataError) as exc:
+            log.warning("cannot load benchmark %s, its results are skipped: %s", name, exc)
+            continue
+        for item in items:
+            prompts[(item.benchmark, item.item_id)] = item.messages
+    return prompts
+
+
+def build_table(
+    results: Iterable[EvalResult],
+    prompts: Mapping[ItemKey, Sequence[Message]],
+    models: Sequence[str] | None = None,
+) -> Table:
+    """Join results into a :class:`Table` (see the module docstring for the rules).
+
+    ``models`` restricts the candidates (default: every model in the results); items that
+    lack a result for any of them are left out, as are items whose prompt is unknown or
+    hashes differently from the stored ``prompt_hash``.
+    """
+    latest: dict[tuple[str, str, str], EvalResult] = {}
+    for r in results:
+        key = (r.benchmark, r.item_id, r.model)
+        old = latest.get(key)
+        if old is None or r.created_at >= old.created_at:
+            latest[key] = r
+    wanted = list(dict.fromkeys(models)) if models else sorted({k[2] for k in latest})
+    if not wanted:
+        raise ValueError("no evaluation results to build a routing table from")
+    by_item: dict[ItemKey, dict[str, EvalResult]] = defaultdict(dict)
+    for (benchmark, item_id, model), r in latest.items():
+        if model in wanted:
+            by_item[(benchmark, item_id)][model] = r
+
+    rows: list[tuple[ItemKey, tuple[Message, ...], dict[str, EvalResult]]] = []
+    incomplete = unknown = changed = 0
+    for item in sorted(by_item):
+        per_model = by_item[item]
+        if len(per_model) < len(wanted):
+            incomplete += 1
+            continue
+        messages = prompts.get(item)
+        if messages is None:
+            unknown += 1
+            continue
+        messages = tuple(messages)
+        digest = prompt_key(messages)
+        if any(r.prompt_hash != digest for r in per_model.values()):
+            changed += 1
+            continue
+        rows.append((item, messages, per_model))
+    if incomplete or unknown or changed:
+        log.info(
+            "routing table: %d items kept; left out %d without a result for every model, "
+            "%d whose prompt could not be re-created, %d whose prompt changed since the run",
+            len(rows),
+            incomplete,
+            unknown,
+            changed,
+        )
+    if not rows:
+        raise ValueError(
+            f"no item has a result for every model of {', '.join(wanted)} with a known prompt"
+        )
+
+    n, m = len(rows), len(wanted)
+    correct = np.zeros((n, m), dtype=np.bool_)
+    energy = np.full((n, m), np.nan)
+    cost = np.full((n, m), np.nan)
+    for i, (_, _, per_model) in enumerate(rows):
+        for j, model in enumerate(wanted):
+            r = per_model[model]
+            correct[i, j] = r.correct
+            if r.energy_j is not None:
+                energy[i, j] = r.energy_j
+            if r.cost_usd is not None:
+                cost[i, j] = r.cost_usd
+    order = _cheapest_first(wanted, energy, cost)
+    return Table(
+        models=tuple(wanted[j] for j in order),
+        benchmarks=tuple(k[0] for k, _, _ in rows),
+        item_ids=tuple(k[1] for k, _, _ in rows),
+        prompt_hashes=tuple(next(iter(pm.values())).prompt_hash for _, _, pm in rows),
+        features=prompt_feature_matrix([msgs for _, msgs, _ in rows]),
+        correct=correct[:, order],
+        energy_j=energy[:, order],
+        cost_usd=cost[:, order],
+        outputs=tuple(tuple(pm[wanted[j]].output for j in order) for _, _, pm in rows),
+        run_ids=tuple(sorted({r.run_id for _, _, pm in rows for r in pm.values()})),
+    )
+
+
+def _cheapest_first(models: Sequence[str], energy: FloatArray, cost: FloatArray) -> list[int]:
+    def key(j: int) -> tuple[float, float, int]:
+        e = _nanmean_or_none(energy[:, j])
+        c = _nanmean_or_none(cost[:, j])
+        return (math.inf if e is None else e, math.inf if c is None else c, j)
+
+    return sorted(range(len(models)), key=key)
+
+
+def _groups_by_benchmark(
+    benchmarks: Sequence[str], prompt_hashes: Sequence[str]
+) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
+    """Prompt groups per benchmark (a group belongs to the benchmark of its first row)."""
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    owner: dict[str, str] = {}
+    for i, (benchmark, digest) in enumerate(zip(benchmarks, prompt_hashes, strict=True)):
+        rows_of[digest].append(i)
+        owner.setdefault(digest, benchmark)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for digest, benchmark in owner.items():
+        groups[benchmark].append(digest)
+    return groups, rows_of
+
+
+def _shuffled(groups: list[str], seed: int, benchmark: str) -> list[str]:
+    # a generator per benchmark, keyed by a stable hash of its name: adding a benchmark
+    # leaves the others' splits unchanged
+    rng = np.random.default_rng([seed, zlib.crc32(benchmark.encode())])
+    ordered = sorted(groups)
+    return [ordered[i] for i in rng.permutation(len(ordered))]
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    train: IntArray
+    heldout: IntArray
+
+
+def split(table: Table, heldout_fraction: float = 0.25, seed: int = 0) -> Split:
+    """Rows for training and for held-out evaluation (stratified, grouped, seeded).
+
+    In each benchmark, ``round(heldout_fraction * groups)`` prompt groups are held out, at
+    least one and never all of them when the benchmark has two or more groups.
+    """
+    if not 0 < heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    groups, rows_of = _groups_by_benchmark(table.benchmarks, table.prompt_hashes)
+    held: list[int] = []
+    for benchmark in sorted(groups):
+        members = _shuffled(groups[benchmark], seed, benchmark)
+        count = round(heldout_fraction * len(members))
+        if len(members) >= 2:
+            count = min(max(count, 1), len(members) - 1)
+        for digest in members[:count]:
+            held.extend(rows_of[digest])
+    mask = np.zeros(len(table), dtype=np.bool_)
+    mask[np.asarray(held, dtype=np.intp)] = True
+    return Split(train=np.flatnonzero(~mask), heldout=np.flatnonzero(mask))
+
+
+def group_folds(table: Table, k: int, seed: int = 0) -> IntArray:
+    """A fold number in ``[0, k)`` for each row: groups dealt round-robin per benchmark."""
+    if k < 2:
+        raise ValueError(f"need at least 2 folds, got {k}")
+    groups, rows_of = _groups_by_benchmark(table.benchmarks, table.prompt_hashes)
+    fold = np.zeros(len(table), dtype=np.intp)
+    for benchmark in sorted(groups):
+        # a benchmark-dependent offset, so that small benchmarks do not all fill fold 0
+        offset = zlib.crc32(f"{seed}/{benchmark}".encode()) % k
+        for position, digest in enumerate(_shuffled(groups[benchmark], seed + 1, benchmark)):
+            fold[np.asarray(rows_of[digest], dtype=np.intp)] = (position + offset) % k
+    return fold

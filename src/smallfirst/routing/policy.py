@@ -1,0 +1,161 @@
+"""Routing policies (``auto``, ``auto:quality=0.95``, ``auto:energy=0.3``) and calibration.
+
+A policy is a target relative to the reference model (the largest candidate), measured on
+calibration data:
+
+``auto:quality=Q``
+    keep at least ``Q`` times the reference's accuracy, as cheaply as possible
+    (``0 < Q <= 1``);
+``auto:energy=E`` / ``auto:cost=C``
+    spend at most ``E`` times the reference's energy (``C`` times its cost), as accurately
+    as possible (``0 < E <= 1``);
+``auto``
+    :data:`DEFAULT_POLICY`, ``quality=0.95``.
+
+Calibration is RouteLLM's (Ong et al. 2024): sweep the router's one threshold over the
+calibration data (:mod:`.sweep`) and pick the threshold that meets the target. The sweep is
+ordered by threshold, and a higher threshold never routes any item to a cheaper model, so:
+
+- quality: the *lowest* threshold whose accuracy >= ``Q`` x reference accuracy. A stricter
+  ``Q`` only removes thresholds from the feasible set, so the choice never moves down: a
+  stricter quality target never chooses cheaper models on the same data. ``Q <= 1`` is
+  always feasible (the highest threshold sends everything to the reference).
+- energy/cost: among the thresholds up to the last one whose *running maximum* of spend is
+  within the budget (a prefix of the sweep, even where spend is not monotone because a
+  bigger model was terser on some item), the most accurate, ties to the lowest. A larger
+  budget only extends the prefix, so the choice never moves down either. A budget below
+  the all-cheapest routing is infeasible: the lowest threshold is returned, marked
+  ``feasible=False``.
+
+This module parses and calibrates; it does not score requests.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast, get_args
+
+import numpy as np
+
+from smallfirst.routing.base import RoutingError
+from smallfirst.routing.sweep import Sweep
+
+PolicyKind = Literal["quality", "energy", "cost"]
+POLICY_KINDS: Final[tuple[str, ...]] = get_args(PolicyKind)
+
+# Calibrated thresholds are tabulated for these targets in the artifact (for people and
+# dashboards); the router itself calibrates any target exactly from the stored sweep.
+QUALITY_GRID: Final[tuple[float, ...]] = tuple(round(0.50 + 0.01 * k, 2) for k in range(51))
+BUDGET_GRID: Final[tuple[float, ...]] = tuple(round(0.01 * k, 2) for k in range(1, 101))
+
+_TOLERANCE = 1e-12
+_POLICY = re.compile(r"auto(?::(?P<kind>[a-z]+)=(?P<value>[^=]*))?")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    kind: PolicyKind
+    target: float
+
+    def __str__(self) -> str:
+        return f"auto:{self.kind}={self.target:g}"
+
+
+DEFAULT_POLICY: Final = Policy("quality", 0.95)
+
+
+def parse_policy(text: str) -> Policy:
+    """``auto`` | ``auto:quality=Q`` | ``auto:energy=E`` | ``auto:cost=C``.
+
+    Raises ValueError with a message fit for an API client (the server answers 400).
+    """
+    match = _POLICY.fullmatch(text.strip())
+    usage = "use auto, auto:quality=Q, auto:energy=E or auto:cost=C with a number in (0, 1]"
+    if match is None:
+        raise ValueError(f"invalid routing policy {text!r}: {usage}")
+    if match["kind"] is None:
+        return DEFAULT_POLICY
+    kind = match["kind"]
+    if kind not in POLICY_KINDS:
+        raise ValueError(f"invalid routing policy {text!r}: unknown target {kind!r}; {usage}")
+    try:
+        value = float(match["value"])
+    except ValueError:
+        raise ValueError(
+            f"invalid routing policy {text!r}: {match['value']!r} is not a number; {usage}"
+        ) from None
+    if not 0 < value <= 1:  # also rejects NaN
+        what = "share of the reference's accuracy" if kind == "quality" else "budget"
+        raise ValueError(
+            f"invalid routing policy {text!r}: the {what} must be in (0, 1], got {value:g}"
+        )
+    return Policy(cast(PolicyKind, kind), value)
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """The threshold chosen for a policy, and what it achieved on the calibration data."""
+
+    policy: Policy
+    threshold: float
+    index: int  # position in the sweep
+    accuracy: float
+    energy_fraction: float | None
+    cost_fraction: float | None
+    feasible: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": str(self.policy),
+            "kind": self.policy.kind,
+            "target": self.policy.target,
+            "threshold": self.threshold,
+            "accuracy": self.accuracy,
+            "energy_fraction": self.energy_fraction,
+            "cost_fraction": self.cost_fraction,
+            "feasible": self.feasible,
+        }
+
+
+def _at(values: np.ndarray[Any, Any] | None, k: int) -> float | None:
+    return None if values is None else float(values[k])
+
+
+def calibrate(curve: Sweep, policy: Policy) -> Calibration:
+    """The threshold of ``curve`` that meets ``policy`` (see the module docstring)."""
+    if policy.kind == "quality":
+        bar = policy.target * curve.reference_accuracy - _TOLERANCE
+        feasible_at = np.flatnonzero(curve.accuracy >= bar)
+        # the highest threshold is the all-reference routing, feasible for any target <= 1
+        k = int(feasible_at[0]) if len(feasible_at) else len(curve) - 1
+        feasible = bool(len(feasible_at))
+    else:
+        spend = curve.fraction(policy.kind)
+        if spend is None:
+            raise RoutingError(
+                f"cannot calibrate {policy}: the calibration data has no {policy.kind} figures"
+            )
+        within = np.maximum.accumulate(spend) <= policy.target + _TOLERANCE
+        # a prefix of the sweep, because the running maximum is non-decreasing
+        prefix = int(within.sum())
+        feasible = prefix > 0
+        k = int(np.argmax(curve.accuracy[:prefix])) if feasible else 0
+    return Calibration(
+        policy=policy,
+        threshold=float(curve.thresholds[k]),
+        index=k,
+        accuracy=float(curve.accuracy[k]),
+        energy_fraction=_at(curve.energy_fraction, k),
+        cost_fraction=_at(curve.cost_fraction, k),
+        feasible=feasible,
+    )
+
+
+def calibration_grid(curve: Sweep) -> list[Calibration]:
+    """Calibrations for :data:`QUALITY_GRID` and, where the axis is known, :data:`BUDGET_GRID`."""
+    out = [calibrate(curve, Policy("quality", q)) for q in QUALITY_GRID]
+    for kind in ("energy", "cost"):
+        if curve.fraction(kind) is not None:
+            out += [calibrate(curve, Policy(kind, b)) for b in BUDGET_GRID]
+    return out

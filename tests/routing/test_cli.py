@@ -1,0 +1,60 @@
+"""`smallfirst router fit` and `router eval` end to end, on synthetic results in a real store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from smallfirst.cli import main
+from smallfirst.routing import artifact as ra
+from smallfirst.store.eval_results import EvalStore
+from tests.routing.synthetic import BENCHMARKS, synthetic, write_jsonl_benchmark
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path) -> Path:
+    """A data directory whose database holds synthetic results on jsonl benchmarks."""
+    results, prompts = synthetic(240, seed=2)
+    renamed: dict[str, str] = {}
+    for benchmark in BENCHMARKS:
+        path = tmp_path / f"{benchmark}.jsonl"
+        write_jsonl_benchmark(path, prompts, benchmark)
+        renamed[benchmark] = f"jsonl:{path}"
+    store = EvalStore(tmp_path / "smallfirst.db")
+    store.start_run("synth", {"synthetic": True})
+    for r in results:
+        store.add(dataclasses.replace(r, benchmark=renamed[r.benchmark]))
+    store.close()
+    return tmp_path
+
+
+def test_fit_then_eval(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["router", "fit", "--data-dir", str(data_dir), "--folds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "routing table: 240 items × 3 models" in out
+    assert "predictive" in out and "router saved to" in out
+    fitted = ra.load_latest(data_dir)
+    assert fitted is not None and fitted.training_run_ids == ("synth",)
+
+    report = data_dir / "report"
+    assert main(["router", "eval", "--data-dir", str(data_dir), "--out", str(report)]) == 0
+    assert (report / "routing.png").stat().st_size > 10_000
+    md = (report / "report.md").read_text()
+    assert "APGR" in md and "oracle" in md and "routing.png" in md
+    data = json.loads((report / "report.json").read_text())
+    assert data["n_items"] == len(fitted.heldout_keys)
+    assert {s["name"] for s in data["strategies"]} >= {"predictive", "cascade", "random"}
+
+    capsys.readouterr()
+    assert main(["router", "eval", "--data-dir", str(data_dir), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_items"] == data["n_items"]
+
+
+def test_fit_without_results_or_router_says_so(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no evaluation results"):
+        main(["router", "fit", "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no router fitted"):
+        main(["router", "eval", "--data-dir", str(tmp_path)])
