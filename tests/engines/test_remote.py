@@ -150,6 +150,7 @@ def test_remote_receipts_energy_unknown_or_from_profile(settings: Settings, upst
         r = httpx.post(
             server.url + "/v1/chat/completions",
             json={"model": "smol-remote", "messages": messages, "max_tokens": 4},
+            timeout=120,
         ).json()
         receipt = r["smallfirst"]
         assert receipt["engine"] == "remote" and receipt["energy"]["energy_j"] is None
@@ -170,6 +171,7 @@ def test_remote_receipts_energy_unknown_or_from_profile(settings: Settings, upst
         r = httpx.post(
             server.url + "/v1/chat/completions",
             json={"model": "smol-remote", "messages": messages, "max_tokens": 4},
+            timeout=120,
         ).json()
         energy = r["smallfirst"]["energy"]
         usage = r["usage"]

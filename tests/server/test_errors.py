@@ -28,6 +28,7 @@ def fresh(settings: Settings) -> Iterator[LiveServer]:
 def post(
     server: LiveServer, body: Any, path: str = "/v1/chat/completions", **kw: Any
 ) -> httpx.Response:
+    kw.setdefault("timeout", 60)  # a loaded 2-core machine can be slow
     if isinstance(body, (bytes, str)) or hasattr(body, "__next__"):
         return httpx.post(
             server.url + path, content=body, headers={"content-type": "application/json"}, **kw

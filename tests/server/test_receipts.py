@@ -197,7 +197,9 @@ def test_kill_9_keeps_the_receipt(settings: Settings, tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(url + "/health", proc)
         r = httpx.post(
-            url + "/v1/chat/completions", json={"model": SMOL, "messages": MSG, "max_tokens": 3}
+            url + "/v1/chat/completions",
+            json={"model": SMOL, "messages": MSG, "max_tokens": 3},
+            timeout=120,
         )
         rid = r.json()["smallfirst"]["receipt_id"]
         proc.send_signal(signal.SIGKILL)

@@ -18,6 +18,7 @@ Unknown figures are None with a note, never zero.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -62,7 +63,9 @@ class Receipt:
     saved_energy_j: float | None
     saved_cost_usd: float | None
     saved_co2_g: float | None
-    policy: str | None = None
+    policy: str | None = None  # the auto policy that chose the model, if any
+    predicted_quality: float | None = None  # the router's P(correct) for the chosen model
+    route: str | None = None  # JSON: strategy, why, scores
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -81,6 +84,11 @@ class Receipt:
             "engine": self.engine,
             "status": self.status,
             "policy": self.policy,
+            "route": {
+                "policy": self.policy,
+                "predicted_quality": self.predicted_quality,
+                **(json.loads(self.route) if self.route else {}),
+            },
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "duration_s": self.duration_s,
             "ttft_s": self.ttft_s,

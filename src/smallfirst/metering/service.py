@@ -41,6 +41,8 @@ class Outcome:
     duration_s: float
     ttft_s: float | None
     policy: str | None = None
+    predicted_quality: float | None = None
+    route: str | None = None  # JSON
 
 
 def _price_only_spec(name: str) -> ModelSpec:
@@ -158,4 +160,6 @@ class Metering:
             status=outcome.status,
             ttft_s=outcome.ttft_s,
             policy=outcome.policy,
+            predicted_quality=outcome.predicted_quality,
+            route=outcome.route,
         )

@@ -5,8 +5,7 @@ receipt store, metrics) and keeps it on ``app.state``; nothing is global and no 
 until the first request. Requests are validated completely before a model is touched (see
 :mod:`.completions` for how one is served and receipted).
 
-Model choice is deliberately simple here: ``auto`` (and ``auto:<policy>``) means the
-configured default model until the router exists.
+``auto`` and ``auto:<policy>`` are chosen by the fitted router (:mod:`.choosing`).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import GatewayError, upstream
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering
+from smallfirst.server.choosing import Chooser
 from smallfirst.server.completions import Completions
 from smallfirst.server.limits import BodyLimitMiddleware
 from smallfirst.server.metrics import Metrics
@@ -121,16 +121,12 @@ def create_app(settings: Settings) -> FastAPI:
         log.exception("unhandled error on %s", request.url.path)
         return _error_response(upstream(500, "The server had an error processing your request."))
 
-    def resolve(name: str) -> str:
-        if name == "auto" or name.startswith("auto:"):
-            return settings.default_model
-        return name
-
     def record(receipt: Receipt) -> None:
         store.add(receipt)
         metrics.observe(receipt)
 
-    completions = Completions(pool, metering, record, resolve)
+    chooser = Chooser(settings, pool)
+    completions = Completions(pool, metering, record, chooser)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
@@ -150,14 +146,20 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
         created = int(time.time())
+        routed = chooser.artifact is not None
         data = [
             {
-                "id": "auto",
+                "id": policy,
                 "object": "model",
                 "created": created,
                 "owned_by": "smallfirst",
-                "smallfirst": {"policy": "default", "resolves_to": settings.default_model},
+                "smallfirst": {
+                    "policy": policy,
+                    "router": "predictive" if routed else None,
+                    "resolves_to": None if routed else settings.default_model,
+                },
             }
+            for policy in chooser.policies()
         ]
         for name in pool.available():
             spec = catalog.get(name)

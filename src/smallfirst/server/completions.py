@@ -26,12 +26,20 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from smallfirst.catalog import ModelSpec
-from smallfirst.engines.base import Chunk, Engine, GenerationRequest, TokenLogprob, Usage
+from smallfirst.engines.base import (
+    Chunk,
+    Engine,
+    GenerationRequest,
+    Message,
+    TokenLogprob,
+    Usage,
+)
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import GatewayError, upstream
 from smallfirst.metering.meter import Slot
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering, Outcome
+from smallfirst.server.choosing import Choice, Chooser
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
 from smallfirst.server.responses import Envelope, Kind, full_response, stream_chunk, usage_chunk
 
@@ -53,7 +61,7 @@ class Tracker:
         spec: ModelSpec,
         slot: Slot | None,
         stream: bool,
-        policy: str | None,
+        choice: Choice,
     ) -> None:
         self.metering = metering
         self.record = record
@@ -61,7 +69,7 @@ class Tracker:
         self.spec = spec
         self.slot = slot
         self.stream = stream
-        self.policy = policy
+        self.choice = choice
         self.created_at = time.time()
         self.started = time.perf_counter()
         self.first_at: float | None = None
@@ -85,7 +93,9 @@ class Tracker:
             tokens=(usage.prompt_tokens, usage.completion_tokens) if usage else None,
             duration_s=now - self.started,
             ttft_s=None if self.first_at is None else self.first_at - self.started,
-            policy=self.policy,
+            policy=self.choice.policy,
+            predicted_quality=self.choice.predicted_quality,
+            route=json.dumps(self.choice.route) if self.choice.route else None,
         )
         self.receipt = self.metering.receipt(self.spec, self.slot, outcome)
         try:
@@ -102,26 +112,27 @@ class Completions:
         pool: EnginePool,
         metering: Metering | None,
         record: Record,
-        resolve: Callable[[str], str],
+        chooser: Chooser,
     ) -> None:
         self.pool = pool
         self.metering = metering
         self.record = record
-        self.resolve = resolve
+        self.chooser = chooser
 
     async def handle(
         self, request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest
     ) -> Response:
         gen = body.to_generation()
-        policy = body.model if body.model.startswith("auto") else None
-        engine = await self.pool.get(self.resolve(body.model))
+        messages = gen.messages or (Message("user", gen.prompt or ""),)
+        choice = self.chooser.choose(body.model, messages)
+        engine = await self.pool.get(choice.model)
         spec = engine.spec
         env = Envelope(kind, spec.name)
         slot = self.metering.slot(spec) if self.metering else None
         gen = dataclasses.replace(
             gen, stream=bool(body.stream), on_compute=slot.set_active if slot else None
         )
-        tracker = Tracker(self.metering, self.record, env, spec, slot, bool(body.stream), policy)
+        tracker = Tracker(self.metering, self.record, env, spec, slot, bool(body.stream), choice)
         if body.stream:
             stream = engine.generate(gen)
             try:

@@ -105,6 +105,10 @@ MIGRATIONS: tuple[str, ...] = (
         saved_energy_j, saved_cost_usd, saved_co2_g, duration_s
     );
     """,
+    """
+    ALTER TABLE receipts ADD COLUMN predicted_quality REAL;
+    ALTER TABLE receipts ADD COLUMN route TEXT;
+    """,
 )
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]

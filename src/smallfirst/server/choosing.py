@@ -1,0 +1,124 @@
+"""Which model answers a request: the named one, or the router's choice for ``auto``.
+
+``model: "auto"`` and ``auto:<policy>`` (``auto:quality=0.95``, ``auto:energy=0.3``) go to
+the predictive router of the latest fitted artifact (``smallfirst router fit``), calibrated
+for that policy, over the installed models the artifact knows. Without an artifact, or when
+none of its models is installed, ``auto`` means the configured default model and the route
+says so. A malformed policy is the request's fault (400, param ``model``).
+
+Routers are built once per policy string and kept; deciding is pure CPU on cheap features.
+This module chooses; it does not generate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from smallfirst.engines.base import Message
+from smallfirst.engines.pool import EnginePool
+from smallfirst.errors import invalid
+from smallfirst.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STRATEGY = "predictive"
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    model: str
+    policy: str | None = None  # the auto policy asked for, None for a named model
+    predicted_quality: float | None = None
+    route: dict[str, Any] | None = None  # strategy, why, scores
+
+
+def is_auto(name: str) -> bool:
+    return name == "auto" or name.startswith("auto:")
+
+
+class Chooser:
+    def __init__(self, settings: Settings, pool: EnginePool) -> None:
+        from smallfirst.routing import artifact as ra
+
+        self.settings = settings
+        self.pool = pool
+        try:
+            self.artifact = ra.load_latest(settings.data_dir)
+        except ValueError as exc:
+            log.warning("ignoring the router artifact: %s", exc)
+            self.artifact = None
+        self._routers: dict[str, Any] = {}
+        if self.artifact is None:
+            log.info("no router artifact: 'auto' means %s", settings.default_model)
+
+    def policies(self) -> list[str]:
+        """The auto policies to advertise in /v1/models."""
+        return [
+            "auto",
+            "auto:quality=0.95",
+            "auto:quality=0.9",
+            "auto:energy=0.5",
+            "auto:energy=0.3",
+        ]
+
+    def _router(self, name: str) -> Any:
+        router = self._routers.get(name)
+        if router is None:
+            from smallfirst.routing.policy import parse_policy
+
+            assert self.artifact is not None
+            try:
+                policy = parse_policy(name)
+                router = self.artifact.router(STRATEGY, policy)
+            except ValueError as exc:
+                raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
+            self._routers[name] = router
+        return router
+
+    def choose(self, name: str, messages: Sequence[Message]) -> Choice:
+        if not is_auto(name):
+            return Choice(model=name)
+        if self.artifact is None:
+            from smallfirst.routing.policy import parse_policy
+
+            try:
+                parse_policy(name)  # still refuse a malformed policy
+            except ValueError as exc:
+                raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
+            return Choice(
+                self.settings.default_model,
+                name,
+                None,
+                {
+                    "strategy": "default",
+                    "why": "no router fitted yet (smallfirst router fit): the default model",
+                },
+            )
+        from smallfirst.routing.artifact import candidates_for
+
+        router = self._router(name)
+        candidates = candidates_for(self.artifact, self.pool.available())
+        if not candidates:
+            return Choice(
+                self.settings.default_model,
+                name,
+                None,
+                {
+                    "strategy": "default",
+                    "why": "none of the router's models is installed: the default model",
+                },
+            )
+        decision = router.decide(messages, candidates)
+        return Choice(
+            decision.model,
+            name,
+            decision.predicted_quality,
+            {
+                "strategy": STRATEGY,
+                "why": decision.why,
+                "scores": {k: round(v, 4) for k, v in decision.scores.items()},
+            },
+        )

@@ -1,0 +1,105 @@
+"""model "auto" through the real server: the router's choice, recorded in the receipt.
+
+The router artifact here is fitted on synthetic evaluation results whose model names are the
+installed ladder's, so that the server routes between real models; what it proves is the
+plumbing (policy parsing, choice, receipt), not the quality of a router fitted on real data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from smallfirst.routing import artifact as ra
+from smallfirst.routing.data import build_table
+from smallfirst.routing.train import train
+from smallfirst.settings import Settings
+from tests.conftest import QWEN, SMOL, LiveServer, require_models
+from tests.routing.synthetic import MODELS, synthetic
+
+# Two tiers, both installed wherever the tests run (the 1.5B model need not be): the
+# synthetic XS model plays SmolLM2 and the synthetic M model plays Qwen-0.5B.
+NAMES = {MODELS[0]: SMOL, MODELS[2]: QWEN}
+EASY = "Explain: apple blue cat sun tree."
+HARD = "Explain: " + " ".join(["integral theorem recursion entropy manifold eigenvalue."] * 8)
+
+
+def chat(server: LiveServer, model: str, content: str) -> httpx.Response:
+    return httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 2},
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def routed(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    require_models(settings, SMOL, QWEN)
+    data_dir = tmp_path_factory.mktemp("routed")
+    results, prompts = synthetic(600, seed=3)
+    results = [dataclasses.replace(r, model=NAMES[r.model]) for r in results if r.model in NAMES]
+    artifact, _ = train(build_table(results, prompts), seed=0)
+    ra.save(artifact, data_dir)
+    with LiveServer(settings.model_copy(update={"data_dir": data_dir})) as server:
+        yield server
+
+
+def receipt(r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["model"] == body["smallfirst"]["model"]
+    return body["smallfirst"]
+
+
+def test_easy_prompt_goes_small_and_hard_goes_larger(routed: LiveServer) -> None:
+    easy = receipt(chat(routed, "auto", EASY))
+    hard = receipt(chat(routed, "auto", HARD))
+    assert easy["model"] == SMOL and hard["model"] == QWEN
+    for r, policy in ((easy, "auto"), (hard, "auto")):
+        assert r["policy"] == policy and r["route"]["policy"] == policy
+        assert r["route"]["strategy"] == "predictive" and r["route"]["why"]
+        assert 0 <= r["route"]["predicted_quality"] <= 1
+        assert set(r["route"]["scores"]) == {SMOL, QWEN}
+    stored = httpx.get(routed.url + f"/smallfirst/v1/receipts/{hard['receipt_id']}").json()
+    assert stored["route"] == hard["route"]
+
+
+def test_stricter_quality_never_picks_a_cheaper_model(routed: LiveServer) -> None:
+    order = [SMOL, QWEN]
+    chosen = [receipt(chat(routed, f"auto:quality={q}", HARD))["model"] for q in (0.6, 0.8, 1.0)]
+    ranks = [order.index(m) for m in chosen]
+    assert ranks == sorted(ranks)
+
+
+def test_named_model_is_not_routed(routed: LiveServer) -> None:
+    r = receipt(chat(routed, SMOL, HARD))
+    assert r["model"] == SMOL and r["policy"] is None
+
+
+def test_models_list_the_auto_policies(routed: LiveServer) -> None:
+    ids = [m["id"] for m in httpx.get(routed.url + "/v1/models").json()["data"]]
+    assert "auto" in ids and "auto:quality=0.95" in ids and "auto:energy=0.3" in ids
+
+
+@pytest.mark.parametrize("model", ["auto:quality=2", "auto:speed=1", "auto:quality=abc"])
+def test_malformed_policy_is_400(routed: LiveServer, gateway: LiveServer, model: str) -> None:
+    for server in (routed, gateway):  # with and without a router artifact
+        r = chat(server, model, EASY)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+
+
+def test_without_a_router_auto_is_the_default_model(
+    gateway: LiveServer, settings: Settings
+) -> None:
+    r = receipt(chat(gateway, "auto", EASY))
+    assert r["model"] == settings.default_model
+    assert r["route"]["strategy"] == "default" and "router fit" in r["route"]["why"]
+
+
+def test_artifact_dir_is_per_data_dir(routed: LiveServer, settings: Settings) -> None:
+    assert ra.load_latest(Path(settings.data_dir)) is None  # the session gateway has none
