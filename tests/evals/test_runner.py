@@ -99,3 +99,24 @@ def test_wilson_interval() -> None:
     low, high = report.wilson(7, 10)
     assert low == pytest.approx(0.3968, abs=1e-3) and high == pytest.approx(0.8922, abs=1e-3)
     assert report.wilson(0, 5)[0] == 0.0 and report.wilson(5, 5)[1] == 1.0
+
+
+def test_item_too_long_for_the_model_is_a_refused_wrong_answer(run_settings: Settings) -> None:
+    from smallfirst.engines.base import Message
+    from smallfirst.evals.items import Item
+
+    item = Item(
+        benchmark="jsonl:long",
+        item_id="long/1",
+        messages=(Message("user", "word " * (run_settings.n_ctx + 50)),),
+        scorer="exact",
+        reference="x",
+        max_tokens=4,
+    )
+    config = runner.RunConfig(run_id="long", models=(SMOL,), benchmarks=("jsonl:long",))
+    store = EvalStore(run_settings.db_path)
+    assert asyncio.run(runner.run(run_settings, config, store, None, {"jsonl:long": [item]})) == 1
+    (result,) = store.results("long")
+    assert not result.correct and result.detail and "context_length_exceeded" in result.detail
+    assert result.energy_j is None and result.energy_method == "unknown"
+    store.close()

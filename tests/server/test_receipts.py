@@ -210,3 +210,25 @@ def test_kill_9_keeps_the_receipt(settings: Settings, tmp_path: Path) -> None:
     assert store.integrity_check() == "ok"
     found = store.get(rid)
     assert found is not None and found.status == "ok" and found.completion_tokens == 3
+
+
+def test_usage_cli_matches_the_summary(
+    gateway: LiveServer, client: openai.OpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from smallfirst.cli import main
+
+    client.chat.completions.create(model=SMOL, messages=MSG, max_tokens=2)  # type: ignore[arg-type]
+    data_dir = str(gateway.settings.data_dir)
+    assert main(["usage", "--json", "--data-dir", data_dir]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main(["usage", "--json", "--url", gateway.url]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    api = get(gateway, "/smallfirst/v1/summary").json()
+    assert local["total"] == remote["total"] == api["total"]
+    assert main(["usage", "--since", "1h", "--data-dir", data_dir]) == 0
+    table = capsys.readouterr().out
+    assert SMOL in table and "total" in table and "estimated" in table
+    with pytest.raises(SystemExit, match="since"):
+        main(["usage", "--since", "soonish", "--data-dir", data_dir])

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from smallfirst.catalog import Catalog
 from smallfirst.engines.base import GenerationRequest, Sampling, Usage
 from smallfirst.engines.pool import EnginePool
+from smallfirst.errors import GatewayError
 from smallfirst.evals.items import Item
 from smallfirst.metering.service import Metering, Outcome
 from smallfirst.settings import Settings
@@ -135,6 +136,29 @@ async def _answer(
     )
 
 
+def _refused(item: Item, model: str, run_id: str, exc: GatewayError) -> EvalResult:
+    return EvalResult(
+        run_id=run_id,
+        benchmark=item.benchmark,
+        item_id=item.item_id,
+        model=model,
+        subject=item.subject,
+        prompt_hash=prompt_hash(item),
+        correct=False,
+        extracted=None,
+        detail=f"refused: {exc.code or exc.status}: {exc.message}"[:500],
+        output="",
+        prompt_tokens=None,
+        completion_tokens=None,
+        duration_s=0.0,
+        energy_j=None,
+        energy_method="unknown",
+        cost_usd=None,
+        co2_g=None,
+        created_at=time.time(),
+    )
+
+
 async def run(
     settings: Settings,
     config: RunConfig,
@@ -177,7 +201,14 @@ async def run(
                     nonlocal done, answered
                     while not queue.empty():
                         item = queue.get_nowait()
-                        result = await _answer(pool, metering, model, item, config.run_id)
+                        try:
+                            result = await _answer(pool, metering, model, item, config.run_id)
+                        except GatewayError as exc:
+                            if exc.status >= 500:
+                                raise  # the engine or upstream failed: stop, resume later
+                            # the request itself is impossible for this model (a prompt
+                            # longer than its context): a wrong answer, with the reason
+                            result = _refused(item, model, config.run_id, exc)
                         store.add(result)
                         done += 1
                         answered += 1
