@@ -36,7 +36,10 @@ step() {  # step NAME MODELS BENCHMARKS [LIMIT]
 
 # HumanEval first for the two Qwen models: their published pass@1 is the check on the harness.
 step humaneval "$Q05,$Q15,$S" humaneval
-step mbpp "$S,$Q05,$Q15" mbpp
-step gsm8k "$S,$Q05,$Q15" gsm8k 400
+# Then the cheap multiple-choice ARC, GSM8K (the router's hard-math case), MMLU, and MBPP
+# last (the most generation per item). The runner is item-major, so a step cut short
+# still leaves results paired across the three models.
 step arc "$S,$Q05,$Q15" arc-challenge 400
+step gsm8k "$S,$Q05,$Q15" gsm8k 400
 step mmlu "$S,$Q05,$Q15" mmlu 20
+step mbpp "$S,$Q05,$Q15" mbpp

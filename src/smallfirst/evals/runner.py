@@ -1,7 +1,8 @@
 """Run models over benchmarks with the production engines and meter; store every item.
 
-For each model and benchmark: load the items, take the seeded subset, skip the items this
-run already has (that is what makes a run resumable: stop it any time, start it again with
+For each benchmark: load the items, take the seeded subset, and have every model answer
+each item before the next item (item-major, so a run stopped part-way leaves results paired
+across models); skip the (item, model) pairs this run already has (that is what makes a run resumable: stop it any time, start it again with
 the same ``run_id``), and answer the rest greedily through the same engine pool and meter
 the gateway uses. Each answer is scored (code in the sandbox, in a worker thread, never in
 this process) and stored with its tokens, time, energy (with method), cost and CO2.
@@ -179,45 +180,49 @@ async def run(
     metering = Metering(settings, catalog)
     answered = 0
     try:
-        for model in config.models:
-            for benchmark, planned in items.items():
-                finished = store.done(config.run_id, model, benchmark)
-                todo = [i for i in planned if i.item_id not in finished]
-                skipped = len(planned) - len(todo)
-                done = skipped
-                if progress:
-                    progress(Progress(model, benchmark, done, len(planned), skipped))
-                queue: asyncio.Queue[Item] = asyncio.Queue()
-                for item in todo:
-                    queue.put_nowait(item)
+        for benchmark, planned in items.items():
+            # Item-major: every model answers an item before the next item starts, so a run
+            # stopped part-way leaves *paired* results (what the router learns from). All
+            # the run's models stay loaded; the ladder fits the default memory budget.
+            finished = {m: store.done(config.run_id, m, benchmark) for m in config.models}
+            done = {m: len(finished[m] & {i.item_id for i in planned}) for m in config.models}
+            if progress:
+                for model in config.models:
+                    progress(Progress(model, benchmark, done[model], len(planned), done[model]))
+            skipped = dict(done)  # already in the store when this session started
+            queue: asyncio.Queue[tuple[Item, str]] = asyncio.Queue()
+            for item in planned:
+                for model in config.models:
+                    if item.item_id not in finished[model]:
+                        queue.put_nowait((item, model))
 
-                async def worker(
-                    model: str = model,
-                    benchmark: str = benchmark,
-                    total: int = len(planned),
-                    skipped: int = skipped,
-                    queue: asyncio.Queue[Item] = queue,
-                ) -> None:
-                    nonlocal done, answered
-                    while not queue.empty():
-                        item = queue.get_nowait()
-                        try:
-                            result = await _answer(pool, metering, model, item, config.run_id)
-                        except GatewayError as exc:
-                            if exc.status >= 500:
-                                raise  # the engine or upstream failed: stop, resume later
-                            # the request itself is impossible for this model (a prompt
-                            # longer than its context): a wrong answer, with the reason
-                            result = _refused(item, model, config.run_id, exc)
-                        store.add(result)
-                        done += 1
-                        answered += 1
-                        if progress:
-                            progress(Progress(model, benchmark, done, total, skipped, result))
+            async def worker(
+                benchmark: str = benchmark,
+                total: int = len(planned),
+                queue: asyncio.Queue[tuple[Item, str]] = queue,
+                done: dict[str, int] = done,
+                skipped: dict[str, int] = skipped,
+            ) -> None:
+                nonlocal answered
+                while not queue.empty():
+                    item, model = queue.get_nowait()
+                    try:
+                        result = await _answer(pool, metering, model, item, config.run_id)
+                    except GatewayError as exc:
+                        if exc.status >= 500:
+                            raise  # the engine or upstream failed: stop, resume later
+                        # the request itself is impossible for this model (a prompt longer
+                        # than its context): a wrong answer, with the reason
+                        result = _refused(item, model, config.run_id, exc)
+                    store.add(result)
+                    done[model] += 1
+                    answered += 1
+                    if progress:
+                        progress(
+                            Progress(model, benchmark, done[model], total, skipped[model], result)
+                        )
 
-                await asyncio.gather(*(worker() for _ in range(max(1, config.concurrency))))
-            # one model at a time in memory: unload before the next model loads
-            await pool.aclose()
+            await asyncio.gather(*(worker() for _ in range(max(1, config.concurrency))))
     finally:
         await pool.aclose()
     return answered
