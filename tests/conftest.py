@@ -99,6 +99,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         models_dir=models_data_dir() / "models",
         default_model=SMOL,
         n_ctx=2048,
+        # "auto" without a fitted router means default_model here, so that tests of other
+        # features are not steered by the packaged router; tests of it turn it on.
+        default_router=False,
     )
     require_models(s, SMOL)
     return s

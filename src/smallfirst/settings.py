@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     default_model: str = "qwen2.5-coder-0.5b-instruct"
+    default_router: bool = Field(
+        default=True,
+        description="route 'auto' with the router shipped in the package until one is fitted "
+        "locally (smallfirst router fit); False: 'auto' means default_model until then",
+    )
     n_threads: int | None = Field(
         default=None, ge=1, description="llama.cpp threads; None means every CPU core"
     )

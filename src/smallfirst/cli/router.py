@@ -1,12 +1,16 @@
 """``smallfirst router``: fit the router on stored evaluation results, and evaluate it.
 
-    smallfirst router fit  [--run RUN]... [--models A,B,C] [--seed 0] [--heldout 0.25]
-    smallfirst router eval [--router FILE] [--out DIR] [--format table|json]
+    smallfirst router fit  [--run RUN]... [--results FILE]... [--models A,B,C] [--seed 0]
+                           [--heldout 0.25] [--save-as FILE.json.gz]
+    smallfirst router eval [--router FILE] [--results FILE]... [--out DIR]
+                           [--format table|json]
 
 ``fit`` builds the routing table from the results (prompts re-created from the benchmarks),
 holds out a seeded, prompt-grouped share of each benchmark, fits and calibrates the
 predictive router and the cascades on the rest, scores them on the held-out items, and
-writes ``<data_dir>/routers/router-<timestamp>.json`` and ``router-latest.json``.
+writes ``<data_dir>/routers/router-<timestamp>.json`` and ``router-latest.json`` (or, with
+``--save-as``, one gzipped file anywhere: how the packaged default router is made from the
+committed baseline export, read with ``--results`` instead of the database).
 ``eval`` re-scores a router file on its held-out items and writes report.md, report.json
 and a plot of quality against energy and cost.
 """
@@ -42,12 +46,24 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     fit.add_argument(
         "--run", action="append", help="evaluation run to train on (repeatable; default all)"
     )
+    fit.add_argument(
+        "--results",
+        action="append",
+        type=Path,
+        help="exported results (.jsonl.gz from `eval export`) to train on instead of the "
+        "database (repeatable)",
+    )
     fit.add_argument("--models", help="comma-separated candidates (default: every model)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the split and the folds")
     fit.add_argument("--heldout", type=float, default=0.25, help="share of prompts held out")
     fit.add_argument("--folds", type=int, default=5, help="folds for out-of-fold calibration")
     fit.add_argument("--l2", type=float, default=0.01, help="L2 penalty of the regressions")
     fit.add_argument("--iterations", type=int, default=300, help="gradient steps per fit")
+    fit.add_argument(
+        "--save-as",
+        type=Path,
+        help="write the router here (gzipped JSON) instead of <data_dir>/routers/",
+    )
     fit.set_defaults(func=cmd_router_fit)
     ev = rsub.add_parser(
         "eval",
@@ -58,20 +74,39 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "random, every single model and the oracle, and what the calibrated policies give.",
     )
     ev.add_argument("--router", type=Path, help="router file (default: the latest fitted)")
+    ev.add_argument(
+        "--results",
+        action="append",
+        type=Path,
+        help="exported results (.jsonl.gz) to score on instead of the database (repeatable)",
+    )
     ev.add_argument("--out", type=Path, help="write report.md, report.json and routing.png here")
     ev.add_argument("--format", choices=("table", "json"), default="table")
     ev.set_defaults(func=cmd_router_eval)
 
 
-def _table(settings: Settings, runs: list[str] | None, models: list[str] | None) -> Table:
+def _table(
+    settings: Settings,
+    runs: list[str] | None,
+    models: list[str] | None,
+    files: list[Path] | None = None,
+) -> Table:
     from smallfirst.routing.data import build_table, load_prompts
-    from smallfirst.store.eval_results import EvalStore
+    from smallfirst.store.eval_results import EvalStore, read_export
 
-    store = EvalStore(settings.db_path)
-    try:
-        results = [r for run in runs for r in store.results(run)] if runs else store.results()
-    finally:
-        store.close()
+    if files:
+        try:
+            results = [r for path in files for r in read_export(path)]
+        except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"smallfirst: cannot read results: {exc}") from None
+        if runs:
+            results = [r for r in results if r.run_id in runs]
+    else:
+        store = EvalStore(settings.db_path)
+        try:
+            results = [r for run in runs for r in store.results(run)] if runs else store.results()
+        finally:
+            store.close()
     if not results:
         raise SystemExit(
             "smallfirst: no evaluation results"
@@ -120,7 +155,7 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     models = [m for m in (args.models or "").split(",") if m] or None
-    table = _table(settings, args.run, models)
+    table = _table(settings, args.run, models, args.results)
     print(
         f"routing table: {len(table)} items × {len(table.models)} models "
         f"({', '.join(table.models)}, cheapest first) from runs {', '.join(table.run_ids)}"
@@ -139,11 +174,14 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
-    path = artifact.save(fitted, settings.data_dir)
     _print_tables(evaluation)
-    print(
-        f"router saved to {path} (and {artifact.routers_dir(settings.data_dir) / artifact.LATEST})"
-    )
+    if args.save_as:
+        artifact.write_default(fitted, args.save_as)
+        print(f"router saved to {args.save_as}")
+    else:
+        path = artifact.save(fitted, settings.data_dir)
+        latest = artifact.routers_dir(settings.data_dir) / artifact.LATEST
+        print(f"router saved to {path} (and {latest})")
     return 0
 
 
@@ -162,7 +200,7 @@ def cmd_router_eval(args: argparse.Namespace) -> int:
     except artifact.ArtifactError as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
     names = [c.name for c in fitted.candidates]
-    table = _table(settings, list(fitted.training_run_ids), names)
+    table = _table(settings, list(fitted.training_run_ids), names, args.results)
     wanted = set(fitted.heldout_keys)
     rows = [i for i, key in enumerate(table.keys) if key in wanted]
     if not rows:

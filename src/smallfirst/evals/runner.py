@@ -1,11 +1,12 @@
 """Run models over benchmarks with the production engines and meter; store every item.
 
-For each benchmark: load the items, take the seeded subset, and have every model answer
-each item before the next item (item-major, so a run stopped part-way leaves results paired
-across models); skip the (item, model) pairs this run already has (that is what makes a run resumable: stop it any time, start it again with
-the same ``run_id``), and answer the rest greedily through the same engine pool and meter
-the gateway uses. Each answer is scored (code in the sandbox, in a worker thread, never in
-this process) and stored with its tokens, time, energy (with method), cost and CO2.
+For each benchmark: load the items, take the seeded subset, skip the (item, model) pairs
+this run already has (that is what makes a run resumable: stop it any time, start it again
+with the same ``run_id``), and answer the rest greedily through the same engine pool and
+meter the gateway uses. Every model answers an item before the next item starts
+(item-major), so a run stopped part-way leaves results paired across models. Each answer
+is scored (code in the sandbox, in a worker thread, never in this process) and stored
+with its tokens, time, energy (with method), cost and CO2.
 
 ``concurrency`` items are in flight at once: on an in-process model generations still take
 turns, but scoring overlaps the next generation; a remote endpoint gets real parallelism.

@@ -15,6 +15,10 @@ disk and renamed into place, so a reader sees the old file or the new one, never
 one. Floats are written with Python's ``repr`` (shortest round-trip), so loading gives back
 exactly the numbers that were saved and the same decisions.
 
+A default router ships inside the package (``routing/default_router.json.gz``, fitted on the
+committed evaluation baseline by ``bench/fit_default_router.sh``), so ``auto`` routes before
+anyone has run ``router fit``; a router fitted locally always takes precedence over it.
+
 Loading refuses another format, a newer format version, or a different feature spec
 version (the weights would be applied to features they were not trained on): retrain with
 ``smallfirst router fit``.
@@ -25,6 +29,8 @@ This module saves, loads and answers "which threshold for this policy"; it fits 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import importlib.resources
 import json
 import os
 import tempfile
@@ -49,6 +55,7 @@ from smallfirst.routing.sweep import Sweep
 FORMAT: Final = "smallfirst-router"
 FORMAT_VERSION: Final = 1
 LATEST: Final = "router-latest.json"
+DEFAULT_RESOURCE: Final = "default_router.json.gz"
 
 
 class ArtifactError(ValueError):
@@ -221,14 +228,25 @@ def save(artifact: RouterArtifact, data_dir: Path) -> Path:
     return path
 
 
-def load(path: Path) -> RouterArtifact:
+def _parse(raw: bytes, where: str) -> RouterArtifact:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"cannot read router file {path}: {exc}") from exc
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"cannot read router file {where}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ArtifactError(f"{path} is not a router file")
+        raise ArtifactError(f"{where} is not a router file")
     return RouterArtifact.from_json(data)
+
+
+def load(path: Path) -> RouterArtifact:
+    """A router file, plain JSON or gzipped (``.gz``)."""
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ArtifactError(f"cannot read router file {path}: {exc}") from exc
+    return _parse(raw, str(path))
 
 
 def load_latest(data_dir: Path) -> RouterArtifact | None:
@@ -237,6 +255,21 @@ def load_latest(data_dir: Path) -> RouterArtifact | None:
     if not path.exists():
         return None
     return load(path)
+
+
+def load_default() -> RouterArtifact | None:
+    """The router shipped in the package, or ``None`` if this install has none."""
+    resource = importlib.resources.files("smallfirst.routing").joinpath(DEFAULT_RESOURCE)
+    if not resource.is_file():
+        return None
+    return _parse(gzip.decompress(resource.read_bytes()), f"package:{DEFAULT_RESOURCE}")
+
+
+def write_default(artifact: RouterArtifact, path: Path) -> None:
+    """Write ``artifact`` gzipped and compact (the packaged default's form)."""
+    text = json.dumps(artifact.to_json(), separators=(",", ":"), allow_nan=False)
+    # mtime=0: the same router gives the same bytes, so git sees no change on a refit
+    path.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
 
 
 def candidates_for(artifact: RouterArtifact, available: Sequence[str]) -> list[Candidate]:

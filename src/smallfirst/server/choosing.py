@@ -1,10 +1,12 @@
 """Which model answers a request: the named one, or the router's choice for ``auto``.
 
 ``model: "auto"`` and ``auto:<policy>`` (``auto:quality=0.95``, ``auto:energy=0.3``) go to
-the predictive router of the latest fitted artifact (``smallfirst router fit``), calibrated
-for that policy, over the installed models the artifact knows. Without an artifact, or when
-none of its models is installed, ``auto`` means the configured default model and the route
-says so. A malformed policy is the request's fault (400, param ``model``).
+the predictive router of the latest fitted artifact (``smallfirst router fit``), else of the
+default artifact shipped in the package (fitted on the committed evaluation baseline; off
+with ``default_router = false``), calibrated for that policy, over the installed models the
+artifact knows. Without an artifact, or when none of its models is installed, ``auto``
+means the configured default model and the route says so. A malformed policy is the
+request's fault (400, param ``model``).
 
 Routers are built once per policy string and kept; deciding is pure CPU on cheap features.
 This module chooses; it does not generate.
@@ -45,14 +47,23 @@ class Chooser:
 
         self.settings = settings
         self.pool = pool
+        self.source: str | None = None  # where the artifact came from, for the route
         try:
             self.artifact = ra.load_latest(settings.data_dir)
+            if self.artifact is not None:
+                self.source = str(ra.routers_dir(settings.data_dir) / ra.LATEST)
+            elif settings.default_router:
+                self.artifact = ra.load_default()
+                self.source = f"package:{ra.DEFAULT_RESOURCE}"
         except ValueError as exc:
             log.warning("ignoring the router artifact: %s", exc)
             self.artifact = None
         self._routers: dict[str, Any] = {}
         if self.artifact is None:
+            self.source = None
             log.info("no router artifact: 'auto' means %s", settings.default_model)
+        else:
+            log.info("'auto' routes with %s", self.source)
 
     def policies(self) -> list[str]:
         """The auto policies to advertise in /v1/models."""
@@ -118,6 +129,7 @@ class Chooser:
             decision.predicted_quality,
             {
                 "strategy": STRATEGY,
+                "router": self.source,
                 "why": decision.why,
                 "scores": {k: round(v, 4) for k, v in decision.scores.items()},
             },

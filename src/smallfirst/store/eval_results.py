@@ -52,6 +52,12 @@ def _result(row: Any) -> EvalResult:
     return EvalResult(**data)
 
 
+def read_export(path: Path) -> list[EvalResult]:
+    """The results of an exported file (:meth:`EvalStore.export`), without a database."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [_result(json.loads(line)) for line in f if line.strip()]
+
+
 class EvalStore:
     def __init__(self, path: Path) -> None:
         self.path = path
