@@ -28,7 +28,9 @@ run: models
 test: install
 	@# the dashboard test drives Debian's Chromium with Playwright (no browser download)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
-	$(BIN)/smallfirst models pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct gemma-3-270m
+	@# the packaged router routes across the whole chat ladder (tests/server/test_default_router.py)
+	$(BIN)/smallfirst models pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct \
+		qwen2.5-coder-1.5b-instruct gemma-3-270m
 	$(BIN)/python -m pytest
 
 lint: install

@@ -14,7 +14,7 @@ from smallfirst.evals import report, runner
 from smallfirst.evals.data import ensure_data
 from smallfirst.settings import Settings
 from smallfirst.store.eval_results import EvalStore
-from tests.conftest import SMOL
+from tests.conftest import QWEN, SMOL, require_models
 
 BENCHMARKS = ("humaneval", "mbpp", "gsm8k", "mmlu", "arc-challenge")
 
@@ -93,6 +93,58 @@ def test_report_cli_and_plot(
     assert plot.stat().st_size > 5000 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([*args, "--format", "md"]) == 0
     assert "| model | benchmark |" in capsys.readouterr().out
+
+
+def test_rescore_restores_verdicts_and_leaves_refusals(
+    run_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # runs after the first test in this module: the database has run "t"
+    import dataclasses
+
+    store = EvalStore(run_settings.db_path)
+    stored = {(r.benchmark, r.item_id): r for r in store.results("t")}
+    mmlu = next(r for (b, _), r in stored.items() if b == "mmlu")
+    gsm = next(r for (b, _), r in stored.items() if b == "gsm8k")
+    # a stale verdict (as a since-fixed extractor would have left) and a refusal
+    store.add(dataclasses.replace(mmlu, correct=not mmlu.correct, extracted="Z", detail="old"))
+    refusal = dataclasses.replace(gsm, completion_tokens=None, output="", detail="refused")
+    store.add(refusal)
+    done = runner.rescore(run_settings, store, "t", ["mmlu", "gsm8k"])
+    assert (done.changed, done.flipped, done.skipped) == (1, 1, 1)
+    after = {(r.benchmark, r.item_id): r for r in store.results("t")}
+    assert after[("mmlu", mmlu.item_id)] == mmlu  # the verdict the scorer gives now
+    assert after[("gsm8k", gsm.item_id)] == refusal  # never answered: left alone
+    store.add(gsm)
+    store.close()
+
+    args = ["eval", "rescore", "--run", "t", "--data-dir", str(run_settings.data_dir)]
+    assert main([*args, "--benchmarks", "arc-challenge"]) == 0
+    assert "0 changed" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no results for run"):
+        main(["eval", "rescore", "--run", "nope", "--data-dir", str(run_settings.data_dir)])
+
+
+def test_every_model_answers_an_item_before_the_next(run_settings: Settings) -> None:
+    # item-major order: a run stopped part-way leaves results paired across models
+    require_models(run_settings, SMOL, QWEN)
+    config = runner.RunConfig(run_id="pairs", models=(SMOL, QWEN), benchmarks=("gsm8k",), limit=2)
+    planned = {
+        b: [dataclasses_replace_tokens(i, 4) for i in v]
+        for b, v in runner.plan(run_settings, config).items()
+    }
+    seen: list[runner.Progress] = []
+    store = EvalStore(run_settings.db_path)
+    assert asyncio.run(runner.run(run_settings, config, store, seen.append, planned)) == 4
+    store.close()
+    order = [(p.last.item_id, p.model) for p in seen if p.last is not None]
+    first, second = (i.item_id for i in planned["gsm8k"])
+    assert order == [(first, SMOL), (first, QWEN), (second, SMOL), (second, QWEN)]
+
+
+def dataclasses_replace_tokens(item, max_tokens: int):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    return dataclasses.replace(item, max_tokens=max_tokens)
 
 
 def test_wilson_interval() -> None:

@@ -295,6 +295,11 @@ CHOICES = ("Paris", "London", "Rome", "Berlin")
         ("Answer: A capital city.", None),
         ("I cannot tell.", None),
         ("Paris or London", None),
+        # one option restated on its own line after a preamble (Qwen-1.5B on ARC)
+        ("The best answer is:\n\nC. Berlin\n\nbecause it is the capital.", "C"),
+        ("Looking at the options:\n**B) London**", "B"),
+        ("Options:\nA. Paris\nB. London\nLet me think", None),  # walks through two
+        ("So:\nB. Rome", None),  # the text is not option B's
     ],
 )
 def test_extract_letter(output: str, letter: str | None) -> None:

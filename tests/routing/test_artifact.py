@@ -110,3 +110,27 @@ def test_router_from_artifact_and_policy(artifact: RouterArtifact) -> None:
         "tiny-xs",
         "medium-m",
     ]
+
+
+def test_gzipped_form_round_trips(artifact: RouterArtifact, tmp_path: Path) -> None:
+    path = tmp_path / "router.json.gz"
+    ra.write_default(artifact, path)
+    first = path.read_bytes()
+    assert ra.load(path).to_json() == artifact.to_json()
+    ra.write_default(artifact, path)
+    assert path.read_bytes() == first  # same router, same bytes (no timestamp in the gzip)
+
+
+def test_a_corrupt_gzip_is_an_artifact_error(tmp_path: Path) -> None:
+    path = tmp_path / "router.json.gz"
+    path.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(ArtifactError, match="cannot read router file"):
+        ra.load(path)
+
+
+def test_the_package_ships_a_default_router() -> None:
+    default = ra.load_default()
+    assert default is not None, "run bench/fit_default_router.sh"
+    names = [c.name for c in default.candidates]
+    assert names[0] == "smollm2-135m-instruct" and names[-1] == "qwen2.5-coder-1.5b-instruct"
+    assert "baseline" in default.training_run_ids and default.heldout_keys

@@ -58,3 +58,32 @@ def test_fit_without_results_or_router_says_so(tmp_path: Path) -> None:
         main(["router", "fit", "--data-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="no router fitted"):
         main(["router", "eval", "--data-dir", str(tmp_path)])
+
+
+def test_fit_and_eval_from_an_exported_file(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # How the packaged default router is made: from the committed export, no database.
+    store = EvalStore(data_dir / "smallfirst.db")
+    export = tmp_path / "results.jsonl.gz"
+    assert store.export(export, "synth") == 240 * 3
+    store.close()
+    empty = tmp_path / "empty"  # a data directory with no database and no router
+    router = tmp_path / "router.json.gz"
+    fit = ["router", "fit", "--data-dir", str(empty), "--results", str(export)]
+    assert main([*fit, "--folds", "3", "--save-as", str(router)]) == 0
+    assert f"router saved to {router}" in capsys.readouterr().out
+    assert ra.load_latest(empty) is None  # --save-as writes only where it is told
+    fitted = ra.load(router)
+    assert fitted.training_run_ids == ("synth",)
+
+    ev = ["router", "eval", "--data-dir", str(empty), "--router", str(router)]
+    assert main([*ev, "--results", str(export), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_items"] == len(fitted.heldout_keys)
+
+
+def test_unreadable_results_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(SystemExit, match="cannot read results"):
+        main(["router", "fit", "--data-dir", str(tmp_path), "--results", str(bad)])

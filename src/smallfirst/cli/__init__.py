@@ -19,7 +19,12 @@ from pathlib import Path
 
 from smallfirst import __version__
 from smallfirst.cli.common import settings_from
-from smallfirst.cli.evals import cmd_eval_export, cmd_eval_report, cmd_eval_run
+from smallfirst.cli.evals import (
+    cmd_eval_export,
+    cmd_eval_report,
+    cmd_eval_rescore,
+    cmd_eval_run,
+)
 from smallfirst.cli.models import (
     cmd_models_list,
     cmd_models_profile,
@@ -155,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--run", help="one run (default: all results)")
     ex.add_argument("--out", type=Path, required=True)
     ex.set_defaults(func=cmd_eval_export)
+    rs = esub.add_parser(
+        "rescore",
+        parents=[common],
+        help="score stored outputs again with the current scorers",
+        description="Re-score a run's stored outputs (after a scorer or answer-extraction "
+        "fix) without asking any model again; code is run in the sandbox again. Refusals "
+        "and items whose prompt changed since the run are left as they are.",
+    )
+    rs.add_argument("--run", required=True, help="the run to rescore")
+    rs.add_argument("--benchmarks", help="comma-separated (default: every benchmark of the run)")
+    rs.set_defaults(func=cmd_eval_rescore)
 
     add_router_parser(sub, common)
     usage = sub.add_parser(

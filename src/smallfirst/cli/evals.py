@@ -1,4 +1,4 @@
-"""``smallfirst eval``: run benchmarks, report, export."""
+"""``smallfirst eval``: run benchmarks, report, export, rescore."""
 
 from __future__ import annotations
 
@@ -155,4 +155,37 @@ def cmd_eval_export(args: argparse.Namespace) -> int:
     count = store.export(args.out, args.run)
     store.close()
     print(f"exported {count} results to {args.out}")
+    return 0
+
+
+def cmd_eval_rescore(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from smallfirst.evals import runner
+    from smallfirst.evals.benchmarks import BenchmarkError
+    from smallfirst.store.eval_results import EvalStore
+
+    settings = settings_from(args)
+    benchmarks = [b for b in (args.benchmarks or "").split(",") if b] or None
+    store = EvalStore(settings.db_path)
+    try:
+        with Progress("rescoring", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+            task = bar.add_task("rescore", total=None)
+            done = runner.rescore(
+                settings,
+                store,
+                args.run,
+                benchmarks,
+                lambda n, total: bar.update(task, completed=n, total=total),
+            )
+    except BenchmarkError as exc:
+        raise SystemExit(f"smallfirst: {exc}") from None
+    finally:
+        store.close()
+    if not done.checked:
+        raise SystemExit(f"smallfirst: no results for run {args.run!r}")
+    print(
+        f"rescored {done.checked} results of run {args.run!r}: {done.changed} changed "
+        f"({done.flipped} between right and wrong), {done.skipped} left as they were"
+    )
     return 0

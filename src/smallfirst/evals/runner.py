@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from smallfirst.catalog import Catalog
@@ -227,3 +227,53 @@ async def run(
     finally:
         await pool.aclose()
     return answered
+
+
+@dataclass(frozen=True, slots=True)
+class Rescored:
+    checked: int
+    changed: int  # verdict, extracted answer or detail differ from the stored ones
+    flipped: int  # of those, how many changed correct <-> wrong
+    skipped: int  # refusals, items no longer in the benchmark, or prompts changed since
+
+
+def rescore(
+    settings: Settings,
+    store: EvalStore,
+    run_id: str,
+    benchmarks: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Rescored:
+    """Score a run's stored outputs again with the current scorers; store what changed.
+
+    For a fixed extractor or scorer, without asking any model again. A refusal (the model
+    never answered), an item the benchmark no longer has, or an item whose prompt changed
+    since the run (the output answers another prompt) is left as it is.
+    """
+    from smallfirst.evals.benchmarks import load
+    from smallfirst.evals.scorers import score
+
+    results = [r for r in store.results(run_id) if benchmarks is None or r.benchmark in benchmarks]
+    items = {
+        b: {i.item_id: i for i in load(b, settings)} for b in sorted({r.benchmark for r in results})
+    }
+    changed = flipped = skipped = 0
+    for n, old in enumerate(results, 1):
+        item = items[old.benchmark].get(old.item_id)
+        if old.completion_tokens is None or item is None or prompt_hash(item) != old.prompt_hash:
+            skipped += 1
+        else:
+            verdict = score(item, old.output)
+            new = dataclasses.replace(
+                old,
+                correct=verdict.correct,
+                extracted=verdict.extracted,
+                detail=verdict.detail,
+            )
+            if new != old:
+                store.add(new)
+                changed += 1
+                flipped += new.correct != old.correct
+        if progress:
+            progress(n, len(results))
+    return Rescored(len(results), changed, flipped, skipped)

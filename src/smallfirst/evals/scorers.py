@@ -213,9 +213,10 @@ def extract_letter(
     In order of trust: the last explicit statement ("Answer: B", "the correct answer is
     (C)", ``\\boxed{A}``); the last "B is correct"; the last bold letter ("**D**", "**D)
     Paris**"); a letter opening the reply followed by a delimiter or nothing ("B", "B.",
-    "(B)", "B) Paris"); a last line that is only a letter; the reply being exactly one
-    option's text. An unbracketed letter must be a capital not followed by a word character,
-    so the article in "A cell is..." or "the answer is a gas" is never read as a choice.
+    "(B)", "B) Paris"); exactly one line that is an option as "D. <option D's text>"; a last
+    line that is only a letter; the reply being exactly one option's text. An unbracketed
+    letter must be a capital not followed by a word character, so the article in "A cell
+    is..." or "the answer is a gas" is never read as a choice.
     """
     upper = f"[{letters}]"
     lower = f"[{letters.lower()}]"
@@ -253,6 +254,15 @@ def extract_letter(
     opening = re.match(rf"[*\s]*(?:{bracketed}|{bare}[^\S\n]*(?:[.):\]*]|\n|$))", text)
     if opening:
         return _letter_of(opening)
+    # "The best conclusion is:\n\nD. A river used to run here": a line giving one option as
+    # "letter. its text" (a reply that walks through several options names none)
+    named = {
+        option
+        for line in text.splitlines()
+        if (option := _option_line(line, letters, choices)) is not None
+    }
+    if len(named) == 1:
+        return named.pop()
     last_line = text.splitlines()[-1].strip() if text else ""
     alone = re.fullmatch(rf"[*\s]*{letter}\s*[.):*]*", last_line)
     if alone:
@@ -263,6 +273,18 @@ def extract_letter(
         if normalized and normalized == _normalize(choice).rstrip("."):
             return letters[index]
     return None
+
+
+def _option_line(line: str, letters: str, choices: tuple[str, ...]) -> str | None:
+    """The letter of a line that is "X. <option X's text>" (or "X) ..."), else None."""
+    match = re.fullmatch(rf"[*\s]*([{letters}])[.)]\**\s+(.+?)[*\s]*", line)
+    if match is None:
+        return None
+    index = letters.index(match[1])
+    if index >= len(choices):
+        return None
+    said, option = _normalize(match[2]).rstrip("."), _normalize(choices[index]).rstrip(".")
+    return match[1] if said and option and (said == option or said.startswith(option)) else None
 
 
 def _letter_of(match: re.Match[str]) -> str:
