@@ -8,6 +8,7 @@ plumbing (policy parsing, choice, receipt), not the quality of a router fitted o
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,72 @@ def test_without_a_router_auto_is_the_default_model(
 
 def test_artifact_dir_is_per_data_dir(routed: LiveServer, settings: Settings) -> None:
     assert ra.load_latest(Path(settings.data_dir)) is None  # the session gateway has none
+
+
+def test_cascade_counts_the_energy_of_every_attempt(routed: LiveServer) -> None:
+    # quality=1 needs the reference's accuracy: the small model's answer is never enough
+    r = chat(routed, "cascade:quality=1", HARD)
+    body = r.json()
+    receipt_ = receipt(r)
+    route = receipt_["route"]
+    assert route["strategy"] == "cascade:output" and route["policy"] == "cascade:quality=1"
+    attempts = route["attempts"]
+    assert [a["model"] for a in attempts] == [SMOL, QWEN] and route["escalations"] == 1
+    assert [a["accepted"] for a in attempts] == [False, True]
+    assert 0 <= attempts[0]["confidence"] <= 1 and attempts[1]["confidence"] is None
+    # the answer, its usage and the receipt's tokens are the accepted attempt's
+    assert body["model"] == receipt_["model"] == QWEN
+    assert body["usage"]["completion_tokens"] == attempts[1]["completion_tokens"]
+    energy_j = receipt_["energy"]["energy_j"]
+    assert energy_j == pytest.approx(sum(a["energy_j"] for a in attempts), abs=1e-3)
+    assert energy_j > attempts[1]["energy_j"] > 0
+    assert "sum of 2 cascade attempts" in receipt_["energy"]["source"]
+    stored = httpx.get(routed.url + f"/smallfirst/v1/receipts/{receipt_['receipt_id']}").json()
+    assert stored["route"] == route and stored["energy"]["energy_j"] == pytest.approx(energy_j)
+
+
+def test_cascade_stream_sends_only_the_accepted_answer(routed: LiveServer) -> None:
+    with httpx.stream(
+        "POST",
+        routed.url + "/v1/chat/completions",
+        json={
+            "model": "cascade:quality=1",
+            "messages": [{"role": "user", "content": HARD}],
+            "max_tokens": 2,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        timeout=120,
+    ) as r:
+        assert r.status_code == 200
+        events = [
+            json.loads(line[6:])
+            for line in r.iter_lines()
+            if line.startswith("data: ") and line != "data: [DONE]"
+        ]
+    assert {e["model"] for e in events} == {QWEN}
+    final = events[-1]
+    route = final["smallfirst"]["route"]
+    assert [a["model"] for a in route["attempts"]] == [SMOL, QWEN]
+    assert final["usage"]["completion_tokens"] == route["attempts"][1]["completion_tokens"]
+
+
+def test_cascade_accepts_the_first_rung_when_confident(routed: LiveServer) -> None:
+    # a lax target accepts the cheapest model's answer: one attempt, no escalation
+    route = receipt(chat(routed, "cascade:energy=0.01", EASY))["route"]
+    assert [a["model"] for a in route["attempts"]] == [SMOL] and route["escalations"] == 0
+    assert route["attempts"][0]["accepted"] is True
+
+
+def test_combined_energy_is_a_sum_of_one_method_or_unknown() -> None:
+    from smallfirst.metering.meter import Energy
+    from smallfirst.server.cascading import combine
+
+    a = Energy(2.0, "estimated", "process-cpu-time+ram", "x", cpu_s=0.5)
+    b = Energy(3.5, "estimated", "process-cpu-time+ram", "y", cpu_s=1.0)
+    both = combine([a, b])
+    assert (both.energy_j, both.method, both.cpu_s) == (5.5, "estimated", 1.5)
+    assert "sum of 2 cascade attempts" in (both.source or "")
+    mixed = combine([a, Energy(1.0, "measured")])
+    assert mixed.energy_j is None and mixed.method == "unknown" and mixed.note
+    assert combine([a, Energy(None, "unknown")]).energy_j is None

@@ -147,10 +147,14 @@ class Metering:
             f" J/output token ({profile.method}: {profile.source})",
         )
 
-    def receipt(self, spec: ModelSpec, slot: Slot | None, outcome: Outcome) -> Receipt:
+    def receipt(
+        self, spec: ModelSpec, slot: Slot | None, outcome: Outcome, energy: Energy | None = None
+    ) -> Receipt:
+        """The receipt of a finished request; ``energy`` when the caller already summed it
+        (a cascade's attempts), else the slot's or the profile's."""
         return self.pricer.make(
             spec=spec,
-            energy=self.energy(spec, slot, outcome.tokens),
+            energy=energy if energy is not None else self.energy(spec, slot, outcome.tokens),
             tokens=outcome.tokens,
             duration_s=outcome.duration_s,
             id=outcome.receipt_id,

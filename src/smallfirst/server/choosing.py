@@ -4,9 +4,10 @@
 the predictive router of the latest fitted artifact (``smallfirst router fit``), else of the
 default artifact shipped in the package (fitted on the committed evaluation baseline; off
 with ``default_router = false``), calibrated for that policy, over the installed models the
-artifact knows. Without an artifact, or when none of its models is installed, ``auto``
-means the configured default model and the route says so. A malformed policy is the
-request's fault (400, param ``model``).
+artifact knows. ``cascade`` and ``cascade:<policy>`` run the artifact's ``cascade:output``
+strategy instead (served by :mod:`.cascading`). Without an artifact, or when none of its
+models is installed, these names mean the configured default model and the route says so.
+A malformed policy is the request's fault (400, param ``model``).
 
 Routers are built once per policy string and kept; deciding is pure CPU on cheap features.
 This module chooses; it does not generate.
@@ -35,10 +36,22 @@ class Choice:
     policy: str | None = None  # the auto policy asked for, None for a named model
     predicted_quality: float | None = None
     route: dict[str, Any] | None = None  # strategy, why, scores
+    # a cascade: its router and candidates (cheapest first); ``model`` is the first rung
+    cascade: tuple[Any, list[Any]] | None = None
+
+
+CASCADE = "cascade:output"  # the strategy behind model "cascade[:<policy>]"
 
 
 def is_auto(name: str) -> bool:
-    return name == "auto" or name.startswith("auto:")
+    return name in ("auto", "cascade") or name.startswith(("auto:", "cascade:"))
+
+
+def _strategy(name: str) -> tuple[str, str]:
+    """(strategy, policy text) of an auto or cascade model name."""
+    if name == "cascade" or name.startswith("cascade:"):
+        return CASCADE, "auto" + name[len("cascade") :]
+    return STRATEGY, name
 
 
 class Chooser:
@@ -73,6 +86,8 @@ class Chooser:
             "auto:quality=0.9",
             "auto:energy=0.5",
             "auto:energy=0.3",
+            "cascade",
+            "cascade:quality=0.95",
         ]
 
     def _router(self, name: str) -> Any:
@@ -81,9 +96,10 @@ class Chooser:
             from smallfirst.routing.policy import parse_policy
 
             assert self.artifact is not None
+            strategy, text = _strategy(name)
             try:
-                policy = parse_policy(name)
-                router = self.artifact.router(STRATEGY, policy)
+                policy = parse_policy(text)
+                router = self.artifact.router(strategy, policy)
             except ValueError as exc:
                 raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
             self._routers[name] = router
@@ -96,7 +112,7 @@ class Chooser:
             from smallfirst.routing.policy import parse_policy
 
             try:
-                parse_policy(name)  # still refuse a malformed policy
+                parse_policy(_strategy(name)[1])  # still refuse a malformed policy
             except ValueError as exc:
                 raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
             return Choice(
@@ -123,14 +139,16 @@ class Chooser:
                 },
             )
         decision = router.decide(messages, candidates)
+        strategy = _strategy(name)[0]
         return Choice(
             decision.model,
             name,
             decision.predicted_quality,
             {
-                "strategy": STRATEGY,
+                "strategy": strategy,
                 "router": self.source,
                 "why": decision.why,
                 "scores": {k: round(v, 4) for k, v in decision.scores.items()},
             },
+            (router, candidates) if strategy == CASCADE else None,
         )

@@ -125,6 +125,14 @@ class Completions:
         gen = body.to_generation()
         messages = gen.messages or (Message("user", gen.prompt or ""),)
         choice = self.chooser.choose(body.model, messages)
+        if choice.cascade is not None:
+            from smallfirst.server import cascading
+
+            cascade = cascading.Cascade(
+                self.pool, self.metering, self.record, choice, Envelope(kind, choice.model)
+            )
+            gen = dataclasses.replace(gen, stream=bool(body.stream))
+            return await cascading.serve(cascade, request, messages, gen, body.include_usage, _sse)
         engine = await self.pool.get(choice.model)
         spec = engine.spec
         env = Envelope(kind, spec.name)
