@@ -15,7 +15,7 @@ import pytest
 from smallfirst.engines.base import Message
 from smallfirst.evals.items import Item, ScorerName
 from smallfirst.evals.sandbox import Limits
-from smallfirst.evals.scorers import extract_code, extract_letter, score
+from smallfirst.evals.scorers import extract_code, extract_letter, sanitize, score
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LIMITS = Limits(timeout_s=10.0, cpu_s=5, memory_mb=512)
@@ -160,11 +160,47 @@ def test_code_demo_block_does_not_run_but_early_exit_fails() -> None:
     # the program, so it does not run there either.
     demo = solution + "\nif __name__ == '__main__':\n    print(truncate_number(float(input())))\n"
     assert score(item, _chat(demo), LIMITS).correct
-    # Exiting 0 before the tests must not count as passing them.
-    for exit_call in ("import sys\nsys.exit(0)", "import os\nos._exit(0)"):
-        result = score(item, _chat(solution + "\n" + exit_call + "\n"), LIMITS)
+    # Exiting 0 before the tests finish (here: when the tests call it) must not count as
+    # passing them. (A top-level exit call is dropped with the other top-level statements.)
+    for exit_call in ("import sys; sys.exit(0)", "import os; os._exit(0)"):
+        body = f"def {row['entry_point']}(number):\n    {exit_call}\n"
+        result = score(item, _chat(body), LIMITS)
         assert not result.correct
         assert result.detail == "exited before the tests finished"
+
+
+def test_code_drops_the_models_own_top_level_tests() -> None:
+    # Qwen-0.5B on HumanEval/11: a right function, then its own test with a wrong expected
+    # value, called at top level. EvalPlus sanitizes that away before scoring; so do we.
+    row = HUMANEVAL[1]
+    item = _humaneval_item(row)
+    solution = row["prompt"] + row["canonical_solution"]
+    own_test = (
+        f"\n\ndef test_it():\n    assert {row['entry_point']}(3.5) == 0.7, 'wrong'\n\n"
+        "test_it()\nprint('demo')\n"
+    )
+    result = score(item, _chat(solution + own_test), LIMITS)
+    assert result.correct, result.detail
+    assert result.extracted is not None and "test_it" not in result.extracted
+    broken = solution.replace("return number % 1.0", "return number")
+    assert broken != solution and not score(item, _chat(broken + own_test), LIMITS).correct
+
+
+def test_sanitize_keeps_what_the_entry_point_reaches() -> None:
+    code = (
+        "import math\nK = 3\nJUNK = 1\n\n"
+        "def helper(x):\n    return x * K\n\n"
+        "def unused():\n    return JUNK\n\n"
+        "@functools.cache\ndef f(a):\n    return helper(math.floor(a))\n\n"
+        "print(f(2))\nfor i in range(3):\n    f(i)\n"
+    )
+    kept = sanitize(code, "f")
+    assert kept == (
+        "import math\nK = 3\n\ndef helper(x):\n    return x * K\n\n\n"
+        "@functools.cache\ndef f(a):\n    return helper(math.floor(a))"
+    )
+    assert sanitize("def g(:\n", "g") == "def g(:\n"  # unparsable: unchanged
+    assert sanitize("x = 1\nprint(x)\n", "f") == "x = 1\nprint(x)\n"  # no entry point
 
 
 def test_code_timeout_is_reported() -> None:

@@ -3,7 +3,10 @@
 * ``code`` (HumanEval, MBPP): take the program out of the output, append the item's tests and
   run it in :mod:`.sandbox`; correct iff it exits 0 having reached the end of the tests.
   As in the reference harnesses (which ``exec()`` the program), the model's
-  ``if __name__ == "__main__":`` block does not run.
+  ``if __name__ == "__main__":`` block does not run, and, as EvalPlus's ``sanitize`` does
+  before scoring, only the imports and the definitions the entry point reaches are kept:
+  the model's own top-level example calls, prints and self-written tests (sometimes with
+  wrong expected values) are dropped.
 * ``math`` (GSM8K): read the final number and compare it numerically with the reference.
 * ``choice`` (MMLU, ARC): read the chosen letter, or the option the model repeated.
 * ``exact``: whitespace- and case-insensitive string equality.
@@ -17,6 +20,7 @@ this process; that is the sandbox's job.
 
 from __future__ import annotations
 
+import ast
 import re
 import secrets
 from collections.abc import Callable
@@ -67,6 +71,9 @@ def score_code(item: Item, output: str, limits: Limits = DEFAULT_LIMITS) -> Scor
     if not item.tests:
         return Score(correct=False, extracted=None, detail="item has no tests")
     code = extract_code(output, item.entry_point, item.code_prompt)
+    if item.entry_point:
+        # the tests may use more of the program than the entry point (MBPP 367's Node class)
+        code = sanitize(code, item.entry_point, set(re.findall(r"[A-Za-z_]\w*", item.tests))) + "\n"
     token = _SENTINEL + secrets.token_hex(8)
     program = _NOT_MAIN + code + "\n\n" + item.tests
     if item.entry_point and "def check(" in item.tests:
@@ -110,6 +117,57 @@ def extract_code(output: str, entry_point: str | None, code_prompt: str | None) 
         if missing:
             code = "\n".join(missing) + "\n" + code
     return code + "\n"
+
+
+def sanitize(
+    code: str, entry_point: str, used_by_tests: set[str] | frozenset[str] = frozenset()
+) -> str:
+    """Keep imports and the top-level definitions ``entry_point`` (or the tests, which use
+    the names ``used_by_tests``) reach; drop the rest.
+
+    EvalPlus's rule (``evalplus.sanitize``), on Python's own parser: functions, classes and
+    global assignments are kept when the entry point's body refers to them, directly or
+    through other kept definitions; every other top-level statement (example calls,
+    prints, loops, the model's own asserts) goes. Code that does not parse, or that does
+    not define the entry point at top level, is returned unchanged, to fail or pass as is.
+    """
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return code
+    definitions: dict[str, list[ast.stmt]] = {}
+    for node in tree.body:
+        for name in _defined_names(node):
+            definitions.setdefault(name, []).append(node)
+    if entry_point not in definitions:
+        return code
+    roots = {entry_point} | (used_by_tests & definitions.keys())
+    wanted, queue = set(roots), list(roots)
+    while queue:
+        for node in definitions.get(queue.pop(), []):
+            for ref in {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}:
+                if ref in definitions and ref not in wanted:
+                    wanted.add(ref)
+                    queue.append(ref)
+    lines = code.splitlines()
+    dropped: set[int] = set()  # 0-based line numbers; blank lines and comments stay
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom) or wanted & set(_defined_names(node)):
+            continue
+        decorators = getattr(node, "decorator_list", [])
+        start = min([node.lineno, *(d.lineno for d in decorators)])
+        dropped.update(range(start - 1, node.end_lineno or node.lineno))
+    return "\n".join(line for i, line in enumerate(lines) if i not in dropped).rstrip()
+
+
+def _defined_names(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [t.id for t in node.targets if isinstance(t, ast.Name)]
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return [node.target.id]
+    return []
 
 
 def _defines(code: str, name: str) -> bool:
