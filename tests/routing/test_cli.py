@@ -44,6 +44,7 @@ def test_fit_then_eval(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert (report / "routing.png").stat().st_size > 10_000
     md = (report / "report.md").read_text()
     assert "APGR" in md and "oracle" in md and "routing.png" in md
+    assert "## Targets (energy axis)" in md and "APGR (energy) of the best strategy" in md
     data = json.loads((report / "report.json").read_text())
     assert data["n_items"] == len(fitted.heldout_keys)
     assert {s["name"] for s in data["strategies"]} >= {"predictive", "cascade", "random"}
@@ -87,3 +88,20 @@ def test_unreadable_results_file_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not gzip")
     with pytest.raises(SystemExit, match="cannot read results"):
         main(["router", "fit", "--data-dir", str(tmp_path), "--results", str(bad)])
+
+
+def test_least_energy_at_a_quality_bar() -> None:
+    import numpy as np
+
+    from smallfirst.routing.evaluation import Curve, least_energy_at
+
+    curve = Curve(
+        "x",
+        "router",
+        accuracy=np.array([0.2, 0.5, 0.7, 0.69]),
+        fractions={"energy": np.array([0.1, 0.4, 0.8, 0.6]), "cost": None},
+        metrics={"energy": None, "cost": None},
+    )
+    assert least_energy_at(curve, 0.5) == 0.4
+    assert least_energy_at(curve, 0.7) == 0.8  # 0.69 at 0.6 falls short of the bar
+    assert least_energy_at(curve, 0.9) is None

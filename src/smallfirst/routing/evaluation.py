@@ -327,6 +327,73 @@ def metric_rows(evaluation: Evaluation) -> list[list[str]]:
     return rows
 
 
+TARGET_APGR: Final = 0.75
+TARGET_QUALITY: Final = 0.95
+TARGET_ENERGY: Final = 0.5
+
+
+def least_energy_at(curve: Curve, accuracy: float) -> float | None:
+    """The least energy fraction among ``curve``'s held-out points reaching ``accuracy``.
+
+    In hindsight (the threshold is picked on the held-out items themselves): what the
+    strategy *can* do; the calibrated rows say what it does with a threshold set beforehand.
+    """
+    fractions = curve.fractions.get("energy")
+    if fractions is None:
+        return None
+    reached = fractions[curve.accuracy >= accuracy - 1e-12]
+    return float(reached.min()) if reached.size else None
+
+
+def target_lines(evaluation: Evaluation) -> list[str]:
+    """The issue's targets on the energy axis, met or missed, with the oracle beside them."""
+    reference = evaluation.model_accuracy[evaluation.models[-1]]
+    bar = TARGET_QUALITY * reference
+    routers = [c for c in evaluation.curves if c.kind == "router"]
+    scored = [
+        (m.apgr, c)
+        for c in routers
+        if (m := c.metrics["energy"]) is not None and m.apgr is not None
+    ]
+    if not scored:
+        return ["- no energy figures: the targets cannot be checked"]
+    apgr, best = max(scored, key=lambda t: t[0])
+    oracle = evaluation.curve("oracle")
+    oracle_m = oracle.metrics["energy"]
+    lines = [
+        f"- APGR (energy) of the best strategy, `{best.name}`: {apgr:.3f} "
+        f"(target >= {TARGET_APGR}: {'met' if apgr >= TARGET_APGR else 'missed'}; "
+        f"random 0.500, oracle {_num(oracle_m.apgr if oracle_m else None)})",
+    ]
+    for c in routers:
+        least = least_energy_at(c, bar)
+        calibrated = next(
+            (
+                p
+                for p in evaluation.calibrated
+                if p.strategy == c.name and p.policy == f"auto:quality={TARGET_QUALITY:g}"
+            ),
+            None,
+        )
+        verdict = (
+            "no threshold reaches it"
+            if least is None
+            else f"{_pct(least)} of the reference's energy in hindsight "
+            f"({'met' if least <= TARGET_ENERGY else 'missed'})"
+        )
+        if calibrated is not None:
+            verdict += (
+                f"; calibrated auto:quality={TARGET_QUALITY:g}: {_pct(calibrated.quality_ratio)}"
+                f" of the reference's accuracy at {_pct(calibrated.energy_fraction)} energy"
+            )
+        lines.append(f"- `{c.name}` at >= {TARGET_QUALITY:.0%} of the reference: {verdict}")
+    lines.append(
+        f"- oracle at >= {TARGET_QUALITY:.0%}: {_pct(least_energy_at(oracle, bar))} of the "
+        f"reference's energy (target <= {TARGET_ENERGY:.0%})"
+    )
+    return lines
+
+
 def model_rows(evaluation: Evaluation) -> list[list[str]]:
     rows = []
     for c in evaluation.curves:
@@ -376,6 +443,10 @@ def markdown(evaluation: Evaluation, artifact: RouterArtifact, plot_name: str | 
         f" ({artifact.training.get('n_train', '?')} training items, seed {artifact.seed})",
         f"- held-out: {evaluation.n_items} items ({bench})",
         f"- models, cheapest first: {', '.join(evaluation.models)} (the last is the reference)",
+        "",
+        "## Targets (energy axis)",
+        "",
+        *target_lines(evaluation),
         "",
         "## Single models",
         "",
