@@ -57,7 +57,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--seed", type=int, default=0, help="seed of the split and the folds")
     fit.add_argument("--heldout", type=float, default=0.25, help="share of prompts held out")
     fit.add_argument("--folds", type=int, default=5, help="folds for out-of-fold calibration")
-    fit.add_argument("--l2", type=float, default=0.01, help="L2 penalty of the regressions")
+    fit.add_argument(
+        "--l2",
+        type=float,
+        help="L2 penalty of the logistic regressions (default: routing.logistic.DEFAULT_L2)",
+    )
     fit.add_argument("--iterations", type=int, default=300, help="gradient steps per fit")
     fit.add_argument(
         "--save-as",
@@ -151,6 +155,7 @@ def _print_tables(evaluation: Any) -> None:
 def cmd_router_fit(args: argparse.Namespace) -> int:
     from smallfirst.catalog import Catalog
     from smallfirst.routing import artifact
+    from smallfirst.routing.logistic import DEFAULT_L2
     from smallfirst.routing.train import train
 
     settings = settings_from(args)
@@ -168,7 +173,7 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
             seed=args.seed,
             heldout_fraction=args.heldout,
             folds=args.folds,
-            l2=args.l2,
+            l2=DEFAULT_L2 if args.l2 is None else args.l2,
             iterations=args.iterations,
             progress=lambda step: print(f"  {step}", file=sys.stderr, flush=True),
         )

@@ -4,10 +4,11 @@ One file holds everything a gateway needs to route and everything a person needs
 the router: the format and its version, when it was made, the evaluation runs it was trained
 on, the feature spec version, the candidates (cheapest first) with their mean energy and
 cost per item, the per-model logistic weights (predictive, and the cascade's answer
-verifiers), the calibration sweeps (out-of-fold on the training split) from which any
-policy's threshold is calibrated exactly, a table of calibrated thresholds for a grid of
-targets (derived from the sweeps; written for people and dashboards, ignored when loading),
-the held-out split's item keys, and the held-out metrics.
+verifiers), the per-model energy regressions (:mod:`.spend`), the calibration sweeps
+(out-of-fold on the training split) from which any policy's threshold is calibrated
+exactly, a table of calibrated thresholds for a grid of targets (derived from the sweeps;
+written for people and dashboards, ignored when loading), the held-out split's item keys,
+and the held-out metrics.
 
 Files: ``<data_dir>/routers/router-<UTC timestamp>.json`` plus a copy named
 ``router-latest.json``; both are written to a temporary file in the same folder, flushed to
@@ -50,6 +51,7 @@ from smallfirst.routing.policy import (
     calibrate,
     calibration_grid,
 )
+from smallfirst.routing.spend import SpendModel
 from smallfirst.routing.sweep import Sweep
 
 FORMAT: Final = "smallfirst-router"
@@ -72,6 +74,8 @@ class RouterArtifact:
     calibration: Mapping[str, Sweep]  # per tuned strategy
     seed: int
     heldout_fraction: float
+    # per-prompt energy models (files written before them route on average spend)
+    spend: Mapping[str, SpendModel] = field(default_factory=dict)
     heldout_keys: tuple[ItemKey, ...] = ()
     heldout_metrics: Mapping[str, Any] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
@@ -128,6 +132,7 @@ class RouterArtifact:
             "reference_model": self.reference,
             "predictive": {name: m.to_json() for name, m in self.predictive.items()},
             "verifiers": {name: m.to_json() for name, m in self.verifiers.items()},
+            "spend": {name: m.to_json() for name, m in self.spend.items()},
             "calibration": {s: curve.to_json() for s, curve in self.calibration.items()},
             "thresholds": self.grid(),
             "training": dict(self.training),
@@ -169,6 +174,7 @@ class RouterArtifact:
                 candidates=candidates,
                 predictive={n: LogisticModel.from_json(m) for n, m in data["predictive"].items()},
                 verifiers={n: LogisticModel.from_json(m) for n, m in data["verifiers"].items()},
+                spend={n: SpendModel.from_json(m) for n, m in (data.get("spend") or {}).items()},
                 calibration={s: Sweep.from_json(c) for s, c in data["calibration"].items()},
                 seed=int(data["seed"]),
                 heldout_fraction=float(data["heldout_fraction"]),

@@ -171,7 +171,12 @@ def evaluate(artifact: RouterArtifact, table: Table) -> Evaluation:
     scores: dict[str, FloatArray] = {}
     for strategy in TUNED:
         scores[strategy] = strategy_scores(
-            strategy, artifact.predictive, artifact.verifiers, table, artifact.candidates
+            strategy,
+            artifact.predictive,
+            artifact.verifiers,
+            table,
+            artifact.candidates,
+            artifact.spend,
         )
         curve = sweep(scores[strategy], table, cumulative=CUMULATIVE[strategy])
         fractions = {axis: curve.fraction(axis) for axis in AXES}

@@ -38,6 +38,7 @@ from smallfirst.routing.logistic import (
     LogisticModel,
     fit_logistic,
 )
+from smallfirst.routing.spend import SpendModel, fit_spend
 from smallfirst.routing.strategies import CascadeRouter, PredictiveRouter, output_matrix
 from smallfirst.routing.sweep import Sweep, sweep
 
@@ -62,9 +63,20 @@ Models = dict[str, LogisticModel]
 class Fitted:
     predictive: Models  # every model, on prompt features
     verifiers: Models  # every model but the reference, on prompt + answer features
+    spend: Mapping[str, SpendModel]  # every model with energy figures, on prompt features
     calibration: dict[str, Sweep]  # per TUNED strategy, out-of-fold on the training table
     n_train: int
     folds: int
+
+
+def fit_spend_models(table: Table) -> dict[str, SpendModel]:
+    """Per-model energy regressions (:mod:`.spend`), for the models with energy figures."""
+    out = {}
+    for j, name in enumerate(table.models):
+        model = fit_spend(table.features, table.energy_j[:, j])
+        if model is not None:
+            out[name] = model
+    return out
 
 
 def fit_models(
@@ -88,14 +100,22 @@ def strategy_scores(
     verifiers: Mapping[str, LogisticModel],
     table: Table,
     candidates: Sequence[Candidate],
+    spend: Mapping[str, SpendModel] | None = None,
 ) -> FloatArray:
     """Acceptance scores (n, m - 1) of a TUNED strategy on ``table``.
 
-    ``candidates`` are the table's models with their spend per item: the utility rule
-    weighs P(correct) against it, so calibration and serving must use the same figures.
+    ``candidates`` are the table's models with their spend per item, and ``spend`` the
+    per-prompt energy models: the utility rule weighs P(correct) against spend, so
+    calibration and serving must use the same figures.
     """
     if strategy == "predictive":
-        return PredictiveRouter(predictive, 0.0).table_scores(table, candidates)
+        router = PredictiveRouter(
+            predictive,
+            0.0,
+            spend_models=spend,
+            spend_scale_j=candidates[-1].energy_j_per_item if candidates else None,
+        )
+        return router.table_scores(table, candidates)
     if strategy in ("predictive:bar", "cascade"):
         # the cascade's prompt signal is the predictive P(correct) of the model that answered
         return PredictiveRouter(predictive, 0.0, rule="bar").table_scores(table, candidates)
@@ -126,17 +146,22 @@ def out_of_fold_scores(
             continue
         if progress:
             progress(f"fold {f + 1}/{folds}")
-        predictive, verifiers = fit_models(table.take(train), l2=l2, iterations=iterations)
+        fold_table = table.take(train)
+        predictive, verifiers = fit_models(fold_table, l2=l2, iterations=iterations)
+        spend = fit_spend_models(fold_table)
         part = table.take(held)
         for s in TUNED:
-            out[s][held] = strategy_scores(s, predictive, verifiers, part, candidates)
+            out[s][held] = strategy_scores(s, predictive, verifiers, part, candidates, spend)
     for s, scores in out.items():
         if np.isnan(scores).any():
             # only when a fold was empty (fewer prompt groups than folds): score those rows
             # with models that did see them rather than leave holes
             rows = np.flatnonzero(np.isnan(scores).any(axis=1))
             predictive, verifiers = fit_models(table, l2=l2, iterations=iterations)
-            scores[rows] = strategy_scores(s, predictive, verifiers, table.take(rows), candidates)
+            spend = fit_spend_models(table)
+            scores[rows] = strategy_scores(
+                s, predictive, verifiers, table.take(rows), candidates, spend
+            )
             log.warning("%s: %d rows scored in-sample (too few prompt groups)", s, len(rows))
     return out
 
@@ -163,6 +188,7 @@ def fit(
     return Fitted(
         predictive=predictive,
         verifiers=verifiers,
+        spend=fit_spend_models(table),
         calibration=calibration,
         n_train=len(table),
         folds=folds,

@@ -22,7 +22,11 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
-DEFAULT_L2 = 0.01
+# On the committed baseline (580 items when measured) the held-out APGR of the predictive
+# router was 0.58 at 0.01, 0.62 at 0.1, 0.68 at 1, 0.66 at 3 and at 10: with ~300 hashed
+# features and a few hundred items per model, weak penalties memorise the training prompts
+# and give 0/1 probabilities on anything new.
+DEFAULT_L2 = 1.0
 DEFAULT_ITERATIONS = 300
 
 

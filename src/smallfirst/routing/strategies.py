@@ -76,6 +76,7 @@ from smallfirst.routing.features import (
     prompt_features,
 )
 from smallfirst.routing.logistic import LogisticModel
+from smallfirst.routing.spend import SpendModel
 
 Signal = Literal["prompt", "output"]
 SIGNALS: tuple[Signal, ...] = ("prompt", "output")
@@ -236,16 +237,19 @@ def relative_spend(candidates: Sequence[Candidate]) -> FloatArray:
 def utility_breakpoints(p: FloatArray, spend: FloatArray) -> FloatArray:
     """Acceptance scores (n, m - 1) of the utility rule, for :mod:`.sweep`.
 
-    With weight ``w`` in [0, 1], item ``i`` goes to ``argmax_j w p[i, j] - (1 - w) spend[j]``
-    (ties to the cheaper). Each model's utility is a line in ``w`` with intercept
-    ``-spend[j]`` and slope ``p[i, j] + spend[j]``; a dearer model has a lower intercept, so
-    once it beats a cheaper one it keeps beating it as ``w`` grows: the choice only moves
-    up the ladder. ``B[i, j]`` is the weight past which item ``i`` leaves models ``<= j``:
-    ``min over k > j of max over j' <= j`` of the weight where line ``k`` overtakes line
-    ``j'``. Capped at 1, so a threshold above 1 sends every item to the reference.
+    With weight ``w`` in [0, 1], item ``i`` goes to ``argmax_j w p[i, j] - (1 - w) s[i, j]``
+    (ties to the cheaper), where ``spend`` is ``(m,)`` (the same for every item) or
+    ``(n, m)`` (per item), non-decreasing along each row. Each model's utility is a line in
+    ``w`` with intercept ``-s[i, j]`` and slope ``p[i, j] + s[i, j]``; a dearer model has a
+    lower intercept, so once it beats a cheaper one it keeps beating it as ``w`` grows: the
+    choice only moves up the ladder. ``B[i, j]`` is the weight past which item ``i`` leaves
+    models ``<= j``: ``min over k > j of max over j' <= j`` of the weight where line ``k``
+    overtakes line ``j'``. Capped at 1, so a threshold above 1 sends every item to the
+    reference.
     """
     n, m = p.shape
-    slope = p + spend[np.newaxis, :]
+    s = np.broadcast_to(spend, (n, m))
+    slope = p + s
     out = np.empty((n, m - 1), dtype=np.float64)
     for j in range(m - 1):
         best = np.full(n, np.inf)
@@ -253,7 +257,7 @@ def utility_breakpoints(p: FloatArray, spend: FloatArray) -> FloatArray:
             worst = np.zeros(n)
             for lower in range(j + 1):
                 rise = slope[:, k] - slope[:, lower]
-                gap = spend[k] - spend[lower]  # >= 0: spend is non-decreasing
+                gap = s[:, k] - s[:, lower]  # >= 0: spend is non-decreasing
                 with np.errstate(divide="ignore", invalid="ignore"):
                     overtake = np.where(rise > 0, gap / rise, np.inf)
                 worst = np.maximum(worst, overtake)
@@ -267,9 +271,12 @@ class PredictiveRouter:
     """Per-model P(correct | prompt), and one of two rules with one threshold.
 
     ``utility`` (the default): the candidate that maximises ``w * P - (1 - w) * spend``,
-    with ``w = threshold`` (``spend`` from :func:`relative_spend`); ``w`` near 0 favours
-    the cheapest model, ``w = 1`` the likeliest to be right, above 1 the reference. This is
-    "expected quality minus lambda times energy" with ``lambda = (1 - w) / w``.
+    with ``w = threshold``; ``w`` near 0 favours the cheapest model, ``w = 1`` the likeliest
+    to be right, above 1 the reference. This is "expected quality minus lambda times
+    energy" with ``lambda = (1 - w) / w``. ``spend`` is each model's energy *predicted for
+    this prompt* (:mod:`.spend`) over ``spend_scale_j`` (the reference's mean per item),
+    when spend models are given for every candidate; else each model's average
+    (:func:`relative_spend`).
 
     ``bar``: the cheapest candidate whose P reaches ``threshold``, else the reference.
 
@@ -283,6 +290,8 @@ class PredictiveRouter:
     models: Mapping[str, LogisticModel]
     threshold: float
     rule: Rule = "utility"
+    spend_models: Mapping[str, SpendModel] | None = None
+    spend_scale_j: float | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -297,10 +306,20 @@ class PredictiveRouter:
         return replace(self, threshold=threshold)
 
     def acceptance(self, p: FloatArray, spend: FloatArray) -> FloatArray:
-        """Acceptance scores (n, m - 1) from probabilities (n, m) and relative spend (m,)."""
+        """Acceptance scores (n, m - 1) from probabilities (n, m) and spend ((m,) or (n, m))."""
         if self.rule == "bar":
             return np.asarray(p[:, :-1], dtype=np.float64)
         return utility_breakpoints(p, spend)
+
+    def spend(self, x: FloatArray, candidates: Sequence[Candidate]) -> FloatArray:
+        """Relative spend of each candidate on each row of ``x``: (n, m) predicted per item,
+        or (m,) averages when some candidate has no spend model."""
+        models = self.spend_models or {}
+        scale = self.spend_scale_j
+        if scale and scale > 0 and all(c.name in models for c in candidates):
+            per_item = np.stack([models[c.name].predict(x) for c in candidates], axis=1) / scale
+            return np.asarray(np.maximum.accumulate(per_item, axis=1), dtype=np.float64)
+        return relative_spend(candidates)
 
     def decide(self, messages: Sequence[Message], candidates: Sequence[Candidate]) -> Decision:
         check_candidates(candidates)
@@ -310,7 +329,7 @@ class PredictiveRouter:
             c.name: self.models[c.name].predict_one(x) for c in usable if c.name in self.models
         }
         p = np.asarray([[scores.get(c.name, 1.0) for c in usable]], dtype=np.float64)
-        accept = self.acceptance(p, relative_spend(usable))
+        accept = self.acceptance(p, self.spend(x[np.newaxis, :], usable))
         # the offline rule exactly (sweep.choose): escalate past j while its score < threshold
         reach = np.maximum.accumulate(accept, axis=1)
         chosen = usable[int((reach[0] < self.threshold).sum())]
@@ -336,7 +355,9 @@ class PredictiveRouter:
         """Acceptance scores on ``table``, whose models must be ``candidates`` in order."""
         if tuple(c.name for c in candidates) != table.models:
             raise RoutingError("table_scores: the table's models must be the candidates, in order")
-        return self.acceptance(self.table_probabilities(table), relative_spend(candidates))
+        return self.acceptance(
+            self.table_probabilities(table), self.spend(table.features, candidates)
+        )
 
 
 # --- cascade ------------------------------------------------------------------------------
@@ -491,7 +512,14 @@ def build_predictive(argument: str, context: RouterContext) -> PredictiveRouter:
     strategy = "predictive" if rule == "utility" else f"predictive:{rule}"
     threshold = _threshold(context, strategy)
     assert context.artifact is not None
-    return PredictiveRouter(context.artifact.predictive, threshold, rule=rule)
+    artifact = context.artifact
+    return PredictiveRouter(
+        artifact.predictive,
+        threshold,
+        rule=rule,
+        spend_models=artifact.spend or None,
+        spend_scale_j=artifact.candidates[-1].energy_j_per_item,
+    )
 
 
 def build_cascade(argument: str, context: RouterContext) -> CascadeRouter:

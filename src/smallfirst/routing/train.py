@@ -51,6 +51,7 @@ def train(
         candidates=tuple(train_table.candidates(tiers)),
         predictive=fitted.predictive,
         verifiers=fitted.verifiers,
+        spend=fitted.spend,
         calibration=fitted.calibration,
         seed=seed,
         heldout_fraction=heldout_fraction,
