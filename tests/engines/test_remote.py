@@ -179,3 +179,25 @@ def test_remote_receipts_energy_unknown_or_from_profile(settings: Settings, upst
         assert energy["energy_j"] == pytest.approx(
             usage["prompt_tokens"] * 0.1 + usage["completion_tokens"] * 0.5
         )
+
+
+def test_a_prefilled_reply_is_refused_before_any_request(settings: Settings) -> None:
+    # nothing listens on this port: the refusal must come before any connection
+    import asyncio
+
+    from smallfirst.engines.remote import RemoteEngine
+    from smallfirst.errors import GatewayError
+
+    remote = UserModel(name="nowhere", base_url=f"http://127.0.0.1:{free_port()}/v1", model_id="x")
+    spec = Catalog(settings.model_copy(update={"models": (remote,)})).get("nowhere")
+    engine = RemoteEngine(spec, settings)
+    request = GenerationRequest(
+        Sampling(max_tokens=4), messages=(Message("user", "hi"),), assistant_prefix="Sure"
+    )
+
+    async def first() -> None:
+        await anext(engine.generate(request))
+
+    with pytest.raises(GatewayError) as err:
+        asyncio.run(first())
+    assert err.value.status == 400 and "in-process" in err.value.message

@@ -172,3 +172,38 @@ def test_item_too_long_for_the_model_is_a_refused_wrong_answer(run_settings: Set
     assert not result.correct and result.detail and "context_length_exceeded" in result.detail
     assert result.energy_j is None and result.energy_method == "unknown"
     store.close()
+
+
+def test_a_prefilled_reply_is_continued_and_stored_whole(run_settings: Settings) -> None:
+    # EvalPlus's chat convention: the reply starts with text written for the model
+    import dataclasses
+
+    from smallfirst.engines.base import Message
+    from smallfirst.evals.items import Item
+
+    plain = Item(
+        benchmark="jsonl:prefill",
+        item_id="add",
+        messages=(Message("user", "Write a Python function add(a, b) that returns a + b."),),
+        scorer="code",
+        reference="def add(a, b):\n    return a + b\n",
+        tests="assert add(2, 3) == 5\n",
+        entry_point="add",
+        max_tokens=12,
+    )
+    prefilled = dataclasses.replace(
+        plain, assistant_prefix="```python\ndef add(a, b):\n    return", stop=("\n```",)
+    )
+    # the hash of an item without a prefix is the one stored runs already have
+    assert runner.prompt_hash(plain) != runner.prompt_hash(prefilled)
+    config = runner.RunConfig(run_id="prefill", models=(SMOL,), benchmarks=("jsonl:prefill",))
+    store = EvalStore(run_settings.db_path)
+    items = {"jsonl:prefill": [plain, dataclasses.replace(prefilled, item_id="add-prefilled")]}
+    assert asyncio.run(runner.run(run_settings, config, store, None, items)) == 2
+    by_id = {r.item_id: r for r in store.results("prefill")}
+    store.close()
+    assert by_id["add-prefilled"].output.startswith(prefilled.assistant_prefix or "")
+    assert "```" not in by_id["add-prefilled"].output[len("```python") :]  # stopped at the fence
+    # the prefix is prompt, not completion: more prompt tokens than the plain item
+    assert (by_id["add-prefilled"].prompt_tokens or 0) > (by_id["add"].prompt_tokens or 0)
+    assert by_id["add-prefilled"].prompt_hash == runner.prompt_hash(prefilled)

@@ -50,6 +50,9 @@ class GenerationRequest:
     sampling: Sampling
     messages: tuple[Message, ...] | None = None
     prompt: str | None = None
+    # chat only: text the reply starts with, written after the template's assistant header
+    # (the model continues it; it is not part of the output). In-process models only.
+    assistant_prefix: str | None = None
     echo: bool = False
     stream: bool = True  # a hint: remote engines ask a non-streaming client's upstream for one body
     # Called with True when an in-process engine starts computing for this request (it holds

@@ -189,7 +189,7 @@ class LlamaEngine:
                     param="model",
                 )
             messages = [{"role": m.role, "content": m.content} for m in request.messages]
-            prompt = self._formatter(messages=messages).prompt
+            prompt = self._formatter(messages=messages).prompt + (request.assistant_prefix or "")
             # The template already wrote BOS where the model wants one.
             return prompt, self.tokenize(prompt, add_bos=False, special=True)
         prompt = request.prompt or ""

@@ -26,7 +26,7 @@ import httpx
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob, TopLogprob, Usage
-from smallfirst.errors import GatewayError, upstream
+from smallfirst.errors import GatewayError, invalid, upstream
 from smallfirst.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,12 @@ class RemoteEngine:
         await self._client.aclose()
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        if request.assistant_prefix is not None:
+            # the OpenAI API has no way to start the assistant's reply for it
+            raise invalid(
+                f"{self.spec.name}: a prefilled assistant reply needs an in-process model",
+                param="model",
+            )
         path = "/chat/completions" if request.messages is not None else "/completions"
         body = request_body(self.remote.model_id, request)
         name = self.spec.name

@@ -30,6 +30,10 @@ class Item:
     entry_point: str | None = None  # code: the function the tests call
     code_prompt: str | None = None  # code: the given signature/docstring (HumanEval)
     max_tokens: int = 512  # generation budget for this item
+    # The start of the model's reply, written for it (EvalPlus's convention for chat models);
+    # stored outputs and scoring see it followed by what the model generated.
+    assistant_prefix: str | None = None
+    stop: tuple[str, ...] = ()  # stop sequences (EvalPlus stops a prefilled fence at "\n```")
 
 
 @dataclass(frozen=True, slots=True)

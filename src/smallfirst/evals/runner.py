@@ -64,7 +64,10 @@ ProgressFn = Callable[[Progress], None]
 
 
 def prompt_hash(item: Item) -> str:
-    payload = json.dumps([[m.role, m.content] for m in item.messages], ensure_ascii=False)
+    turns = [[m.role, m.content] for m in item.messages]
+    if item.assistant_prefix is not None:  # only then: older items keep their hashes
+        turns.append(["assistant-prefix", item.assistant_prefix])
+    payload = json.dumps(turns, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -83,8 +86,9 @@ async def _answer(
     engine = await pool.get(model)
     slot = metering.slot(engine.spec)
     request = GenerationRequest(
-        Sampling(temperature=0.0, max_tokens=item.max_tokens),
+        Sampling(temperature=0.0, max_tokens=item.max_tokens, stop=item.stop),
         messages=item.messages,
+        assistant_prefix=item.assistant_prefix,
         stream=False,
         on_compute=slot.set_active if slot else None,
     )
@@ -114,7 +118,7 @@ async def _answer(
             ttft_s=None,
         ),
     )
-    output = "".join(parts)
+    output = (item.assistant_prefix or "") + "".join(parts)
     verdict = await asyncio.to_thread(score, item, output)
     return EvalResult(
         run_id=run_id,
