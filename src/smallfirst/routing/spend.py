@@ -4,9 +4,10 @@ The predictive router weighs P(correct) against spend. Spend differs far more be
 prompts than between models: on the committed baseline a HumanEval item cost SmolLM2-135M
 about 90 J while an ARC question cost Qwen-1.5B about 45 J, because a code answer is ten
 times longer than a letter. A router that charges every item a model's *average* spend sends
-costly long-answer items up the ladder as readily as cheap short-answer ones, and on that
-mixed data it did worse than random (held-out APGR 0.47). Charging each item the spend
-predicted for it gave 0.67–0.71 on the same split (``bench/results/routing/``).
+costly long-answer items up the ladder as readily as cheap short-answer ones; on the mixed
+baseline (HumanEval, ARC, part of GSM8K) that rule did worse than random on held-out items
+(APGR 0.45-0.48 where random is 0.5), and charging each item its predicted spend gave about
+0.7 on the same split.
 
 :class:`SpendModel` is a ridge regression of ``log(joules)`` on standardised prompt features,
 fitted in closed form per model: a log because spend is multiplicative (answer length times
