@@ -6,8 +6,10 @@ with a fresh data directory, so ``auto`` is served by the router shipped in the 
 seeded sample of ``--per-benchmark`` from each benchmark. Each item is sent twice, one right
 after the other so both see the same machine load: once as ``model: "auto"`` (or
 ``--policy``) and once to the reference model (the router's most expensive candidate),
-greedy, with the item's own token budget. Both answers are scored by the evaluation
-harness's scorers; the energy of each comes from its receipt.
+greedy, with the item's own token budget. The order alternates from item to item: when
+both land on the same model, the second reuses the first's prompt cache and costs less.
+Every candidate is loaded by a warm-up request before the measurement. Both answers are
+scored by the evaluation harness's scorers; the energy of each comes from its receipt.
 
 Reported, overall and per benchmark: accuracy of each, accuracy kept (auto / reference),
 energy of auto as a share of the reference's, and which models ``auto`` chose.
@@ -88,9 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         with c.Child("gateway", cmd, log_path=tmp / "gateway.log") as gateway:
             gateway.wait_ready(url + "/health")
             with httpx.Client(base_url=url, timeout=900) as client:
+                for candidate in router.candidates:  # load outside the measurement
+                    client.post(
+                        "/v1/chat/completions",
+                        json={
+                            "model": candidate.name,
+                            "max_tokens": 1,
+                            "messages": [{"role": "user", "content": "Hi"}],
+                        },
+                    ).raise_for_status()
                 for n, item in enumerate(items, 1):
                     row: dict[str, Any] = {"benchmark": item.benchmark, "item_id": item.item_id}
-                    for label, model in (("auto", args.policy), ("reference", reference)):
+                    order = [("auto", args.policy), ("reference", reference)]
+                    for label, model in order if n % 2 else order[::-1]:
                         r = client.post(
                             "/v1/chat/completions",
                             json={
