@@ -40,6 +40,29 @@ def sigmoid(z: FloatArray) -> FloatArray:
     return out
 
 
+def linear_to_json(
+    mean: FloatArray, scale: FloatArray, weights: FloatArray, bias: float
+) -> dict[str, Any]:
+    """The JSON of a linear function of standardised features (shared with :mod:`.spend`)."""
+    # float(): numpy scalars are not JSON; repr of a Python float round-trips exactly
+    return {
+        "mean": [float(v) for v in mean],
+        "scale": [float(v) for v in scale],
+        "weights": [float(v) for v in weights],
+        "bias": float(bias),
+    }
+
+
+def linear_from_json(data: dict[str, Any], what: str) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``mean``, ``scale`` and ``weights`` back from :func:`linear_to_json`, checked."""
+    mean = np.asarray(data["mean"], dtype=np.float64)
+    scale = np.asarray(data["scale"], dtype=np.float64)
+    weights = np.asarray(data["weights"], dtype=np.float64)
+    if not (mean.shape == scale.shape == weights.shape) or mean.ndim != 1:
+        raise ValueError(f"{what}: mean, scale and weights must be equal-length lists")
+    return mean, scale, weights
+
+
 @dataclass(frozen=True, eq=False)
 class LogisticModel:
     """A fitted model: ``p = sigmoid(((x - mean) / scale) @ weights + bias)``."""
@@ -74,12 +97,8 @@ class LogisticModel:
         return ez / (1.0 + ez)
 
     def to_json(self) -> dict[str, Any]:
-        # float(): numpy scalars are not JSON; repr of a Python float round-trips exactly
         return {
-            "mean": [float(v) for v in self.mean],
-            "scale": [float(v) for v in self.scale],
-            "weights": [float(v) for v in self.weights],
-            "bias": float(self.bias),
+            **linear_to_json(self.mean, self.scale, self.weights, self.bias),
             "l2": float(self.l2),
             "n_train": int(self.n_train),
             "positive_rate": float(self.positive_rate),
@@ -87,11 +106,7 @@ class LogisticModel:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LogisticModel:
-        mean = np.asarray(data["mean"], dtype=np.float64)
-        scale = np.asarray(data["scale"], dtype=np.float64)
-        weights = np.asarray(data["weights"], dtype=np.float64)
-        if not (mean.shape == scale.shape == weights.shape) or mean.ndim != 1:
-            raise ValueError("logistic model: mean, scale and weights must be equal-length lists")
+        mean, scale, weights = linear_from_json(data, "logistic model")
         return cls(
             mean=mean,
             scale=scale,

@@ -25,6 +25,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from smallfirst.routing.logistic import linear_from_json, linear_to_json
+
 FloatArray = npt.NDArray[np.float64]
 
 # held-out APGR on the baseline: 0.681 at 1, 0.691 at 10, 0.705 at 100, 0.700 at 1000; weak
@@ -56,21 +58,14 @@ class SpendModel:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "mean": [float(v) for v in self.mean],
-            "scale": [float(v) for v in self.scale],
-            "weights": [float(v) for v in self.weights],
-            "bias": float(self.bias),
+            **linear_to_json(self.mean, self.scale, self.weights, self.bias),
             "l2": float(self.l2),
             "n_train": int(self.n_train),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SpendModel:
-        mean = np.asarray(data["mean"], dtype=np.float64)
-        scale = np.asarray(data["scale"], dtype=np.float64)
-        weights = np.asarray(data["weights"], dtype=np.float64)
-        if not (mean.shape == scale.shape == weights.shape) or mean.ndim != 1:
-            raise ValueError("spend model: mean, scale and weights must be equal-length lists")
+        mean, scale, weights = linear_from_json(data, "spend model")
         return cls(
             mean=mean,
             scale=scale,
