@@ -22,7 +22,6 @@ This module runs cascades; the strategy, its verifiers and thresholds live in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import time
@@ -48,8 +47,6 @@ from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering, Outcome
 from smallfirst.server.choosing import Choice
 from smallfirst.server.responses import Envelope, full_response
-
-POLL_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,17 +215,12 @@ async def serve(
     sse: Callable[[Envelope, Chunk, AsyncGenerator[Chunk, None], bool, Any], Any],
 ) -> Response:
     """Run ``cascade`` and answer as the client asked (body or stream)."""
+    from smallfirst.server.completions import finished_or_gone, stream_headers
+
     task = asyncio.create_task(cascade.run(messages, gen))
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=POLL_S)
-        if done:
-            break
-        if await request.is_disconnected():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            cascade.finish("cancelled", gen.stream)
-            return Response(status_code=499)
+    if not await finished_or_gone(request, task):
+        cascade.finish("cancelled", gen.stream)
+        return Response(status_code=499)
     try:
         answer = task.result()
     except GatewayError:
@@ -245,11 +237,7 @@ async def serve(
         return StreamingResponse(
             sse(env, first, replay(), include_usage, _Finisher(cascade)),
             media_type="text/event-stream",
-            headers={
-                "x-smallfirst-model": answer.model,
-                "x-smallfirst-receipt-id": env.id,
-                "cache-control": "no-cache",
-            },
+            headers=stream_headers(answer.model, env.id),
         )
     receipt = cascade.finish("ok", False)
     payload = full_response(

@@ -154,24 +154,12 @@ class Completions:
             return StreamingResponse(
                 _sse(env, first, stream, body.include_usage, tracker),
                 media_type="text/event-stream",
-                headers={
-                    "x-smallfirst-model": spec.name,
-                    "x-smallfirst-receipt-id": env.id,
-                    "cache-control": "no-cache",
-                    "x-accel-buffering": "no",
-                },
+                headers=stream_headers(spec.name, env.id),
             )
         task = asyncio.create_task(_collect(engine, gen, tracker))
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                break
-            if await request.is_disconnected():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                tracker.finish("cancelled", None)
-                return Response(status_code=499)
+        if not await finished_or_gone(request, task):
+            tracker.finish("cancelled", None)
+            return Response(status_code=499)
         try:
             text, finish, usage, logprobs = task.result()
         except GatewayError:
@@ -186,6 +174,29 @@ class Completions:
             return JSONResponse(payload, headers={"x-smallfirst-model": spec.name})
         payload["smallfirst"] = receipt.public()
         return JSONResponse(payload, headers=receipt.headers())
+
+
+async def finished_or_gone(request: Request, task: asyncio.Task[Any]) -> bool:
+    """Wait for ``task``; True when it finished, False when the client went away first
+    (the task is then cancelled and awaited)."""
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return True
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+
+
+def stream_headers(model: str, receipt_id: str) -> dict[str, str]:
+    return {
+        "x-smallfirst-model": model,
+        "x-smallfirst-receipt-id": receipt_id,
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+    }
 
 
 async def _collect(
