@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -118,3 +119,42 @@ def client(gateway: LiveServer):  # type: ignore[no-untyped-def]
     import openai
 
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def upstream(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    catalog = Catalog(settings)
+    port = free_port()
+    # a file, not a pipe: llama.cpp logs a lot, and a full pipe would block the server
+    log = (tmp_path_factory.mktemp("upstream") / "server.log").open("w+")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(catalog.file_path(catalog.get(SMOL))),
+            "--model_alias",
+            "smol-upstream",
+            "--n_ctx",
+            "2048",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        try:
+            wait_until_up(url + "/models", proc)
+        except RuntimeError:
+            log.seek(0)
+            raise RuntimeError(f"llama_cpp.server did not start: {log.read()[-2000:]}") from None
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()

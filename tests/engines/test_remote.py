@@ -1,12 +1,11 @@
 """The remote engine, in front of a real second OpenAI-compatible server on loopback.
 
-The upstream is llama-cpp-python's own server (``python -m llama_cpp.server``) on SmolLM2.
+The upstream (the ``upstream`` fixture of ``tests/conftest.py``) is llama-cpp-python's own
+server (``python -m llama_cpp.server``) on SmolLM2.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -17,46 +16,7 @@ from smallfirst.catalog import Catalog
 from smallfirst.engines.base import GenerationRequest, Message, Sampling
 from smallfirst.engines.remote import parse_chunk, request_body
 from smallfirst.settings import Settings, UserModel
-from tests.conftest import SMOL, LiveServer, free_port, wait_until_up
-
-
-@pytest.fixture(scope="module")
-def upstream(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    catalog = Catalog(settings)
-    port = free_port()
-    # a file, not a pipe: llama.cpp logs a lot, and a full pipe would block the server
-    log = (tmp_path_factory.mktemp("upstream") / "server.log").open("w+")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(catalog.file_path(catalog.get(SMOL))),
-            "--model_alias",
-            "smol-upstream",
-            "--n_ctx",
-            "2048",
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        try:
-            wait_until_up(url + "/models", proc)
-        except RuntimeError:
-            log.seek(0)
-            raise RuntimeError(f"llama_cpp.server did not start: {log.read()[-2000:]}") from None
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+from tests.conftest import LiveServer, free_port
 
 
 @pytest.fixture(scope="module")

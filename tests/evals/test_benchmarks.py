@@ -69,9 +69,15 @@ def test_prompts_follow_each_convention(settings: Settings) -> None:
     assert he.code_prompt and he.reference.startswith(he.code_prompt)
     assert he.messages[0].content.startswith(
         "Please provide a self-contained Python script that solves the following problem "
-        "in a markdown code block:\n```python\nfrom typing import List"
+        "in a markdown code block:\n```\nfrom typing import List"
     )
     assert he.messages[0].content.endswith('"""\n```')
+    # EvalPlus's pre-filled reply, stopped at the fence it opens
+    assert he.assistant_prefix == (
+        "Below is a Python script with a self-contained function that solves the problem "
+        "and passes corresponding tests:\n```python\n"
+    )
+    assert he.stop == ("\n```",)
     assert "check(candidate)" in (he.tests or "")
 
     mbpp = {i.item_id: i for i in load("mbpp", settings)}
@@ -83,6 +89,7 @@ def test_prompts_follow_each_convention(settings: Settings) -> None:
         'should pass these tests:\n\nassert remove_Occ("hello","l") == "heo"\n'
     )
     assert "```python" in first.messages[0].content
+    assert first.assistant_prefix == he.assistant_prefix and first.stop == he.stop
     assert "\r" not in first.reference + (first.tests or "")
     assert mbpp["mbpp/126"].entry_point == "sum"  # the gold code shadows a builtin
     assert (mbpp["mbpp/367"].tests or "").startswith("root = Node(1)")  # setup code first

@@ -207,3 +207,42 @@ def test_a_prefilled_reply_is_continued_and_stored_whole(run_settings: Settings)
     # the prefix is prompt, not completion: more prompt tokens than the plain item
     assert (by_id["add-prefilled"].prompt_tokens or 0) > (by_id["add"].prompt_tokens or 0)
     assert by_id["add-prefilled"].prompt_hash == runner.prompt_hash(prefilled)
+    # the prompt changed (the plain item is now asked pre-filled): only that item is asked
+    # again, and its row replaced
+    again = {"jsonl:prefill": [dataclasses.replace(prefilled, item_id=i) for i in by_id]}
+    store = EvalStore(run_settings.db_path)
+    assert asyncio.run(runner.run(run_settings, config, store, None, again)) == 1
+    after = {r.item_id: r for r in store.results("prefill")}
+    store.close()
+    assert len(after) == 2 and after["add"].prompt_hash == runner.prompt_hash(prefilled)
+    assert after["add-prefilled"] == by_id["add-prefilled"]  # not asked again
+
+
+def test_a_remote_endpoint_is_asked_without_the_prefill(
+    run_settings: Settings, upstream: str
+) -> None:
+    # HumanEval and MBPP pre-fill the reply (EvalPlus); the OpenAI API cannot, so an
+    # endpoint gets the user turn alone, as EvalPlus's OpenAI decoder sends it
+    from smallfirst.evals.benchmarks import EVALPLUS_RESPONSE
+    from smallfirst.evals.items import without_prefill
+    from smallfirst.settings import UserModel
+
+    remote = UserModel(name="remote:smol", base_url=upstream, model_id="smol-upstream")
+    s = run_settings.model_copy(update={"models": (remote,)})
+    config = runner.RunConfig(
+        run_id="remote", models=("remote:smol",), benchmarks=("humaneval",), limit=2
+    )
+    planned = {b: [_short(i) for i in v] for b, v in runner.plan(s, config).items()}
+    assert all(i.assistant_prefix == EVALPLUS_RESPONSE for i in planned["humaneval"])
+    store = EvalStore(s.db_path)
+    assert asyncio.run(runner.run(s, config, store, None, planned)) == 2
+    results = {r.item_id: r for r in store.results("remote")}
+    for item in planned["humaneval"]:
+        r = results[item.item_id]
+        assert r.prompt_hash == runner.prompt_hash(without_prefill(item))
+        assert r.prompt_hash != runner.prompt_hash(item)
+        assert not r.output.startswith(EVALPLUS_RESPONSE) and r.completion_tokens
+    # resuming sees them done (as asked), and rescoring recognises their prompt
+    assert asyncio.run(runner.run(s, config, store, None, planned)) == 0
+    assert runner.rescore(s, store, "remote").skipped == 0
+    store.close()

@@ -110,6 +110,19 @@ def test_humaneval_accepts_canonical_in_a_chat_fence(row: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize("row", HUMANEVAL, ids=lambda r: r["task_id"])
+def test_humaneval_accepts_a_prefilled_reply_stopped_at_the_fence(row: dict[str, Any]) -> None:
+    # what the runner stores for a pre-filled item: the prefix, then the code, the closing
+    # fence never generated (the stop sequence)
+    from smallfirst.evals.benchmarks import EVALPLUS_RESPONSE
+
+    item = _humaneval_item(row)
+    good = EVALPLUS_RESPONSE + row["prompt"] + row["canonical_solution"].rstrip()
+    assert score(item, good, LIMITS).correct
+    broken = _break(row["canonical_solution"], HUMANEVAL_BUGS[row["task_id"]])
+    assert not score(item, EVALPLUS_RESPONSE + row["prompt"] + broken, LIMITS).correct
+
+
+@pytest.mark.parametrize("row", HUMANEVAL, ids=lambda r: r["task_id"])
 def test_humaneval_accepts_a_bare_body_continuation(row: dict[str, Any]) -> None:
     item = _humaneval_item(row)
     result = score(item, row["canonical_solution"], LIMITS)

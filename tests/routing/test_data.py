@@ -22,6 +22,33 @@ def test_prompt_key_is_the_runners_prompt_hash() -> None:
         assert prompt_key(messages) == prompt_hash(item)
 
 
+def test_prompt_key_counts_a_prefilled_reply() -> None:
+    _, prompts = synthetic(3)
+    for (benchmark, item_id), messages in prompts.items():
+        item = Item(benchmark, item_id, messages, "code", "x", assistant_prefix="```python\n")
+        assert prompt_key(messages, "```python\n") == prompt_hash(item) != prompt_key(messages)
+
+
+def test_prefilled_results_count_and_a_row_is_keyed_by_its_messages() -> None:
+    # in-process models were asked pre-filled, a remote one without: both are the same item
+    results, prompts = synthetic(20)
+    prefix = "Below is a script:\n```python\n"
+    prefixes = dict.fromkeys(prompts, prefix)
+    asked = [
+        r
+        if r.model == MODELS[2]
+        else dataclasses.replace(
+            r, prompt_hash=prompt_key(prompts[(r.benchmark, r.item_id)], prefix)
+        )
+        for r in results
+    ]
+    with pytest.raises(ValueError, match="no item has a result"):
+        build_table(asked, prompts)  # without the prefixes every prompt looks changed
+    table = build_table(asked, prompts, prefixes=prefixes)
+    assert len(table) == 20
+    assert set(table.prompt_hashes) == {prompt_key(m) for m in prompts.values()}
+
+
 def test_table_rows_models_and_order() -> None:
     results, prompts = synthetic(60)
     # the results come in any order; the table orders models cheapest first

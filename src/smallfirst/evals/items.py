@@ -9,7 +9,7 @@ models, engines or storage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from smallfirst.engines.base import Message
@@ -34,6 +34,19 @@ class Item:
     # stored outputs and scoring see it followed by what the model generated.
     assistant_prefix: str | None = None
     stop: tuple[str, ...] = ()  # stop sequences (EvalPlus stops a prefilled fence at "\n```")
+
+
+def without_prefill(item: Item) -> Item:
+    """The item as a chat API that cannot start the reply can be asked it.
+
+    The OpenAI API has no way to prefill the assistant turn, so for a remote endpoint the
+    prefix is left out, and with it the stop sequences, which belong to the prefilled
+    convention ("\n```" would otherwise cut a reply at its *opening* fence). EvalPlus's own
+    OpenAI decoder does the same. An item without a prefix is returned as it is.
+    """
+    if item.assistant_prefix is None:
+        return item
+    return replace(item, assistant_prefix=None, stop=())
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """Run models over benchmarks with the production engines and meter; store every item.
 
 For each benchmark: load the items, take the seeded subset, skip the (item, model) pairs
-this run already has (that is what makes a run resumable: stop it any time, start it again
-with the same ``run_id``), and answer the rest greedily through the same engine pool and
+this run already has with the same prompt (that is what makes a run resumable: stop it any
+time, start it again with the same ``run_id``; an item whose prompt changed since is asked
+again), and answer the rest greedily through the same engine pool and
 meter the gateway uses. Every model answers an item before the next item starts
 (item-major), so a run stopped part-way leaves results paired across models. Each answer
 is scored (code in the sandbox, in a worker thread, never in this process) and stored
@@ -30,7 +31,7 @@ from smallfirst.catalog import Catalog
 from smallfirst.engines.base import GenerationRequest, Sampling, Usage
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import GatewayError
-from smallfirst.evals.items import Item
+from smallfirst.evals.items import Item, without_prefill
 from smallfirst.metering.service import Metering, Outcome
 from smallfirst.settings import Settings
 from smallfirst.store.eval_results import EvalResult, EvalStore
@@ -189,15 +190,32 @@ async def run(
             # Item-major: every model answers an item before the next item starts, so a run
             # stopped part-way leaves *paired* results (what the router learns from). All
             # the run's models stay loaded; the ladder fits the default memory budget.
-            finished = {m: store.done(config.run_id, m, benchmark) for m in config.models}
-            done = {m: len(finished[m] & {i.item_id for i in planned}) for m in config.models}
+            asked = {m: _as_asked(catalog, m, planned) for m in config.models}
+            stored = {m: store.done(config.run_id, m, benchmark) for m in config.models}
+            # An item counts as done only if it was asked with today's prompt: one whose
+            # prompt changed since (a new convention) is asked again and its row replaced.
+            finished = {
+                m: {i.item_id for i in asked[m] if stored[m].get(i.item_id) == prompt_hash(i)}
+                for m in config.models
+            }
+            for m in config.models:
+                stale = sum(1 for i in asked[m] if i.item_id in stored[m]) - len(finished[m])
+                if stale:
+                    log.info(
+                        "%s on %s: %d items were asked with an older prompt, asking again",
+                        m,
+                        benchmark,
+                        stale,
+                    )
+            done = {m: len(finished[m]) for m in config.models}
             if progress:
                 for model in config.models:
                     progress(Progress(model, benchmark, done[model], len(planned), done[model]))
             skipped = dict(done)  # already in the store when this session started
             queue: asyncio.Queue[tuple[Item, str]] = asyncio.Queue()
-            for item in planned:
+            for index in range(len(planned)):
                 for model in config.models:
+                    item = asked[model][index]
                     if item.item_id not in finished[model]:
                         queue.put_nowait((item, model))
 
@@ -233,6 +251,13 @@ async def run(
     return answered
 
 
+def _as_asked(catalog: Catalog, model: str, items: Sequence[Item]) -> list[Item]:
+    """The items as ``model`` is asked them: a remote endpoint cannot be pre-filled."""
+    if catalog.get(model).is_remote:
+        return [without_prefill(i) for i in items]
+    return list(items)
+
+
 @dataclass(frozen=True, slots=True)
 class Rescored:
     checked: int
@@ -264,6 +289,8 @@ def rescore(
     changed = flipped = skipped = 0
     for n, old in enumerate(results, 1):
         item = items[old.benchmark].get(old.item_id)
+        if item is not None and prompt_hash(item) != old.prompt_hash:
+            item = without_prefill(item)  # a remote endpoint's result, asked un-prefilled
         if old.completion_tokens is None or item is None or prompt_hash(item) != old.prompt_hash:
             skipped += 1
         else:

@@ -97,13 +97,17 @@ def check_candidates(candidates: Sequence[Candidate]) -> None:
         raise RoutingError(f"candidate names must be unique, got {names}")
 
 
-def prompt_key(messages: Sequence[Message]) -> str:
+def prompt_key(messages: Sequence[Message], assistant_prefix: str | None = None) -> str:
     """The evaluation harness's ``prompt_hash`` of these messages (16 hex digits).
 
     The same formula as :func:`smallfirst.evals.runner.prompt_hash` (a test holds them
-    equal), recomputed here so that routing never imports the runner and its engines.
+    equal), recomputed here so that routing never imports the runner and its engines. A
+    pre-filled reply (``assistant_prefix``) is part of what the model was asked.
     """
-    payload = json.dumps([[m.role, m.content] for m in messages], ensure_ascii=False)
+    turns = [[m.role, m.content] for m in messages]
+    if assistant_prefix is not None:
+        turns.append(["assistant-prefix", assistant_prefix])
+    payload = json.dumps(turns, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

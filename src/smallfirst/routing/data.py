@@ -9,8 +9,10 @@ last is the reference.
 Where the prompts come from: the results table stores each item's ``prompt_hash``, not its
 text, so :func:`load_prompts` re-creates the items with :func:`smallfirst.evals.benchmarks.load`
 and matches them by (benchmark, item_id); a row is kept only if the re-created prompt hashes
-to the stored ``prompt_hash``, so a benchmark whose prompt format changed since the run
-never trains the router on prompts the models did not see. When a (benchmark, item, model)
+to the stored ``prompt_hash`` (with or without the item's pre-filled reply: remote endpoints
+are asked without it), so a benchmark whose prompt format changed since the run never trains
+the router on prompts the models did not see. A row's ``prompt_hashes`` entry is the hash of
+its messages alone, which is what a live request can be matched on. When a (benchmark, item, model)
 was answered in several runs, the most recent answer counts.
 
 Splits (:func:`split`, :func:`group_folds`) are seeded, stratified by benchmark, and grouped
@@ -28,7 +30,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -144,9 +146,12 @@ def _nanmean_or_none(values: FloatArray) -> float | None:
     return float(known.mean()) if known.size else None
 
 
-def load_prompts(
-    benchmarks: Iterable[str], settings: Settings
-) -> dict[ItemKey, tuple[Message, ...]]:
+class LoadedPrompts(NamedTuple):
+    messages: dict[ItemKey, tuple[Message, ...]]
+    prefixes: dict[ItemKey, str]  # the pre-filled reply, for items that have one
+
+
+def load_prompts(benchmarks: Iterable[str], settings: Settings) -> LoadedPrompts:
     """Re-create each benchmark's items and return their prompts by (benchmark, item_id).
 
     A benchmark that cannot be loaded (an unknown name, a jsonl file that moved, data that
@@ -156,7 +161,7 @@ def load_prompts(
     from smallfirst.evals.benchmarks import BenchmarkError, load
     from smallfirst.evals.data import DataError
 
-    prompts: dict[ItemKey, tuple[Message, ...]] = {}
+    loaded = LoadedPrompts({}, {})
     for name in sorted(set(benchmarks)):
         try:
             items = load(name, settings)
@@ -164,14 +169,18 @@ def load_prompts(
             log.warning("cannot load benchmark %s, its results are skipped: %s", name, exc)
             continue
         for item in items:
-            prompts[(item.benchmark, item.item_id)] = item.messages
-    return prompts
+            key = (item.benchmark, item.item_id)
+            loaded.messages[key] = item.messages
+            if item.assistant_prefix is not None:
+                loaded.prefixes[key] = item.assistant_prefix
+    return loaded
 
 
 def build_table(
     results: Iterable[EvalResult],
     prompts: Mapping[ItemKey, Sequence[Message]],
     models: Sequence[str] | None = None,
+    prefixes: Mapping[ItemKey, str] | None = None,
 ) -> Table:
     """Join results into a :class:`Table` (see the module docstring for the rules).
 
@@ -205,8 +214,9 @@ def build_table(
             unknown += 1
             continue
         messages = tuple(messages)
-        digest = prompt_key(messages)
-        if any(r.prompt_hash != digest for r in per_model.values()):
+        prefix = (prefixes or {}).get(item)
+        asked = {prompt_key(messages)} | ({prompt_key(messages, prefix)} if prefix else set())
+        if any(r.prompt_hash not in asked for r in per_model.values()):
             changed += 1
             continue
         rows.append((item, messages, per_model))
@@ -241,7 +251,7 @@ def build_table(
         models=tuple(wanted[j] for j in order),
         benchmarks=tuple(k[0] for k, _, _ in rows),
         item_ids=tuple(k[1] for k, _, _ in rows),
-        prompt_hashes=tuple(next(iter(pm.values())).prompt_hash for _, _, pm in rows),
+        prompt_hashes=tuple(prompt_key(msgs) for _, msgs, _ in rows),
         features=prompt_feature_matrix([msgs for _, msgs, _ in rows]),
         correct=correct[:, order],
         energy_j=energy[:, order],

@@ -93,14 +93,15 @@ class EvalStore:
             for r in rows
         ]
 
-    def done(self, run_id: str, model: str, benchmark: str) -> set[str]:
-        """Item ids already answered in this run by this model."""
+    def done(self, run_id: str, model: str, benchmark: str) -> dict[str, str]:
+        """Item id -> prompt hash of the items already answered in this run by this model."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT item_id FROM eval_results WHERE run_id = ? AND model = ? AND benchmark = ?",
+                "SELECT item_id, prompt_hash FROM eval_results "
+                "WHERE run_id = ? AND model = ? AND benchmark = ?",
                 (run_id, model, benchmark),
             ).fetchall()
-        return {r[0] for r in rows}
+        return {row[0]: row[1] for row in rows}
 
     def add(self, result: EvalResult) -> None:
         with self._lock:
