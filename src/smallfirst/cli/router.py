@@ -60,7 +60,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     fit.add_argument(
         "--l2",
         type=float,
-        help="L2 penalty of the logistic regressions (default: routing.logistic.DEFAULT_L2)",
+        help="L2 penalty of the logistic regressions (default: chosen out-of-fold on the "
+        "training split, by log-loss)",
+    )
+    fit.add_argument(
+        "--spend-l2",
+        type=float,
+        help="L2 penalty of the per-prompt energy regressions (default: chosen out-of-fold, "
+        "by squared error of log joules)",
     )
     fit.add_argument("--iterations", type=int, default=300, help="gradient steps per fit")
     fit.add_argument(
@@ -155,7 +162,6 @@ def _print_tables(evaluation: Any) -> None:
 def cmd_router_fit(args: argparse.Namespace) -> int:
     from smallfirst.catalog import Catalog
     from smallfirst.routing import artifact
-    from smallfirst.routing.logistic import DEFAULT_L2
     from smallfirst.routing.train import train
 
     settings = settings_from(args)
@@ -173,7 +179,8 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
             seed=args.seed,
             heldout_fraction=args.heldout,
             folds=args.folds,
-            l2=DEFAULT_L2 if args.l2 is None else args.l2,
+            l2=args.l2,
+            spend_l2=args.spend_l2,
             iterations=args.iterations,
             progress=lambda step: print(f"  {step}", file=sys.stderr, flush=True),
         )

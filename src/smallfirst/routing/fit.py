@@ -38,7 +38,7 @@ from smallfirst.routing.logistic import (
     LogisticModel,
     fit_logistic,
 )
-from smallfirst.routing.spend import SpendModel, fit_spend
+from smallfirst.routing.spend import DEFAULT_SPEND_L2, SpendModel, fit_spend
 from smallfirst.routing.strategies import CascadeRouter, PredictiveRouter, output_matrix
 from smallfirst.routing.sweep import Sweep, sweep
 
@@ -69,11 +69,11 @@ class Fitted:
     folds: int
 
 
-def fit_spend_models(table: Table) -> dict[str, SpendModel]:
+def fit_spend_models(table: Table, l2: float = DEFAULT_SPEND_L2) -> dict[str, SpendModel]:
     """Per-model energy regressions (:mod:`.spend`), for the models with energy figures."""
     out = {}
     for j, name in enumerate(table.models):
-        model = fit_spend(table.features, table.energy_j[:, j])
+        model = fit_spend(table.features, table.energy_j[:, j], l2=l2)
         if model is not None:
             out[name] = model
     return out
@@ -130,6 +130,7 @@ def out_of_fold_scores(
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
     l2: float = DEFAULT_L2,
+    spend_l2: float = DEFAULT_SPEND_L2,
     iterations: int = DEFAULT_ITERATIONS,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, FloatArray]:
@@ -148,7 +149,7 @@ def out_of_fold_scores(
             progress(f"fold {f + 1}/{folds}")
         fold_table = table.take(train)
         predictive, verifiers = fit_models(fold_table, l2=l2, iterations=iterations)
-        spend = fit_spend_models(fold_table)
+        spend = fit_spend_models(fold_table, spend_l2)
         part = table.take(held)
         for s in TUNED:
             out[s][held] = strategy_scores(s, predictive, verifiers, part, candidates, spend)
@@ -158,7 +159,7 @@ def out_of_fold_scores(
             # with models that did see them rather than leave holes
             rows = np.flatnonzero(np.isnan(scores).any(axis=1))
             predictive, verifiers = fit_models(table, l2=l2, iterations=iterations)
-            spend = fit_spend_models(table)
+            spend = fit_spend_models(table, spend_l2)
             scores[rows] = strategy_scores(
                 s, predictive, verifiers, table.take(rows), candidates, spend
             )
@@ -172,6 +173,7 @@ def fit(
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
     l2: float = DEFAULT_L2,
+    spend_l2: float = DEFAULT_SPEND_L2,
     iterations: int = DEFAULT_ITERATIONS,
     progress: Callable[[str], None] | None = None,
 ) -> Fitted:
@@ -179,7 +181,13 @@ def fit(
     if len(table.models) < 2:
         raise ValueError("routing needs at least two models")
     oof = out_of_fold_scores(
-        table, folds=folds, seed=seed, l2=l2, iterations=iterations, progress=progress
+        table,
+        folds=folds,
+        seed=seed,
+        l2=l2,
+        spend_l2=spend_l2,
+        iterations=iterations,
+        progress=progress,
     )
     calibration = {s: sweep(oof[s], table, cumulative=CUMULATIVE[s]) for s in TUNED}
     if progress:
@@ -188,7 +196,7 @@ def fit(
     return Fitted(
         predictive=predictive,
         verifiers=verifiers,
-        spend=fit_spend_models(table),
+        spend=fit_spend_models(table, spend_l2),
         calibration=calibration,
         n_train=len(table),
         folds=folds,

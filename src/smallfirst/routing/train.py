@@ -1,7 +1,8 @@
 """From a table of evaluation results to a saved-ready router artifact, held-out scores included.
 
-:func:`train` splits the table (grouped by prompt, stratified by benchmark, seeded), fits
-and calibrates on the training split (:func:`.fit.fit`), evaluates on the held-out split
+:func:`train` splits the table (grouped by prompt, stratified by benchmark, seeded), chooses
+the L2 penalties out-of-fold on the training split unless given (:mod:`.regularisation`),
+fits and calibrates on the training split (:func:`.fit.fit`), evaluates on the held-out split
 (:func:`.evaluation.evaluate`) and returns the artifact with those held-out metrics in it.
 This module composes the others; it neither reads the database nor writes files.
 """
@@ -15,7 +16,9 @@ from smallfirst.routing.artifact import RouterArtifact, now_iso
 from smallfirst.routing.data import Table, split
 from smallfirst.routing.evaluation import Evaluation, evaluate
 from smallfirst.routing.fit import DEFAULT_FOLDS, fit
-from smallfirst.routing.logistic import DEFAULT_ITERATIONS, DEFAULT_L2
+from smallfirst.routing.logistic import DEFAULT_ITERATIONS
+from smallfirst.routing.regularisation import choose_l2
+from smallfirst.routing.spend import DEFAULT_SPEND_L2
 
 DEFAULT_HELDOUT = 0.25
 
@@ -27,7 +30,8 @@ def train(
     seed: int = 0,
     heldout_fraction: float = DEFAULT_HELDOUT,
     folds: int = DEFAULT_FOLDS,
-    l2: float = DEFAULT_L2,
+    l2: float | None = None,
+    spend_l2: float | None = None,
     iterations: int = DEFAULT_ITERATIONS,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[RouterArtifact, Evaluation]:
@@ -38,8 +42,22 @@ def train(
         )
     train_table = table.take(parts.train)
     heldout = table.take(parts.heldout)
+    selection = None
+    if l2 is None or spend_l2 is None:
+        if progress:
+            progress("choosing L2 penalties out-of-fold")
+        selection = choose_l2(train_table, folds=folds, seed=seed, iterations=iterations)
+        l2 = selection.l2 if l2 is None else l2
+        if spend_l2 is None:
+            spend_l2 = selection.spend_l2 or DEFAULT_SPEND_L2
     fitted = fit(
-        train_table, folds=folds, seed=seed, l2=l2, iterations=iterations, progress=progress
+        train_table,
+        folds=folds,
+        seed=seed,
+        l2=l2,
+        spend_l2=spend_l2,
+        iterations=iterations,
+        progress=progress,
     )
     benchmarks: dict[str, int] = {}
     for b in train_table.benchmarks:
@@ -62,7 +80,9 @@ def train(
             "items_per_benchmark": dict(sorted(benchmarks.items())),
             "folds": folds,
             "l2": l2,
+            "spend_l2": spend_l2,
             "iterations": iterations,
+            **({"l2_selection": selection.to_json()} if selection else {}),
         },
     )
     if progress:
