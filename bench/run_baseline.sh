@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The evaluation baseline: every ladder chat model on HumanEval (164), MBPP (500),
-# GSM8K (400), ARC-Challenge (400) and MMLU (20 per subject, 1,140), run as one resumable
-# run ("baseline"). Stop it at any point and start it again: finished items are skipped.
+# GSM8K (400), ARC-Challenge (400) and MMLU (20 per subject, 1,140), plus OLMES's basic
+# skills (50 per subject, 300: easy items, so the router also sees where small models are
+# right), run as one resumable run ("baseline"). Stop it at any point and start it again: finished items are skipped.
 # After each step the per-item results are exported (gzipped JSON lines) and the report
 # rewritten under bench/results/evals/, so partial results can be committed as they come.
 #
@@ -41,5 +42,6 @@ step humaneval "$Q05,$Q15,$S" humaneval
 # still leaves results paired across the three models.
 step arc "$S,$Q05,$Q15" arc-challenge 400
 step gsm8k "$S,$Q05,$Q15" gsm8k 400
+step basic "$S,$Q05,$Q15" basic-skills 50
 step mmlu "$S,$Q05,$Q15" mmlu 20
 step mbpp "$S,$Q05,$Q15" mbpp

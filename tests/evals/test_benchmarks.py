@@ -26,7 +26,14 @@ from smallfirst.evals.data import ensure_data
 from smallfirst.evals.items import Item
 from smallfirst.settings import Settings
 
-COUNTS = {"humaneval": 164, "mbpp": 500, "gsm8k": 1319, "mmlu": 14042, "arc-challenge": 1172}
+COUNTS = {
+    "humaneval": 164,
+    "mbpp": 500,
+    "gsm8k": 1319,
+    "mmlu": 14042,
+    "arc-challenge": 1172,
+    "basic-skills": 5967,
+}
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +113,16 @@ def test_prompts_follow_each_convention(settings: Settings) -> None:
     # with 8 tokens let the Qwen models start reasoning and get cut off before a letter)
     assert all(i.messages[0].content.startswith(f"{CHOICE_INSTRUCTION}\n\nQuestion: ") for i in arc)
     assert all(i.messages[0].content.endswith("\nAnswer:") and i.max_tokens == 32 for i in arc)
+
+    basic = {i.item_id: i for i in load("basic-skills", settings)}
+    cat = basic["basic-skills/common_knowledge/0"]
+    assert cat.subject == "common_knowledge" and cat.reference == "C"
+    assert cat.messages[0].content == (
+        f"{CHOICE_INSTRUCTION}\n\nQuestion: The number of legs of a cat is\n"
+        "A. five\nB. two\nC. four\nD. three\nAnswer:"
+    )
+    assert max(len(i.choices) for i in basic.values()) == 10  # arithmetic: A to J
+    assert Counter(i.subject for i in basic.values())["pattern"] == 534
 
 
 def test_mmlu_is_five_shot_per_subject(settings: Settings) -> None:

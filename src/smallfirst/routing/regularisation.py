@@ -31,7 +31,7 @@ from smallfirst.routing.logistic import DEFAULT_ITERATIONS, fit_logistic, log_lo
 from smallfirst.routing.spend import fit_spend
 
 L2_GRID: Final[tuple[float, ...]] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-SPEND_L2_GRID: Final[tuple[float, ...]] = (1.0, 10.0, 100.0, 1000.0)
+SPEND_L2_GRID: Final[tuple[float, ...]] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 
 
 @dataclass(frozen=True, slots=True)
