@@ -1,5 +1,9 @@
 """Does EvalPlus's exact chat prompt close Qwen-0.5B's HumanEval gap? (issue #4's check)
 
+Kept as the record of the check that led the HumanEval loader to adopt this prompt (it now
+does: ``smallfirst.evals.benchmarks``); its "baseline prompt" column means the earlier,
+un-prefilled prompt only while the database still holds those results.
+
 The baseline's HumanEval prompt uses EvalPlus's instruction but neither its plain ``` fence
 nor its *assistant prefill*: EvalPlus's ``make_raw_chat_prompt`` ends the prompt inside the
 assistant turn with "Below is a Python script with a self-contained function that solves
