@@ -45,6 +45,7 @@ def test_fit_then_eval(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     md = (report / "report.md").read_text()
     assert "APGR" in md and "oracle" in md and "routing.png" in md
     assert "## Targets (energy axis)" in md and "APGR (energy) of the best strategy" in md
+    assert "## `auto` (predictive, quality 0.95) per benchmark" in md
     data = json.loads((report / "report.json").read_text())
     assert data["n_items"] == len(fitted.heldout_keys)
     assert {s["name"] for s in data["strategies"]} >= {"predictive", "cascade", "random"}

@@ -114,3 +114,22 @@ def test_oracle_beats_predictive_beats_random_on_structured_data(evaluation: Eva
         # a cascade pays for every attempt: its top threshold costs more than the reference
         cascade = evaluation.curve("cascade").fractions[axis]
         assert cascade is not None and cascade.max() > 1.0
+
+
+def test_calibrated_points_break_down_by_benchmark(evaluation: Evaluation) -> None:
+    for point in evaluation.calibrated:
+        parts = point.by_benchmark
+        assert set(parts) == set(evaluation.items_per_benchmark)
+        n = sum(v["items"] for v in parts.values())
+        assert n == evaluation.n_items
+        # the parts add up to the whole
+        assert sum(v["items"] * v["accuracy"] for v in parts.values()) / n == pytest.approx(
+            point.accuracy
+        )
+        for v in parts.values():
+            assert sum(v["shares"].values()) == pytest.approx(1.0)
+    reference = evaluation.model_accuracy[evaluation.models[-1]]
+    parts = evaluation.calibrated[0].by_benchmark.values()
+    assert sum(v["items"] * v["reference_accuracy"] for v in parts) / evaluation.n_items == (
+        pytest.approx(reference)
+    )

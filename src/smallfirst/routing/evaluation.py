@@ -15,6 +15,7 @@ nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ class CalibratedPoint:
     energy_fraction: float | None
     cost_fraction: float | None
     shares: dict[str, float]  # share of items answered by each model
+    # per benchmark: items, accuracy, the reference's accuracy, energy fraction, shares
+    by_benchmark: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,7 @@ class CalibratedPoint:
             "energy_fraction": self.energy_fraction,
             "cost_fraction": self.cost_fraction,
             "shares": self.shares,
+            "by_benchmark": self.by_benchmark,
         }
 
 
@@ -143,6 +147,26 @@ def _spend_fraction(
     if spend is None or spend[:, -1].sum() <= 0:
         return None
     return float(spent(chosen, spend, cumulative).sum() / spend[:, -1].sum())
+
+
+def _by_benchmark(
+    table: Table, chosen: np.ndarray[Any, Any], cumulative: bool
+) -> dict[str, dict[str, Any]]:
+    """A calibrated point broken down by benchmark: a quality target met on the mix can hide
+    a benchmark given up on (expensive items sent to a model that is rarely right there)."""
+    out = {}
+    benchmarks = np.asarray(table.benchmarks)
+    for b in sorted(set(table.benchmarks)):
+        rows = np.flatnonzero(benchmarks == b)
+        part, picked = table.take(rows), chosen[rows]
+        out[b] = {
+            "items": len(rows),
+            "accuracy": float(part.correct[np.arange(len(rows)), picked].mean()),
+            "reference_accuracy": float(part.correct[:, -1].mean()),
+            "energy_fraction": _spend_fraction(part, picked, "energy", cumulative),
+            "shares": {name: float(np.mean(picked == j)) for j, name in enumerate(table.models)},
+        }
+    return out
 
 
 def evaluate(artifact: RouterArtifact, table: Table) -> Evaluation:
@@ -265,6 +289,7 @@ def evaluate(artifact: RouterArtifact, table: Table) -> Evaluation:
                     shares={
                         name: float(np.mean(chosen == j)) for j, name in enumerate(table.models)
                     },
+                    by_benchmark=_by_benchmark(table, chosen, CUMULATIVE[strategy]),
                 )
             )
     per_benchmark: dict[str, int] = {}
@@ -479,10 +504,47 @@ def markdown(evaluation: Evaluation, artifact: RouterArtifact, plot_name: str | 
         "",
         _md_table(list(CALIBRATED_HEADERS), calibrated_rows(evaluation)),
         "",
+        *_default_by_benchmark(evaluation),
     ]
     if plot_name:
         parts += [f"![quality vs spend]({plot_name})", ""]
     return "\n".join(parts)
+
+
+def _default_by_benchmark(evaluation: Evaluation) -> list[str]:
+    """The section on what the server's default policy does to each benchmark."""
+    point = next(
+        (
+            p
+            for p in evaluation.calibrated
+            if p.strategy == "predictive" and p.policy == "auto:quality=0.95"
+        ),
+        None,
+    )
+    if point is None or not point.by_benchmark:
+        return []
+    rows = [
+        [
+            b,
+            str(v["items"]),
+            _pct(v["accuracy"]),
+            _pct(v["reference_accuracy"]),
+            _pct(v["energy_fraction"]),
+            " / ".join(f"{100 * v['shares'][m]:.0f}" for m in evaluation.models),
+        ]
+        for b, v in point.by_benchmark.items()
+    ]
+    return [
+        "## `auto` (predictive, quality 0.95) per benchmark",
+        "",
+        "The calibrated default policy on the held-out items of each benchmark: the quality "
+        "target holds for the mix, not for each benchmark.",
+        "",
+        _md_table(
+            ["benchmark", "items", "accuracy", "reference", "energy vs reference", "shares"], rows
+        ),
+        "",
+    ]
 
 
 _STYLE: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
