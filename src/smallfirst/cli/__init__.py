@@ -133,10 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument(
         "--benchmarks",
         default="humaneval,mbpp,gsm8k,mmlu,arc-challenge",
-        help="comma-separated: humaneval, mbpp, gsm8k, mmlu, arc-challenge, "
+        help="comma-separated: humaneval, mbpp, gsm8k, mmlu, arc-challenge, basic-skills, "
         "jsonl:PATH[?scorer=NAME]",
     )
-    er.add_argument("--limit", type=int, help="items per benchmark (per subject for MMLU)")
+    er.add_argument(
+        "--limit", type=int, help="items per benchmark (per subject for MMLU and basic-skills)"
+    )
     er.add_argument("--seed", type=int, default=0, help="seed of the subset")
     er.add_argument("--concurrency", type=int, default=1, help="items in flight")
     er.add_argument("--run", default="main", help="run id; re-using one resumes it")
