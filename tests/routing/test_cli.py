@@ -94,7 +94,8 @@ def test_unreadable_results_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_least_energy_at_a_quality_bar() -> None:
     import numpy as np
 
-    from smallfirst.routing.evaluation import Curve, least_energy_at
+    from smallfirst.routing.evaluation import Curve
+    from smallfirst.routing.report import least_energy_at
 
     curve = Curve(
         "x",

@@ -135,7 +135,7 @@ def _print_tables(evaluation: Any) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    from smallfirst.routing import evaluation as ev
+    from smallfirst.routing import report as ev
 
     console = Console(width=table_width())
     for title, headers, rows in (
@@ -198,7 +198,7 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_router_eval(args: argparse.Namespace) -> int:
-    from smallfirst.routing import artifact, evaluation
+    from smallfirst.routing import artifact, evaluation, report
 
     settings = settings_from(args)
     try:
@@ -228,10 +228,10 @@ def cmd_router_eval(args: argparse.Namespace) -> int:
         _print_tables(result)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        png = evaluation.plot(result, args.out / "routing.png")
+        png = report.plot(result, args.out / "routing.png")
         (args.out / "report.json").write_text(
             json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n"
         )
-        (args.out / "report.md").write_text(evaluation.markdown(result, fitted, png.name))
+        (args.out / "report.md").write_text(report.markdown(result, fitted, png.name))
         print(f"report: {args.out / 'report.md'}", file=sys.stderr)
     return 0
