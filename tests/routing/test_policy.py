@@ -60,14 +60,16 @@ def test_parse_invalid(text: str, message: str) -> None:
 
 
 def random_curve(
-    rng: np.random.Generator, n: int = 200, m: int = 3
+    rng: np.random.Generator, n: int = 200, m: int = 3, benchmarks: int | None = None
 ) -> tuple[Table, Sweep, np.ndarray]:  # type: ignore[type-arg]
-    """A random table (correctness unrelated to cost, spend not monotone) and its sweep."""
+    """A random table (correctness unrelated to cost, spend not monotone) of one to three
+    benchmarks, and its sweep."""
     correct = rng.random((n, m)) < rng.random(m)
     energy = rng.random((n, m)) * np.sort(rng.random(m) * 100)
+    k = int(rng.integers(1, 4)) if benchmarks is None else benchmarks
     table = Table(
         models=tuple(f"model-{j}" for j in range(m)),
-        benchmarks=("b",) * n,
+        benchmarks=tuple(f"b{i % k}" for i in range(n)),
         item_ids=tuple(str(i) for i in range(n)),
         prompt_hashes=tuple(str(i) for i in range(n)),
         features=np.zeros((n, 1)),
@@ -120,13 +122,66 @@ def test_calibration_is_monotone_property() -> None:
 def test_quality_target_is_met_and_cheapest() -> None:
     rng = np.random.default_rng(2)
     for _ in range(30):
-        _, curve, _ = random_curve(rng)
+        _, curve, _ = random_curve(rng, benchmarks=1)
         for q in (0.5, 0.8, 0.95, 1.0):
             cal = calibrate(curve, Policy("quality", q))
             assert cal.feasible
             assert cal.accuracy >= q * curve.reference_accuracy - 1e-12
             # no lower threshold meets it
             assert np.all(curve.accuracy[: cal.index] < q * curve.reference_accuracy)
+
+
+def routed_ratio_per_benchmark(table: Table, chosen: np.ndarray) -> dict[str, float]:  # type: ignore[type-arg]
+    out = {}
+    for name in set(table.benchmarks):
+        rows = np.flatnonzero(np.asarray(table.benchmarks) == name)
+        reference = table.correct[rows, -1].sum()
+        if reference:
+            out[name] = table.correct[rows, chosen[rows]].sum() / reference
+    return out
+
+
+def test_quality_target_is_met_on_every_benchmark() -> None:
+    """Calibrated per benchmark: each benchmark keeps Q of its own reference accuracy, and
+    no lower threshold does (checked by routing the table, not by reading the sweep)."""
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(30):
+        table, curve, scores = random_curve(rng, benchmarks=3)
+        if curve.worst_benchmark_ratio is None:
+            # the reference got nothing right on two of the benchmarks: no ratio to keep
+            assert len(routed_ratio_per_benchmark(table, choose(scores, 2.0))) < 2
+            continue
+        checked += 1
+        for q in (0.5, 0.8, 0.95):
+            cal = calibrate(curve, Policy("quality", q))
+            ratios = routed_ratio_per_benchmark(table, choose(scores, cal.threshold))
+            assert min(ratios.values()) >= q - 1e-12
+            assert cal.worst_benchmark_ratio == pytest.approx(min(ratios.values()))
+            for lower in curve.thresholds[: cal.index]:
+                chosen = choose(scores, lower)
+                mix = table.correct[np.arange(len(chosen)), chosen].mean()
+                worst = min(routed_ratio_per_benchmark(table, chosen).values())
+                assert worst < q or mix < q * curve.reference_accuracy
+    assert checked >= 20
+
+
+def test_one_benchmark_or_an_old_sweep_is_calibrated_on_the_mix() -> None:
+    rng = np.random.default_rng(6)
+    _, one, _ = random_curve(rng, benchmarks=1)
+    assert one.worst_benchmark_ratio is None
+    _, curve, _ = random_curve(rng, benchmarks=3)
+    data = curve.to_json()
+    del data["worst_benchmark_ratio"]  # as written before the field existed
+    old = Sweep.from_json(data)
+    assert old.worst_benchmark_ratio is None
+    cal = calibrate(old, Policy("quality", 0.9))
+    assert cal.accuracy >= 0.9 * old.reference_accuracy - 1e-12
+    assert np.all(old.accuracy[: cal.index] < 0.9 * old.reference_accuracy)
+    # and the new field round-trips
+    again = Sweep.from_json(curve.to_json())
+    assert again.worst_benchmark_ratio is not None
+    assert np.array_equal(again.worst_benchmark_ratio, curve.worst_benchmark_ratio)  # type: ignore[arg-type]
 
 
 def test_budget_is_respected_and_most_accurate() -> None:

@@ -20,6 +20,11 @@ cumulative sums gives accuracy, spend and model shares at every threshold in
 ``O(n m log(n m))``. Spend is reported as a fraction of what the reference model spent on
 the same items (on the energy axis and on the cost axis).
 
+When the table holds several benchmarks, the sweep also records, at every threshold, the
+*worst benchmark's* quality ratio: min over benchmarks of routed accuracy / the reference's
+accuracy on that benchmark. A quality target calibrated on it holds for each kind of task
+in the data, so for any mix of them, not only for the mix the data happens to have.
+
 This module knows nothing of features, models or policies: scores in, curves out.
 """
 
@@ -67,6 +72,8 @@ class Sweep:
     shares: FloatArray  # (K, m): share of items answered (finally) by each model
     reference_accuracy: float
     cumulative: bool
+    # (K,): min over benchmarks of routed / reference accuracy; None for one benchmark
+    worst_benchmark_ratio: FloatArray | None = None
 
     def fraction(self, axis: Axis) -> FloatArray | None:
         return self.energy_fraction if axis == "energy" else self.cost_fraction
@@ -86,6 +93,7 @@ class Sweep:
             "shares": [[float(v) for v in row] for row in self.shares],
             "reference_accuracy": float(self.reference_accuracy),
             "cumulative": self.cumulative,
+            "worst_benchmark_ratio": floats(self.worst_benchmark_ratio),
         }
 
     @classmethod
@@ -108,6 +116,8 @@ class Sweep:
             shares=np.asarray(data["shares"], dtype=np.float64),
             reference_accuracy=float(data["reference_accuracy"]),
             cumulative=bool(data["cumulative"]),
+            # absent from artifacts written before it existed: calibrate on the mix then
+            worst_benchmark_ratio=array("worst_benchmark_ratio"),
         )
 
 
@@ -141,6 +151,23 @@ def _totals(
         delta = np.concatenate([[0.0], np.cumsum(values[order, j + 1] - values[order, j])])
         total += delta[np.searchsorted(breaks, thresholds, side="left")]
     return total
+
+
+def _worst_benchmark_ratio(
+    reach: FloatArray, table: Table, thresholds: FloatArray
+) -> FloatArray | None:
+    """Min over benchmarks of routed / reference accuracy at each threshold (module
+    docstring); None with fewer than two benchmarks the reference gets anything right on."""
+    ratios = []
+    for name in sorted(set(table.benchmarks)):
+        rows = np.flatnonzero(np.asarray(table.benchmarks) == name)
+        correct = table.correct[rows].astype(np.float64)
+        reference = float(correct[:, -1].sum())
+        if reference > 0:  # a ratio to nothing bounds nothing
+            ratios.append(_totals(reach[rows], correct, thresholds) / reference)
+    if len(ratios) < 2:
+        return None
+    return np.asarray(np.min(ratios, axis=0), dtype=np.float64)
 
 
 def sweep(
@@ -182,6 +209,7 @@ def sweep(
         shares=shares,
         reference_accuracy=float(table.correct[:, -1].mean()),
         cumulative=cumulative,
+        worst_benchmark_ratio=_worst_benchmark_ratio(reach, table, ts),
     )
 
 
