@@ -16,6 +16,7 @@ from smallfirst.routing.metrics import (
     integrate,
     oracle_curve,
     random_curve,
+    roc_auc,
     upper_hull,
 )
 from smallfirst.routing.strategies import OracleRouter
@@ -133,3 +134,32 @@ def test_calibrated_points_break_down_by_benchmark(evaluation: Evaluation) -> No
     assert sum(v["items"] * v["reference_accuracy"] for v in parts) / evaluation.n_items == (
         pytest.approx(reference)
     )
+
+
+def test_roc_auc_matches_counting_pairs() -> None:
+    assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([False, False, True, True])) == 1.0
+    assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([False, False, True, True])) == 0.0
+    assert roc_auc(np.full(4, 0.3), np.array([False, True, False, True])) == 0.5
+    assert roc_auc(np.array([0.1, 0.2]), np.array([True, True])) is None
+    rng = np.random.default_rng(9)
+    for _ in range(50):
+        n = int(rng.integers(2, 40))
+        scores = rng.integers(0, 5, n).astype(float)  # many ties
+        labels = rng.random(n) < 0.5
+        pos, neg = scores[labels], scores[~labels]
+        if not len(pos) or not len(neg):
+            assert roc_auc(scores, labels) is None
+            continue
+        pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+        assert roc_auc(scores, labels) == pytest.approx(pairs / (len(pos) * len(neg)))
+
+
+def test_discrimination_is_reported_per_benchmark(evaluation: Evaluation) -> None:
+    assert set(evaluation.discrimination) == {"all", *evaluation.items_per_benchmark}
+    for aucs in evaluation.discrimination.values():
+        assert set(aucs) == set(evaluation.models)
+        assert all(v is None or 0.0 <= v <= 1.0 for v in aucs.values())
+    # the synthetic data's difficulty is in the features: the router sees it
+    overall = evaluation.discrimination["all"]
+    assert max(v for v in overall.values() if v is not None) > 0.7
+    assert evaluation.to_json()["discrimination_auc"] == evaluation.discrimination

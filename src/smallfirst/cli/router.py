@@ -150,6 +150,11 @@ def _print_tables(evaluation: Any) -> None:
             list(ev.CALIBRATED_HEADERS),
             ev.calibrated_rows(evaluation),
         ),
+        (
+            "ROC AUC of predicted P(correct) (held-out; 0.5 = chance)",
+            ev.discrimination_headers(evaluation),
+            ev.discrimination_rows(evaluation),
+        ),
     ):
         table = RichTable(title=title)
         for h in headers:

@@ -6,7 +6,9 @@ the held-out items (:mod:`.sweep`) and the curve scored with APGR, CPT(50%), CPT
 (the weak-strong line), every single model (a point) and the oracle. Then each strategy is
 run at the thresholds the artifact calibrated (on the training split) for a few policies,
 to show what those policies deliver on items the router has not seen: accuracy as a share
-of the reference's, and energy and cost as fractions of the reference's.
+of the reference's, and energy and cost as fractions of the reference's. Last, how well
+each model's predicted P(correct) separates its right answers from its wrong ones (ROC AUC,
+over all items and within each benchmark), which is what bounds the savings.
 
 Accuracy is over items (micro average): each held-out item weighs the same, whatever its
 benchmark. This module reads a table and an artifact and computes; it fits nothing and
@@ -32,6 +34,7 @@ from smallfirst.routing.metrics import (
     axis_metrics,
     oracle_curve,
     random_curve,
+    roc_auc,
 )
 from smallfirst.routing.policy import Policy
 from smallfirst.routing.strategies import OracleRouter
@@ -98,6 +101,8 @@ class Evaluation:
     model_accuracy: dict[str, float]
     curves: list[Curve]
     calibrated: list[CalibratedPoint]
+    # ROC AUC of the predictive P(correct) per benchmark ("all": every item) and model
+    discrimination: dict[str, dict[str, float | None]] = dataclasses.field(default_factory=dict)
 
     def curve(self, name: str) -> Curve:
         for c in self.curves:
@@ -129,6 +134,7 @@ class Evaluation:
                 for c in self.curves
             ],
             "calibrated": [p.to_json() for p in self.calibrated],
+            "discrimination_auc": self.discrimination,
         }
 
 
@@ -164,6 +170,20 @@ def _by_benchmark(
             "shares": {name: float(np.mean(picked == j)) for j, name in enumerate(table.models)},
         }
     return out
+
+
+def _discrimination(artifact: RouterArtifact, table: Table) -> dict[str, dict[str, float | None]]:
+    """ROC AUC of each model's predicted P(correct), over all items and within each
+    benchmark: what bounds how much a router can save without losing accuracy."""
+    models = [m for m in table.models if m in artifact.predictive]
+    p = {m: artifact.predictive[m].predict(table.features) for m in models}
+    benchmarks = np.asarray(table.benchmarks)
+    groups = {"all": np.arange(len(table))}
+    groups |= {b: np.flatnonzero(benchmarks == b) for b in sorted(set(table.benchmarks))}
+    return {
+        name: {m: roc_auc(p[m][rows], table.correct[rows, table.models.index(m)]) for m in models}
+        for name, rows in groups.items()
+    }
 
 
 def evaluate(artifact: RouterArtifact, table: Table) -> Evaluation:
@@ -301,4 +321,5 @@ def evaluate(artifact: RouterArtifact, table: Table) -> Evaluation:
         },
         curves=curves,
         calibrated=calibrated,
+        discrimination=_discrimination(artifact, table),
     )

@@ -41,6 +41,12 @@ Benchmark for Multi-LLM Routing System", sec. 3)
     models (here the weak model's fraction to the strong model's, 1). In accuracy units:
     the random router scores ``(a_w + a_s) / 2``.
 
+ROC AUC of a model's predicted P(correct)
+    Not a routing metric but what limits one: the probability that a random item the model
+    got right has a higher predicted P than a random item it got wrong (the Mann-Whitney
+    statistic, ties counted half). Within one benchmark, 0.5 means the router cannot tell
+    that benchmark's easy items from its hard ones and can only route it as a whole.
+
 Baselines: every single model is a point; random is the line between the weak and strong
 points; the oracle's curve starts with every item on the weak model and moves, one at a
 time and cheapest extra spend first, each item the weak model got wrong to the cheapest
@@ -205,3 +211,21 @@ def oracle_curve(
     costs = (base_cost + np.concatenate([[0.0], np.cumsum(extra[order])])) / reference
     accs = (base_correct + np.concatenate([[0.0], np.cumsum(gained[order])])) / n
     return costs, accs
+
+
+def roc_auc(scores: FloatArray, labels: BoolArray) -> float | None:
+    """ROC AUC of ``scores`` for ``labels`` (module docstring); None without both classes."""
+    y = np.asarray(labels, dtype=bool)
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(y), dtype=np.float64)
+    ranks[order] = np.arange(1, len(y) + 1, dtype=np.float64)
+    # tied scores share the mean of their ranks
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    ranks = (sums / counts)[inverse]
+    u = ranks[y].sum() - positives * (positives + 1) / 2
+    return float(u / (positives * negatives))
