@@ -19,6 +19,7 @@ from smallfirst.evals.benchmarks import (
     LETTERS,
     BenchmarkError,
     load,
+    method,
     order_key,
     subset,
 )
@@ -280,3 +281,11 @@ def test_bad_names_and_files(tmp_path: Path) -> None:
         load(f"jsonl:{tmp_path / 'x.jsonl'}?scorer=fuzzy", settings)
     with pytest.raises(BenchmarkError, match="no items"):
         load(f"jsonl:{_write(tmp_path / 'empty.jsonl', [''])}", settings)
+
+
+def test_every_benchmark_says_how_it_is_asked_and_scored() -> None:
+    for name in BENCHMARKS:
+        assert len(method(name)) > 40, name
+    assert "letter" in method("arc-challenge")
+    assert "sandbox" in method("humaneval")
+    assert "scorer it declares" in method("jsonl:/tmp/mine.jsonl")

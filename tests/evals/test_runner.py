@@ -92,7 +92,13 @@ def test_report_cli_and_plot(
     assert any(r["benchmark"] == "all (macro)" for r in rows)
     assert plot.stat().st_size > 5000 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([*args, "--format", "md"]) == 0
-    assert "| model | benchmark |" in capsys.readouterr().out
+    md = capsys.readouterr().out
+    assert "| model | benchmark |" in md
+    # how each benchmark was asked and scored, and what the joules are
+    assert "- mmlu: Hendrycks et al.'s 5-shot format" in md
+    assert "not per-option log-probabilities" in md
+    assert all(f"- {b}: " in md for b in BENCHMARKS)
+    assert "Energy per item is estimated" in md or "Energy per item is measured" in md
 
 
 def test_rescore_restores_verdicts_and_leaves_refusals(

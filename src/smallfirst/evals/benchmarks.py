@@ -496,6 +496,35 @@ _LOADERS: Final[Mapping[str, Callable[[Path], tuple[Item, ...]]]] = MappingProxy
 )
 BENCHMARKS: Final[tuple[str, ...]] = tuple(_LOADERS)
 
+# One line per benchmark for reports: how it is asked and scored (the module docstring has
+# the prompts in full). Multiple choice is scored from the letter the model writes; no
+# benchmark here uses per-option log-probabilities.
+METHODS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "humaneval": "EvalPlus's chat prompt, reply pre-filled with an opened ```python fence "
+        "(un-prefilled for a remote endpoint); greedy pass@1: the extracted program runs "
+        "HumanEval's tests in the sandbox",
+        "mbpp": "Austin et al. 2021's prompt, zero-shot, with its three asserts; pre-filled as "
+        "HumanEval; greedy pass@1: test_setup_code and test_list run in the sandbox",
+        "gsm8k": 'zero-shot chain of thought ending in "The answer is: <number>" (not '
+        "Wei et al.'s 8-shot prompt); the final number is compared",
+        "mmlu": "Hendrycks et al.'s 5-shot format, shots as chat turns (lm-evaluation-harness "
+        "fewshot_as_multiturn); the answer letter the model writes is compared "
+        "(not per-option log-probabilities)",
+        "arc-challenge": 'zero-shot "Question: ... Answer:" layout (OLMES), options '
+        "lettered; the answer letter the model writes is compared",
+        "basic-skills": "OLMES's basic skills: four subjects open-ended (number or exact "
+        "answer), coding and logic as multiple choice by letter",
+    }
+)
+
+
+def method(benchmark: str) -> str:
+    """How ``benchmark`` is asked and scored, in one line (a user file: by its scorer)."""
+    if benchmark.startswith("jsonl:"):
+        return "the user's own file, scored by the scorer it declares"
+    return METHODS.get(benchmark, "unknown benchmark")
+
 
 # --- public API ---------------------------------------------------------------------------
 

@@ -137,8 +137,26 @@ HEADERS = [
 
 
 def markdown(rows: list[Row]) -> str:
+    """The table, then how each benchmark was asked and scored and what the energy means."""
+    from smallfirst.evals.benchmarks import method
+
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    benchmarks = sorted({r.benchmark for r in rows if not r.benchmark.startswith("all")})
+    if benchmarks:
+        lines += ["", "How each benchmark was asked and scored:", ""]
+        lines += [f"- {b}: {method(b)}." for b in benchmarks]
+    methods = sorted({m for r in rows for m in r.energy_method.split("/") if m})
+    if methods:
+        lines += [
+            "",
+            f"Energy per item is {', '.join(methods)}: `measured` is read from hardware "
+            "counters (RAPL package and DRAM, NVML board: whole-device scope), `estimated` "
+            "is the process's CPU-seconds times watts per busy thread plus RAM watts, "
+            "`profile` a remote model's joules per token (smallfirst.metering.meter). "
+            "The joules are the device's; PUE enters CO2 and cost only. Accuracy "
+            "intervals are Wilson 95%.",
+        ]
     return "\n".join(lines)
 
 
