@@ -66,6 +66,9 @@ def test_easy_prompt_goes_small_and_hard_goes_larger(routed: LiveServer) -> None
         assert r["route"]["strategy"] == "predictive" and r["route"]["why"]
         assert 0 <= r["route"]["predicted_quality"] <= 1
         assert set(r["route"]["scores"]) == {SMOL, QWEN}
+        calibration = r["route"]["calibration"]
+        assert calibration["feasible"] is True and 0 < calibration["accuracy"] <= 1
+        assert calibration["threshold"] is not None
     stored = httpx.get(routed.url + f"/smallfirst/v1/receipts/{hard['receipt_id']}").json()
     assert stored["route"] == hard["route"]
 
@@ -75,6 +78,17 @@ def test_stricter_quality_never_picks_a_cheaper_model(routed: LiveServer) -> Non
     chosen = [receipt(chat(routed, f"auto:quality={q}", HARD))["model"] for q in (0.6, 0.8, 1.0)]
     ranks = [order.index(m) for m in chosen]
     assert ranks == sorted(ranks)
+
+
+def test_an_unreachable_budget_says_so_in_the_route(routed: LiveServer) -> None:
+    # a budget below what the cheapest model alone spends cannot be met: it is served by
+    # the cheapest model, and the route says the target was out of reach
+    r = receipt(chat(routed, "auto:energy=0.01", HARD))
+    assert r["model"] == SMOL
+    calibration = r["route"]["calibration"]
+    assert calibration["feasible"] is False and calibration["energy_fraction"] > 0.01
+    easy = receipt(chat(routed, "auto:quality=0.8", EASY))
+    assert easy["route"]["calibration"]["feasible"] is True
 
 
 def test_named_model_is_not_routed(routed: LiveServer) -> None:

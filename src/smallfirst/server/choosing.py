@@ -9,6 +9,11 @@ strategy instead (served by :mod:`.cascading`). Without an artifact, or when non
 models is installed, these names mean the configured default model and the route says so.
 A malformed policy is the request's fault (400, param ``model``).
 
+Every route carries the policy's calibration: the threshold, and what it achieved on the
+calibration data (accuracy, the worst benchmark's share of the reference's, energy and cost
+fractions) with ``feasible: false`` where the target could not be met there (a budget below
+the cheapest model's own spend is served by the cheapest model).
+
 Routers are built once per policy string and kept; deciding is pure CPU on cheap features.
 This module chooses; it does not generate.
 """
@@ -18,12 +23,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smallfirst.engines.base import Message
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import invalid
 from smallfirst.settings import Settings
+
+if TYPE_CHECKING:
+    from smallfirst.routing.policy import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +43,7 @@ class Choice:
     model: str
     policy: str | None = None  # the auto policy asked for, None for a named model
     predicted_quality: float | None = None
-    route: dict[str, Any] | None = None  # strategy, why, scores
+    route: dict[str, Any] | None = None  # strategy, router, why, scores, calibration
     # a cascade: its router and candidates (cheapest first); ``model`` is the first rung
     cascade: tuple[Any, list[Any]] | None = None
 
@@ -72,6 +80,7 @@ class Chooser:
             log.warning("ignoring the router artifact: %s", exc)
             self.artifact = None
         self._routers: dict[str, Any] = {}
+        self._calibrations: dict[str, dict[str, Any]] = {}
         if self.artifact is None:
             self.source = None
             log.info("no router artifact: 'auto' means %s", settings.default_model)
@@ -100,9 +109,15 @@ class Chooser:
             try:
                 policy = parse_policy(text)
                 router = self.artifact.router(strategy, policy)
+                calibration = self.artifact.calibrate(strategy, policy)
             except ValueError as exc:
                 raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
+            if not calibration.feasible:
+                # e.g. a budget below what the cheapest model alone spends: served as close
+                # as it gets (everything to the cheapest), and every route says so
+                log.warning("%s cannot be met on the router's calibration data", name)
             self._routers[name] = router
+            self._calibrations[name] = _calibration_record(calibration)
         return router
 
     def choose(self, name: str, messages: Sequence[Message]) -> Choice:
@@ -149,6 +164,24 @@ class Chooser:
                 "router": self.source,
                 "why": decision.why,
                 "scores": {k: round(v, 4) for k, v in decision.scores.items()},
+                "calibration": self._calibrations[name],
             },
             (router, candidates) if strategy == CASCADE else None,
         )
+
+
+def _calibration_record(calibration: Calibration) -> dict[str, Any]:
+    """What the policy's threshold achieved on the calibration data, for the route: so a
+    receipt shows whether its target could be met at all, and at what expected price."""
+
+    def rounded(v: float | None) -> float | None:
+        return None if v is None else round(v, 4)
+
+    return {
+        "threshold": rounded(calibration.threshold),
+        "feasible": calibration.feasible,
+        "accuracy": rounded(calibration.accuracy),
+        "worst_benchmark_ratio": rounded(calibration.worst_benchmark_ratio),
+        "energy_fraction": rounded(calibration.energy_fraction),
+        "cost_fraction": rounded(calibration.cost_fraction),
+    }
