@@ -159,8 +159,9 @@ def _worst_benchmark_ratio(
     """Min over benchmarks of routed / reference accuracy at each threshold (module
     docstring); None with fewer than two benchmarks the reference gets anything right on."""
     ratios = []
+    benchmarks = np.asarray(table.benchmarks)
     for name in sorted(set(table.benchmarks)):
-        rows = np.flatnonzero(np.asarray(table.benchmarks) == name)
+        rows = np.flatnonzero(benchmarks == name)
         correct = table.correct[rows].astype(np.float64)
         reference = float(correct[:, -1].sum())
         if reference > 0:  # a ratio to nothing bounds nothing

@@ -79,8 +79,8 @@ class Chooser:
         except ValueError as exc:
             log.warning("ignoring the router artifact: %s", exc)
             self.artifact = None
-        self._routers: dict[str, Any] = {}
-        self._calibrations: dict[str, dict[str, Any]] = {}
+        # per policy string: its router, and the calibration record every route carries
+        self._routers: dict[str, tuple[Any, dict[str, Any]]] = {}
         if self.artifact is None:
             self.source = None
             log.info("no router artifact: 'auto' means %s", settings.default_model)
@@ -99,9 +99,9 @@ class Chooser:
             "cascade:quality=0.95",
         ]
 
-    def _router(self, name: str) -> Any:
-        router = self._routers.get(name)
-        if router is None:
+    def _router(self, name: str) -> tuple[Any, dict[str, Any]]:
+        built = self._routers.get(name)
+        if built is None:
             from smallfirst.routing.policy import parse_policy
 
             assert self.artifact is not None
@@ -116,9 +116,8 @@ class Chooser:
                 # e.g. a budget below what the cheapest model alone spends: served as close
                 # as it gets (everything to the cheapest), and every route says so
                 log.warning("%s cannot be met on the router's calibration data", name)
-            self._routers[name] = router
-            self._calibrations[name] = _calibration_record(calibration)
-        return router
+            built = self._routers[name] = (router, _calibration_record(calibration))
+        return built
 
     def choose(self, name: str, messages: Sequence[Message]) -> Choice:
         if not is_auto(name):
@@ -141,7 +140,7 @@ class Chooser:
             )
         from smallfirst.routing.artifact import candidates_for
 
-        router = self._router(name)
+        router, calibration = self._router(name)
         candidates = candidates_for(self.artifact, self.pool.available())
         if not candidates:
             return Choice(
@@ -164,7 +163,7 @@ class Chooser:
                 "router": self.source,
                 "why": decision.why,
                 "scores": {k: round(v, 4) for k, v in decision.scores.items()},
-                "calibration": self._calibrations[name],
+                "calibration": calibration,
             },
             (router, candidates) if strategy == CASCADE else None,
         )
