@@ -109,7 +109,7 @@ def summarise(evaluation: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from smallfirst.routing import strategies
     from smallfirst.routing.data import build_table, load_prompts, split
-    from smallfirst.routing.train import train
+    from smallfirst.routing.train import DEFAULT_HELDOUT, train
     from smallfirst.settings import load_settings
     from smallfirst.store.eval_results import read_export
 
@@ -120,28 +120,27 @@ def main(argv: list[str] | None = None) -> int:
     results = list(read_export(args.results))
     prompts = load_prompts({r.benchmark for r in results}, settings)
     table = build_table(results, prompts.messages, None, prefixes=prompts.prefixes)
-    keys = table.keys
     texts = {
         h: last_user_text(prompts.messages[k])
-        for h, k in zip(table.prompt_hashes, keys, strict=True)
+        for h, k in zip(table.prompt_hashes, table.keys, strict=True)
     }
     cache = settings.data_dir / "cache" / f"embeddings-{args.embedder}.npz"
     started = time.perf_counter()
     vectors_by_hash = embed_all(texts, args.embedder, cache)
     embed_s = time.perf_counter() - started
     vectors = np.stack([vectors_by_hash[h] for h in table.prompt_hashes])
-    train_rows = split(table, 0.25, args.seed).train
+    # the split train() makes, so that the PCA never sees a held-out prompt
+    train_rows = split(table, DEFAULT_HELDOUT, args.seed).train
+    widened = with_embedding(table, vectors, train_rows, args.dims)
 
     runs: dict[str, dict[str, Any]] = {}
     for name, data in (
         ("cheap features", table),
-        (f"+ {args.embedder} embedding ({args.dims} dims)", None),
+        (f"+ {args.embedder} embedding ({args.dims} dims)", widened),
     ):
-        if data is None:
-            data = with_embedding(table, vectors, train_rows, args.dims)
-            # The routers check their width against the prompt featurizer's, which this
-            # measurement widens on purpose; the check guards saved artifacts, not this.
-            strategies.N_PROMPT_FEATURES = data.features.shape[1]
+        # The routers check their width against the prompt featurizer's, which this
+        # measurement widens on purpose; the check guards saved artifacts, not this.
+        strategies.N_PROMPT_FEATURES = data.features.shape[1]
         print(f"training on {name}", file=sys.stderr, flush=True)
         _, evaluation = train(data, seed=args.seed)
         runs[name] = summarise(evaluation)
