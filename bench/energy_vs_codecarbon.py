@@ -26,11 +26,12 @@ from typing import Any
 
 import _common as c
 from smallfirst.catalog import Catalog
-from smallfirst.engines.base import GenerationRequest, Message, Sampling
+from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.llama import LlamaEngine
 from smallfirst.metering.meter import Accountant, EstimateConstants, local_energy
 from smallfirst.metering.power import cpu_power
 from smallfirst.settings import Settings
+from smallfirst.types import Message
 
 PROMPTS = (
     "Write a long story about a lighthouse keeper.",

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from smallfirst.errors import UnknownModelError
 from smallfirst.settings import Settings, Tier, UserModel
 
 
@@ -175,17 +176,6 @@ def _from_user(user: UserModel) -> ModelSpec:
         price_input_per_mtok_usd=user.price_input_per_mtok_usd,
         price_output_per_mtok_usd=user.price_output_per_mtok_usd,
     )
-
-
-class UnknownModelError(KeyError):
-    """No model of that name in the catalog."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-    def __str__(self) -> str:
-        return f"unknown model {self.name!r}"
 
 
 class Catalog:

@@ -1,14 +1,174 @@
-"""Errors the gateway returns, in OpenAI's JSON shape.
+"""The one error tree: every failure smallfirst raises on purpose is a :class:`SmallfirstError`.
 
-Every failure that reaches a client is a :class:`GatewayError`: an HTTP status plus the
-``{"error": {"message", "type", "param", "code"}}`` body that OpenAI's clients parse. Raising
-one anywhere below the server (validation, engines, catalog) is how a layer says "this is
-the caller's problem" or "the upstream failed" without knowing about HTTP.
+Each part raises the domain error that says what went wrong in its own terms (a model the
+catalog does not know, a prompt longer than the context, an upstream that timed out, a
+malformed routing policy); none of them knows about HTTP. The server alone turns an error
+into OpenAI's status, type and code, in one table (:mod:`smallfirst.server.errors`), and
+the evaluation harness reads the same table to tell a refused item from a failed engine.
+
+``param`` names the request field at fault where there is one, as OpenAI's errors do.
+This module imports nothing from the package.
 """
 
 from __future__ import annotations
 
-from typing import Any
+__all__ = [
+    "ArtifactError",
+    "BenchmarkError",
+    "CatalogError",
+    "ConfigError",
+    "ContextLengthError",
+    "DataError",
+    "DataUnavailableError",
+    "EngineError",
+    "EvaluationError",
+    "GenerationError",
+    "InvalidCursorError",
+    "InvalidRequestError",
+    "PolicyError",
+    "PullError",
+    "RoutingError",
+    "SmallfirstError",
+    "StoreError",
+    "UnknownModelError",
+    "UnsupportedError",
+    "UpstreamError",
+    "UpstreamRefusedError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+]
+
+
+class SmallfirstError(Exception):
+    """The root: a message fit for the person who caused it, and the field at fault."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class ConfigError(SmallfirstError):
+    """The settings or config file are invalid."""
+
+
+class InvalidRequestError(SmallfirstError):
+    """A request is malformed or out of range; nothing was run for it."""
+
+
+class UnsupportedError(InvalidRequestError):
+    """A request asks for something valid that this model or gateway cannot do."""
+
+
+# catalog and weights
+
+
+class CatalogError(SmallfirstError):
+    """A model cannot be found or described."""
+
+
+class UnknownModelError(CatalogError):
+    """No model of that name is known, or it is not installed here."""
+
+    def __init__(self, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"unknown model {name!r}", param="model")
+        self.name = name
+
+
+class PullError(SmallfirstError):
+    """Weights could not be fetched, assembled or verified."""
+
+
+# engines
+
+
+class EngineError(SmallfirstError):
+    """An engine could not serve a request."""
+
+
+class ContextLengthError(EngineError):
+    """The prompt (plus max_tokens) does not fit the model's context."""
+
+    def __init__(self, prompt_tokens: int, limit: int, max_tokens: int | None) -> None:
+        asked = f" plus max_tokens {max_tokens}" if max_tokens else ""
+        super().__init__(
+            f"This model's maximum context length is {limit} tokens. However, your request has "
+            f"{prompt_tokens} prompt tokens{asked}. Please shorten the prompt or max_tokens.",
+            param="messages",
+        )
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+        self.max_tokens = max_tokens
+
+
+class GenerationError(EngineError):
+    """The engine failed while loading a model or generating: not the request's fault."""
+
+
+class UpstreamError(EngineError):
+    """A remote server answered with something unusable (an error, bad JSON)."""
+
+
+class UpstreamRefusedError(UpstreamError):
+    """A remote server refused the request itself (its 4xx): passed on with that status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """A remote server could not be reached."""
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """A remote server did not answer in time."""
+
+
+# routing
+
+
+class RoutingError(SmallfirstError):
+    """A router cannot be built or cannot decide: a bad spec, no candidates, no artifact."""
+
+
+class PolicyError(RoutingError):
+    """A routing policy (``auto:quality=Q`` …) is malformed or out of range."""
+
+
+class ArtifactError(RoutingError):
+    """A router file cannot be read or does not describe a router."""
+
+
+# storage, evaluation, data
+
+
+class StoreError(SmallfirstError):
+    """The database cannot be used as asked (a newer schema, a broken file)."""
+
+
+class InvalidCursorError(StoreError):
+    """A paging cursor that this store did not make."""
+
+
+class EvaluationError(SmallfirstError):
+    """An evaluation cannot be planned or run as asked."""
+
+
+class BenchmarkError(EvaluationError):
+    """An unknown benchmark, or a user benchmark file that cannot be read."""
+
+
+class DataError(SmallfirstError):
+    """Benchmark data is missing or does not match its pinned checksum."""
+
+
+class DataUnavailableError(DataError):
+    """The data is not on this machine and cannot be fetched now."""
+
+
+# --- HTTP-shaped errors, being replaced by the table in smallfirst.server.errors ---
+from typing import Any  # noqa: E402
 
 
 class GatewayError(Exception):

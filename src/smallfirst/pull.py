@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from smallfirst.catalog import Catalog, ModelSpec, Part
+from smallfirst.errors import PullError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ CHUNK_BYTES = 4 * 1024 * 1024
 
 ProgressFn = Callable[[str, int, int], None]
 """Called as ``progress(phase, done_bytes, total_bytes)``; phase is 'download' or 'assemble'."""
-
-
-class PullError(RuntimeError):
-    """A model could not be fetched, assembled or verified."""
 
 
 def sha256_file(path: Path) -> str:

@@ -13,9 +13,10 @@ import openai
 import pytest
 
 from smallfirst.catalog import Catalog
-from smallfirst.engines.base import GenerationRequest, Message, Sampling
+from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.remote import parse_chunk, request_body
 from smallfirst.settings import Settings, UserModel
+from smallfirst.types import Message
 from tests.conftest import LiveServer, free_port
 
 

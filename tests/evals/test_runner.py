@@ -160,8 +160,8 @@ def test_wilson_interval() -> None:
 
 
 def test_item_too_long_for_the_model_is_a_refused_wrong_answer(run_settings: Settings) -> None:
-    from smallfirst.engines.base import Message
     from smallfirst.evals.items import Item
+    from smallfirst.types import Message
 
     item = Item(
         benchmark="jsonl:long",
@@ -184,8 +184,8 @@ def test_a_prefilled_reply_is_continued_and_stored_whole(run_settings: Settings)
     # EvalPlus's chat convention: the reply starts with text written for the model
     import dataclasses
 
-    from smallfirst.engines.base import Message
     from smallfirst.evals.items import Item
+    from smallfirst.types import Message
 
     plain = Item(
         benchmark="jsonl:prefill",

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from smallfirst.engines.base import Message
 from smallfirst.evals.items import Item, ScorerName
 from smallfirst.evals.sandbox import Limits
 from smallfirst.evals.scorers import extract_code, extract_letter, sanitize, score
+from smallfirst.types import Message
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LIMITS = Limits(timeout_s=10.0, cpu_s=5, memory_mb=512)

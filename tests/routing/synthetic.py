@@ -12,10 +12,9 @@ import math
 import random
 from pathlib import Path
 
-from smallfirst.engines.base import Message
-from smallfirst.routing.base import prompt_key
 from smallfirst.routing.data import ItemKey, Table, build_table
 from smallfirst.store.eval_results import EvalResult
+from smallfirst.types import Message, prompt_hash
 
 MODELS = ("tiny-xs", "small-s", "medium-m")
 CAPACITY = (0.35, 0.6, 0.9)  # an item is solved (mostly) when its difficulty is below this
@@ -60,7 +59,7 @@ def synthetic(
         messages = (Message(role="user", content=text),)
         item_id = f"{benchmark}/{i}"
         prompts[(benchmark, item_id)] = messages
-        digest = prompt_key(messages)
+        digest = prompt_hash(messages)
         for model, capacity, joules in zip(MODELS, CAPACITY, JOULES, strict=True):
             p_right = 1 / (1 + math.exp(-(capacity - difficulty) * 14))
             correct = rng.random() < p_right

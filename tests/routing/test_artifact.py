@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from smallfirst.engines.base import Message
 from smallfirst.routing import artifact as ra
 from smallfirst.routing.artifact import ArtifactError, RouterArtifact
 from smallfirst.routing.fit import TUNED
 from smallfirst.routing.policy import BUDGET_GRID, QUALITY_GRID, Policy
+from smallfirst.types import Message
 from tests.routing.synthetic import synthetic
 
 POLICIES = [Policy("quality", q) for q in (0.5, 0.9, 0.95, 0.999, 1.0)] + [

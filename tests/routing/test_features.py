@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 
-from smallfirst.engines.base import Message
 from smallfirst.routing.features import (
     DENSE_FEATURES,
     N_DENSE,
@@ -20,6 +19,7 @@ from smallfirst.routing.features import (
     prompt_feature_matrix,
     prompt_features,
 )
+from smallfirst.types import Message
 
 
 def user(text: str) -> tuple[Message, ...]:
@@ -79,7 +79,7 @@ def test_hashing_is_stable_across_processes() -> None:
     code = (
         "import json;"
         "from smallfirst.routing.features import prompt_features as f;"
-        "from smallfirst.engines.base import Message as M;"
+        "from smallfirst.types import Message as M;"
         f"print(json.dumps(f((M('user', {MMLU_LIKE!r}),)).tolist()))"
     )
     other = subprocess.run(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smallfirst.engines.base import Message
 from smallfirst.routing.base import Candidate
 from smallfirst.routing.features import prompt_features
 from smallfirst.routing.logistic import fit_logistic
 from smallfirst.routing.spend import SpendModel, fit_spend
 from smallfirst.routing.strategies import PredictiveRouter, utility_breakpoints
 from smallfirst.routing.sweep import choose
+from smallfirst.types import Message
 
 
 def test_fit_recovers_a_log_linear_spend() -> None:

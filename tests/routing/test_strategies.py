@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smallfirst.engines.base import Message
 from smallfirst.routing.artifact import RouterArtifact
 from smallfirst.routing.base import (
     Candidate,
@@ -27,6 +26,7 @@ from smallfirst.routing.strategies import (
     utility_breakpoints,
 )
 from smallfirst.routing.sweep import choose
+from smallfirst.types import Message
 from tests.routing.synthetic import synthetic
 
 PROMPTS = [

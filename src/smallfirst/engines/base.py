@@ -13,18 +13,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from smallfirst.catalog import ModelSpec
-
-Role = Literal["system", "user", "assistant", "developer", "tool"]
-FinishReason = Literal["stop", "length"]
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: Role
-    content: str
+from smallfirst.types import FinishReason, Message, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +65,6 @@ class TokenLogprob:
     logprob: float
     bytes: tuple[int, ...]
     top: tuple[TopLogprob, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass(frozen=True, slots=True)

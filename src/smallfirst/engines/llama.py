@@ -28,17 +28,10 @@ from typing import Any
 import numpy as np
 
 from smallfirst.catalog import ModelSpec
-from smallfirst.engines.base import (
-    Chunk,
-    FinishReason,
-    GenerationRequest,
-    Sampling,
-    TokenLogprob,
-    TopLogprob,
-    Usage,
-)
+from smallfirst.engines.base import Chunk, GenerationRequest, Sampling, TokenLogprob, TopLogprob
 from smallfirst.errors import GatewayError, context_length_exceeded, invalid, upstream
 from smallfirst.settings import Settings
+from smallfirst.types import FinishReason, Usage
 
 log = logging.getLogger(__name__)
 

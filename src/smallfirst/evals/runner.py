@@ -20,21 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from smallfirst.catalog import Catalog
-from smallfirst.engines.base import GenerationRequest, Sampling, Usage
+from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import GatewayError
 from smallfirst.evals.items import Item, without_prefill
 from smallfirst.metering.service import Metering, Outcome
 from smallfirst.settings import Settings
 from smallfirst.store.eval_results import EvalResult, EvalStore
+from smallfirst.types import Usage
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +61,6 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
-
-
-def prompt_hash(item: Item) -> str:
-    turns = [[m.role, m.content] for m in item.messages]
-    if item.assistant_prefix is not None:  # only then: older items keep their hashes
-        turns.append(["assistant-prefix", item.assistant_prefix])
-    payload = json.dumps(turns, ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def plan(settings: Settings, config: RunConfig) -> dict[str, list[Item]]:
@@ -127,7 +118,7 @@ async def _answer(
         item_id=item.item_id,
         model=model,
         subject=item.subject,
-        prompt_hash=prompt_hash(item),
+        prompt_hash=item.prompt_hash(),
         correct=verdict.correct,
         extracted=verdict.extracted,
         detail=verdict.detail,
@@ -150,7 +141,7 @@ def _refused(item: Item, model: str, run_id: str, exc: GatewayError) -> EvalResu
         item_id=item.item_id,
         model=model,
         subject=item.subject,
-        prompt_hash=prompt_hash(item),
+        prompt_hash=item.prompt_hash(),
         correct=False,
         extracted=None,
         detail=f"refused: {exc.code or exc.status}: {exc.message}"[:500],
@@ -195,7 +186,7 @@ async def run(
             # An item counts as done only if it was asked with today's prompt: one whose
             # prompt changed since (a new convention) is asked again and its row replaced.
             finished = {
-                m: {i.item_id for i in asked[m] if stored[m].get(i.item_id) == prompt_hash(i)}
+                m: {i.item_id for i in asked[m] if stored[m].get(i.item_id) == i.prompt_hash()}
                 for m in config.models
             }
             for m in config.models:
@@ -289,9 +280,9 @@ def rescore(
     changed = flipped = skipped = 0
     for n, old in enumerate(results, 1):
         item = items[old.benchmark].get(old.item_id)
-        if item is not None and prompt_hash(item) != old.prompt_hash:
+        if item is not None and item.prompt_hash() != old.prompt_hash:
             item = without_prefill(item)  # a remote endpoint's result, asked un-prefilled
-        if old.completion_tokens is None or item is None or prompt_hash(item) != old.prompt_hash:
+        if old.completion_tokens is None or item is None or item.prompt_hash() != old.prompt_hash:
             skipped += 1
         else:
             verdict = score(item, old.output)

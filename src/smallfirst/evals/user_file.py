@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, cast
 
-from smallfirst.engines.base import Message
 from smallfirst.evals.benchmarks import (
     LETTERS,
     ROLES,
@@ -36,6 +35,7 @@ from smallfirst.evals.benchmarks import (
     user_turn,
 )
 from smallfirst.evals.items import Item, ScorerName
+from smallfirst.types import Message
 
 _JSONL_KEYS: Final = frozenset(
     {"id", "prompt", "messages", "answer", "scorer", "choices", "tests", "entry_point"}

@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable
 
 from smallfirst.catalog import Catalog
-from smallfirst.engines.base import GenerationRequest, Message, Sampling, Usage
+from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.llama import LlamaEngine
 from smallfirst.metering.meter import Accountant, EstimateConstants, local_energy
 from smallfirst.metering.pricing import Profile
 from smallfirst.settings import Settings
+from smallfirst.types import Message, Usage
 
 STORY_NAMES = ("Ada", "Bram", "Cleo", "Dario", "Edda", "Finn", "Greta", "Hugo", "Iris")
 PREFILL_TEXT = (

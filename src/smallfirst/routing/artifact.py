@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from smallfirst.errors import ArtifactError
 from smallfirst.routing.base import Candidate, Router, RouterContext, make_router
 from smallfirst.routing.data import ItemKey
 from smallfirst.routing.features import FEATURE_SPEC_VERSION
@@ -58,10 +59,6 @@ FORMAT: Final = "smallfirst-router"
 FORMAT_VERSION: Final = 1
 LATEST: Final = "router-latest.json"
 DEFAULT_RESOURCE: Final = "default_router.json.gz"
-
-
-class ArtifactError(ValueError):
-    """A router file that cannot be used: unreadable, another format, or stale features."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,8 +181,6 @@ class RouterArtifact:
                 feature_spec_version=int(features),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ArtifactError):
-                raise
             raise ArtifactError(f"malformed router file: {exc!r}") from exc
 
 

@@ -34,23 +34,18 @@ This module holds data types, the protocol and the registry; it imports no numpy
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from smallfirst.engines.base import Message
+from smallfirst.errors import RoutingError
+from smallfirst.types import Message
 
 if TYPE_CHECKING:
     from smallfirst.routing.artifact import RouterArtifact
     from smallfirst.routing.data import Table
     from smallfirst.routing.policy import Policy
-
-
-class RoutingError(ValueError):
-    """A router cannot be built or cannot decide: a bad spec, no candidates, no artifact."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,20 +90,6 @@ def check_candidates(candidates: Sequence[Candidate]) -> None:
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
         raise RoutingError(f"candidate names must be unique, got {names}")
-
-
-def prompt_key(messages: Sequence[Message], assistant_prefix: str | None = None) -> str:
-    """The evaluation harness's ``prompt_hash`` of these messages (16 hex digits).
-
-    The same formula as :func:`smallfirst.evals.runner.prompt_hash` (a test holds them
-    equal), recomputed here so that routing never imports the runner and its engines. A
-    pre-filled reply (``assistant_prefix``) is part of what the model was asked.
-    """
-    turns = [[m.role, m.content] for m in messages]
-    if assistant_prefix is not None:
-        turns.append(["assistant-prefix", assistant_prefix])
-    payload = json.dumps(turns, ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from smallfirst.engines.base import Message
-from smallfirst.routing.base import Candidate, prompt_key
+from smallfirst.routing.base import Candidate
 from smallfirst.routing.features import FloatArray, prompt_feature_matrix
 from smallfirst.store.eval_results import EvalResult
+from smallfirst.types import Message, prompt_hash
 
 if TYPE_CHECKING:
     from smallfirst.settings import Settings
@@ -215,7 +215,7 @@ def build_table(
             continue
         messages = tuple(messages)
         prefix = (prefixes or {}).get(item)
-        asked = {prompt_key(messages)} | ({prompt_key(messages, prefix)} if prefix else set())
+        asked = {prompt_hash(messages)} | ({prompt_hash(messages, prefix)} if prefix else set())
         if any(r.prompt_hash not in asked for r in per_model.values()):
             changed += 1
             continue
@@ -251,7 +251,7 @@ def build_table(
         models=tuple(wanted[j] for j in order),
         benchmarks=tuple(k[0] for k, _, _ in rows),
         item_ids=tuple(k[1] for k, _, _ in rows),
-        prompt_hashes=tuple(prompt_key(msgs) for _, msgs, _ in rows),
+        prompt_hashes=tuple(prompt_hash(msgs) for _, msgs, _ in rows),
         features=prompt_feature_matrix([msgs for _, msgs, _ in rows]),
         correct=correct[:, order],
         energy_j=energy[:, order],

@@ -35,7 +35,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from smallfirst.engines.base import Message
+from smallfirst.types import Message
 
 FloatArray = npt.NDArray[np.float64]
 

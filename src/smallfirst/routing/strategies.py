@@ -33,7 +33,7 @@ cascade
 
 random
     The reference with probability ``p``, else the cheapest candidate. The draw is a hash
-    of the seed and the prompt (:func:`~smallfirst.routing.base.prompt_key`), not a
+    of the seed and the prompt (:func:`~smallfirst.types.prompt_hash`), not a
     generator's state: the same prompt always goes the same way, any process agrees, and
     nothing mutable is shared between requests.
 
@@ -58,14 +58,12 @@ from typing import Literal
 
 import numpy as np
 
-from smallfirst.engines.base import Message
 from smallfirst.routing.base import (
     Candidate,
     Decision,
     RouterContext,
     RoutingError,
     check_candidates,
-    prompt_key,
 )
 from smallfirst.routing.data import IntArray, ItemKey, Table
 from smallfirst.routing.features import (
@@ -77,6 +75,7 @@ from smallfirst.routing.features import (
 )
 from smallfirst.routing.logistic import LogisticModel
 from smallfirst.routing.spend import SpendModel
+from smallfirst.types import Message, prompt_hash
 
 Signal = Literal["prompt", "output"]
 SIGNALS: tuple[Signal, ...] = ("prompt", "output")
@@ -133,7 +132,7 @@ class RandomRouter:
 
     def decide(self, messages: Sequence[Message], candidates: Sequence[Candidate]) -> Decision:
         check_candidates(candidates)
-        u = uniform_draw(self.seed, prompt_key(messages))
+        u = uniform_draw(self.seed, prompt_hash(messages))
         # u < p: the larger tier; the same rule as table_scores with threshold p
         chosen = candidates[-1] if u < self.p else candidates[0]
         return Decision(
@@ -181,7 +180,7 @@ class OracleRouter:
         item: ItemKey | None = None,
     ) -> Decision:
         check_candidates(candidates)
-        key = item if item is not None else self.by_prompt.get(prompt_key(messages))
+        key = item if item is not None else self.by_prompt.get(prompt_hash(messages))
         answers = self.answers.get(key) if key is not None else None
         if answers is None:
             reference = candidates[-1].name

@@ -32,14 +32,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from smallfirst.engines.base import (
-    Chunk,
-    FinishReason,
-    GenerationRequest,
-    Message,
-    TokenLogprob,
-    Usage,
-)
+from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import GatewayError
 from smallfirst.metering.meter import Energy
@@ -47,6 +40,7 @@ from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering, Outcome
 from smallfirst.server.choosing import Choice
 from smallfirst.server.responses import Envelope, full_response
+from smallfirst.types import FinishReason, Message, Usage
 
 
 @dataclass(frozen=True, slots=True)

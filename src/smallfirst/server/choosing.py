@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from smallfirst.engines.base import Message
 from smallfirst.engines.pool import EnginePool
-from smallfirst.errors import invalid
+from smallfirst.errors import RoutingError, invalid
 from smallfirst.settings import Settings
+from smallfirst.types import Message
 
 if TYPE_CHECKING:
     from smallfirst.routing.policy import Calibration
@@ -76,7 +76,7 @@ class Chooser:
             elif settings.default_router:
                 self.artifact = ra.load_default()
                 self.source = f"package:{ra.DEFAULT_RESOURCE}"
-        except ValueError as exc:
+        except (ValueError, RoutingError) as exc:
             log.warning("ignoring the router artifact: %s", exc)
             self.artifact = None
         # per policy string: its router, and the calibration record every route carries
@@ -110,7 +110,7 @@ class Chooser:
                 policy = parse_policy(text)
                 router = self.artifact.router(strategy, policy)
                 calibration = self.artifact.calibrate(strategy, policy)
-            except ValueError as exc:
+            except (ValueError, RoutingError) as exc:
                 raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
             if not calibration.feasible:
                 # e.g. a budget below what the cheapest model alone spends: served as close
@@ -127,7 +127,7 @@ class Chooser:
 
             try:
                 parse_policy(_strategy(name)[1])  # still refuse a malformed policy
-            except ValueError as exc:
+            except (ValueError, RoutingError) as exc:
                 raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
             return Choice(
                 self.settings.default_model,

@@ -26,14 +26,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from smallfirst.catalog import ModelSpec
-from smallfirst.engines.base import (
-    Chunk,
-    Engine,
-    GenerationRequest,
-    Message,
-    TokenLogprob,
-    Usage,
-)
+from smallfirst.engines.base import Chunk, Engine, GenerationRequest, TokenLogprob
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import GatewayError, upstream
 from smallfirst.metering.meter import Slot
@@ -42,6 +35,7 @@ from smallfirst.metering.service import Metering, Outcome
 from smallfirst.server.choosing import Choice, Chooser
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
 from smallfirst.server.responses import Envelope, Kind, full_response, stream_chunk, usage_chunk
+from smallfirst.types import Message, Usage
 
 log = logging.getLogger(__name__)
 

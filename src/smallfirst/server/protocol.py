@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from smallfirst.engines.base import GenerationRequest, Message, Sampling
+from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.errors import invalid
+from smallfirst.types import Message
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]

@@ -11,7 +11,8 @@ import secrets
 import time
 from typing import Any, Literal
 
-from smallfirst.engines.base import TokenLogprob, Usage
+from smallfirst.engines.base import TokenLogprob
+from smallfirst.types import Usage
 
 Kind = Literal["chat", "text"]
 _MARK = "\x00text\x00"

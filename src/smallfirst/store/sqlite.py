@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from smallfirst.errors import StoreError
 from smallfirst.metering.receipts import Receipt
 
 MIGRATIONS: tuple[str, ...] = (
@@ -112,10 +113,6 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
-
-
-class StoreError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)

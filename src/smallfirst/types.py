@@ -1,0 +1,51 @@
+"""The leaf types every part of smallfirst shares: chat messages, token usage, the prompt hash.
+
+Engines, the server, evaluation and routing all speak of the same messages and token
+counts, and the evaluation store and the router must agree on how a prompt is named; so
+these live here, in a module that imports nothing from the package (a test holds it so).
+It holds no behaviour beyond the hash: requests, chunks and engines are in
+:mod:`smallfirst.engines.base`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["FinishReason", "Message", "Role", "Usage", "prompt_hash"]
+
+Role = Literal["system", "user", "assistant", "developer", "tool"]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def prompt_hash(messages: Sequence[Message], assistant_prefix: str | None = None) -> str:
+    """What a model was asked, as 16 hex digits: the evaluation store's key and the router's.
+
+    A pre-filled reply (``assistant_prefix``) is part of what the model was asked; it is
+    hashed only when present, so prompts without one keep the hashes stored before it
+    existed.
+    """
+    turns = [[m.role, m.content] for m in messages]
+    if assistant_prefix is not None:
+        turns.append(["assistant-prefix", assistant_prefix])
+    payload = json.dumps(turns, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
