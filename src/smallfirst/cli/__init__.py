@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from smallfirst import __version__
+from smallfirst._version import __version__
 from smallfirst.cli.common import settings_from
 from smallfirst.cli.evals import (
     cmd_eval_export,
@@ -52,7 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(
         f"smallfirst {__version__} serving {', '.join(app.state.pool.available()) or 'no models'}"
     )
-    print(f'  OpenAI base URL: {url}/v1   (model "auto" = {settings.default_model})')
+    print(f"  OpenAI base URL: {url}/v1")
+    print(f'  model "auto": {auto_banner(app.state.chooser.source, settings.default_model)}')
     print(
         f"  try: curl {url}/v1/chat/completions -H 'content-type: application/json' "
         """-d '{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}]}'"""
@@ -60,6 +61,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     return 0
+
+
+def auto_banner(router_source: str | None, default_model: str) -> str:
+    """What ``auto`` does on this gateway, for the serve banner."""
+    if router_source is None:
+        return f"{default_model} (no router fitted: `smallfirst router fit` makes one)"
+    return f"routed by {router_source}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_serve(sub, common)
+    _add_models(sub, common)
+    _add_eval(sub, common)
+    add_router_parser(sub, common)
+    _add_usage(sub, common)
+    return parser
+
+
+def _add_serve(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     serve = sub.add_parser(
         "serve",
         parents=[common],
@@ -88,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
     serve.set_defaults(func=cmd_serve)
 
+
+def _add_models(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     models = sub.add_parser("models", help="list, pull and remove models")
     msub = models.add_subparsers(dest="models_command", required=True)
     ls = msub.add_parser("list", parents=[common], help="show the catalog and what is installed")
@@ -119,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     rm = msub.add_parser("rm", parents=[common], help="delete a pulled model's file")
     rm.add_argument("names", nargs="+")
     rm.set_defaults(func=cmd_models_rm)
+
+
+def _add_eval(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     ev = sub.add_parser("eval", help="evaluate models on benchmarks")
     esub = ev.add_subparsers(dest="eval_command", required=True)
     er = esub.add_parser(
@@ -174,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--benchmarks", help="comma-separated (default: every benchmark of the run)")
     rs.set_defaults(func=cmd_eval_rescore)
 
-    add_router_parser(sub, common)
+
+def _add_usage(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     usage = sub.add_parser(
         "usage",
         parents=[common],
@@ -186,7 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--url", help="ask a running gateway instead of the local database")
     usage.add_argument("--json", action="store_true", help="machine-readable output")
     usage.set_defaults(func=cmd_usage)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from smallfirst import __version__
+from smallfirst._version import __version__
 from smallfirst.errors import GatewayError, invalid
 from smallfirst.evals.report import Row, summarize
 from smallfirst.server.receipts_api import _filters

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from smallfirst import __version__
+from smallfirst._version import __version__
 from smallfirst.catalog import Catalog
 from smallfirst.dashboard.api import router as dashboard_router
 from smallfirst.engines.pool import EnginePool
