@@ -150,21 +150,7 @@ def _supervise(
 ) -> SandboxResult:
     uid = _SANDBOX_UID_FIRST + secrets.randbelow(_SANDBOX_UID_COUNT)
     status_r, status_w = os.pipe()
-    config = {
-        "status_fd": status_w,
-        "uid": uid,
-        "allow_netns": allow_netns,
-        "pythons": _interpreters(),
-        "limits": asdict(limits),
-    }
-    command = [
-        sys.executable,
-        "-I",
-        "-S",
-        "-B",
-        str(Path(sandbox_launcher.__file__).resolve()),
-        json.dumps(config),
-    ]
+    command = _launcher_command(status_w, uid, limits, allow_netns=allow_netns)
     try:
         try:
             proc = subprocess.Popen(
@@ -220,6 +206,19 @@ def _supervise(
         stderr=stderr,
         network=report.network,
     )
+
+
+def _launcher_command(status_fd: int, uid: int, limits: Limits, *, allow_netns: bool) -> list[str]:
+    """The launcher's command line: the caller's interpreter, standard library only."""
+    config = {
+        "status_fd": status_fd,
+        "uid": uid,
+        "allow_netns": allow_netns,
+        "pythons": _interpreters(),
+        "limits": asdict(limits),
+    }
+    launcher = str(Path(sandbox_launcher.__file__).resolve())
+    return [sys.executable, "-I", "-S", "-B", launcher, json.dumps(config)]
 
 
 def _status(exit_code: int, *, timed_out: bool, report: _Report, stderr: str) -> SandboxStatus:
