@@ -30,7 +30,8 @@ import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from smallfirst.catalog import Catalog
-from smallfirst.evals.benchmarks import EVALPLUS_INSTRUCTION, load
+from smallfirst.evals.benchmarks import load
+from smallfirst.evals.code_benchmarks import EVALPLUS_INSTRUCTION
 from smallfirst.evals.scorers import score_code
 from smallfirst.settings import Settings
 

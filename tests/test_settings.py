@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from smallfirst.errors import ConfigError
 from smallfirst.settings import Settings, UserModel, load_settings
 
 
@@ -43,10 +44,21 @@ path = "/models/mine.gguf"
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("port = [")
-    with pytest.raises(ValueError, match="not valid TOML"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(config)
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_invalid_value_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('port = "eighty"\n')
+    with pytest.raises(ConfigError, match="port") as err:
+        load_settings(config)
+    assert isinstance(err.value.__cause__, ValidationError)  # pydantic's message, kept whole
+    monkeypatch.setenv("SMALLFIRST_PUE", "0.5")
+    with pytest.raises(ConfigError, match="pue"):
+        load_settings()
 
 
 def test_user_model_needs_exactly_one_source() -> None:

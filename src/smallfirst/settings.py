@@ -16,8 +16,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from smallfirst.errors import ConfigError
 
 Tier = Literal["XS", "S", "M", "L", "XL", "base", "remote"]
 
@@ -143,28 +145,32 @@ class Settings(BaseSettings):
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Parse a TOML config file; raise ValueError with the file's name on bad TOML."""
+    """Parse a TOML config file; a missing file or bad TOML is a ConfigError naming the file."""
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise ValueError(f"config file not found: {path}") from None
+        raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings: defaults < config file < environment < ``overrides``.
 
     ``overrides`` whose value is None are ignored, so CLI flags that were not given do not
-    mask the file or the environment.
+    mask the file or the environment. Invalid values, wherever they came from, are a
+    :class:`~smallfirst.errors.ConfigError` carrying pydantic's message.
     """
     if config_file is None and os.environ.get("SMALLFIRST_CONFIG"):
         config_file = Path(os.environ["SMALLFIRST_CONFIG"])
     values: dict[str, Any] = read_config_file(config_file) if config_file else {}
-    # Settings() with no arguments reads only the environment; the fields it set win over
-    # the file.
-    env_only = Settings()
-    values.update({k: getattr(env_only, k) for k in env_only.model_fields_set})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(**values)
+    try:
+        # Settings() with no arguments reads only the environment; the fields it set win
+        # over the file.
+        env_only = Settings()
+        values.update({k: getattr(env_only, k) for k in env_only.model_fields_set})
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc

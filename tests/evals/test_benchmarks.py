@@ -13,17 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from smallfirst.evals.benchmarks import (
-    BENCHMARKS,
-    CHOICE_INSTRUCTION,
-    LETTERS,
-    BenchmarkError,
-    load,
-    method,
-    order_key,
-    subset,
-)
+from smallfirst.errors import BenchmarkError, EvaluationError
+from smallfirst.evals.benchmarks import BENCHMARKS, load, method, order_key, subset
 from smallfirst.evals.data import ensure_data
+from smallfirst.evals.formats import CHOICE_INSTRUCTION, LETTERS
 from smallfirst.evals.items import Item
 from smallfirst.settings import Settings
 
@@ -179,7 +172,7 @@ def test_subset_without_subjects(settings: Settings) -> None:
     he = subset(load("humaneval", settings), None, seed=0)
     assert [i.item_id for i in he[:3]] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     assert len(subset(he, 1000, seed=0)) == 164
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(EvaluationError, match="at least 1"):
         subset(he, 0, seed=0)
 
 

@@ -229,7 +229,7 @@ def test_a_remote_endpoint_is_asked_without_the_prefill(
 ) -> None:
     # HumanEval and MBPP pre-fill the reply (EvalPlus); the OpenAI API cannot, so an
     # endpoint gets the user turn alone, as EvalPlus's OpenAI decoder sends it
-    from smallfirst.evals.benchmarks import EVALPLUS_RESPONSE
+    from smallfirst.evals.code_benchmarks import EVALPLUS_RESPONSE
     from smallfirst.evals.items import without_prefill
     from smallfirst.settings import UserModel
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from smallfirst.errors import EvaluationError
 from smallfirst.evals.items import Item, ScorerName
 from smallfirst.evals.sandbox import Limits
 from smallfirst.evals.scorers import extract_code, extract_letter, sanitize, score
@@ -113,7 +114,7 @@ def test_humaneval_accepts_canonical_in_a_chat_fence(row: dict[str, Any]) -> Non
 def test_humaneval_accepts_a_prefilled_reply_stopped_at_the_fence(row: dict[str, Any]) -> None:
     # what the runner stores for a pre-filled item: the prefix, then the code, the closing
     # fence never generated (the stop sequence)
-    from smallfirst.evals.benchmarks import EVALPLUS_RESPONSE
+    from smallfirst.evals.code_benchmarks import EVALPLUS_RESPONSE
 
     item = _humaneval_item(row)
     good = EVALPLUS_RESPONSE + row["prompt"] + row["canonical_solution"].rstrip()
@@ -408,7 +409,7 @@ def test_unknown_scorer_raises() -> None:
         scorer="judge",  # type: ignore[arg-type]
         reference="x",
     )
-    with pytest.raises(ValueError, match="unknown scorer"):
+    with pytest.raises(EvaluationError, match="unknown scorer"):
         score(bogus, "x")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from smallfirst.errors import ConfigError
 from smallfirst.metering.carbon import grid_intensity, known_countries
 
 
@@ -51,6 +52,6 @@ def test_known_countries_lists_the_file() -> None:
     [("XYZ", "known_countries()"), ("FR", "three-letter"), ("France", "did you mean FRA")],
 )
 def test_unknown_country(given: str, hint: str) -> None:
-    with pytest.raises(ValueError, match="ISO 3166-1 alpha-3") as err:
+    with pytest.raises(ConfigError, match="ISO 3166-1 alpha-3") as err:
         grid_intensity(given)
     assert hint in str(err.value)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from smallfirst.errors import ConfigError
 from smallfirst.metering.power import (
     DEFAULT_WATTS_PER_THREAD,
     cpu_power,
@@ -82,7 +83,7 @@ def test_configured_override(tmp_path: Path) -> None:
     assert power.watts_per_thread == 2.5
     assert power.tdp_w == 280
     assert power.source.startswith("configured")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="watts_per_thread"):
         cpu_power("AMD EPYC 7763", watts_per_thread=0)
 
 

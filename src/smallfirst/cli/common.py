@@ -6,13 +6,14 @@ import argparse
 import sys
 from typing import Any
 
+from smallfirst.errors import ConfigError
 from smallfirst.settings import Settings, load_settings
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     try:
         return load_settings(args.config, data_dir=getattr(args, "data_dir", None), **extra)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
 
 

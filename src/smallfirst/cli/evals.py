@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from smallfirst.cli.common import settings_from, table_width
+from smallfirst.errors import SmallfirstError
 from smallfirst.settings import Settings
 
 
@@ -43,10 +44,9 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
-    from smallfirst.catalog import Catalog, UnknownModelError
+    from smallfirst.catalog import Catalog
     from smallfirst.evals import runner
-    from smallfirst.evals.benchmarks import BenchmarkError
-    from smallfirst.evals.data import DataError, ensure_data
+    from smallfirst.evals.data import ensure_data
     from smallfirst.store.eval_results import EvalStore
 
     settings, models = _eval_settings(args)
@@ -69,7 +69,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
         )
         planned = runner.plan(settings, config)
-    except (UnknownModelError, BenchmarkError, DataError, ValueError) as exc:
+    except SmallfirstError as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
     store = EvalStore(settings.db_path)
     print(
@@ -162,7 +162,6 @@ def cmd_eval_rescore(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from smallfirst.evals import runner
-    from smallfirst.evals.benchmarks import BenchmarkError
     from smallfirst.store.eval_results import EvalStore
 
     settings = settings_from(args)
@@ -178,7 +177,7 @@ def cmd_eval_rescore(args: argparse.Namespace) -> int:
                 benchmarks,
                 lambda n, total: bar.update(task, completed=n, total=total),
             )
-    except BenchmarkError as exc:
+    except SmallfirstError as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
     finally:
         store.close()

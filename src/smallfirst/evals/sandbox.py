@@ -5,28 +5,10 @@
 resource limits (wall clock, CPU, address space, processes, file size). It never runs model
 code inside the calling process.
 
-The child is started as this module run as a script (``python -I -S sandbox.py CONFIG``): a
-small launcher that confines itself and then execs the sandboxed interpreter. A launcher
-rather than ``preexec_fn`` because ``preexec_fn`` may deadlock when the caller has threads
-(the gateway and the harness do).
-
-The launcher, in order:
-
-* **network**: as root, ``unshare(CLONE_NEWNET)``, so the program sees only a down loopback;
-  otherwise an unprivileged ``unshare(CLONE_NEWUSER | CLONE_NEWNET)``; where neither is
-  allowed (e.g. a container without ``CAP_SYS_ADMIN``) a prelude that makes ``socket``
-  refuse everything but ``AF_UNIX`` and name lookups. :func:`network_isolation` says which
-  one this machine gets; every :class:`SandboxResult` records the one it got.
-* **user**: as root, becomes a fresh uid drawn at random per run (and owns only the temp
-  directory), because ``RLIMIT_NPROC`` does not apply to root and counts per user: a uid of
-  its own gives each run its own process budget and lets us kill every process the run left
-  behind, even ones that left the process group with ``setsid``. Where that uid cannot
-  exist (a user namespace that maps few ids) it falls back to ``nobody``. Not as root, it
-  stays the caller's user and ``RLIMIT_NPROC`` is raised by the caller's process count.
-* **interpreter**: the caller's ``sys.executable`` if the sandbox user can run it, else a
-  system ``python3`` it can (here root's pyenv lives under ``/root``, mode 0700, so the
-  sandbox user runs ``/usr/bin/python3``). What the program can import is that
-  interpreter's.
+The child is :mod:`.sandbox_launcher` run as a script: it confines itself (network
+namespace or a socket guard, a per-run uid as root, resource limits) and then execs the
+sandboxed interpreter. :func:`network_isolation` says which network isolation this machine
+gets; every :class:`SandboxResult` records the one it got.
 
 Output goes to unlinked temporary files, not pipes: ``communicate()`` would hold all of a
 program's output in the harness's memory, and a grandchild holding a pipe open would keep it
@@ -38,7 +20,7 @@ Deliberately not done: no cgroups, so memory is limited per process (worst case
 ``max_processes × memory_mb``); no mount namespace, so world-writable places (``/tmp``,
 ``/dev/shm``) stay writable, each file capped at ``file_size_mb``; no seccomp. This contains
 careless and mildly hostile programs; it is not a defence against kernel exploits. Linux
-only.
+only. This module supervises and cleans up; how the child confines itself is the launcher's.
 """
 
 from __future__ import annotations
@@ -47,7 +29,6 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import secrets
 import select
 import shutil
@@ -56,10 +37,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Literal
+
+from smallfirst.evals import sandbox_launcher
+from smallfirst.evals.sandbox_launcher import PROGRAM_NAME, live_pids_of, owner
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "OUTPUT_LIMIT_BYTES",
+    "Limits",
+    "NetworkIsolation",
+    "SandboxResult",
+    "SandboxStatus",
+    "network_isolation",
+    "run_python",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,42 +66,7 @@ OUTPUT_LIMIT_BYTES = 4096  # kept of each of stdout and stderr: the start and th
 # and below 2**31 so nothing that treats uid_t as signed is confused.
 _SANDBOX_UID_FIRST = 1_700_000_000
 _SANDBOX_UID_COUNT = 100_000_000
-_NOBODY = 65534
-
-_CLONE_NEWUSER = 0x10000000
-_CLONE_NEWNET = 0x40000000
-
-_PROGRAM_NAME = "program.py"
 _MEMORY_MARKERS = ("MemoryError", "Cannot allocate memory", "out of memory")
-
-# Run by the sandboxed interpreter (``-c``) before the program when no network namespace
-# could be had. It only has to stop a program that is not trying to get around it; a
-# determined one could (ctypes, the original class on the MRO), which is why netns is
-# preferred. Name lookups are refused too: the C resolver talks to DNS without Python's
-# socket class.
-_SOCKET_GUARD = """\
-import runpy, socket, sys, _socket
-
-def _refuse(*args, **kwargs):
-    raise PermissionError(13, "network access is disabled in the sandbox")
-
-class _GuardedSocket(socket.socket):
-    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
-        # AF_UNIX and adopted descriptors only: asyncio's self-pipe uses socketpair().
-        if fileno is None and family != socket.AF_UNIX:
-            _refuse()
-        super().__init__(family, type, proto, fileno)
-
-for _module in (socket, _socket):
-    _module.socket = _module.SocketType = _GuardedSocket
-    for _name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr"):
-        setattr(_module, _name, _refuse)
-socket.create_connection = socket.create_server = _refuse
-del _module, _name, _GuardedSocket
-_path = sys.argv[1]
-sys.argv[:] = sys.argv[1:]
-runpy.run_path(_path, run_name="__main__")
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +116,6 @@ def network_isolation() -> NetworkIsolation:
     return run_python("pass", Limits(timeout_s=30.0)).network
 
 
-# --- the caller's side -------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
 class _Report:
     """What the launcher wrote to the status pipe before exec (or instead of it)."""
@@ -174,7 +130,7 @@ def _run(program: str, limits: Limits, *, allow_netns: bool) -> SandboxResult:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="smallfirst-sandbox-"))
     try:
-        program_path = workdir / _PROGRAM_NAME
+        program_path = workdir / PROGRAM_NAME
         program_path.write_text(program, encoding="utf-8")
         program_path.chmod(0o644)  # the sandbox user reads it; root owns it
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -194,14 +150,7 @@ def _supervise(
 ) -> SandboxResult:
     uid = _SANDBOX_UID_FIRST + secrets.randbelow(_SANDBOX_UID_COUNT)
     status_r, status_w = os.pipe()
-    config = {
-        "status_fd": status_w,
-        "uid": uid,
-        "allow_netns": allow_netns,
-        "pythons": _interpreters(),
-        "limits": asdict(limits),
-    }
-    command = [sys.executable, "-I", "-S", "-B", str(Path(__file__).resolve()), json.dumps(config)]
+    command = _launcher_command(status_w, uid, limits, allow_netns=allow_netns)
     try:
         try:
             proc = subprocess.Popen(
@@ -257,6 +206,19 @@ def _supervise(
         stderr=stderr,
         network=report.network,
     )
+
+
+def _launcher_command(status_fd: int, uid: int, limits: Limits, *, allow_netns: bool) -> list[str]:
+    """The launcher's command line: the caller's interpreter, standard library only."""
+    config = {
+        "status_fd": status_fd,
+        "uid": uid,
+        "allow_netns": allow_netns,
+        "pythons": _interpreters(),
+        "limits": asdict(limits),
+    }
+    launcher = str(Path(sandbox_launcher.__file__).resolve())
+    return [sys.executable, "-I", "-S", "-B", launcher, json.dumps(config)]
 
 
 def _status(exit_code: int, *, timed_out: bool, report: _Report, stderr: str) -> SandboxStatus:
@@ -339,7 +301,7 @@ def _kill_group(pgid: int) -> None:
 def _kill_user_processes(uid: int) -> None:
     """SIGKILL every live process of ``uid`` until none is left: a fork bomb may still fork."""
     for _round in range(200):
-        pids = list(_live_pids_of(uid))
+        pids = list(live_pids_of(uid))
         if not pids:
             return
         for pid in pids:
@@ -355,37 +317,18 @@ def _kill_if_owned(pid: int, uid: int) -> None:
         return
     except (AttributeError, OSError):
         # No pidfd: a pid could in principle be reused between the check and the kill.
-        if _owner(pid) == uid:
+        if owner(pid) == uid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         return
     try:
         # Checked after pinning the process: if the pid was reused before pidfd_open, we
         # check (and signal) the new process, never an unrelated one by mistake.
-        if _owner(pid) == uid:
+        if owner(pid) == uid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     finally:
         os.close(pidfd)
-
-
-def _owner(pid: int) -> int | None:
-    """The real uid of a live (not zombie) process, or None."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    state = fields.get("State", "").split()
-    if not state or state[0] in ("Z", "X"):
-        return None  # a zombie holds nothing and cannot be killed again
-    return int(fields["Uid"].split()[0])
-
-
-def _live_pids_of(uid: int) -> Iterator[int]:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _owner(int(entry.name)) == uid:
-            yield int(entry.name)
 
 
 def _read_report(status_r: int) -> _Report:
@@ -436,101 +379,3 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     if path.exists():
         log.warning("could not remove sandbox directory %s", path)
-
-
-# --- the launcher, in the child: this file run as a script ---------------------------------
-
-
-def _launch(argv: list[str]) -> int:
-    """Confine this process, then exec the sandboxed interpreter on the program.
-
-    Runs as the caller's user in the new session, cwd the temp directory, with the caller's
-    interpreter under ``-I -S``: only the standard library is imported. Writes one JSON line
-    to the status pipe just before exec (and one with ``error`` if anything fails).
-    """
-    config: dict[str, Any] = json.loads(argv[0])
-    status_fd = int(config["status_fd"])
-    os.set_inheritable(status_fd, False)  # closed by exec: the program never sees it
-    try:
-        limits = Limits(**config["limits"])
-        network: NetworkIsolation = "socket-guard"
-        uid = os.getuid()
-        if os.geteuid() == 0:
-            # Before dropping root: a new network namespace needs CAP_SYS_ADMIN.
-            if config["allow_netns"] and _unshare(_CLONE_NEWNET):
-                network = "netns"
-            uid = _drop_privileges(int(config["uid"]))
-        if (
-            network != "netns"
-            and config["allow_netns"]
-            and _unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
-        ):
-            network = "netns"
-        python = next((p for p in config["pythons"] if os.access(p, os.X_OK)), None)
-        if python is None:
-            raise OSError(f"the sandbox user can run none of {config['pythons']}")
-        max_processes = limits.max_processes
-        if uid != config["uid"]:
-            # A shared user: RLIMIT_NPROC counts all its processes, not just this run's.
-            max_processes += sum(1 for _pid in _live_pids_of(uid))
-        _set_limits(limits, max_processes)
-        args = [python, "-I", "-B", "-X", "utf8"]
-        if network == "socket-guard":
-            args += ["-c", _SOCKET_GUARD]
-        args.append(_PROGRAM_NAME)
-        ok = {"network": network, "uid": uid, "python": python}
-        os.write(status_fd, (json.dumps(ok) + "\n").encode())
-        os.execv(python, args)
-    except BaseException as exc:  # report anything, even SystemExit, rather than vanish
-        error = {"error": f"{type(exc).__name__}: {exc}"}
-        os.write(status_fd, (json.dumps(error) + "\n").encode())
-    return 127
-
-
-def _unshare(flags: int) -> bool:
-    unshare = getattr(os, "unshare", None)  # Python 3.12+
-    if unshare is not None:
-        try:
-            unshare(flags)
-        except OSError:
-            return False
-        return True
-    import ctypes  # here: only the launcher needs it, and only before Python 3.12
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    return int(libc.unshare(ctypes.c_int(flags))) == 0
-
-
-def _drop_privileges(uid: int) -> int:
-    """As root, become ``uid`` (or nobody, if ``uid`` cannot exist here) and own the cwd."""
-    for candidate in (uid, _NOBODY):
-        try:
-            os.chown(".", candidate, candidate)  # the temp dir: the sandbox may write there
-            os.setgroups([])
-            os.setgid(candidate)
-            os.setuid(candidate)  # real, effective and saved: for good
-        except OSError:
-            continue
-        return candidate
-    raise PermissionError("could not drop root privileges")
-
-
-def _set_limits(limits: Limits, max_processes: int) -> None:
-    mib = 1024 * 1024
-    wanted = (
-        (resource.RLIMIT_CPU, limits.cpu_s, limits.cpu_s + 1),
-        (resource.RLIMIT_AS, limits.memory_mb * mib, limits.memory_mb * mib),
-        (resource.RLIMIT_NPROC, max_processes, max_processes),
-        (resource.RLIMIT_FSIZE, limits.file_size_mb * mib, limits.file_size_mb * mib),
-        (resource.RLIMIT_NOFILE, limits.open_files, limits.open_files),
-        (resource.RLIMIT_CORE, 0, 0),  # no core files in the temp dir
-    )
-    for which, soft, hard in wanted:
-        _soft_now, hard_now = resource.getrlimit(which)
-        if hard_now != resource.RLIM_INFINITY:
-            hard = min(hard, hard_now)  # a non-root process may only lower its hard limit
-        resource.setrlimit(which, (min(soft, hard), hard))
-
-
-if __name__ == "__main__":
-    sys.exit(_launch(sys.argv[1:]))

@@ -26,6 +26,7 @@ import secrets
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 
+from smallfirst.errors import EvaluationError
 from smallfirst.evals.items import Item, Score
 from smallfirst.evals.sandbox import DEFAULT_LIMITS, Limits, run_python
 
@@ -57,7 +58,7 @@ def score(item: Item, output: str, limits: Limits | None = None) -> Score:
     }
     scorer = scorers.get(item.scorer)
     if scorer is None:
-        raise ValueError(f"unknown scorer {item.scorer!r} for item {item.item_id}")
+        raise EvaluationError(f"unknown scorer {item.scorer!r} for item {item.item_id}")
     return scorer(item, output)
 
 

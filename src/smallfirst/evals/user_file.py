@@ -16,7 +16,8 @@ lines that do not name one, and without either it is ``exact``. A choice answer 
 within the choices; a math answer must parse as a number (commas are dropped). Unknown keys
 and malformed lines are errors naming the file and line number.
 
-This module parses and checks the file; it does not score answers or run models.
+This module parses and checks the file, afresh on every call (nothing is cached, so a file
+edited between runs is read as it is now); it does not score answers or run models.
 """
 
 from __future__ import annotations
@@ -26,16 +27,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, cast
 
-from smallfirst.evals.benchmarks import (
-    LETTERS,
-    ROLES,
-    SCORERS,
-    BenchmarkError,
-    parse_number,
-    user_turn,
-)
+from smallfirst.errors import BenchmarkError
+from smallfirst.evals.formats import LETTERS, ROLES, SCORERS, parse_number, user_turn
 from smallfirst.evals.items import Item, ScorerName
 from smallfirst.types import Message
+
+__all__ = ["load_jsonl", "parse_jsonl_name"]
 
 _JSONL_KEYS: Final = frozenset(
     {"id", "prompt", "messages", "answer", "scorer", "choices", "tests", "entry_point"}

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from smallfirst.errors import ConfigError
 from smallfirst.metering.codecarbon_data import codecarbon_data_file, codecarbon_version
 
 WORLD_AVERAGE_G_PER_KWH = 475.0  # carbon_intensity_per_source.json world_average (IEA 2019)
@@ -69,14 +70,14 @@ def _world_average() -> GridIntensity:
     return GridIntensity(g_per_kwh=g_per_kwh, country=None, source=source)
 
 
-def _unknown(given: str) -> ValueError:
+def _unknown(given: str) -> ConfigError:
     hint = ""
     by_name = {name.lower(): code for code, name in known_countries().items()}
     if given.strip().lower() in by_name:
         hint = f" (did you mean {by_name[given.strip().lower()]}?)"
     elif len(given.strip()) == 2:
         hint = " (two-letter codes are not accepted: use the three-letter one, e.g. FRA not FR)"
-    return ValueError(
+    return ConfigError(
         f"unknown country code {given!r}{hint}: give an ISO 3166-1 alpha-3 code that "
         "codecarbon's global_energy_mix.json has a figure for; "
         "smallfirst.metering.carbon.known_countries() lists them, "

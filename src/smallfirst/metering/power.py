@@ -46,6 +46,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from smallfirst.errors import ConfigError
 from smallfirst.metering.codecarbon_data import codecarbon_data_file, codecarbon_version
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,7 @@ def cpu_power(
 
     if watts_per_thread is not None:
         if not (math.isfinite(watts_per_thread) and watts_per_thread > 0):
-            raise ValueError(f"watts_per_thread must be a positive number, not {watts_per_thread}")
+            raise ConfigError(f"watts_per_thread must be a positive number, not {watts_per_thread}")
         return result(watts_per_thread, f"configured {watts_per_thread:g} W per thread")
     if row is None:
         why = f"CPU {model!r} not in {table_name}" if model else "CPU model unknown"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from smallfirst.catalog import Catalog
 from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.llama import LlamaEngine
+from smallfirst.errors import EvaluationError, UnknownModelError
 from smallfirst.metering.meter import Accountant, EstimateConstants, local_energy
 from smallfirst.metering.pricing import Profile
 from smallfirst.settings import Settings
@@ -63,7 +64,7 @@ def profile_model(
     spec = catalog.get(name)
     path = catalog.file_path(spec)
     if spec.is_remote or path is None or not catalog.is_installed(spec):
-        raise ValueError(f"{name} is not an installed local model")
+        raise UnknownModelError(name, f"{name} is not an installed local model")
     engine = LlamaEngine(spec, path, settings)
     engine.load()
     words = max(1, prefill_tokens * 3 // 4 // len(PREFILL_TEXT.split()))
@@ -92,13 +93,13 @@ def profile_model(
         for i in range(repeats * 3):
             if len(per_out) == repeats:
                 break
-            name = STORY_NAMES[i % len(STORY_NAMES)]
+            keeper = STORY_NAMES[i % len(STORY_NAMES)]
             j, usage, method = await _run(
                 engine,
                 accountant,
                 constants,
                 request(
-                    f"Write a long story about a lighthouse keeper named {name}.", decode_tokens
+                    f"Write a long story about a lighthouse keeper named {keeper}.", decode_tokens
                 ),
             )
             if usage.completion_tokens < decode_tokens // 4:
@@ -109,7 +110,9 @@ def profile_model(
                     f"decode {len(per_out)}/{repeats}: {usage.completion_tokens} tokens, {j:.2f} J"
                 )
         if not per_out:
-            raise ValueError(f"{name}: the model never produced a long enough answer to profile")
+            raise EvaluationError(
+                f"{name}: the model never produced a long enough answer to profile"
+            )
         return per_in, per_out, method
 
     try:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from smallfirst.catalog import Catalog, ModelSpec, Remote, UnknownModelError
+from smallfirst.catalog import Catalog, ModelSpec, Remote
+from smallfirst.errors import ConfigError, UnknownModelError
 from smallfirst.metering.meter import (
     Accountant,
     Energy,
@@ -95,7 +96,7 @@ class Metering:
                 reference = catalog.get(settings.reference_model)
             except UnknownModelError:
                 if settings.reference_model not in prices:
-                    raise ValueError(
+                    raise ConfigError(
                         f"reference_model {settings.reference_model!r} is neither a catalog "
                         "model nor a priced hosted model"
                     ) from None
