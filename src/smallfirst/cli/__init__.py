@@ -33,6 +33,7 @@ from smallfirst.cli.models import (
 )
 from smallfirst.cli.router import add_parser as add_router_parser
 from smallfirst.cli.usage import cmd_usage
+from smallfirst.errors import ConfigError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -47,7 +48,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         default_model=args.default_model,
         n_threads=args.threads,
     )
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        raise SystemExit(f"smallfirst: {exc}") from None
     url = f"http://{settings.host}:{settings.port}"
     print(
         f"smallfirst {__version__} serving {', '.join(app.state.pool.available()) or 'no models'}"
