@@ -83,6 +83,55 @@ def measure(artifact: Any, heldout: Any) -> dict[str, dict[str, float | None]]:
     return out
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    from smallfirst.routing.data import split
+    from smallfirst.routing.train import train
+
+    args = parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    run = script.start(
+        "calibration_check", "Calibration on held-out items, per benchmark against on the mix", args
+    )
+    table = load_table(args.results)
+    runs: list[dict[str, Any]] = []
+    for seed in seeds:
+        artifact, _ = train(table, seed=seed, l2=args.l2, spend_l2=args.spend_l2)
+        parts = split(table, artifact.heldout_fraction, seed)
+        heldout = table.take(parts.heldout)
+        for way, art in zip(WAYS, (artifact, on_the_mix(artifact)), strict=True):
+            for policy, figures in measure(art, heldout).items():
+                runs.append({"seed": seed, "way": way, "policy": policy, **figures})
+                print(
+                    f"seed {seed} {way:13s} {policy:18s} quality {figures['quality_ratio']:.3f}"
+                    f" worst benchmark {figures['worst_benchmark_ratio']:.3f}"
+                    f" energy {figures['energy_fraction']:.3f}",
+                    file=sys.stderr,
+                )
+    summary, rows = summarize_runs(runs)
+    run.finish(
+        {
+            "seeds": seeds,
+            "l2": args.l2,
+            "spend_l2": args.spend_l2,
+            "results": str(args.results),
+            "summary": summary,
+            "runs": runs,
+        },
+        headers=HEADERS,
+        rows=rows,
+        notes=[
+            f"{len(seeds)} seeded splits (75% train / 25% held out, grouped by prompt, "
+            f"stratified by benchmark) of `{args.results.name}`; L2 {args.l2:g}, spend L2 "
+            f"{args.spend_l2:g}.",
+            "per benchmark: every benchmark of the training split keeps the target (what "
+            "smallfirst does); mix: the training mix as a whole does (RouteLLM's way).",
+            "Energy is the CPU-time estimate (method `estimated`) of the baseline run.",
+        ],
+        title="Calibrated quality targets on held-out items (predictive router)",
+    )
+    return 0
+
+
 HEADERS = (
     "policy",
     "calibrated",
@@ -134,55 +183,6 @@ def summarize_runs(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
                 ]
             )
     return summary, rows
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from smallfirst.routing.data import split
-    from smallfirst.routing.train import train
-
-    args = parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    run = script.start(
-        "calibration_check", "Calibration on held-out items, per benchmark against on the mix", args
-    )
-    table = load_table(args.results)
-    runs: list[dict[str, Any]] = []
-    for seed in seeds:
-        artifact, _ = train(table, seed=seed, l2=args.l2, spend_l2=args.spend_l2)
-        parts = split(table, artifact.heldout_fraction, seed)
-        heldout = table.take(parts.heldout)
-        for way, art in zip(WAYS, (artifact, on_the_mix(artifact)), strict=True):
-            for policy, figures in measure(art, heldout).items():
-                runs.append({"seed": seed, "way": way, "policy": policy, **figures})
-                print(
-                    f"seed {seed} {way:13s} {policy:18s} quality {figures['quality_ratio']:.3f}"
-                    f" worst benchmark {figures['worst_benchmark_ratio']:.3f}"
-                    f" energy {figures['energy_fraction']:.3f}",
-                    file=sys.stderr,
-                )
-    summary, rows = summarize_runs(runs)
-    run.finish(
-        {
-            "seeds": seeds,
-            "l2": args.l2,
-            "spend_l2": args.spend_l2,
-            "results": str(args.results),
-            "summary": summary,
-            "runs": runs,
-        },
-        headers=HEADERS,
-        rows=rows,
-        notes=[
-            f"{len(seeds)} seeded splits (75% train / 25% held out, grouped by prompt, "
-            f"stratified by benchmark) of `{args.results.name}`; L2 {args.l2:g}, spend L2 "
-            f"{args.spend_l2:g}.",
-            "per benchmark: every benchmark of the training split keeps the target (what "
-            "smallfirst does); mix: the training mix as a whole does (RouteLLM's way).",
-            "Energy is the CPU-time estimate (method `estimated`) of the baseline run.",
-        ],
-        title="Calibrated quality targets on held-out items (predictive router)",
-    )
-    return 0
 
 
 if __name__ == "__main__":

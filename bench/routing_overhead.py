@@ -85,6 +85,62 @@ def stats_us(values_ns: Sequence[int]) -> dict[str, float]:
     return summarize([v / 1000 for v in values_ns], unit="us", digits=2)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = script.start(
+        "routing_overhead", "routing overhead: predictive.decide() on real prompts", args
+    )
+
+    from smallfirst.routing import artifact as ra
+    from smallfirst.routing.features import prompt_features, prompt_text
+    from smallfirst.settings import load_settings
+
+    settings = load_settings(None, data_dir=args.data_dir)
+    prompts = load_prompts(settings, args.per_benchmark, args.seed)
+    everything = [m for ms in prompts.values() for m in ms]
+    fitted = ra.load(args.router) if args.router else ra.load_latest(settings.data_dir)
+    if fitted is not None:
+        router = fitted.router("predictive")
+        candidates = list(fitted.candidates)
+        source = f"fitted {fitted.created_at} on runs {', '.join(fitted.training_run_ids)}"
+    else:
+        router, candidates, source = stand_in_router(everything)
+    print(f"   router: {source}; {len(everything)} prompts", flush=True)
+
+    features_ns, decide_ns = time_calls(
+        router, candidates, prompts, prompt_features, args.repeats, args.seed
+    )
+    per_benchmark, rows = tabulate(prompts, features_ns, decide_ns, prompt_text)
+    overall_p50_ms = per_benchmark["all"]["decide"]["p50_us"] / 1000
+    verdict = "meets" if overall_p50_ms <= TARGET_P50_MS else "MISSES"
+    result = {
+        "router": source,
+        "candidates": [cand.name for cand in candidates],
+        "repeats": args.repeats,
+        "per_benchmark_prompts": args.per_benchmark,
+        "target_p50_ms": TARGET_P50_MS,
+        "decide_p50_ms": overall_p50_ms,
+        "meets_target": overall_p50_ms <= TARGET_P50_MS,
+        "results": per_benchmark,
+    }
+    run.finish(
+        result,
+        headers=HEADERS,
+        rows=rows,
+        verdicts=[
+            f"predictive.decide() p50 {overall_p50_ms:.3f} ms: {verdict} the "
+            f"{TARGET_P50_MS:g} ms target"
+        ],
+        notes=[
+            f"router: {source}",
+            f"{args.repeats} timings per prompt, shuffled order, after one warm-up pass; "
+            "one thread, `time.perf_counter_ns`",
+        ],
+        title="Routing overhead: predictive.decide() on real benchmark prompts",
+    )
+    return 0
+
+
 def time_calls(
     router: Any,
     candidates: list[Any],
@@ -160,62 +216,6 @@ def tabulate(
             ]
         )
     return per_benchmark, rows
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    run = script.start(
-        "routing_overhead", "routing overhead: predictive.decide() on real prompts", args
-    )
-
-    from smallfirst.routing import artifact as ra
-    from smallfirst.routing.features import prompt_features, prompt_text
-    from smallfirst.settings import load_settings
-
-    settings = load_settings(None, data_dir=args.data_dir)
-    prompts = load_prompts(settings, args.per_benchmark, args.seed)
-    everything = [m for ms in prompts.values() for m in ms]
-    fitted = ra.load(args.router) if args.router else ra.load_latest(settings.data_dir)
-    if fitted is not None:
-        router = fitted.router("predictive")
-        candidates = list(fitted.candidates)
-        source = f"fitted {fitted.created_at} on runs {', '.join(fitted.training_run_ids)}"
-    else:
-        router, candidates, source = stand_in_router(everything)
-    print(f"   router: {source}; {len(everything)} prompts", flush=True)
-
-    features_ns, decide_ns = time_calls(
-        router, candidates, prompts, prompt_features, args.repeats, args.seed
-    )
-    per_benchmark, rows = tabulate(prompts, features_ns, decide_ns, prompt_text)
-    overall_p50_ms = per_benchmark["all"]["decide"]["p50_us"] / 1000
-    verdict = "meets" if overall_p50_ms <= TARGET_P50_MS else "MISSES"
-    result = {
-        "router": source,
-        "candidates": [cand.name for cand in candidates],
-        "repeats": args.repeats,
-        "per_benchmark_prompts": args.per_benchmark,
-        "target_p50_ms": TARGET_P50_MS,
-        "decide_p50_ms": overall_p50_ms,
-        "meets_target": overall_p50_ms <= TARGET_P50_MS,
-        "results": per_benchmark,
-    }
-    run.finish(
-        result,
-        headers=HEADERS,
-        rows=rows,
-        verdicts=[
-            f"predictive.decide() p50 {overall_p50_ms:.3f} ms: {verdict} the "
-            f"{TARGET_P50_MS:g} ms target"
-        ],
-        notes=[
-            f"router: {source}",
-            f"{args.repeats} timings per prompt, shuffled order, after one warm-up pass; "
-            "one thread, `time.perf_counter_ns`",
-        ],
-        title="Routing overhead: predictive.decide() on real benchmark prompts",
-    )
-    return 0
 
 
 if __name__ == "__main__":
