@@ -46,6 +46,7 @@ fmt: install
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
+# The serving benchmarks (results in bench/results/serving/); bench/README.md lists the others.
 bench: models
 	$(BIN)/python bench/gateway_vs_raw.py
 	$(BIN)/python bench/vs_llama_server.py

@@ -22,22 +22,24 @@ import argparse
 import dataclasses
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import _common as c
+from harness import script
+from harness.results import results_dir
 
-DEFAULT_RESULTS = c.REPO_DIR / "bench/results/evals/baseline.jsonl.gz"
+DEFAULT_RESULTS = results_dir("evals") / "baseline.jsonl.gz"
 TARGETS = (0.9, 0.95)
 WAYS = ("per benchmark", "mix")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = script.parser(__doc__, area="routing")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="exported results")
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated split seeds")
-    p.add_argument("--l2", type=float, default=1.0)
-    p.add_argument("--spend-l2", type=float, default=100.0)
+    p.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the quality models")
+    p.add_argument("--spend-l2", type=float, default=100.0, help="L2 penalty of the spend model")
     return p.parse_args(argv)
 
 
@@ -81,14 +83,15 @@ def measure(artifact: Any, heldout: Any) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from smallfirst.routing.data import split
     from smallfirst.routing.train import train
 
     args = parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    machine = c.machine_info()
-    c.print_header("Calibration on held-out items, per benchmark against on the mix", machine)
+    run = script.start(
+        "calibration_check", "Calibration on held-out items, per benchmark against on the mix", args
+    )
     table = load_table(args.results)
     runs: list[dict[str, Any]] = []
     for seed in seeds:
@@ -104,6 +107,45 @@ def main(argv: list[str] | None = None) -> int:
                     f" energy {figures['energy_fraction']:.3f}",
                     file=sys.stderr,
                 )
+    summary, rows = summarize_runs(runs)
+    run.finish(
+        {
+            "seeds": seeds,
+            "l2": args.l2,
+            "spend_l2": args.spend_l2,
+            "results": str(args.results),
+            "summary": summary,
+            "runs": runs,
+        },
+        headers=HEADERS,
+        rows=rows,
+        notes=[
+            f"{len(seeds)} seeded splits (75% train / 25% held out, grouped by prompt, "
+            f"stratified by benchmark) of `{args.results.name}`; L2 {args.l2:g}, spend L2 "
+            f"{args.spend_l2:g}.",
+            "per benchmark: every benchmark of the training split keeps the target (what "
+            "smallfirst does); mix: the training mix as a whole does (RouteLLM's way).",
+            "Energy is the CPU-time estimate (method `estimated`) of the baseline run.",
+        ],
+        title="Calibrated quality targets on held-out items (predictive router)",
+    )
+    return 0
+
+
+HEADERS = (
+    "policy",
+    "calibrated",
+    "target met (mix)",
+    "met on every benchmark",
+    "quality vs reference (mean)",
+    "(min)",
+    "worst benchmark (mean)",
+    "energy vs reference (mean)",
+)
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Per policy and way of calibrating, over the splits: the summary and the table rows."""
     rows = []
     summary = []
     for target in (*TARGETS, 1.0):
@@ -140,42 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{100 * entry['energy_fraction_mean']:.1f}%",
                 ]
             )
-    headers = [
-        "policy",
-        "calibrated",
-        "target met (mix)",
-        "met on every benchmark",
-        "quality vs reference (mean)",
-        "(min)",
-        "worst benchmark (mean)",
-        "energy vs reference (mean)",
-    ]
-    print(c.text_table(headers, rows))
-    c.write_results(
-        "calibration_check",
-        {
-            "machine": machine,
-            "seeds": seeds,
-            "l2": args.l2,
-            "spend_l2": args.spend_l2,
-            "results": str(args.results),
-            "summary": summary,
-            "runs": runs,
-        },
-        title="Calibrated quality targets on held-out items (predictive router)",
-        headers=headers,
-        rows=rows,
-        notes=[
-            f"{len(seeds)} seeded splits (75% train / 25% held out, grouped by prompt, "
-            f"stratified by benchmark) of `{args.results.name}`; L2 {args.l2:g}, spend L2 "
-            f"{args.spend_l2:g}.",
-            "per benchmark: every benchmark of the training split keeps the target (what "
-            "smallfirst does); mix: the training mix as a whole does (RouteLLM's way).",
-            "Energy is the CPU-time estimate (method `estimated`) of the baseline run.",
-        ],
-        out_dir=c.RESULTS_DIR / "routing",
-    )
-    return 0
+    return summary, rows
 
 
 if __name__ == "__main__":

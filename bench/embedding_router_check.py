@@ -1,9 +1,9 @@
 """Would a ladder model's embedding of the prompt let the router tell easy items from hard?
 
 The packaged router reads cheap text features, and within a benchmark they barely separate
-the reference model's right answers from its wrong ones (held-out ROC AUC 0.46-0.62): that
-is what limits APGR. The issue suggests embeddings from a ladder model through llama.cpp.
-This script measures what they would buy before anything is built into the router: the same
+the reference model's right answers from its wrong ones: that is what limits APGR. A ladder
+model's embedding through llama.cpp might separate them better. This script measures what
+it would buy before anything is built into the router: the same
 split, the same trainer and the same held-out evaluation, once with the cheap features and
 once with the cheap features plus a PCA of the embedding, side by side.
 
@@ -15,8 +15,8 @@ stopped run resumes.
 
     .venv/bin/python bench/embedding_router_check.py [--embedder MODEL] [--dims 64]
 
-Writes ``bench/results/routing/embedding_router_check-<stamp>.{md,json}``. This is a
-measurement, not a feature: the router does not embed anything.
+Writes ``bench/results/routing/embedding_router_check-<stamp>.{md,json}``; the figures are in
+bench/README.md. A measurement, not a feature: the router does not embed anything.
 """
 
 from __future__ import annotations
@@ -25,21 +25,26 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
-import _common as c
+from harness import script
+from harness.gateway import LADDER_DEFAULT, model_path
+from harness.results import results_dir
+from harness.stats import fmt
 
-DEFAULT_RESULTS = c.REPO_DIR / "bench/results/evals/baseline.jsonl.gz"
+DEFAULT_RESULTS = results_dir("evals") / "baseline.jsonl.gz"
 MAX_CHARS = 2000  # the head of a long message is enough to say what it is about
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = script.parser(__doc__, area="routing")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="exported results")
-    p.add_argument("--embedder", default=c.LADDER_DEFAULT[0], help="catalog model that embeds")
+    p.add_argument("--embedder", default=LADDER_DEFAULT[0], help="catalog model that embeds")
     p.add_argument("--dims", type=int, default=64, help="principal components kept")
     p.add_argument("--seed", type=int, default=0, help="the split's seed")
     return p.parse_args(argv)
@@ -61,7 +66,7 @@ def embed_all(texts: dict[str, str], model: str, cache: Path) -> dict[str, np.nd
     todo = [k for k in texts if k not in done]
     if todo:
         llm = llama_cpp.Llama(
-            str(c.model_path(model)),
+            str(model_path(model)),
             embedding=True,
             pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
             n_ctx=1024,
@@ -75,7 +80,7 @@ def embed_all(texts: dict[str, str], model: str, cache: Path) -> dict[str, np.nd
             done[key] = vector / (np.linalg.norm(vector) or 1.0)
             if n % 200 == 0 or n == len(todo):
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(cache, **done)
+                np.savez(cache, **done)  # type: ignore[arg-type]  # the stub lets **kwds fill allow_pickle
                 rate = n / (time.perf_counter() - started)
                 print(f"embedded {n}/{len(todo)} ({rate:.1f}/s)", file=sys.stderr, flush=True)
     return done
@@ -106,7 +111,7 @@ def summarise(evaluation: Any) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from smallfirst.routing import strategies
     from smallfirst.routing.data import build_table, load_prompts, split
     from smallfirst.routing.train import DEFAULT_HELDOUT, train
@@ -114,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     from smallfirst.store.eval_results import read_export
 
     args = parse_args(argv)
-    machine = c.machine_info()
-    c.print_header(f"Cheap features against cheap + {args.embedder} embedding", machine)
+    run = script.start(
+        "embedding_router_check", f"Cheap features against cheap + {args.embedder} embedding", args
+    )
     settings = load_settings()
     results = list(read_export(args.results))
     prompts = load_prompts({r.benchmark for r in results}, settings)
@@ -138,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         ("cheap features", table),
         (f"+ {args.embedder} embedding ({args.dims} dims)", widened),
     ):
+        print(f"training on {name}", file=sys.stderr, flush=True)
         # The routers check their width against the prompt featurizer's, which this
         # measurement widens on purpose; the check guards saved artifacts, not this.
-        strategies.N_PROMPT_FEATURES = data.features.shape[1]
-        print(f"training on {name}", file=sys.stderr, flush=True)
-        _, evaluation = train(data, seed=args.seed)
+        with mock.patch.object(strategies, "N_PROMPT_FEATURES", data.features.shape[1]):
+            _, evaluation = train(data, seed=args.seed)
         runs[name] = summarise(evaluation)
 
     reference = table.models[-1]
@@ -155,17 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             [
                 name,
-                c.fmt(r["apgr_energy"], 3),
+                fmt(r["apgr_energy"], 3),
                 f"{100 * r['auto_quality_ratio']:.1f}%",
                 f"{100 * r['auto_energy_fraction']:.1f}%",
-                *[c.fmt(r["auc"][b].get(reference), 2) for b in benchmarks],
+                *[fmt(r["auc"][b].get(reference), 2) for b in benchmarks],
             ]
         )
-    print(c.text_table(headers, rows))
-    c.write_results(
-        "embedding_router_check",
+    run.finish(
         {
-            "machine": machine,
             "results": str(args.results),
             "embedder": args.embedder,
             "dims": args.dims,
@@ -174,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
             "embed_s": embed_s,
             "runs": runs,
         },
-        title=f"Does a {args.embedder} embedding help the router? (held-out, same split)",
         headers=headers,
         rows=rows,
         notes=[
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             "of the reference's.",
             f"Embedding time for items not yet cached: {embed_s:.0f} s.",
         ],
-        out_dir=c.RESULTS_DIR / "routing",
+        title=f"Does a {args.embedder} embedding help the router? (held-out, same split)",
     )
     return 0
 

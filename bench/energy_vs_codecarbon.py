@@ -16,15 +16,17 @@ and CodeCarbon's reported powers.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
 import time
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import _common as c
+from harness import script
+from harness.gateway import model_path
+from harness.machine import package_version
+from harness.stats import fmt
 from smallfirst.catalog import Catalog
 from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.llama import LlamaEngine
@@ -70,47 +72,25 @@ async def workload(
     return energy_j, cpu_s, wall_s, produced
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--tokens", type=int, default=256, help="max tokens per generation")
-    p.add_argument("--rounds", type=int, help="passes over the prompts (default 3; quick 1)")
-    p.add_argument("--measure-power-secs", type=float, default=1.0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", type=Path, default=c.RESULTS_DIR)
-    args = p.parse_args(argv)
-    rounds = args.rounds or (1 if args.quick else 3)
-    machine = c.machine_info()
-    c.print_header("energy: smallfirst estimate vs CodeCarbon (process mode)", machine)
-    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+def track(
+    engines: list[LlamaEngine], constants: EstimateConstants, tokens: int, rounds: int, secs: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The workload under both estimators at once: (smallfirst's figures, CodeCarbon's)."""
     from codecarbon import OfflineEmissionsTracker
 
-    settings = Settings(n_threads=args.threads)
-    catalog = Catalog(settings)
-    names = ["smollm2-135m-instruct"] + ([] if args.quick else ["qwen2.5-coder-0.5b-instruct"])
-    engines = []
-    for name in names:
-        spec = catalog.get(name)
-        engine = LlamaEngine(spec, c.model_path(name), settings)
-        engine.load()
-        engines.append(engine)
-    power = cpu_power(watts_per_thread=settings.watts_per_thread)
-    constants = EstimateConstants(power.watts_per_thread, power.ram_w, power.source)
     acc = Accountant()
-    # warm up outside both measurements
-    asyncio.run(workload(engines, acc, constants, 8, 1))
-
+    asyncio.run(workload(engines, acc, constants, 8, 1))  # warm up outside both measurements
     tracker = OfflineEmissionsTracker(
         country_iso_code="USA",
         tracking_mode="process",
-        measure_power_secs=args.measure_power_secs,
+        measure_power_secs=secs,
         save_to_file=False,
         log_level="error",
     )
     tracker.start()
     t0 = time.perf_counter()
     energy_j, cpu_s, wall_s, produced = asyncio.run(
-        workload(engines, acc, constants, args.tokens, rounds)
+        workload(engines, acc, constants, tokens, rounds)
     )
     duration_s = time.perf_counter() - t0
     tracker.stop()
@@ -135,69 +115,98 @@ def main(argv: list[str] | None = None) -> int:
         "watts_per_thread": constants.watts_per_thread,
         "ram_w": constants.ram_w,
         "constants_source": constants.source,
+        "tokens_produced": produced,
+        "duration_s": duration_s,
     }
-    ratio = energy_j / cc["energy_j"] if cc["energy_j"] else float("nan")
-    headers = ["estimator", "energy J", "CPU part J", "RAM part J", "J per output token"]
-    rows = [
-        [
-            "smallfirst (CPU-time estimate)",
-            c.fmt(energy_j, 1),
-            c.fmt(ours["cpu_energy_j"], 1),
-            c.fmt(ours["ram_energy_j"], 1),
-            c.fmt(energy_j / produced, 4),
-        ],
-        [
-            "CodeCarbon OfflineEmissionsTracker, process mode",
-            c.fmt(cc["energy_j"], 1),
-            c.fmt(cc["cpu_energy_j"], 1),
-            c.fmt(cc["ram_energy_j"], 1),
-            c.fmt(cc["energy_j"] / produced, 4),
-        ],
-        [
-            "ratio smallfirst / CodeCarbon",
-            c.fmt(ratio, 3),
-            c.fmt(ours["cpu_energy_j"] / cc["cpu_energy_j"], 3) if cc["cpu_energy_j"] else "-",
-            c.fmt(ours["ram_energy_j"] / cc["ram_energy_j"], 3) if cc["ram_energy_j"] else "-",
-            "",
-        ],
-    ]
-    print()
-    print(c.text_table(headers, rows))
+    return ours, cc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = script.parser(__doc__, area="metering", quick="SmolLM2 only, one round")
+    p.add_argument("--tokens", type=int, default=256, help="max tokens per generation")
+    p.add_argument("--rounds", type=int, help="passes over the prompts (default 3; quick 1)")
+    p.add_argument("--measure-power-secs", type=float, default=1.0, help="CodeCarbon's interval")
+    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
+    args = p.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 3)
+    run = script.start(
+        "energy_vs_codecarbon", "energy: smallfirst estimate vs CodeCarbon (process mode)", args
+    )
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    settings = Settings(n_threads=args.threads)
+    catalog = Catalog(settings)
+    names = ["smollm2-135m-instruct"] + ([] if args.quick else ["qwen2.5-coder-0.5b-instruct"])
+    engines = []
+    for name in names:
+        engine = LlamaEngine(catalog.get(name), model_path(name), settings)
+        engine.load()
+        engines.append(engine)
+    power = cpu_power(watts_per_thread=settings.watts_per_thread)
+    constants = EstimateConstants(power.watts_per_thread, power.ram_w, power.source)
+    try:
+        ours, cc = track(engines, constants, args.tokens, rounds, args.measure_power_secs)
+    finally:
+        for engine in engines:
+            engine.unload()
+    produced = ours.pop("tokens_produced")
+    duration_s = ours.pop("duration_s")
+    ratio = ours["energy_j"] / cc["energy_j"] if cc["energy_j"] else float("nan")
     notes = [
         f"workload: {len(engines)} model(s) ({', '.join(names)}) × {len(PROMPTS)} prompts × "
         f"{rounds} round(s), greedy, max {args.tokens} tokens; {produced} tokens produced in "
         f"{duration_s:.1f} s",
-        f"smallfirst: {cpu_s:.2f} CPU-s × {constants.watts_per_thread:g} W/thread + "
-        f"{wall_s:.2f} s active × {constants.ram_w:g} W RAM ({constants.source})",
-        f"CodeCarbon {c._version('codecarbon')}: CPU power {cc['cpu_power_w']:.2f} W, RAM power "
-        f"{cc['ram_power_w']:.2f} W (averages it reported), tracked {cc['duration_s']:.1f} s, "
-        f"cpu model seen: {cc['cpu_model']}",
+        f"smallfirst: {ours['cpu_s']:.2f} CPU-s × {constants.watts_per_thread:g} W/thread + "
+        f"{ours['active_wall_s']:.2f} s active × {constants.ram_w:g} W RAM ({constants.source})",
+        f"CodeCarbon {package_version('codecarbon')}: CPU power {cc['cpu_power_w']:.2f} W, RAM "
+        f"power {cc['ram_power_w']:.2f} W (averages it reported), tracked "
+        f"{cc['duration_s']:.1f} s, cpu model seen: {cc['cpu_model']}",
     ]
     result = {
-        "benchmark": "energy_vs_codecarbon",
-        "machine": machine,
-        "parameters": vars(args) | {"rounds": rounds, "models": names},
+        "parameters": {k: v for k, v in vars(args).items() if k != "out"}
+        | {"rounds": rounds, "models": names},
         "tokens_produced": produced,
         "duration_s": duration_s,
         "smallfirst": ours,
         "codecarbon": cc,
         "ratio_energy": ratio,
     }
-    paths = c.write_results(
-        "energy_vs_codecarbon",
+    run.finish(
         result,
-        title="Energy: smallfirst's estimate vs CodeCarbon",
-        headers=headers,
-        rows=rows,
+        headers=["estimator", "energy J", "CPU part J", "RAM part J", "J per output token"],
+        rows=table(ours, cc, produced, ratio),
         notes=notes,
-        quick=args.quick,
-        out_dir=args.out,
+        title="Energy: smallfirst's estimate vs CodeCarbon",
+        echo_notes=True,
     )
-    for engine in engines:
-        engine.unload()
-    print("\n  " + "\n  ".join(notes))
-    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def table(ours: dict[str, Any], cc: dict[str, Any], produced: int, ratio: float) -> list[list[str]]:
+    """One row per estimator and one of their ratios."""
+    energy_j = ours["energy_j"]
+    return [
+        [
+            "smallfirst (CPU-time estimate)",
+            fmt(energy_j, 1),
+            fmt(ours["cpu_energy_j"], 1),
+            fmt(ours["ram_energy_j"], 1),
+            fmt(energy_j / produced, 4),
+        ],
+        [
+            "CodeCarbon OfflineEmissionsTracker, process mode",
+            fmt(cc["energy_j"], 1),
+            fmt(cc["cpu_energy_j"], 1),
+            fmt(cc["ram_energy_j"], 1),
+            fmt(cc["energy_j"] / produced, 4),
+        ],
+        [
+            "ratio smallfirst / CodeCarbon",
+            fmt(ratio, 3),
+            fmt(ours["cpu_energy_j"] / cc["cpu_energy_j"], 3) if cc["cpu_energy_j"] else "-",
+            fmt(ours["ram_energy_j"] / cc["ram_energy_j"], 3) if cc["ram_energy_j"] else "-",
+            "",
+        ],
+    ]
 
 
 if __name__ == "__main__":

@@ -25,10 +25,15 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import _common as c
+from harness import PYTHON, script
+from harness.gateway import LADDER_DEFAULT, STORY_PROMPT, model_path, running_gateway
+from harness.procs import Child, scratch_dir
+from harness.sse import decode_rate, openai_client, stream_chat
+from harness.stats import fmt, median, ratio
 
 TARGET = 0.95
 RESULT_MARK = "RESULT "
@@ -101,7 +106,7 @@ def raw_worker(args: argparse.Namespace) -> None:
         "finish_reason": finish,
         "ttft_ms": round((first - start) * 1000, 3) if first is not None else None,
         "decode_s": round(last - first, 4) if first is not None and last is not None else None,
-        "decode_tps": round(c.decode_rate(tokens, first, last), 3),
+        "decode_tps": round(decode_rate(tokens, first, last), 3),
         "total_s": round(end - start, 4),
         "load_s": round(load_s, 3),
         "text": "".join(parts),
@@ -112,7 +117,7 @@ def raw_worker(args: argparse.Namespace) -> None:
 
 def run_raw(args: argparse.Namespace, path: Path, log_dir: Path, tag: str) -> dict[str, Any]:
     cmd = [
-        c.PYTHON,
+        PYTHON,
         str(Path(__file__).resolve()),
         "--raw-worker",
         "--model-path",
@@ -128,10 +133,10 @@ def run_raw(args: argparse.Namespace, path: Path, log_dir: Path, tag: str) -> di
         "--prompt",
         args.prompt,
     ]
-    with c.Child(
+    with Child(
         f"raw {tag}", cmd, log_path=log_dir / f"raw-{tag}.log", capture_stdout=True
     ) as child:
-        out = child.communicate(timeout=1800)
+        out = child.communicate(timeout_s=1800)
     for line in out.splitlines():
         if line.startswith(RESULT_MARK):
             result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
@@ -143,20 +148,22 @@ def run_raw(args: argparse.Namespace, path: Path, log_dir: Path, tag: str) -> di
 
 
 def bench_model(args: argparse.Namespace, name: str, log_dir: Path) -> dict[str, Any]:
-    path = c.model_path(name)
-    port = c.free_port()
-    config = c.write_gateway_config(log_dir / f"gateway-{name}.toml", {"n_ctx": args.n_ctx})
-    cmd = c.gateway_command(port=port, default_model=name, threads=args.threads, config=config)
+    path = model_path(name)
     messages = [{"role": "user", "content": args.prompt}]
     raw_runs: list[dict[str, Any]] = []
     gw_runs: list[dict[str, Any]] = []
     gw_texts: list[str] = []
-    with c.Child(f"gateway {name}", cmd, log_path=log_dir / f"gateway-{name}.log") as gateway:
-        url = f"http://127.0.0.1:{port}"
-        gateway.wait_ready(url + "/health")
-        client = c.openai_client(url + "/v1")
+    with running_gateway(
+        log_dir,
+        name=f"gateway-{name}",
+        default_model=name,
+        settings={"n_ctx": args.n_ctx},
+        threads=args.threads,
+    ) as gw_proc:
+        gateway = gw_proc.child
+        client = openai_client(gw_proc.base_url)
         t0 = time.perf_counter()
-        c.stream_chat(client, name, messages, args.warmup_tokens)  # loads the model
+        stream_chat(client, name, messages, args.warmup_tokens)  # loads the model
         print(
             f"  {name}: gateway up, model loaded and warm in {time.perf_counter() - t0:.1f} s",
             flush=True,
@@ -167,7 +174,7 @@ def bench_model(args: argparse.Namespace, name: str, log_dir: Path) -> dict[str,
             raw["gateway_cpu_s_during_raw"] = round(gateway.cpu_seconds() - cpu_before, 3)
             raw_runs.append(raw)
             cpu0 = time.process_time()
-            gw = c.stream_chat(client, name, messages, args.max_tokens)
+            gw = stream_chat(client, name, messages, args.max_tokens)
             # this process's own CPU (the client reading the stream): it competes with
             # the gateway for the same cores, and the raw loop has no such client
             gw_runs.append(gw.summary() | {"client_cpu_s": round(time.process_time() - cpu0, 3)})
@@ -179,24 +186,24 @@ def bench_model(args: argparse.Namespace, name: str, log_dir: Path) -> dict[str,
                 flush=True,
             )
         client.close()
-    raw_tps = c.median([r["decode_tps"] for r in raw_runs])
-    gw_tps = c.median([g["decode_tps"] for g in gw_runs])
+    raw_tps = median([r["decode_tps"] for r in raw_runs])
+    gw_tps = median([g["decode_tps"] for g in gw_runs])
     raw_texts = [r.pop("text") for r in raw_runs]
     return {
         "model": name,
         "model_path": str(path),
         "raw_decode_tps_median": round(raw_tps, 3),
         "gateway_decode_tps_median": round(gw_tps, 3),
-        "ratio_gateway_over_raw": round(c.ratio(gw_tps, raw_tps), 4),
+        "ratio_gateway_over_raw": round(ratio(gw_tps, raw_tps), 4),
         "target_ratio": TARGET,
-        "meets_target": c.ratio(gw_tps, raw_tps) >= TARGET,
+        "meets_target": ratio(gw_tps, raw_tps) >= TARGET,
         "raw_tokens": [r["tokens"] for r in raw_runs],
         "gateway_tokens": [g["tokens"] for g in gw_runs],
         "same_text": all(t == raw_texts[0] for t in raw_texts + gw_texts),
         "raw_runs": raw_runs,
         "gateway_runs": gw_runs,
         "sample_text": (gw_texts[0] if gw_texts else "")[:300],
-        "gateway_command": cmd,
+        "gateway_command": gw_proc.command,
     }
 
 
@@ -209,8 +216,8 @@ def _spread(values: list[int]) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = script.parser(__doc__, area="serving", quick="smallest model, 2 repeats")
     p.add_argument(
         "--models",
         nargs="+",
@@ -221,31 +228,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--warmup-tokens", type=int, default=16)
     p.add_argument("--n-ctx", type=int, default=2048)
-    p.add_argument("--prompt", default=c.STORY_PROMPT, help="the user message")
-    p.add_argument("--quick", action="store_true", help="smallest model, 2 repeats")
-    p.add_argument("--out", type=Path, default=c.RESULTS_DIR, help="results folder")
+    p.add_argument("--prompt", default=STORY_PROMPT, help="the user message")
     p.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model-path", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.models is None:
-        args.models = [c.LADDER_DEFAULT[0]] if args.quick else list(c.LADDER_DEFAULT)
+        args.models = [LADDER_DEFAULT[0]] if args.quick else list(LADDER_DEFAULT)
     if args.repeats is None:
         args.repeats = 2 if args.quick else 5
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.raw_worker:
         raw_worker(args)
         return 0
-    c.install_signal_handlers()
-    machine = c.machine_info()
-    c.print_header("gateway vs raw llama-cpp-python: decode tokens/s", machine)
-    results = []
-    with c.scratch_dir() as log_dir:
-        for name in args.models:
-            results.append(bench_model(args, name, log_dir))
+    run = script.start("gateway_vs_raw", "gateway vs raw llama-cpp-python: decode tokens/s", args)
+    with scratch_dir() as log_dir:
+        results = [bench_model(args, name, log_dir) for name in args.models]
     headers = [
         "model",
         "raw tok/s",
@@ -258,17 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         [
             r["model"],
-            c.fmt(r["raw_decode_tps_median"]),
-            c.fmt(r["gateway_decode_tps_median"]),
-            c.fmt(r["ratio_gateway_over_raw"], 3),
+            fmt(r["raw_decode_tps_median"]),
+            fmt(r["gateway_decode_tps_median"]),
+            fmt(r["ratio_gateway_over_raw"], 3),
             f"{_spread(r['raw_tokens'])} / {_spread(r['gateway_tokens'])}",
             "yes" if r["same_text"] else "NO",
             "yes" if r["meets_target"] else "NO",
         ]
         for r in results
     ]
-    print()
-    print(c.text_table(headers, rows))
     notes = [
         f"median of {args.repeats} interleaved runs (raw, gateway, raw, gateway, ...) per model; "
         f"{args.threads} threads both sides; n_ctx {args.n_ctx}; temperature 0; "
@@ -280,25 +279,15 @@ def main(argv: list[str] | None = None) -> int:
         "own process, httpx SSE client over loopback HTTP",
     ]
     result = {
-        "benchmark": "gateway_vs_raw",
-        "machine": machine,
         "parameters": {
             k: v for k, v in vars(args).items() if k not in ("raw_worker", "model_path", "out")
         },
         "target": f"gateway/raw decode tokens/s >= {TARGET}",
         "models": results,
     }
-    paths = c.write_results(
-        "gateway_vs_raw",
-        result,
-        title="Gateway vs raw llama-cpp-python",
-        headers=headers,
-        rows=rows,
-        notes=notes,
-        quick=args.quick,
-        out_dir=args.out,
+    run.finish(
+        result, headers=headers, rows=rows, notes=notes, title="Gateway vs raw llama-cpp-python"
     )
-    print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

@@ -15,8 +15,8 @@ wordings of the question. A usable judge accepts (a) and rejects (b).
 
     .venv/bin/python bench/judge_check.py [--judge MODEL] [--n 80] [--seed 0]
 
-Writes ``bench/results/routing/judge_check-<stamp>.{md,json}``. Deliberately not part of
-the evaluation harness: no judge on the ladder passes it (see the results).
+Writes ``bench/results/routing/judge_check-<stamp>.{md,json}``. Not part of the evaluation
+harness, because no judge on the ladder passes it (bench/README.md has the figures).
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ import argparse
 import random
 import sys
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import _common as c
+from harness import script
+from harness.gateway import LADDER_DEFAULT, model_path
 
 CORPUS_WHEEL = {
     "package": "chatterbot-corpus",
@@ -52,14 +54,14 @@ WORDINGS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--judge", default=c.LADDER_DEFAULT[-1], help="catalog model that judges")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = script.parser(__doc__, area="routing")
+    p.add_argument("--judge", default=LADDER_DEFAULT[-1], help="catalog model that judges")
     p.add_argument("--n", type=int, default=80, help="user messages to sample")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the sample's seed")
     p.add_argument(
         "--ladder",
-        default=",".join(c.LADDER_DEFAULT),
+        default=",".join(LADDER_DEFAULT),
         help="models whose own replies are judged too (comma-separated; empty for none)",
     )
     p.add_argument("--max-tokens", type=int, default=128, help="for the ladder's replies")
@@ -112,40 +114,10 @@ def verdict(text: str) -> bool | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    from llama_cpp import Llama
-
-    from smallfirst.evals.report import wilson
-
-    args = parse_args(argv)
-    machine = c.machine_info()
-    c.print_header(f"Judge control: {args.judge} on the ChatterBot corpus", machine)
-    corpus = load_corpus()
-    rng = random.Random(args.seed)
-    sample = rng.sample(corpus, min(args.n, len(corpus)))
-    pairs = []
-    for category, message, reply in sample:
-        others = [r for cat, _, r in corpus if cat != category]
-        pairs.append((message, reply, rng.choice(others)))
-
-    llm = Llama(str(c.model_path(args.judge)), n_ctx=2048, n_threads=2, verbose=False)
-    started = time.perf_counter()
-    replies: dict[str, list[str]] = {
-        OWN: [own for _, own, _ in pairs],
-        OTHER: [other for _, _, other in pairs],
-    }
-    # What the ladder itself says to the same messages, judged the same way: these are the
-    # labels a judged small-talk benchmark would teach the router.
-    for model in [m for m in args.ladder.split(",") if m]:
-        answerer = (
-            llm
-            if model == args.judge
-            else Llama(str(c.model_path(model)), n_ctx=2048, n_threads=2, verbose=False)
-        )
-        replies[f"{model}'s reply"] = [
-            _reply(answerer, message, args.max_tokens) for message, _, _ in pairs
-        ]
-        print(f"{model}: {len(pairs)} replies", file=sys.stderr, flush=True)
+def judge_all(
+    llm: Any, pairs: list[tuple[str, str, str]], replies: dict[str, list[str]]
+) -> list[dict[str, Any]]:
+    """Every reply shown to the judge under every wording; its verdicts."""
     calls: list[dict[str, Any]] = []
     for wording, template in WORDINGS.items():
         for condition, shown in replies.items():
@@ -162,13 +134,19 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
         print(f"{wording}: judged", file=sys.stderr, flush=True)
-    duration_s = time.perf_counter() - started
+    return calls
 
-    headers = ["wording", "reply shown", "n", "accepted", "95% interval", "no verdict"]
+
+def tabulate(
+    calls: list[dict[str, Any]],
+    conditions: Sequence[str],
+    wilson: Callable[[int, int], tuple[float, float]],
+) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Acceptance per wording and reply shown, with its 95% interval: summary and rows."""
     rows: list[list[str]] = []
     summary: list[dict[str, Any]] = []
     for wording in WORDINGS:
-        for condition in replies:
+        for condition in conditions:
             mine = [x for x in calls if x["wording"] == wording and x["condition"] == condition]
             yes = sum(x["accepted"] is True for x in mine)
             unread = sum(x["accepted"] is None for x in mine)
@@ -186,11 +164,47 @@ def main(argv: list[str] | None = None) -> int:
                     str(unread),
                 ]
             )
-    print(c.text_table(headers, rows))
-    c.write_results(
-        "judge_check",
+    return summary, rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from llama_cpp import Llama
+
+    from smallfirst.evals.report import wilson
+
+    args = parse_args(argv)
+    run = script.start("judge_check", f"Judge control: {args.judge} on the ChatterBot corpus", args)
+    corpus = load_corpus()
+    rng = random.Random(args.seed)
+    sample = rng.sample(corpus, min(args.n, len(corpus)))
+    pairs = []
+    for category, message, reply in sample:
+        others = [r for cat, _, r in corpus if cat != category]
+        pairs.append((message, reply, rng.choice(others)))
+
+    llm = Llama(str(model_path(args.judge)), n_ctx=2048, n_threads=2, verbose=False)
+    started = time.perf_counter()
+    replies: dict[str, list[str]] = {
+        OWN: [own for _, own, _ in pairs],
+        OTHER: [other for _, _, other in pairs],
+    }
+    # What the ladder itself says to the same messages, judged the same way: these are the
+    # labels a judged small-talk benchmark would teach the router.
+    for model in [m for m in args.ladder.split(",") if m]:
+        answerer = (
+            llm
+            if model == args.judge
+            else Llama(str(model_path(model)), n_ctx=2048, n_threads=2, verbose=False)
+        )
+        replies[f"{model}'s reply"] = [
+            _reply(answerer, message, args.max_tokens) for message, _, _ in pairs
+        ]
+        print(f"{model}: {len(pairs)} replies", file=sys.stderr, flush=True)
+    calls = judge_all(llm, pairs, replies)
+    duration_s = time.perf_counter() - started
+    summary, rows = tabulate(calls, list(replies), wilson)
+    run.finish(
         {
-            "machine": machine,
             "judge": args.judge,
             "n": len(pairs),
             "seed": args.seed,
@@ -200,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             "summary": summary,
             "calls": calls,
         },
-        title=f"Can {args.judge} judge small-talk replies? (ChatterBot corpus control)",
-        headers=headers,
+        headers=["wording", "reply shown", "n", "accepted", "95% interval", "no verdict"],
         rows=rows,
         notes=[
             f"{len(pairs)} distinct user messages sampled with seed {args.seed} from "
@@ -212,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             "A usable judge accepts the corpus's own reply and rejects a reply written for a "
             "message of another category; accepting both means its verdicts carry no signal.",
         ],
-        out_dir=c.RESULTS_DIR / "routing",
+        title=f"Can {args.judge} judge small-talk replies? (ChatterBot corpus control)",
     )
     return 0
 

@@ -9,12 +9,13 @@ stream when its own client streams, and for one JSON body otherwise.
 
 From this process an ``httpx`` client (keep-alive) sends the same streaming chat request
 (``stream_options.include_usage``; ``--non-stream``: a plain one) either straight to the
-stub or through the gateway and reads the whole response. After a warm-up, blocks of
-``--block`` sequential requests alternate between the two targets until each has had
-``--n``; latency p50/p99 of each, the added latency (gateway minus direct, at p50 and at
-p99), and requests/s through the gateway, sequential and with ``--concurrency`` concurrent
-clients (asyncio, one connection each; again alternating blocks with the direct path).
-Target: p50 added <= 2 ms.
+stub or through one of two gateways (identical but for ``receipts = false`` / ``true``) and
+reads the whole response. After a warm-up, blocks of ``--block`` sequential requests rotate
+over the three targets until each has had ``--n``; latency p50/p99 of each, the latency the
+gateway adds (receipts off minus direct) and the latency metering adds (receipts on minus
+off), and requests/s, sequential and with ``--concurrency`` concurrent clients (asyncio,
+one connection each; again rotating blocks). Targets: gateway p50 added <= 2 ms, metering
+p50 added <= 0.5 ms.
 
     .venv/bin/python bench/overhead.py [--quick] [--n 2000] [--concurrency 8]
 """
@@ -23,15 +24,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 
-import _common as c
+from harness import PYTHON, script
+from harness.gateway import Gateway, running_gateway
+from harness.procs import Child, scratch_dir
+from harness.stats import fmt, summarize
+from smallfirst.testing import free_port
 
 TARGET_P50_ADDED_MS = 2.0  # issue: the gateway adds at most 2 ms at p50
 TARGET_METERING_P50_MS = 0.5  # issue: receipts add at most 0.5 ms at p50
@@ -237,24 +245,8 @@ async def concurrent(url: str, n: int, workers: int, body: bytes) -> float:
         return time.perf_counter() - t0
 
 
-def summarize(latencies: list[float]) -> dict[str, float]:
-    ms = [x * 1000 for x in latencies]
-    return {
-        "n": len(ms),
-        "p50_ms": round(c.percentile(ms, 50), 4),
-        "p90_ms": round(c.percentile(ms, 90), 4),
-        "p99_ms": round(c.percentile(ms, 99), 4),
-        "mean_ms": round(sum(ms) / len(ms), 4),
-        "min_ms": round(min(ms), 4),
-        "max_ms": round(max(ms), 4),
-    }
-
-
-# --------------------------------------------------------------------------- main
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = script.parser(__doc__, area="serving", quick="fewer requests")
     p.add_argument("--n", type=int, help="sequential requests per target (default 2000; quick 300)")
     p.add_argument("--block", type=int, default=100, help="requests per interleaved block")
     p.add_argument("--warmup", type=int, help="warm-up requests per target (default 200; quick 50)")
@@ -280,8 +272,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="clients ask for a plain JSON response (the gateway then asks the stub for one)",
     )
-    p.add_argument("--quick", action="store_true", help="fewer requests")
-    p.add_argument("--out", type=Path, default=c.RESULTS_DIR, help="results folder")
     p.add_argument("--stub-server", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -303,85 +293,107 @@ LABELS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.stub_server:
-        stub_server(args.port)
-        return 0
-    body = request_body(stream=not args.non_stream)
-    c.install_signal_handlers()
-    machine = c.machine_info()
-    c.print_header("gateway and metering overhead over a stub upstream", machine)
-    with c.scratch_dir() as tmp:
-        stub_port = c.free_port()
-        stub_cmd = [
-            c.PYTHON,
-            str(Path(__file__).resolve()),
-            "--stub-server",
-            "--port",
-            str(stub_port),
-        ]
-        model = {
-            "name": STUB_MODEL,
-            "base_url": f"http://127.0.0.1:{stub_port}/v1",
-            "model_id": STUB_MODEL,
-        }
-        ports = {"gateway": c.free_port(), "metered": c.free_port()}
-        commands = {}
-        for name, port in ports.items():
-            settings: dict[str, Any] = {
+@dataclass(frozen=True)
+class Measured:
+    """Latencies (s) per target, server CPU (s) per gateway, concurrent wall time (s)."""
+
+    latencies: dict[str, list[float]]
+    cpu_s: dict[str, float]
+    wall_s: dict[str, float]
+    commands: dict[str, list[str]]
+
+
+@contextlib.contextmanager
+def servers(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, dict[str, Gateway]]]:
+    """The stub, and two gateways in front of it (receipts off, on); the stub's URL."""
+    stub_port = free_port()
+    stub_cmd = [PYTHON, str(Path(__file__).resolve()), "--stub-server", "--port", str(stub_port)]
+    stub_url = f"http://127.0.0.1:{stub_port}"
+    model = {"name": STUB_MODEL, "base_url": stub_url + "/v1", "model_id": STUB_MODEL}
+    with contextlib.ExitStack() as stack:
+        stub = stack.enter_context(Child("stub", stub_cmd, log_path=tmp / "stub.log"))
+        stub.wait_ready(stub_url + "/health")
+        gateways = {}
+        for name in ("gateway", "metered"):
+            settings: dict[str, str | bool] = {
                 "receipts": name == "metered",
                 "data_dir": str(tmp / name),  # receipts of the run stay out of the user's data
             }
             if args.gateway_log_level:
                 settings["log_level"] = args.gateway_log_level
-            config = c.write_gateway_config(tmp / f"{name}.toml", settings, [model])
-            commands[name] = c.gateway_command(port=port, default_model=STUB_MODEL, config=config)
-        urls = {"direct": f"http://127.0.0.1:{stub_port}/v1/chat/completions"}
-        urls.update({n: f"http://127.0.0.1:{p}/v1/chat/completions" for n, p in ports.items()})
-        with (
-            c.Child("stub", stub_cmd, log_path=tmp / "stub.log") as stub,
-            c.Child("gateway", commands["gateway"], log_path=tmp / "gateway.log") as gw,
-            c.Child("metered", commands["metered"], log_path=tmp / "metered.log") as metered,
-        ):
-            stub.wait_ready(f"http://127.0.0.1:{stub_port}/health")
-            procs = {"gateway": gw, "metered": metered}
-            for name, port in ports.items():
-                procs[name].wait_ready(f"http://127.0.0.1:{port}/health")
-            lat: dict[str, list[float]] = {t: [] for t in TARGETS}
-            cpu = {"gateway": 0.0, "metered": 0.0}
-            with httpx.Client(timeout=60) as client:
-                for t in TARGETS:
-                    sequential(client, urls[t], args.warmup, body)
-                print(
-                    f"  warm; {args.n} sequential requests per target in blocks of {args.block}",
-                    flush=True,
+            gateways[name] = stack.enter_context(
+                running_gateway(
+                    tmp, name=name, default_model=STUB_MODEL, settings=settings, models=[model]
                 )
-                for size in blocks(args.n, args.block):
-                    for t in TARGETS:
-                        before = procs[t].cpu_seconds() if t in procs else 0.0
-                        lat[t] += sequential(client, urls[t], size, body)
-                        if t in procs:
-                            cpu[t] += procs[t].cpu_seconds() - before
+            )
+        yield stub_url, gateways
+
+
+def measure(args: argparse.Namespace, body: bytes) -> Measured:
+    """Warm up, then the sequential and the concurrent blocks, rotating over the targets."""
+    with scratch_dir() as tmp, servers(args, tmp) as (stub_url, gateways):
+        urls = {"direct": stub_url + "/v1/chat/completions"}
+        urls |= {n: g.base_url + "/chat/completions" for n, g in gateways.items()}
+        lat: dict[str, list[float]] = {t: [] for t in TARGETS}
+        cpu = dict.fromkeys(gateways, 0.0)
+        with httpx.Client(timeout=60) as client:
+            for t in TARGETS:
+                sequential(client, urls[t], args.warmup, body)
             print(
-                f"  {args.concurrent_n} requests per target from {args.concurrency} "
-                "concurrent clients",
+                f"  warm; {args.n} sequential requests per target in blocks of {args.block}",
                 flush=True,
             )
-            wall = dict.fromkeys(TARGETS, 0.0)
-            for size in blocks(args.concurrent_n, args.concurrent_block):
+            for size in blocks(args.n, args.block):
                 for t in TARGETS:
-                    wall[t] += asyncio.run(concurrent(urls[t], size, args.concurrency, body))
-    stats = {t: summarize(lat[t]) for t in TARGETS}
+                    proc = gateways[t].child if t in gateways else None
+                    before = proc.cpu_seconds() if proc else 0.0
+                    lat[t] += sequential(client, urls[t], size, body)
+                    if proc:
+                        cpu[t] += proc.cpu_seconds() - before
+        print(
+            f"  {args.concurrent_n} requests per target from {args.concurrency} concurrent clients",
+            flush=True,
+        )
+        wall = dict.fromkeys(TARGETS, 0.0)
+        for size in blocks(args.concurrent_n, args.concurrent_block):
+            for t in TARGETS:
+                wall[t] += asyncio.run(concurrent(urls[t], size, args.concurrency, body))
+        commands = {n: g.command for n, g in gateways.items()}
+    return Measured(lat, cpu, wall, commands)
+
+
+def figures(
+    measured: Measured, concurrent_n: int
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, float]]:
+    """Latency per target, latency added by each layer, requests/s, gateway CPU ms/request."""
+    lat = measured.latencies
+    stats = {
+        t: summarize([x * 1000 for x in lat[t]], unit="ms", quantiles=(50, 90, 99), digits=4)
+        for t in TARGETS
+    }
     added = {
         "gateway": {q: stats["gateway"][q] - stats["direct"][q] for q in ("p50_ms", "p99_ms")},
         "metering": {q: stats["metered"][q] - stats["gateway"][q] for q in ("p50_ms", "p99_ms")},
     }
     rps = {
-        t: {"sequential": len(lat[t]) / sum(lat[t]), "concurrent": args.concurrent_n / wall[t]}
+        t: {
+            "sequential": len(lat[t]) / sum(lat[t]),
+            "concurrent": concurrent_n / measured.wall_s[t],
+        }
         for t in TARGETS
     }
-    cpu_ms = {t: cpu[t] / len(lat[t]) * 1000 for t in cpu}
+    cpu_ms = {t: measured.cpu_s[t] / len(lat[t]) * 1000 for t in measured.cpu_s}
+    return stats, added, rps, cpu_ms
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stub_server:
+        stub_server(args.port)
+        return 0
+    run = script.start("overhead", "gateway and metering overhead over a stub upstream", args)
+    measured = measure(args, request_body(stream=not args.non_stream))
+    stats, added, rps, cpu_ms = figures(measured, args.concurrent_n)
     headers = [
         "path",
         "p50 ms",
@@ -394,67 +406,43 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         [
             LABELS[t],
-            c.fmt(stats[t]["p50_ms"], 3),
-            c.fmt(stats[t]["p99_ms"], 3),
-            c.fmt(stats[t]["mean_ms"], 3),
-            c.fmt(rps[t]["sequential"], 0),
-            c.fmt(rps[t]["concurrent"], 0),
-            c.fmt(cpu_ms[t], 3) if t in cpu_ms else "",
+            fmt(stats[t]["p50_ms"], 3),
+            fmt(stats[t]["p99_ms"], 3),
+            fmt(stats[t]["mean_ms"], 3),
+            fmt(rps[t]["sequential"], 0),
+            fmt(rps[t]["concurrent"], 0),
+            fmt(cpu_ms[t], 3) if t in cpu_ms else "",
         ]
         for t in TARGETS
     ]
-    rows.append(
-        [
-            "added by the gateway (receipts off − direct)",
-            c.fmt(added["gateway"]["p50_ms"], 3),
-            c.fmt(added["gateway"]["p99_ms"], 3),
-            "",
-            "",
-            "",
-            "",
-        ]
-    )
-    rows.append(
-        [
-            "added by metering (receipts on − off)",
-            c.fmt(added["metering"]["p50_ms"], 3),
-            c.fmt(added["metering"]["p99_ms"], 3),
-            "",
-            "",
-            "",
-            "",
-        ]
-    )
+    for key, label in (
+        ("gateway", "added by the gateway (receipts off − direct)"),
+        ("metering", "added by metering (receipts on − off)"),
+    ):
+        rows.append([label, fmt(added[key]["p50_ms"], 3), fmt(added[key]["p99_ms"], 3), *[""] * 4])
     gw_ok = added["gateway"]["p50_ms"] <= TARGET_P50_ADDED_MS
     meter_ok = added["metering"]["p50_ms"] <= TARGET_METERING_P50_MS
-    print()
-    print(c.text_table(headers, rows))
     verdicts = [
         f"gateway p50 added {added['gateway']['p50_ms']:.3f} ms: target <= "
         f"{TARGET_P50_ADDED_MS} ms {'met' if gw_ok else 'NOT met'}",
         f"metering p50 added {added['metering']['p50_ms']:.3f} ms: target <= "
         f"{TARGET_METERING_P50_MS} ms {'met' if meter_ok else 'NOT met'}",
     ]
-    print("\n  " + "\n  ".join(verdicts))
+    request = (
+        "non-streaming chat completion"
+        if args.non_stream
+        else ("streaming chat completion with include_usage")
+    )
     notes = [
-        *verdicts,
         f"sequential: {args.n} requests per target after {args.warmup} warm-up, alternating "
         f"blocks of {args.block} across the three targets; concurrent: {args.concurrent_n} per "
         f"target from {args.concurrency} asyncio clients, blocks of {args.concurrent_block}",
-        "each request: "
-        + (
-            "non-streaming chat completion"
-            if args.non_stream
-            else "streaming chat completion with include_usage"
-        )
-        + ", whole response read (httpx, keep-alive)",
+        f"each request: {request}, whole response read (httpx, keep-alive)",
         "two gateway processes, identical but for `receipts` (metering, SQLite commit, "
         "Prometheus, receipt in the body); each with its own scratch data directory",
         f"gateway log level: {args.gateway_log_level or 'default (info, access log on)'}",
     ]
     result = {
-        "benchmark": "overhead",
-        "machine": machine,
         "parameters": {
             k: v for k, v in vars(args).items() if k not in ("stub_server", "port", "out")
         },
@@ -467,19 +455,16 @@ def main(argv: list[str] | None = None) -> int:
         "meets_target": {"gateway": gw_ok, "metering": meter_ok},
         "requests_per_s": rps,
         "server_cpu_ms_per_request": cpu_ms,
-        "gateway_commands": commands,
+        "gateway_commands": measured.commands,
     }
-    paths = c.write_results(
-        "overhead",
+    run.finish(
         result,
-        title="Gateway and metering overhead over a stub upstream",
         headers=headers,
         rows=rows,
         notes=notes,
-        quick=args.quick,
-        out_dir=args.out,
+        verdicts=verdicts,
+        title="Gateway and metering overhead over a stub upstream",
     )
-    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

@@ -23,26 +23,26 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import _common as c
+from harness import script
+from harness.stats import fmt, summarize
 
 TARGET_P50_MS = 1.0  # issue: routing adds at most 1 ms at p50
 BENCHMARKS = ("humaneval", "mbpp", "gsm8k", "mmlu", "arc-challenge")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = script.parser(__doc__, area="routing", quick="fewer prompts and repeats")
     p.add_argument("--data-dir", type=Path, help="where the benchmark wheels are (or go)")
     p.add_argument("--router", type=Path, help="router file (default: the latest fitted)")
     p.add_argument("--per-benchmark", type=int, help="prompts per benchmark (default 400)")
     p.add_argument("--repeats", type=int, help="timings per prompt (default 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="fewer prompts and repeats")
+    p.add_argument("--seed", type=int, default=0, help="the sample's and the order's seed")
     args = p.parse_args(argv)
     args.per_benchmark = args.per_benchmark or (60 if args.quick else 400)
     args.repeats = args.repeats or (2 if args.quick else 5)
@@ -82,21 +82,14 @@ def stand_in_router(prompts: Sequence[Any]) -> tuple[Any, list[Any], str]:
 
 
 def stats_us(values_ns: Sequence[int]) -> dict[str, float]:
-    us = [v / 1000 for v in values_ns]
-    return {
-        "p50_us": round(c.percentile(us, 50), 2),
-        "p99_us": round(c.percentile(us, 99), 2),
-        "mean_us": round(statistics.fmean(us), 2),
-        "max_us": round(max(us), 2),
-        "n": len(us),
-    }
+    return summarize([v / 1000 for v in values_ns], unit="us", digits=2)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    c.install_signal_handlers()
-    machine = c.machine_info()
-    c.print_header("routing overhead: predictive.decide() on real prompts", machine)
+    run = script.start(
+        "routing_overhead", "routing overhead: predictive.decide() on real prompts", args
+    )
 
     from smallfirst.routing import artifact as ra
     from smallfirst.routing.features import prompt_features, prompt_text
@@ -114,16 +107,59 @@ def main(argv: list[str] | None = None) -> int:
         router, candidates, source = stand_in_router(everything)
     print(f"   router: {source}; {len(everything)} prompts", flush=True)
 
+    features_ns, decide_ns = time_calls(
+        router, candidates, prompts, prompt_features, args.repeats, args.seed
+    )
+    per_benchmark, rows = tabulate(prompts, features_ns, decide_ns, prompt_text)
+    overall_p50_ms = per_benchmark["all"]["decide"]["p50_us"] / 1000
+    verdict = "meets" if overall_p50_ms <= TARGET_P50_MS else "MISSES"
+    result = {
+        "router": source,
+        "candidates": [cand.name for cand in candidates],
+        "repeats": args.repeats,
+        "per_benchmark_prompts": args.per_benchmark,
+        "target_p50_ms": TARGET_P50_MS,
+        "decide_p50_ms": overall_p50_ms,
+        "meets_target": overall_p50_ms <= TARGET_P50_MS,
+        "results": per_benchmark,
+    }
+    run.finish(
+        result,
+        headers=HEADERS,
+        rows=rows,
+        verdicts=[
+            f"predictive.decide() p50 {overall_p50_ms:.3f} ms: {verdict} the "
+            f"{TARGET_P50_MS:g} ms target"
+        ],
+        notes=[
+            f"router: {source}",
+            f"{args.repeats} timings per prompt, shuffled order, after one warm-up pass; "
+            "one thread, `time.perf_counter_ns`",
+        ],
+        title="Routing overhead: predictive.decide() on real benchmark prompts",
+    )
+    return 0
+
+
+def time_calls(
+    router: Any,
+    candidates: list[Any],
+    prompts: dict[str, list[Any]],
+    prompt_features: Callable[[Any], Any],
+    repeats: int,
+    seed: int,
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Nanoseconds of the features alone and of ``decide()``, per benchmark, every prompt."""
+    everything = [m for ms in prompts.values() for m in ms]
     # warm-up: caches, numpy's first calls, the regex engine
     for messages in everything:
         router.decide(messages, candidates)
-
     order = [(name, i) for name, ms in prompts.items() for i in range(len(ms))]
     features_ns: dict[str, list[int]] = {name: [] for name in prompts}
     decide_ns: dict[str, list[int]] = {name: [] for name in prompts}
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
     clock = time.perf_counter_ns
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         rng.shuffle(order)
         for name, i in order:
             messages = prompts[name][i]
@@ -134,25 +170,35 @@ def main(argv: list[str] | None = None) -> int:
             t2 = clock()
             features_ns[name].append(t1 - t0)
             decide_ns[name].append(t2 - t1)
+    return features_ns, decide_ns
 
-    headers = [
-        "benchmark",
-        "prompts",
-        "chars p50",
-        "features p50 µs",
-        "decide p50 µs",
-        "decide p99 µs",
-        "decide mean µs",
-        "decide max µs",
-    ]
+
+HEADERS = (
+    "benchmark",
+    "prompts",
+    "chars p50",
+    "features p50 µs",
+    "decide p50 µs",
+    "decide p99 µs",
+    "decide mean µs",
+    "decide max µs",
+)
+
+
+def tabulate(
+    prompts: dict[str, list[Any]],
+    features_ns: dict[str, list[int]],
+    decide_ns: dict[str, list[int]],
+    prompt_text: Callable[[Any], str],
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """Figures per benchmark and over all of them, and the rows of :data:`HEADERS`."""
     rows = []
     per_benchmark: dict[str, Any] = {}
     groups = {**{n: [n] for n in prompts}, "all": list(prompts)}
     for label, names in groups.items():
-        f_ns = [v for n in names for v in features_ns[n]]
-        d_ns = [v for n in names for v in decide_ns[n]]
+        f = stats_us([v for n in names for v in features_ns[n]])
+        d = stats_us([v for n in names for v in decide_ns[n]])
         chars = [len(prompt_text(m)) for n in names for m in prompts[n]]
-        d, f = stats_us(d_ns), stats_us(f_ns)
         per_benchmark[label] = {
             "prompts": len(chars),
             "chars_p50": int(statistics.median(chars)),
@@ -165,49 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                 label,
                 str(len(chars)),
                 f"{int(statistics.median(chars)):,}",
-                c.fmt(f["p50_us"], 1),
-                c.fmt(d["p50_us"], 1),
-                c.fmt(d["p99_us"], 1),
-                c.fmt(d["mean_us"], 1),
-                c.fmt(d["max_us"], 1),
+                *(fmt(x, 1) for x in (f["p50_us"], d["p50_us"], d["p99_us"])),
+                *(fmt(x, 1) for x in (d["mean_us"], d["max_us"])),
             ]
         )
-    print()
-    print(c.text_table(headers, rows))
-    overall_p50_ms = per_benchmark["all"]["decide"]["p50_us"] / 1000
-    verdict = "meets" if overall_p50_ms <= TARGET_P50_MS else "MISSES"
-    print(
-        f"\npredictive.decide() p50 {overall_p50_ms:.3f} ms: {verdict} the "
-        f"{TARGET_P50_MS:g} ms target"
-    )
-    result = {
-        "machine": machine,
-        "router": source,
-        "candidates": [cand.name for cand in candidates],
-        "repeats": args.repeats,
-        "per_benchmark_prompts": args.per_benchmark,
-        "target_p50_ms": TARGET_P50_MS,
-        "decide_p50_ms": overall_p50_ms,
-        "meets_target": overall_p50_ms <= TARGET_P50_MS,
-        "results": per_benchmark,
-    }
-    paths = c.write_results(
-        "routing_overhead",
-        result,
-        title="Routing overhead: predictive.decide() on real benchmark prompts",
-        headers=headers,
-        rows=rows,
-        notes=[
-            f"router: {source}",
-            f"{args.repeats} timings per prompt, shuffled order, after one warm-up pass; "
-            "one thread, `time.perf_counter_ns`",
-            f"target: p50 of decide() <= {TARGET_P50_MS:g} ms; measured "
-            f"{overall_p50_ms:.3f} ms ({verdict})",
-        ],
-        quick=args.quick,
-    )
-    print(f"results: {paths[0]} and {paths[1].name}")
-    return 0
+    return per_benchmark, rows
 
 
 if __name__ == "__main__":

@@ -15,21 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-CHROMIUM = "/usr/bin/chromium"
-# Headless, and quiet: no background traffic of Chromium's own (updates, sync, QUIC probes).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from harness.procs import install_signal_handlers
+from smallfirst.testing import CHROMIUM, CHROMIUM_ARGS
 
 log = logging.getLogger("screenshot")
 
@@ -59,7 +50,7 @@ def screenshot(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.route("**/*", same_origin_only)
@@ -72,8 +63,10 @@ def screenshot(
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the running gateway")
     parser.add_argument("--out", type=Path, default=Path("docs/dashboard.png"))
     parser.add_argument("--period", choices=["1h", "1d", "all"], default="1d")
@@ -81,7 +74,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--viewport-only", action="store_true", help="not the full page")
     parser.add_argument("--chromium", default=CHROMIUM, help="the browser executable")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    install_signal_handlers()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     path = screenshot(
         args.url,
@@ -93,7 +87,8 @@ def main() -> None:
         executable=args.chromium,
     )
     log.info("wrote %s", path)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,7 +4,7 @@ Each server runs in its own subprocess, one at a time: start A, measure, stop; s
 measure, stop; the next round starts with the other one. Both get the same model file, n_ctx
 2048, ``T`` threads (prompt and decode), and the same sequence of chat messages; every
 request is a streamed chat completion with temperature 0 and max_tokens 128, sent with the
-same plain httpx SSE client (see ``_common.openai_client``). Per server and round:
+same plain httpx SSE client (see ``harness.sse``). Per server and round:
 
 * warm-up: one short request (loads the model);
 * ``--n`` single streams, one after another: time to first token (request sent to first
@@ -32,15 +32,22 @@ Target: smallfirst at least as fast on every figure (TTFT: lower is better).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import _common as c
+from harness import PYTHON, script
+from harness.gateway import LADDER_DEFAULT, STORY_PROMPT, model_path, running_gateway
+from harness.procs import Child, scratch_dir
+from harness.sse import StreamStats, openai_client, stream_chat
+from harness.stats import fmt, median, ratio
+from smallfirst.testing import free_port
 
 SMALLFIRST = "smallfirst"
 LLAMA_SERVER = "llama_cpp.server"
@@ -52,16 +59,23 @@ def messages_for(args: argparse.Namespace, i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}]
 
 
-def server_command(
-    kind: str, args: argparse.Namespace, port: int, path: Path, log_dir: Path
-) -> tuple[list[str], str]:
-    """The command line that starts ``kind``, and the URL that answers once it is ready."""
+@contextlib.contextmanager
+def running_server(
+    kind: str, args: argparse.Namespace, path: Path, log_dir: Path, round_no: int
+) -> Iterator[tuple[str, list[str]]]:
+    """Start ``kind`` and wait until it answers; its base URL (ending in /v1) and command."""
     if kind == SMALLFIRST:
-        config = c.write_gateway_config(log_dir / "smallfirst.toml", {"n_ctx": args.n_ctx})
-        cmd = c.gateway_command(
-            port=port, default_model=args.model, threads=args.threads, config=config
-        )
-        return cmd, f"http://127.0.0.1:{port}/health"
+        with running_gateway(
+            log_dir,
+            name=f"{kind}-round{round_no}",
+            default_model=args.model,
+            settings={"n_ctx": args.n_ctx},
+            threads=args.threads,
+            ready_timeout_s=300,
+        ) as gateway:
+            yield gateway.base_url, gateway.command
+        return
+    port = free_port()
     flags = {
         "--model": str(path),
         "--model_alias": args.model,
@@ -72,21 +86,24 @@ def server_command(
         "--port": str(port),
         "--interrupt_requests": "False",
     }
-    cmd = [c.PYTHON, "-m", "llama_cpp.server", *(x for kv in flags.items() for x in kv)]
+    cmd = [PYTHON, "-m", "llama_cpp.server", *(x for kv in flags.items() for x in kv)]
     cmd += shlex.split(args.llama_server_args)
-    return cmd, f"http://127.0.0.1:{port}/v1/models"
+    base_url = f"http://127.0.0.1:{port}/v1"
+    with Child(kind, cmd, log_path=log_dir / f"{kind}-round{round_no}.log") as server:
+        server.wait_ready(base_url + "/models", timeout_s=300)
+        yield base_url, cmd
 
 
 def burst(
     base_url: str, args: argparse.Namespace, message_sets: list[list[dict[str, str]]]
 ) -> dict[str, Any]:
     """``len(message_sets)`` streams started together; aggregate completion tokens/s."""
-    clients = [c.openai_client(base_url) for _ in message_sets]
+    clients = [openai_client(base_url) for _ in message_sets]
     barrier = threading.Barrier(len(message_sets))
 
-    def one(k: int) -> c.StreamStats:
+    def one(k: int) -> StreamStats:
         barrier.wait()
-        return c.stream_chat(
+        return stream_chat(
             clients[k], args.model, message_sets[k], args.max_tokens, extra_body=args.extra_body
         )
 
@@ -112,16 +129,11 @@ def burst(
 def measure_server(
     kind: str, args: argparse.Namespace, path: Path, log_dir: Path, round_no: int
 ) -> dict[str, Any]:
-    port = c.free_port()
-    cmd, ready_url = server_command(kind, args, port, path, log_dir)
-    log_path = log_dir / f"{kind}-round{round_no}.log"
     started = time.perf_counter()
-    with c.Child(kind, cmd, log_path=log_path) as server:
-        server.wait_ready(ready_url, timeout_s=300)
-        base_url = f"http://127.0.0.1:{port}/v1"
-        client = c.openai_client(base_url)
+    with running_server(kind, args, path, log_dir, round_no) as (base_url, cmd):
+        client = openai_client(base_url)
         try:
-            c.stream_chat(
+            stream_chat(
                 client,
                 args.model,
                 messages_for(args, 0),
@@ -130,7 +142,7 @@ def measure_server(
             )
             ready_s = time.perf_counter() - started
             singles = [
-                c.stream_chat(
+                stream_chat(
                     client,
                     args.model,
                     messages_for(args, i),
@@ -146,9 +158,9 @@ def measure_server(
             first = 1000 + rep * args.concurrency
             sets = [messages_for(args, first + k) for k in range(args.concurrency)]
             bursts.append(burst(base_url, args, sets))
-    ttft = c.median([s.ttft_s * 1000 for s in singles])
-    tps = c.median([s.decode_tps for s in singles])
-    agg = c.median([b["aggregate_tps"] for b in bursts])
+    ttft = median([s.ttft_s * 1000 for s in singles])
+    tps = median([s.decode_tps for s in singles])
+    agg = median([b["aggregate_tps"] for b in bursts])
     print(
         f"  round {round_no} {kind:16s} TTFT {ttft:7.1f} ms   decode {tps:7.2f} tok/s   "
         f"{args.concurrency} streams {agg:7.2f} tok/s   (tokens {[s.tokens for s in singles]})",
@@ -168,9 +180,9 @@ def measure_server(
     }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--model", default=c.LADDER_DEFAULT[0], help="catalog model name")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = script.parser(__doc__, area="serving", quick="2 rounds, 3 streams, 1 burst")
+    p.add_argument("--model", default=LADDER_DEFAULT[0], help="catalog model name")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads, both servers")
     p.add_argument("--rounds", type=int, help="rounds, alternating order (default 4; quick 2)")
     p.add_argument("--n", type=int, help="single streams per server and round (default 5; quick 3)")
@@ -181,7 +193,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--warmup-tokens", type=int, default=16)
     p.add_argument("--n-ctx", type=int, default=2048)
-    p.add_argument("--prompt", default=c.STORY_PROMPT, help="the user message")
+    p.add_argument("--prompt", default=STORY_PROMPT, help="the user message")
     p.add_argument(
         "--same-prompt",
         action="store_true",
@@ -197,8 +209,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="do not send repeat_penalty=1.0 (llama_cpp.server then applies 1.1)",
     )
-    p.add_argument("--quick", action="store_true", help="2 rounds, 3 streams, 1 burst")
-    p.add_argument("--out", type=Path, default=c.RESULTS_DIR, help="results folder")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 4)
     args.n = args.n or (3 if args.quick else 5)
@@ -209,39 +219,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    c.install_signal_handlers()
-    path = c.model_path(args.model)
-    machine = c.machine_info()
-    c.print_header(f"smallfirst vs llama_cpp.server on {args.model}", machine)
-    runs: list[dict[str, Any]] = []
-    with c.scratch_dir() as log_dir:
-        for r in range(1, args.rounds + 1):
-            order = SERVERS if r % 2 == 1 else SERVERS[::-1]
-            for kind in order:
-                runs.append(measure_server(kind, args, path, log_dir, r))
+def compare(runs: list[dict[str, Any]], concurrency: int) -> tuple[dict[str, Any], list[list[str]]]:
+    """Each figure pooled over all rounds, per server: the summary and the table's rows."""
 
     def pooled(kind: str) -> dict[str, float]:
         mine = [run for run in runs if run["server"] == kind]
         singles = [s for run in mine for s in run["singles"]]
         bursts = [b for run in mine for b in run["bursts"]]
         return {
-            "ttft_ms": c.median([s["ttft_ms"] for s in singles]),
-            "decode_tps": c.median([s["decode_tps"] for s in singles]),
-            "aggregate_tps": c.median([b["aggregate_tps"] for b in bursts]),
+            "ttft_ms": median([s["ttft_ms"] for s in singles]),
+            "decode_tps": median([s["decode_tps"] for s in singles]),
+            "aggregate_tps": median([b["aggregate_tps"] for b in bursts]),
         }
 
     sf, ls = pooled(SMALLFIRST), pooled(LLAMA_SERVER)
     figures = [
         ("ttft_ms", "time to first token, ms (median)", "lower", 1),
         ("decode_tps", "decode tok/s, 1 stream (median)", "higher", 2),
-        ("aggregate_tps", f"aggregate tok/s, {args.concurrency} streams (median)", "higher", 2),
+        ("aggregate_tps", f"aggregate tok/s, {concurrency} streams (median)", "higher", 2),
     ]
-    summary = {}
+    summary: dict[str, Any] = {}
     rows = []
     for key, label, better, digits in figures:
-        rat = c.ratio(sf[key], ls[key])
+        rat = ratio(sf[key], ls[key])
         ok = sf[key] <= ls[key] if better == "lower" else sf[key] >= ls[key]
         summary[key] = {
             SMALLFIRST: round(sf[key], 3),
@@ -250,26 +250,28 @@ def main(argv: list[str] | None = None) -> int:
             "better": better,
             "smallfirst_at_least_as_fast": ok,
         }
+        ok_text = "yes" if ok else "NO"
         rows.append(
-            [
-                label,
-                c.fmt(sf[key], digits),
-                c.fmt(ls[key], digits),
-                c.fmt(rat, 3),
-                better,
-                "yes" if ok else "NO",
-            ]
+            [label, fmt(sf[key], digits), fmt(ls[key], digits), fmt(rat, 3), better, ok_text]
         )
-    headers = ["figure", SMALLFIRST, LLAMA_SERVER, "ratio sf/llama", "better", "sf as fast"]
-    texts = {
-        kind: [t for run in runs if run["server"] == kind for t in run["single_texts"]]
-        for kind in SERVERS
-    }
-    same_text = texts[SMALLFIRST] == texts[LLAMA_SERVER]
-    print()
-    print(c.text_table(headers, rows))
-    print(f"\n  same completions from both servers: {'yes' if same_text else 'NO'}")
-    notes = [
+    return summary, rows
+
+
+def describe(args: argparse.Namespace) -> list[str]:
+    """The notes that say how the figures were made."""
+    ttft = (
+        "TTFT: request sent to first content chunk, the same prompt every time"
+        if args.same_prompt
+        else "TTFT: request sent to first content chunk, the prompt differing from the previous "
+        "request's (not a full KV-cache hit)"
+    )
+    penalty = (
+        ""
+        if args.server_sampling_defaults
+        else "; requests carry repeat_penalty 1.0 "
+        "(llama_cpp.server's default is 1.1; smallfirst ignores the field)"
+    )
+    return [
         f"{args.rounds} rounds, order alternating; per server and round {args.n} single "
         f"streams and {args.concurrent_reps} burst(s) of {args.concurrency} concurrent streams; "
         f"medians over all rounds",
@@ -277,27 +279,32 @@ def main(argv: list[str] | None = None) -> int:
         f"max_tokens {args.max_tokens}",
         "ratio = smallfirst / llama_cpp.server: below 1 is better for time to first token, "
         "above 1 is better for tokens/s",
-        "TTFT: request sent to first content chunk, the prompt differing from the previous "
-        "request's (not a full KV-cache hit)"
-        if not args.same_prompt
-        else "TTFT: request sent to first content chunk, the same prompt every time",
+        ttft,
         "llama_cpp.server runs with --interrupt_requests False (otherwise concurrent streams "
-        "are cut short)"
-        + (
-            ""
-            if args.server_sampling_defaults
-            else "; requests carry repeat_penalty 1.0 "
-            "(llama_cpp.server's default is 1.1; smallfirst ignores the field)"
-        ),
-        f"same completions from both servers: {'yes' if same_text else 'NO'}",
+        "are cut short)" + penalty,
     ]
-    for run in runs:
-        run.pop("single_texts")
-        for b in run["bursts"]:
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    path = model_path(args.model)
+    run = script.start("vs_llama_server", f"smallfirst vs llama_cpp.server on {args.model}", args)
+    runs: list[dict[str, Any]] = []
+    with scratch_dir() as log_dir:
+        for r in range(1, args.rounds + 1):
+            order = SERVERS if r % 2 == 1 else SERVERS[::-1]
+            for kind in order:
+                runs.append(measure_server(kind, args, path, log_dir, r))
+    summary, rows = compare(runs, args.concurrency)
+    texts = {
+        kind: [t for r in runs if r["server"] == kind for t in r.pop("single_texts")]
+        for kind in SERVERS
+    }
+    same_text = texts[SMALLFIRST] == texts[LLAMA_SERVER]
+    for one in runs:
+        for b in one["bursts"]:
             b.pop("texts")
     result = {
-        "benchmark": "vs_llama_server",
-        "machine": machine,
         "parameters": {k: v for k, v in vars(args).items() if k != "out"},
         "model_path": str(path),
         "target": "smallfirst at least as fast on every figure (TTFT lower is better)",
@@ -305,17 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         "same_text": same_text,
         "runs": runs,
     }
-    paths = c.write_results(
-        "vs_llama_server",
+    run.finish(
         result,
-        title=f"smallfirst vs llama_cpp.server ({args.model})",
-        headers=headers,
+        headers=["figure", SMALLFIRST, LLAMA_SERVER, "ratio sf/llama", "better", "sf as fast"],
         rows=rows,
-        notes=notes,
-        quick=args.quick,
-        out_dir=args.out,
+        notes=describe(args),
+        verdicts=[f"same completions from both servers: {'yes' if same_text else 'NO'}"],
+        title=f"smallfirst vs llama_cpp.server ({args.model})",
     )
-    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

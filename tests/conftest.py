@@ -8,21 +8,27 @@ rather than silently skipping.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 
 from smallfirst.catalog import Catalog
-from smallfirst.server.app import create_app
 from smallfirst.settings import Settings, default_data_dir
+from smallfirst.testing import LiveServer, free_port, wait_until_up
+
+# Re-exported: the tests import these helpers from here.
+__all__ = [
+    "QWEN",
+    "SMOL",
+    "LiveServer",
+    "free_port",
+    "models_data_dir",
+    "require_models",
+    "wait_until_up",
+]
 
 SMOL = "smollm2-135m-instruct"
 QWEN = "qwen2.5-coder-0.5b-instruct"
@@ -40,56 +46,6 @@ def require_models(settings: Settings, *names: str) -> None:
             f"models not installed in {settings.data_dir}: {missing}; "
             f"run `smallfirst models pull {' '.join(missing)}` (make test does this)"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    """Poll ``url`` until it answers 200; fail if the process exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.args!r} did not come up at {url}")
-        time.sleep(0.1)
-
-
-class LiveServer:
-    """A uvicorn server running ``create_app(settings)`` in a background thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.app = create_app(settings)
-        self.port = free_port()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="session")
