@@ -44,7 +44,8 @@ def test_fit_then_eval(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert (report / "routing.png").stat().st_size > 10_000
     md = (report / "report.md").read_text()
     assert "APGR" in md and "oracle" in md and "routing.png" in md
-    assert "## Targets (energy axis)" in md and "APGR (energy) of the best strategy" in md
+    assert "## Summary (energy axis)" in md and "APGR (energy) of the best strategy" in md
+    assert "## Ceilings" in md and "oracle-as-reference" in md and "it captures" in md
     assert "## `auto` (predictive, quality 0.95) per benchmark" in md
     data = json.loads((report / "report.json").read_text())
     assert data["n_items"] == len(fitted.heldout_keys)
@@ -94,8 +95,8 @@ def test_unreadable_results_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_least_energy_at_a_quality_bar() -> None:
     import numpy as np
 
-    from smallfirst.routing.evaluation import Curve
-    from smallfirst.routing.report import least_energy_at
+    from smallfirst.routing.training.evaluation import Curve
+    from smallfirst.routing.training.report import least_energy_at
 
     curve = Curve(
         "x",
