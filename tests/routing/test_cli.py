@@ -108,3 +108,20 @@ def test_least_energy_at_a_quality_bar() -> None:
     assert least_energy_at(curve, 0.5) == 0.4
     assert least_energy_at(curve, 0.7) == 0.8  # 0.69 at 0.6 falls short of the bar
     assert least_energy_at(curve, 0.9) is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--heldout", "1.5"], "held-out fraction must be in"),
+        (["--folds", "1"], "at least 2 folds"),
+        (["--l2", "0"], "l2 penalty must be positive"),
+        (["--models", "tiny-xs"], "at least two models"),
+        (["--models", "tiny-xs,nobody"], "no item has a result for every model"),
+    ],
+)
+def test_fit_settings_it_cannot_train_with_are_clear_errors(
+    data_dir: Path, flags: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit, match=message):
+        main(["router", "fit", "--data-dir", str(data_dir), *flags])

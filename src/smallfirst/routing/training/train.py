@@ -40,6 +40,8 @@ def train(
     iterations: int = DEFAULT_ITERATIONS,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[RouterArtifact, Evaluation]:
+    if len(table.models) < 2:
+        raise RoutingError("routing needs at least two models")
     for name, value in (("l2", l2), ("spend_l2", spend_l2)):
         if value is not None and not value > 0:  # also refuses NaN
             raise RoutingError(f"the {name} penalty must be positive, got {value:g}")
