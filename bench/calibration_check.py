@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def load_table(path: Path) -> Any:
-    from smallfirst.routing.data import build_table, load_prompts
+    from smallfirst.routing.training.table import build_table, load_prompts
     from smallfirst.settings import load_settings
     from smallfirst.store.eval_results import read_export
 
@@ -64,7 +64,7 @@ def on_the_mix(artifact: Any) -> Any:
 
 def measure(artifact: Any, heldout: Any) -> dict[str, dict[str, float | None]]:
     """Per policy: held-out quality share, worst benchmark's share, energy share."""
-    from smallfirst.routing.evaluation import evaluate
+    from smallfirst.routing.training.evaluation import evaluate
 
     out: dict[str, dict[str, float | None]] = {}
     for point in evaluate(artifact, heldout).calibrated:
@@ -84,8 +84,8 @@ def measure(artifact: Any, heldout: Any) -> dict[str, dict[str, float | None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from smallfirst.routing.data import split
-    from smallfirst.routing.train import train
+    from smallfirst.routing.training.splits import split
+    from smallfirst.routing.training.train import train
 
     args = parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]

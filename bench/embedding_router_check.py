@@ -113,8 +113,9 @@ def summarise(evaluation: Any) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from smallfirst.routing import strategies
-    from smallfirst.routing.data import build_table, load_prompts, split
-    from smallfirst.routing.train import DEFAULT_HELDOUT, train
+    from smallfirst.routing.training.splits import split
+    from smallfirst.routing.training.table import build_table, load_prompts
+    from smallfirst.routing.training.train import DEFAULT_HELDOUT, train
     from smallfirst.settings import load_settings
     from smallfirst.store.eval_results import read_export
 

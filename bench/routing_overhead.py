@@ -64,8 +64,8 @@ def stand_in_router(prompts: Sequence[Any]) -> tuple[Any, list[Any], str]:
     """A predictive router fitted on these prompts with labels made up from their length."""
     from smallfirst.routing.base import Candidate
     from smallfirst.routing.features import prompt_feature_matrix
-    from smallfirst.routing.logistic import fit_logistic
     from smallfirst.routing.strategies import PredictiveRouter
+    from smallfirst.routing.training.regression import fit_logistic
 
     x = prompt_feature_matrix(prompts)
     rng = np.random.default_rng(0)

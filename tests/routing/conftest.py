@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from smallfirst.routing.artifact import RouterArtifact
-from smallfirst.routing.data import Table, split
-from smallfirst.routing.evaluation import Evaluation
-from smallfirst.routing.train import train
+from smallfirst.routing.training.evaluation import Evaluation
+from smallfirst.routing.training.splits import split
+from smallfirst.routing.training.table import Table
+from smallfirst.routing.training.train import train
 from tests.routing.synthetic import synthetic_table
 
 TIERS = {"tiny-xs": "XS", "small-s": "S", "medium-m": "M"}

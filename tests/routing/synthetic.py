@@ -12,7 +12,8 @@ import math
 import random
 from pathlib import Path
 
-from smallfirst.routing.data import ItemKey, Table, build_table
+from smallfirst.routing.artifact import ItemKey
+from smallfirst.routing.training.table import Table, build_table
 from smallfirst.store.eval_results import EvalResult
 from smallfirst.types import Message, prompt_hash
 

@@ -9,8 +9,8 @@ import pytest
 
 from smallfirst.routing import artifact as ra
 from smallfirst.routing.artifact import ArtifactError, RouterArtifact
-from smallfirst.routing.fit import TUNED
 from smallfirst.routing.policy import BUDGET_GRID, QUALITY_GRID, Policy
+from smallfirst.routing.training.scores import TUNED
 from smallfirst.types import Message
 from tests.routing.synthetic import synthetic
 

@@ -44,7 +44,8 @@ def test_fit_then_eval(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert (report / "routing.png").stat().st_size > 10_000
     md = (report / "report.md").read_text()
     assert "APGR" in md and "oracle" in md and "routing.png" in md
-    assert "## Targets (energy axis)" in md and "APGR (energy) of the best strategy" in md
+    assert "## Summary (energy axis)" in md and "APGR (energy) of the best strategy" in md
+    assert "## Ceilings" in md and "oracle-as-reference" in md and "it captures" in md
     assert "## `auto` (predictive, quality 0.95) per benchmark" in md
     data = json.loads((report / "report.json").read_text())
     assert data["n_items"] == len(fitted.heldout_keys)
@@ -94,8 +95,8 @@ def test_unreadable_results_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_least_energy_at_a_quality_bar() -> None:
     import numpy as np
 
-    from smallfirst.routing.evaluation import Curve
-    from smallfirst.routing.report import least_energy_at
+    from smallfirst.routing.training.evaluation import Curve
+    from smallfirst.routing.training.report import least_energy_at
 
     curve = Curve(
         "x",
@@ -107,3 +108,20 @@ def test_least_energy_at_a_quality_bar() -> None:
     assert least_energy_at(curve, 0.5) == 0.4
     assert least_energy_at(curve, 0.7) == 0.8  # 0.69 at 0.6 falls short of the bar
     assert least_energy_at(curve, 0.9) is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--heldout", "1.5"], "held-out fraction must be in"),
+        (["--folds", "1"], "at least 2 folds"),
+        (["--l2", "0"], "l2 penalty must be positive"),
+        (["--models", "tiny-xs"], "at least two models"),
+        (["--models", "tiny-xs,nobody"], "no item has a result for every model"),
+    ],
+)
+def test_fit_settings_it_cannot_train_with_are_clear_errors(
+    data_dir: Path, flags: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit, match=message):
+        main(["router", "fit", "--data-dir", str(data_dir), *flags])

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from smallfirst.routing.logistic import LogisticModel, fit_logistic, log_loss, sigmoid
+from smallfirst.errors import ArtifactError
+from smallfirst.routing.predictors import LogisticModel, sigmoid
+from smallfirst.routing.training.regression import fit_logistic, log_loss
 
 
 def test_recovers_a_known_direction() -> None:
@@ -46,7 +48,7 @@ def test_rejects_bad_input() -> None:
         fit_logistic(np.zeros((0, 2)), np.zeros(0, dtype=bool))
     with pytest.raises(ValueError):
         fit_logistic(np.zeros((3, 2)), np.zeros(3, dtype=bool), l2=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ArtifactError, match="malformed"):
         LogisticModel.from_json({**fit_logistic(np.eye(2), [True, False]).to_json(), "mean": [0]})
 
 

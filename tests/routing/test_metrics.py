@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smallfirst.routing.data import Table
-from smallfirst.routing.evaluation import Evaluation
-from smallfirst.routing.metrics import (
+from smallfirst.routing.training.evaluation import Evaluation
+from smallfirst.routing.training.metrics import (
     Point,
     aiq,
     apgr,
@@ -19,8 +18,9 @@ from smallfirst.routing.metrics import (
     roc_auc,
     upper_hull,
 )
-from smallfirst.routing.strategies import OracleRouter
-from smallfirst.routing.sweep import sweep
+from smallfirst.routing.training.oracle import oracle_choice
+from smallfirst.routing.training.sweep import sweep
+from smallfirst.routing.training.table import Table
 
 
 def tiny_table() -> Table:
@@ -79,7 +79,7 @@ def test_exact_values_on_the_tiny_example() -> None:
 
 def test_the_oracle_on_the_tiny_example() -> None:
     table = tiny_table()
-    choice = OracleRouter.table_choice(table)
+    choice = oracle_choice(table.correct)
     assert choice.tolist() == [0, 1, 1, 0]
     x, y = oracle_curve(table.correct, table.energy_j, choice)
     assert x.tolist() == [0.25, 7 / 16, 10 / 16]

@@ -6,18 +6,21 @@ import numpy as np
 import pytest
 
 from smallfirst.routing.artifact import RouterArtifact
-from smallfirst.routing.data import Table
-from smallfirst.routing.fit import TUNED, strategy_scores
 from smallfirst.routing.policy import (
     BUDGET_GRID,
     DEFAULT_POLICY,
     QUALITY_GRID,
     Policy,
+    PolicyError,
+    Sweep,
     calibrate,
     calibration_grid,
     parse_policy,
 )
-from smallfirst.routing.sweep import Sweep, choose, sweep
+from smallfirst.routing.strategies import choose
+from smallfirst.routing.training.scores import TUNED, strategy_scores
+from smallfirst.routing.training.sweep import sweep
+from smallfirst.routing.training.table import Table
 
 
 @pytest.mark.parametrize(
@@ -55,7 +58,7 @@ def test_parse_valid(text: str, policy: Policy) -> None:
     ],
 )
 def test_parse_invalid(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("]", r"\]")):
+    with pytest.raises(PolicyError, match=message.replace("(", r"\(").replace("]", r"\]")):
         parse_policy(text)
 
 

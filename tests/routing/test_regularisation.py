@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 
 from smallfirst.routing.artifact import RouterArtifact
-from smallfirst.routing.data import Table
-from smallfirst.routing.regularisation import L2_GRID, SPEND_L2_GRID, choose_l2
+from smallfirst.routing.training.regularisation import L2_GRID, SPEND_L2_GRID, choose_l2
+from smallfirst.routing.training.table import Table
 
 
 def test_the_choice_is_the_grid_value_with_the_lowest_loss(table: Table) -> None:

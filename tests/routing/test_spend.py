@@ -7,10 +7,9 @@ import pytest
 
 from smallfirst.routing.base import Candidate
 from smallfirst.routing.features import prompt_features
-from smallfirst.routing.logistic import fit_logistic
-from smallfirst.routing.spend import SpendModel, fit_spend
-from smallfirst.routing.strategies import PredictiveRouter, utility_breakpoints
-from smallfirst.routing.sweep import choose
+from smallfirst.routing.predictors import SpendModel
+from smallfirst.routing.strategies import PredictiveRouter, choose, utility_breakpoints
+from smallfirst.routing.training.regression import fit_logistic, fit_spend
 from smallfirst.types import Message
 
 

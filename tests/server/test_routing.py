@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from smallfirst.routing import artifact as ra
-from smallfirst.routing.data import build_table
-from smallfirst.routing.train import train
+from smallfirst.routing.training.table import build_table
+from smallfirst.routing.training.train import train
 from smallfirst.settings import Settings
 from tests.conftest import QWEN, SMOL, LiveServer, require_models
 from tests.routing.synthetic import MODELS, synthetic

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smallfirst.cli.common import settings_from, table_width
+from smallfirst.errors import EvaluationError, RoutingError, StoreError
 
 if TYPE_CHECKING:
-    from smallfirst.routing.data import Table
+    from smallfirst.routing.training.evaluation import Evaluation
+    from smallfirst.routing.training.table import Table
     from smallfirst.settings import Settings
 
 
@@ -102,13 +104,13 @@ def _table(
     models: list[str] | None,
     files: list[Path] | None = None,
 ) -> Table:
-    from smallfirst.routing.data import build_table, load_prompts
+    from smallfirst.routing.training.table import build_table, load_prompts
     from smallfirst.store.eval_results import EvalStore, read_export
 
     if files:
         try:
             results = [r for path in files for r in read_export(path)]
-        except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, EOFError, ValueError, KeyError, TypeError, StoreError) as exc:
             raise SystemExit(f"smallfirst: cannot read results: {exc}") from None
         if runs:
             results = [r for r in results if r.run_id in runs]
@@ -127,15 +129,15 @@ def _table(
     prompts = load_prompts({r.benchmark for r in results}, settings)
     try:
         return build_table(results, prompts.messages, models, prefixes=prompts.prefixes)
-    except ValueError as exc:
+    except (RoutingError, EvaluationError) as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
 
 
-def _print_tables(evaluation: Any) -> None:
+def _print_tables(evaluation: Evaluation) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    from smallfirst.routing import report as ev
+    from smallfirst.routing.training import report as ev
 
     console = Console(width=table_width())
     for title, headers, rows in (
@@ -149,6 +151,11 @@ def _print_tables(evaluation: Any) -> None:
             "calibrated policies (held-out)",
             list(ev.CALIBRATED_HEADERS),
             ev.calibrated_rows(evaluation),
+        ),
+        (
+            "ceilings: oracles in hindsight (held-out; auto captures = share of the saving)",
+            list(ev.CEILING_HEADERS),
+            ev.ceiling_rows(evaluation),
         ),
         (
             "ROC AUC of predicted P(correct) (held-out; 0.5 = chance)",
@@ -167,7 +174,7 @@ def _print_tables(evaluation: Any) -> None:
 def cmd_router_fit(args: argparse.Namespace) -> int:
     from smallfirst.catalog import Catalog
     from smallfirst.routing import artifact
-    from smallfirst.routing.train import train
+    from smallfirst.routing.training.train import train
 
     settings = settings_from(args)
     models = [m for m in (args.models or "").split(",") if m] or None
@@ -189,7 +196,7 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
             iterations=args.iterations,
             progress=lambda step: print(f"  {step}", file=sys.stderr, flush=True),
         )
-    except ValueError as exc:
+    except (RoutingError, EvaluationError) as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
     _print_tables(evaluation)
     if args.save_as:
@@ -203,7 +210,8 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_router_eval(args: argparse.Namespace) -> int:
-    from smallfirst.routing import artifact, evaluation, report
+    from smallfirst.routing import artifact
+    from smallfirst.routing.training import evaluation, plot, report
 
     settings = settings_from(args)
     try:
@@ -214,7 +222,7 @@ def cmd_router_eval(args: argparse.Namespace) -> int:
             if latest is None:
                 raise SystemExit("smallfirst: no router fitted yet; run `smallfirst router fit`")
             fitted = latest
-    except artifact.ArtifactError as exc:
+    except RoutingError as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
     names = [c.name for c in fitted.candidates]
     table = _table(settings, list(fitted.training_run_ids), names, args.results)
@@ -233,7 +241,7 @@ def cmd_router_eval(args: argparse.Namespace) -> int:
         _print_tables(result)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        png = report.plot(result, args.out / "routing.png")
+        png = plot.plot(result, args.out / "routing.png")
         (args.out / "report.json").write_text(
             json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n"
         )

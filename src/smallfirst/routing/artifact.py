@@ -4,7 +4,7 @@ One file holds everything a gateway needs to route and everything a person needs
 the router: the format and its version, when it was made, the evaluation runs it was trained
 on, the feature spec version, the candidates (cheapest first) with their mean energy and
 cost per item, the per-model logistic weights (predictive, and the cascade's answer
-verifiers), the per-model energy regressions (:mod:`.spend`), the calibration sweeps
+verifiers), the per-model energy regressions (:mod:`.predictors`), the calibration sweeps
 (out-of-fold on the training split) from which any policy's threshold is calibrated
 exactly, a table of calibrated thresholds for a grid of targets (derived from the sweeps;
 written for people and dashboards, ignored when loading), the held-out split's item keys,
@@ -24,7 +24,9 @@ Loading refuses another format, a newer format version, or a different feature s
 version (the weights would be applied to features they were not trained on): retrain with
 ``smallfirst router fit``.
 
-This module saves, loads and answers "which threshold for this policy"; it fits nothing.
+This module saves, loads and answers "which threshold for this policy"; it fits nothing and
+imports nothing of :mod:`smallfirst.routing.training`, the evaluation harness or the store,
+so loading a router at request time stays light.
 """
 
 from __future__ import annotations
@@ -41,19 +43,38 @@ from pathlib import Path
 from typing import Any, Final
 
 from smallfirst.errors import ArtifactError
-from smallfirst.routing.base import Candidate, Router, RouterContext, make_router
-from smallfirst.routing.data import ItemKey
+from smallfirst.routing.base import Candidate, Router
 from smallfirst.routing.features import FEATURE_SPEC_VERSION
-from smallfirst.routing.logistic import LogisticModel
 from smallfirst.routing.policy import (
     DEFAULT_POLICY,
     Calibration,
     Policy,
+    Sweep,
     calibrate,
     calibration_grid,
 )
-from smallfirst.routing.spend import SpendModel
-from smallfirst.routing.sweep import Sweep
+from smallfirst.routing.predictors import LogisticModel, SpendModel
+from smallfirst.routing.registry import DEFAULT_STRATEGY, RouterContext, make_router
+
+__all__ = [
+    "DEFAULT_RESOURCE",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LATEST",
+    "ArtifactError",
+    "ItemKey",
+    "RouterArtifact",
+    "candidates_for",
+    "load",
+    "load_default",
+    "load_latest",
+    "now_iso",
+    "routers_dir",
+    "save",
+    "write_default",
+]
+
+ItemKey = tuple[str, str]  # (benchmark, item_id)
 
 FORMAT: Final = "smallfirst-router"
 FORMAT_VERSION: Final = 1
@@ -98,7 +119,7 @@ class RouterArtifact:
     def threshold(self, strategy: str, policy: Policy = DEFAULT_POLICY) -> float:
         return self.calibrate(strategy, policy).threshold
 
-    def router(self, spec: str = "predictive", policy: Policy | None = None) -> Router:
+    def router(self, spec: str = DEFAULT_STRATEGY, policy: Policy | None = None) -> Router:
         """The router ``spec`` names, with its threshold calibrated for ``policy``."""
         return make_router(spec, RouterContext(artifact=self, policy=policy))
 

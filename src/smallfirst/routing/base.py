@@ -1,4 +1,4 @@
-"""The routing contract: candidates in, one decision out, and the registry of strategies.
+"""The routing contract: candidates in, one decision out.
 
 A router sees the chat messages of a request and the candidate models, *cheapest first*
 (the last candidate is the reference: the largest, most expensive model, which is also where
@@ -11,41 +11,21 @@ to Route LLMs with Preference Data"): scores per request and candidate, one thre
 calibrated on data for a policy (:mod:`.policy`), and a higher threshold never sends a
 request to a cheaper model.
 
-Strategies (built by :func:`make_router` from a spec string; see :mod:`.strategies`):
-
-``fixed:<model>``
-    Always that model.
-``random`` / ``random:<p>``
-    The reference with probability ``p`` (default 0.5), else the cheapest candidate;
-    a baseline that mixes two tiers at a given rate.
-``oracle``
-    Evaluation only: the cheapest candidate that was right on that item in the stored
-    results. Needs the item's results, so it takes an item key.
-``predictive`` / ``predictive:bar``
-    Per-model logistic regression on prompt features. ``predictive`` weighs the predicted
-    P(correct) against each candidate's energy (one weight, the threshold);
-    ``predictive:bar`` takes the cheapest candidate whose P reaches the threshold.
-``cascade`` / ``cascade:output``
-    The cheapest model first, escalating while a confidence signal is below the calibrated
-    threshold; pays for every attempt.
-
-This module holds data types, the protocol and the registry; it imports no numpy.
+This module holds only the contract's types; the strategies are in :mod:`.strategies` and
+the registry that builds them from a spec string in :mod:`.registry`. It imports nothing
+from the rest of routing and no numpy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from smallfirst.errors import RoutingError
 from smallfirst.types import Message
 
-if TYPE_CHECKING:
-    from smallfirst.routing.artifact import RouterArtifact
-    from smallfirst.routing.data import Table
-    from smallfirst.routing.policy import Policy
+__all__ = ["Candidate", "Decision", "Router", "RoutingError", "check_candidates"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,49 +70,3 @@ def check_candidates(candidates: Sequence[Candidate]) -> None:
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
         raise RoutingError(f"candidate names must be unique, got {names}")
-
-
-@dataclass(frozen=True, slots=True)
-class RouterContext:
-    """What a strategy may need to be built: a fitted artifact, a policy, stored results."""
-
-    artifact: RouterArtifact | None = None
-    policy: Policy | None = None
-    table: Table | None = None  # the oracle's answer key
-    seed: int = 0
-
-
-RouterFactory = Callable[[str, RouterContext], Router]
-
-
-def strategies() -> Mapping[str, RouterFactory]:
-    """Strategy name -> constructor taking (the text after ``name:``, a context)."""
-    # imported here: strategies need numpy and this module must stay light
-    from smallfirst.routing import strategies as s
-
-    return MappingProxyType(
-        {
-            "fixed": s.build_fixed,
-            "random": s.build_random,
-            "oracle": s.build_oracle,
-            "predictive": s.build_predictive,
-            "cascade": s.build_cascade,
-        }
-    )
-
-
-def make_router(spec: str, context: RouterContext | None = None) -> Router:
-    """Build the router a spec names, e.g. ``"fixed:qwen2.5-coder-0.5b-instruct"``,
-    ``"random:0.3"``, ``"predictive"``, ``"predictive:bar"``, ``"cascade:output"``.
-
-    Raises :class:`RoutingError` (a ValueError) naming the known strategies when the name is
-    unknown, or saying what is missing (an artifact, a model name, results for the oracle).
-    """
-    name, _, argument = spec.partition(":")
-    table = strategies()
-    factory = table.get(name)
-    if factory is None:
-        raise RoutingError(
-            f"unknown routing strategy {name!r}; choose one of {', '.join(sorted(table))}"
-        )
-    return factory(argument, context or RouterContext())

@@ -37,7 +37,10 @@ import numpy.typing as npt
 
 from smallfirst.types import Message
 
+# the array types every routing module shares
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+BoolArray = npt.NDArray[np.bool_]
 
 FEATURE_SPEC_VERSION: Final = 1
 N_HASH_BUCKETS: Final = 256

@@ -13,7 +13,8 @@ calibration data:
     :data:`DEFAULT_POLICY`, ``quality=0.95``.
 
 Calibration is RouteLLM's (Ong et al. 2024): sweep the router's one threshold over the
-calibration data (:mod:`.sweep`) and pick the threshold that meets the target. The sweep is
+calibration data (:mod:`smallfirst.routing.training.sweep` computes the sweep, stored in
+the artifact as a :class:`Sweep`) and pick the threshold that meets the target. The sweep is
 ordered by threshold, and a higher threshold never routes any item to a cheaper model, so:
 
 - quality: the *lowest* threshold at which every benchmark of the calibration data keeps
@@ -35,7 +36,9 @@ ordered by threshold, and a higher threshold never routes any item to a cheaper 
   the all-cheapest routing is infeasible: the lowest threshold is returned, marked
   ``feasible=False``.
 
-This module parses and calibrates; it does not score requests.
+This module parses policies, holds the stored sweep and looks thresholds up in it; it does not
+score requests or compute sweeps. A policy that cannot be parsed or met raises
+:class:`~smallfirst.errors.PolicyError`, whose message is fit for an API client.
 """
 
 from __future__ import annotations
@@ -46,11 +49,31 @@ from typing import Any, Final, Literal, cast, get_args
 
 import numpy as np
 
-from smallfirst.routing.base import RoutingError
-from smallfirst.routing.sweep import Sweep
+from smallfirst.errors import ArtifactError, PolicyError
+from smallfirst.routing.features import FloatArray
+
+__all__ = [
+    "AXES",
+    "BUDGET_GRID",
+    "DEFAULT_POLICY",
+    "POLICY_KINDS",
+    "QUALITY_GRID",
+    "Axis",
+    "Calibration",
+    "Policy",
+    "PolicyError",
+    "PolicyKind",
+    "Sweep",
+    "calibrate",
+    "calibration_grid",
+    "parse_policy",
+]
 
 PolicyKind = Literal["quality", "energy", "cost"]
 POLICY_KINDS: Final[tuple[str, ...]] = get_args(PolicyKind)
+# the spend axes a budget policy and a sweep's fractions are measured on
+Axis = Literal["energy", "cost"]
+AXES: Final[tuple[Axis, ...]] = ("energy", "cost")
 
 # Calibrated thresholds are tabulated for these targets in the artifact (for people and
 # dashboards); the router itself calibrates any target exactly from the stored sweep.
@@ -76,29 +99,99 @@ DEFAULT_POLICY: Final = Policy("quality", 0.95)
 def parse_policy(text: str) -> Policy:
     """``auto`` | ``auto:quality=Q`` | ``auto:energy=E`` | ``auto:cost=C``.
 
-    Raises ValueError with a message fit for an API client (the server answers 400).
+    Raises :class:`PolicyError` with a message fit for an API client (the server answers
+    400).
     """
     match = _POLICY.fullmatch(text.strip())
     usage = "use auto, auto:quality=Q, auto:energy=E or auto:cost=C with a number in (0, 1]"
     if match is None:
-        raise ValueError(f"invalid routing policy {text!r}: {usage}")
+        raise PolicyError(f"invalid routing policy {text!r}: {usage}")
     if match["kind"] is None:
         return DEFAULT_POLICY
     kind = match["kind"]
     if kind not in POLICY_KINDS:
-        raise ValueError(f"invalid routing policy {text!r}: unknown target {kind!r}; {usage}")
+        raise PolicyError(f"invalid routing policy {text!r}: unknown target {kind!r}; {usage}")
     try:
         value = float(match["value"])
     except ValueError:
-        raise ValueError(
+        raise PolicyError(
             f"invalid routing policy {text!r}: {match['value']!r} is not a number; {usage}"
         ) from None
     if not 0 < value <= 1:  # also rejects NaN
         what = "share of the reference's accuracy" if kind == "quality" else "budget"
-        raise ValueError(
+        raise PolicyError(
             f"invalid routing policy {text!r}: the {what} must be in (0, 1], got {value:g}"
         )
     return Policy(cast(PolicyKind, kind), value)
+
+
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """Accuracy, spend and model shares of one router at each of ``K`` thresholds: the
+    calibration curve an artifact stores per tuned strategy (computed offline by
+    :func:`smallfirst.routing.training.sweep.sweep`).
+
+    Fractions are relative to the reference model (the last column) on the same items;
+    ``None`` where the table has no usable values on that axis.
+    """
+
+    thresholds: FloatArray  # (K,), ascending
+    accuracy: FloatArray  # (K,)
+    energy_fraction: FloatArray | None  # (K,)
+    cost_fraction: FloatArray | None  # (K,)
+    shares: FloatArray  # (K, m): share of items answered (finally) by each model
+    reference_accuracy: float
+    cumulative: bool
+    # (K,): min over benchmarks of routed / reference accuracy; None for one benchmark
+    worst_benchmark_ratio: FloatArray | None = None
+
+    def fraction(self, axis: Axis) -> FloatArray | None:
+        return self.energy_fraction if axis == "energy" else self.cost_fraction
+
+    def __len__(self) -> int:
+        return len(self.thresholds)
+
+    def to_json(self) -> dict[str, Any]:
+        def floats(a: FloatArray | None) -> list[float] | None:
+            return None if a is None else [float(v) for v in a]
+
+        return {
+            "thresholds": floats(self.thresholds),
+            "accuracy": floats(self.accuracy),
+            "energy_fraction": floats(self.energy_fraction),
+            "cost_fraction": floats(self.cost_fraction),
+            "shares": [[float(v) for v in row] for row in self.shares],
+            "reference_accuracy": float(self.reference_accuracy),
+            "cumulative": self.cumulative,
+            "worst_benchmark_ratio": floats(self.worst_benchmark_ratio),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Sweep:
+        def array(key: str) -> FloatArray | None:
+            value = data.get(key)
+            return None if value is None else np.asarray(value, dtype=np.float64)
+
+        thresholds = np.asarray(data["thresholds"], dtype=np.float64)
+        accuracy = np.asarray(data["accuracy"], dtype=np.float64)
+        if thresholds.shape != accuracy.shape or thresholds.ndim != 1 or not len(thresholds):
+            raise ArtifactError(
+                "malformed router file: a sweep's thresholds and accuracy must be "
+                "equal-length and non-empty"
+            )
+        if np.any(np.diff(thresholds) < 0):
+            raise ArtifactError("malformed router file: a sweep's thresholds must be ascending")
+        return cls(
+            thresholds=thresholds,
+            accuracy=accuracy,
+            energy_fraction=array("energy_fraction"),
+            cost_fraction=array("cost_fraction"),
+            shares=np.asarray(data["shares"], dtype=np.float64),
+            reference_accuracy=float(data["reference_accuracy"]),
+            cumulative=bool(data["cumulative"]),
+            # absent from artifacts written before it existed: calibrate on the mix then
+            worst_benchmark_ratio=array("worst_benchmark_ratio"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +239,7 @@ def calibrate(curve: Sweep, policy: Policy) -> Calibration:
     else:
         spend = curve.fraction(policy.kind)
         if spend is None:
-            raise RoutingError(
+            raise PolicyError(
                 f"cannot calibrate {policy}: the calibration data has no {policy.kind} figures"
             )
         within = np.maximum.accumulate(spend) <= policy.target + _TOLERANCE

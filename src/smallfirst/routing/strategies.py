@@ -1,14 +1,18 @@
-"""The routing strategies: fixed, random, oracle, predictive and cascade.
+"""The routing strategies that run per request: fixed, random, predictive and cascade.
 
 Each is an immutable object with ``name`` and ``decide(messages, candidates)`` (the
 :class:`~smallfirst.routing.base.Router` contract). The tunable ones (random, predictive,
-cascade) also expose ``table_scores(table, candidates)``, their acceptance scores on a table
-of evaluation results, which is all :mod:`.sweep` needs to evaluate and calibrate them
-offline; ``decide`` applies exactly the same rule to one request.
+cascade) reduce to *acceptance scores*, one per request and candidate but the reference,
+and one threshold: :func:`choose` routes a request to the first candidate whose running
+maximum of scores reaches the threshold. Offline, :mod:`smallfirst.routing.training.scores`
+computes the same scores for a whole table of evaluation results (from the same
+:meth:`PredictiveRouter.acceptance` and :func:`uniform_draw`), and the sweep and the
+calibration apply the same :func:`choose`; so ``decide`` does for one request exactly what
+calibration measured.
 
 predictive / predictive:bar
     For each model, a logistic regression on prompt features (:mod:`.features`,
-    :mod:`.logistic`) predicting P(correct | prompt). ``predictive`` picks the candidate that
+    :mod:`.predictors`) predicting P(correct | prompt). ``predictive`` picks the candidate that
     maximises ``w * P - (1 - w) * spend`` (expected quality minus a price on energy, ``w``
     the threshold); ``predictive:bar`` the cheapest candidate whose P reaches the threshold.
     See :class:`PredictiveRouter`.
@@ -37,16 +41,12 @@ random
     generator's state: the same prompt always goes the same way, any process agrees, and
     nothing mutable is shared between requests.
 
-oracle
-    Evaluation only: the cheapest candidate that was right on the item in the stored
-    results (the cheapest overall when none was). It needs the item's results: pass the
-    item key ``(benchmark, item_id)`` to :meth:`OracleRouter.decide`; without one it looks
-    the prompt up by its hash, and for an unknown prompt it answers with the reference.
-
 fixed
     Always one model.
 
-This module decides; it does not fit models (:mod:`.fit`) or run them.
+The oracle, which needs every model's stored answer to the item, is evaluation only and
+lives in :mod:`smallfirst.routing.training.oracle`. This module decides; it does not fit
+models, score tables or run models.
 """
 
 from __future__ import annotations
@@ -58,27 +58,45 @@ from typing import Literal
 
 import numpy as np
 
-from smallfirst.routing.base import (
-    Candidate,
-    Decision,
-    RouterContext,
-    RoutingError,
-    check_candidates,
-)
-from smallfirst.routing.data import IntArray, ItemKey, Table
+from smallfirst.errors import RoutingError
+from smallfirst.routing.base import Candidate, Decision, check_candidates
 from smallfirst.routing.features import (
     N_OUTPUT_FEATURES,
     N_PROMPT_FEATURES,
     FloatArray,
+    IntArray,
     output_features,
     prompt_features,
 )
-from smallfirst.routing.logistic import LogisticModel
-from smallfirst.routing.spend import SpendModel
+from smallfirst.routing.predictors import LogisticModel, SpendModel
 from smallfirst.types import Message, prompt_hash
+
+__all__ = [
+    "RULES",
+    "SIGNALS",
+    "CascadeRouter",
+    "FixedRouter",
+    "PredictiveRouter",
+    "RandomRouter",
+    "Rule",
+    "Signal",
+    "choose",
+    "relative_spend",
+    "uniform_draw",
+    "utility_breakpoints",
+]
 
 Signal = Literal["prompt", "output"]
 SIGNALS: tuple[Signal, ...] = ("prompt", "output")
+
+
+def choose(scores: FloatArray, threshold: float) -> IntArray:
+    """The candidate index each row of acceptance ``scores`` (n, m - 1) is routed to at
+    ``threshold``: the first ``j`` with ``max(scores[i, :j + 1]) >= threshold``, else the
+    reference (``m - 1``). Non-decreasing in ``threshold`` for every row, which is what lets
+    one threshold be calibrated for a policy."""
+    reach = np.maximum.accumulate(scores, axis=1)
+    return np.asarray((reach < threshold).sum(axis=1), dtype=np.intp)
 
 
 # --- fixed --------------------------------------------------------------------------------
@@ -133,7 +151,7 @@ class RandomRouter:
     def decide(self, messages: Sequence[Message], candidates: Sequence[Candidate]) -> Decision:
         check_candidates(candidates)
         u = uniform_draw(self.seed, prompt_hash(messages))
-        # u < p: the larger tier; the same rule as table_scores with threshold p
+        # u < p: the larger tier; training.scores.random_scores with threshold p
         chosen = candidates[-1] if u < self.p else candidates[0]
         return Decision(
             chosen.name,
@@ -141,62 +159,6 @@ class RandomRouter:
             f"random: draw {u:.3f} {'<' if u < self.p else '>='} p={self.p:g}",
             {},
         )
-
-    def table_scores(self, table: Table, candidates: Sequence[Candidate] = ()) -> FloatArray:
-        n, m = table.correct.shape
-        scores = np.full((n, m - 1), -np.inf)
-        if m > 1:
-            scores[:, 0] = [uniform_draw(self.seed, h) for h in table.prompt_hashes]
-        return scores
-
-
-# --- oracle -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OracleRouter:
-    """Knows, for every stored item, which models were right (see the module docstring)."""
-
-    answers: Mapping[ItemKey, Mapping[str, bool]]
-    by_prompt: Mapping[str, ItemKey]
-
-    @classmethod
-    def from_table(cls, table: Table) -> OracleRouter:
-        answers = {
-            key: dict(zip(table.models, (bool(v) for v in row), strict=True))
-            for key, row in zip(table.keys, table.correct, strict=True)
-        }
-        by_prompt = dict(zip(table.prompt_hashes, table.keys, strict=True))
-        return cls(answers=answers, by_prompt=by_prompt)
-
-    @property
-    def name(self) -> str:
-        return "oracle"
-
-    def decide(
-        self,
-        messages: Sequence[Message],
-        candidates: Sequence[Candidate],
-        item: ItemKey | None = None,
-    ) -> Decision:
-        check_candidates(candidates)
-        key = item if item is not None else self.by_prompt.get(prompt_hash(messages))
-        answers = self.answers.get(key) if key is not None else None
-        if answers is None:
-            reference = candidates[-1].name
-            return Decision(reference, None, "oracle: unknown item, the reference answers", {})
-        scores = {c.name: float(answers[c.name]) for c in candidates if c.name in answers}
-        for c in candidates:
-            if answers.get(c.name):
-                return Decision(c.name, 1.0, f"oracle: {c.name} was right", scores)
-        return Decision(candidates[0].name, 0.0, "oracle: no model was right", scores)
-
-    @staticmethod
-    def table_choice(table: Table) -> IntArray:
-        """The oracle's model index per item: the cheapest right one, else the cheapest."""
-        right = table.correct
-        first = np.argmax(right, axis=1)
-        return np.where(right.any(axis=1), first, 0).astype(np.intp)
 
 
 # --- predictive ---------------------------------------------------------------------------
@@ -234,7 +196,7 @@ def relative_spend(candidates: Sequence[Candidate]) -> FloatArray:
 
 
 def utility_breakpoints(p: FloatArray, spend: FloatArray) -> FloatArray:
-    """Acceptance scores (n, m - 1) of the utility rule, for :mod:`.sweep`.
+    """Acceptance scores (n, m - 1) of the utility rule, for :func:`choose`.
 
     With weight ``w`` in [0, 1], item ``i`` goes to ``argmax_j w p[i, j] - (1 - w) s[i, j]``
     (ties to the cheaper), where ``spend`` is ``(m,)`` (the same for every item) or
@@ -329,9 +291,7 @@ class PredictiveRouter:
         }
         p = np.asarray([[scores.get(c.name, 1.0) for c in usable]], dtype=np.float64)
         accept = self.acceptance(p, self.spend(x[np.newaxis, :], usable))
-        # the offline rule exactly (sweep.choose): escalate past j while its score < threshold
-        reach = np.maximum.accumulate(accept, axis=1)
-        chosen = usable[int((reach[0] < self.threshold).sum())]
+        chosen = usable[int(choose(accept, self.threshold)[0])]
         if self.rule == "utility":
             why = (
                 f"predictive: {chosen.name} maximises w*P(correct) - (1-w)*spend "
@@ -342,21 +302,6 @@ class PredictiveRouter:
                 f"predictive: {chosen.name} is the cheapest with P(correct) >= {self.threshold:.3f}"
             )
         return Decision(chosen.name, scores.get(chosen.name), why, scores)
-
-    def table_probabilities(self, table: Table) -> FloatArray:
-        """P(correct) of every table model on every row, shape (n, m)."""
-        missing = [m for m in table.models if m not in self.models]
-        if missing:
-            raise RoutingError(f"predictive router has no model for {', '.join(missing)}")
-        return np.stack([self.models[m].predict(table.features) for m in table.models], axis=1)
-
-    def table_scores(self, table: Table, candidates: Sequence[Candidate]) -> FloatArray:
-        """Acceptance scores on ``table``, whose models must be ``candidates`` in order."""
-        if tuple(c.name for c in candidates) != table.models:
-            raise RoutingError("table_scores: the table's models must be the candidates, in order")
-        return self.acceptance(
-            self.table_probabilities(table), self.spend(table.features, candidates)
-        )
 
 
 # --- cascade ------------------------------------------------------------------------------
@@ -442,91 +387,3 @@ class CascadeRouter:
             f"escalating to {following}",
             {answered_by: confidence},
         )
-
-    def table_scores(self, table: Table, candidates: Sequence[Candidate] = ()) -> FloatArray:
-        n, m = table.correct.shape
-        scores = np.empty((n, m - 1), dtype=np.float64)
-        for j, name in enumerate(table.models[:-1]):
-            scorer = self.models.get(name)
-            if scorer is None:
-                raise RoutingError(f"cascade router has no scorer for {name}")
-            x = table.features
-            if self.signal == "output":
-                x = np.hstack([x, output_matrix(table, j)])
-            scores[:, j] = scorer.predict(x)
-        return scores
-
-
-def output_matrix(table: Table, column: int) -> FloatArray:
-    """:func:`output_features` of model ``column``'s answers, one row per item."""
-    out = np.zeros((len(table), N_OUTPUT_FEATURES), dtype=np.float64)
-    for i, row in enumerate(table.outputs):
-        out[i] = output_features(row[column])
-    return out
-
-
-# --- the registry's constructors ------------------------------------------------------------
-
-
-def _threshold(context: RouterContext, strategy: str) -> float:
-    from smallfirst.routing.policy import DEFAULT_POLICY
-
-    if context.artifact is None:
-        raise RoutingError(f"{strategy} needs a fitted router: run `smallfirst router fit`")
-    return context.artifact.threshold(strategy, context.policy or DEFAULT_POLICY)
-
-
-def build_fixed(argument: str, context: RouterContext) -> FixedRouter:
-    if not argument:
-        raise RoutingError("fixed needs a model: fixed:<model>")
-    return FixedRouter(argument)
-
-
-def build_random(argument: str, context: RouterContext) -> RandomRouter:
-    if not argument:
-        return RandomRouter(seed=context.seed)
-    try:
-        p = float(argument)
-    except ValueError:
-        raise RoutingError(f"random:<p> needs a number in [0, 1], got {argument!r}") from None
-    return RandomRouter(p=p, seed=context.seed)
-
-
-def build_oracle(argument: str, context: RouterContext) -> OracleRouter:
-    if argument:
-        raise RoutingError("oracle takes no argument")
-    if context.table is None:
-        raise RoutingError("oracle needs stored evaluation results (evaluation only)")
-    return OracleRouter.from_table(context.table)
-
-
-def build_predictive(argument: str, context: RouterContext) -> PredictiveRouter:
-    rule: Rule
-    if argument in ("", "utility"):
-        rule = "utility"
-    elif argument == "bar":
-        rule = "bar"
-    else:
-        raise RoutingError(f"predictive:<rule> takes one of {', '.join(RULES)}, got {argument!r}")
-    strategy = "predictive" if rule == "utility" else f"predictive:{rule}"
-    threshold = _threshold(context, strategy)
-    assert context.artifact is not None
-    artifact = context.artifact
-    return PredictiveRouter(
-        artifact.predictive,
-        threshold,
-        rule=rule,
-        spend_models=artifact.spend or None,
-        spend_scale_j=artifact.candidates[-1].energy_j_per_item,
-    )
-
-
-def build_cascade(argument: str, context: RouterContext) -> CascadeRouter:
-    signal = argument or "prompt"
-    if signal not in SIGNALS:
-        raise RoutingError(f"cascade:<signal> takes one of {', '.join(SIGNALS)}, got {signal!r}")
-    strategy = "cascade" if signal == "prompt" else "cascade:output"
-    threshold = _threshold(context, strategy)
-    assert context.artifact is not None
-    models = context.artifact.predictive if signal == "prompt" else context.artifact.verifiers
-    return CascadeRouter(models, threshold, signal="prompt" if signal == "prompt" else "output")

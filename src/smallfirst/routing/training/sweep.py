@@ -1,4 +1,4 @@
-"""Offline routing with one threshold, and the sweep of that threshold over a data set.
+"""The sweep of a router's one threshold over a table of evaluation results.
 
 Every tunable router here reduces, on a table of evaluation results, to one matrix of
 *acceptance scores* ``S`` of shape ``(n, m - 1)``: ``S[i, j]`` is how confident the router
@@ -25,19 +25,22 @@ When the table holds several benchmarks, the sweep also records, at every thresh
 accuracy on that benchmark. A quality target calibrated on it holds for each kind of task
 in the data, so for any mix of them, not only for the mix the data happens to have.
 
-This module knows nothing of features, models or policies: scores in, curves out.
+This module knows nothing of features, models or policies: scores in, curves out (a
+:class:`~smallfirst.routing.policy.Sweep`, the form an artifact stores and calibration reads).
+The per-item rule itself is :func:`smallfirst.routing.strategies.choose`, shared with
+``decide``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 
-from smallfirst.routing.data import AXES, Axis, BoolArray, IntArray, Table
-from smallfirst.routing.features import FloatArray
+from smallfirst.routing.features import BoolArray, FloatArray, IntArray
+from smallfirst.routing.policy import AXES, Axis, Sweep
+from smallfirst.routing.training.table import Table
+
+__all__ = ["HIGH", "LOW", "default_thresholds", "routed_accuracy", "spent", "sweep"]
 
 # Scores are probabilities: LOW accepts the cheapest model for everyone, HIGH no one.
 LOW = 0.0
@@ -45,80 +48,10 @@ HIGH = 1.0 + 1e-9
 DEFAULT_MAX_POINTS = 1001
 
 
-def choose(scores: FloatArray, threshold: float) -> IntArray:
-    """The model index each item is routed to at ``threshold`` (see the module docstring)."""
-    reach = np.maximum.accumulate(scores, axis=1)
-    return np.asarray((reach < threshold).sum(axis=1), dtype=np.intp)
-
-
 def spent(chosen: IntArray, spend: FloatArray, cumulative: bool) -> FloatArray:
     """What each item cost when answered by ``chosen`` (a cascade pays for every attempt)."""
     per_model = np.cumsum(spend, axis=1) if cumulative else spend
     return np.asarray(per_model[np.arange(len(chosen)), chosen], dtype=np.float64)
-
-
-@dataclass(frozen=True, eq=False)
-class Sweep:
-    """Accuracy, spend and model shares of one router at each of ``K`` thresholds.
-
-    Fractions are relative to the reference model (the last column) on the same items;
-    ``None`` where the table has no usable values on that axis.
-    """
-
-    thresholds: FloatArray  # (K,), ascending
-    accuracy: FloatArray  # (K,)
-    energy_fraction: FloatArray | None  # (K,)
-    cost_fraction: FloatArray | None  # (K,)
-    shares: FloatArray  # (K, m): share of items answered (finally) by each model
-    reference_accuracy: float
-    cumulative: bool
-    # (K,): min over benchmarks of routed / reference accuracy; None for one benchmark
-    worst_benchmark_ratio: FloatArray | None = None
-
-    def fraction(self, axis: Axis) -> FloatArray | None:
-        return self.energy_fraction if axis == "energy" else self.cost_fraction
-
-    def __len__(self) -> int:
-        return len(self.thresholds)
-
-    def to_json(self) -> dict[str, Any]:
-        def floats(a: FloatArray | None) -> list[float] | None:
-            return None if a is None else [float(v) for v in a]
-
-        return {
-            "thresholds": floats(self.thresholds),
-            "accuracy": floats(self.accuracy),
-            "energy_fraction": floats(self.energy_fraction),
-            "cost_fraction": floats(self.cost_fraction),
-            "shares": [[float(v) for v in row] for row in self.shares],
-            "reference_accuracy": float(self.reference_accuracy),
-            "cumulative": self.cumulative,
-            "worst_benchmark_ratio": floats(self.worst_benchmark_ratio),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Sweep:
-        def array(key: str) -> FloatArray | None:
-            value = data.get(key)
-            return None if value is None else np.asarray(value, dtype=np.float64)
-
-        thresholds = np.asarray(data["thresholds"], dtype=np.float64)
-        accuracy = np.asarray(data["accuracy"], dtype=np.float64)
-        if thresholds.shape != accuracy.shape or thresholds.ndim != 1 or not len(thresholds):
-            raise ValueError("sweep: thresholds and accuracy must be equal-length, non-empty")
-        if np.any(np.diff(thresholds) < 0):
-            raise ValueError("sweep: thresholds must be ascending")
-        return cls(
-            thresholds=thresholds,
-            accuracy=accuracy,
-            energy_fraction=array("energy_fraction"),
-            cost_fraction=array("cost_fraction"),
-            shares=np.asarray(data["shares"], dtype=np.float64),
-            reference_accuracy=float(data["reference_accuracy"]),
-            cumulative=bool(data["cumulative"]),
-            # absent from artifacts written before it existed: calibrate on the mix then
-            worst_benchmark_ratio=array("worst_benchmark_ratio"),
-        )
 
 
 def default_thresholds(scores: FloatArray, max_points: int = DEFAULT_MAX_POINTS) -> FloatArray:

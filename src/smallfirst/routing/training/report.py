@@ -1,24 +1,35 @@
-"""Present a router evaluation: the terminal tables' rows, report.md and the quality-spend plot.
+"""Present a router evaluation: the terminal tables' rows and report.md.
 
-Reads an :class:`~smallfirst.routing.evaluation.Evaluation` (and, for report.md, the
-artifact it judged) and formats it; the target figures of the routing issue are checked
-here (:func:`target_lines`). It computes no metric of its own beyond reading curves
-(:func:`least_energy_at`) and fits nothing.
+Reads an :class:`~.evaluation.Evaluation` (and, for report.md, the artifact it judged) and
+formats it; the plot is :mod:`.plot`'s. It computes no metric of its own beyond reading
+curves (:func:`least_energy_at`) and fits nothing; it judges nothing against goals either
+(figures, not verdicts: targets belong to whoever sets them).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from pathlib import Path
-from types import MappingProxyType
 from typing import Final
 
-import numpy as np
-
 from smallfirst.routing.artifact import RouterArtifact
-from smallfirst.routing.data import AXES
-from smallfirst.routing.evaluation import Curve, Evaluation
+from smallfirst.routing.policy import AXES, DEFAULT_POLICY
+from smallfirst.routing.registry import DEFAULT_STRATEGY
+from smallfirst.routing.training.evaluation import Curve, Evaluation, auto_point
+
+__all__ = [
+    "CALIBRATED_HEADERS",
+    "CEILING_HEADERS",
+    "METRIC_HEADERS",
+    "calibrated_rows",
+    "ceiling_rows",
+    "discrimination_headers",
+    "discrimination_rows",
+    "least_energy_at",
+    "markdown",
+    "metric_rows",
+    "model_rows",
+    "summary_lines",
+]
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -39,6 +50,16 @@ METRIC_HEADERS: Final = (
     "CPT50 ($)",
     "CPT80 ($)",
     "AIQ ($)",
+)
+CEILING_HEADERS: Final = (
+    "ceiling",
+    "rule",
+    "accuracy",
+    "vs reference",
+    "energy",
+    "cost",
+    "shares",
+    "auto captures",
 )
 CALIBRATED_HEADERS: Final = (
     "strategy",
@@ -68,11 +89,6 @@ def metric_rows(evaluation: Evaluation) -> list[list[str]]:
     return rows
 
 
-TARGET_APGR: Final = 0.75
-TARGET_QUALITY: Final = 0.95
-TARGET_ENERGY: Final = 0.5
-
-
 def least_energy_at(curve: Curve, accuracy: float) -> float | None:
     """The least energy fraction among ``curve``'s held-out points reaching ``accuracy``.
 
@@ -86,10 +102,12 @@ def least_energy_at(curve: Curve, accuracy: float) -> float | None:
     return float(reached.min()) if reached.size else None
 
 
-def target_lines(evaluation: Evaluation) -> list[str]:
-    """The issue's targets on the energy axis, met or missed, with the oracle beside them."""
+def summary_lines(evaluation: Evaluation) -> list[str]:
+    """The energy axis in a few lines: the best APGR, each strategy at the default policy's
+    quality, and how much of each ceiling's saving ``auto`` captures."""
     reference = evaluation.model_accuracy[evaluation.models[-1]]
-    bar = TARGET_QUALITY * reference
+    quality = DEFAULT_POLICY.target
+    bar = quality * reference
     routers = [c for c in evaluation.curves if c.kind == "router"]
     scored = [
         (m.apgr, c)
@@ -97,14 +115,13 @@ def target_lines(evaluation: Evaluation) -> list[str]:
         if (m := c.metrics["energy"]) is not None and m.apgr is not None
     ]
     if not scored:
-        return ["- no energy figures: the targets cannot be checked"]
+        return ["- no energy figures on these items"]
     apgr, best = max(scored, key=lambda t: t[0])
     oracle = evaluation.curve("oracle")
     oracle_m = oracle.metrics["energy"]
     lines = [
         f"- APGR (energy) of the best strategy, `{best.name}`: {apgr:.3f} "
-        f"(target >= {TARGET_APGR}: {'met' if apgr >= TARGET_APGR else 'missed'}; "
-        f"random 0.500, oracle {_num(oracle_m.apgr if oracle_m else None)})",
+        f"(random 0.500, oracle {_num(oracle_m.apgr if oracle_m else None)})",
     ]
     for c in routers:
         least = least_energy_at(c, bar)
@@ -112,27 +129,59 @@ def target_lines(evaluation: Evaluation) -> list[str]:
             (
                 p
                 for p in evaluation.calibrated
-                if p.strategy == c.name and p.policy == f"auto:quality={TARGET_QUALITY:g}"
+                if p.strategy == c.name and p.policy == str(DEFAULT_POLICY)
             ),
             None,
         )
-        verdict = (
+        said = (
             "no threshold reaches it"
             if least is None
-            else f"{_pct(least)} of the reference's energy in hindsight "
-            f"({'met' if least <= TARGET_ENERGY else 'missed'})"
+            else f"{_pct(least)} of the reference's energy in hindsight"
         )
         if calibrated is not None:
-            verdict += (
-                f"; calibrated auto:quality={TARGET_QUALITY:g}: {_pct(calibrated.quality_ratio)}"
+            said += (
+                f"; calibrated {DEFAULT_POLICY}: {_pct(calibrated.quality_ratio)}"
                 f" of the reference's accuracy at {_pct(calibrated.energy_fraction)} energy"
             )
-        lines.append(f"- `{c.name}` at >= {TARGET_QUALITY:.0%} of the reference: {verdict}")
+        lines.append(f"- `{c.name}` at >= {quality:.0%} of the reference: {said}")
     lines.append(
-        f"- oracle at >= {TARGET_QUALITY:.0%}: {_pct(least_energy_at(oracle, bar))} of the "
-        f"reference's energy (target <= {TARGET_ENERGY:.0%})"
+        f"- oracle at >= {quality:.0%}: {_pct(least_energy_at(oracle, bar))} of the "
+        "reference's energy"
     )
-    return lines
+    return lines + _captured_lines(evaluation)
+
+
+def _captured_lines(evaluation: Evaluation) -> list[str]:
+    auto = auto_point(evaluation.calibrated)
+    if auto is None or auto.energy_fraction is None:
+        return []
+    shares = [
+        f"{_pct(c.captured)} of `{c.name}`'s (at {_pct(c.energy_fraction)})"
+        for c in evaluation.ceilings
+        if c.captured is not None
+    ]
+    if not shares:
+        return []
+    return [
+        f"- `auto` ({DEFAULT_STRATEGY}, {DEFAULT_POLICY}) spends {_pct(auto.energy_fraction)} "
+        f"of the reference's energy: it captures {', '.join(shares)} achievable saving"
+    ]
+
+
+def ceiling_rows(evaluation: Evaluation) -> list[list[str]]:
+    return [
+        [
+            c.name,
+            c.rule,
+            _pct(c.accuracy),
+            _pct(c.quality_ratio),
+            _pct(c.energy_fraction),
+            _pct(c.cost_fraction),
+            " / ".join(f"{100 * s:.0f}" for s in c.shares.values()),
+            _pct(c.captured),
+        ]
+        for c in evaluation.ceilings
+    ]
 
 
 def model_rows(evaluation: Evaluation) -> list[list[str]]:
@@ -185,9 +234,9 @@ def markdown(evaluation: Evaluation, artifact: RouterArtifact, plot_name: str | 
         f"- held-out: {evaluation.n_items} items ({bench})",
         f"- models, cheapest first: {', '.join(evaluation.models)} (the last is the reference)",
         "",
-        "## Targets (energy axis)",
+        "## Summary (energy axis)",
         "",
-        *target_lines(evaluation),
+        *summary_lines(evaluation),
         "",
         "## Single models",
         "",
@@ -203,7 +252,7 @@ def markdown(evaluation: Evaluation, artifact: RouterArtifact, plot_name: str | 
         "recovers 50%/80% of the gap between the cheapest model and the reference; AIQ: "
         "average accuracy of the non-decreasing convex hull over the models' cost range "
         "(RouterBench). Random is the straight line between the cheapest model and the "
-        "reference (APGR 0.5); formulas in `smallfirst.routing.metrics`.",
+        "reference (APGR 0.5); formulas in `smallfirst.routing.training.metrics`.",
         "",
         _md_table(list(METRIC_HEADERS), metric_rows(evaluation)),
         "",
@@ -215,6 +264,7 @@ def markdown(evaluation: Evaluation, artifact: RouterArtifact, plot_name: str | 
         "",
         _md_table(list(CALIBRATED_HEADERS), calibrated_rows(evaluation)),
         "",
+        *_ceilings(evaluation),
         *_default_by_benchmark(evaluation),
         *_discrimination(evaluation),
     ]
@@ -223,16 +273,30 @@ def markdown(evaluation: Evaluation, artifact: RouterArtifact, plot_name: str | 
     return "\n".join(parts)
 
 
+def _ceilings(evaluation: Evaluation) -> list[str]:
+    """The section on the three oracles and the share of their saving ``auto`` captures."""
+    if not evaluation.ceilings:
+        return []
+    return [
+        "## Ceilings",
+        "",
+        "Routing in hindsight, from every model's stored answer to each held-out item; "
+        "solved items (some model right) go to the cheapest right model in all three. "
+        "`oracle` sends unsolved items to the cheapest model, a saving no router can "
+        "foresee; `oracle-as-reference` keeps exactly the reference's right answers (its "
+        "accuracy is the reference's); `oracle-unsolved-to-reference` sends unsolved items "
+        f"to the reference. Auto captures: (1 - energy of `auto`, {DEFAULT_STRATEGY} at "
+        f"{DEFAULT_POLICY}) / (1 - energy of the ceiling), the share of the achievable "
+        "energy saving it realises.",
+        "",
+        _md_table(list(CEILING_HEADERS), ceiling_rows(evaluation)),
+        "",
+    ]
+
+
 def _default_by_benchmark(evaluation: Evaluation) -> list[str]:
     """The section on what the server's default policy does to each benchmark."""
-    point = next(
-        (
-            p
-            for p in evaluation.calibrated
-            if p.strategy == "predictive" and p.policy == "auto:quality=0.95"
-        ),
-        None,
-    )
+    point = auto_point(evaluation.calibrated)
     if point is None or not point.by_benchmark:
         return []
     rows = [
@@ -247,7 +311,8 @@ def _default_by_benchmark(evaluation: Evaluation) -> list[str]:
         for b, v in point.by_benchmark.items()
     ]
     return [
-        "## `auto` (predictive, quality 0.95) per benchmark",
+        f"## `auto` ({DEFAULT_STRATEGY}, {DEFAULT_POLICY.kind} {DEFAULT_POLICY.target:g}) "
+        "per benchmark",
         "",
         "The calibrated default policy on the held-out items of each benchmark. The target "
         "is calibrated to hold for every benchmark of the training split; here it is "
@@ -291,61 +356,3 @@ def _discrimination(evaluation: Evaluation) -> list[str]:
         _md_table(discrimination_headers(evaluation), discrimination_rows(evaluation)),
         "",
     ]
-
-
-_STYLE: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
-    {
-        "predictive": ("tab:blue", "-"),
-        "predictive:bar": ("tab:cyan", "-."),
-        "cascade": ("tab:orange", "-"),
-        "cascade:output": ("tab:green", "-"),
-        "random": ("grey", "--"),
-        "oracle": ("black", ":"),
-    }
-)
-
-
-def plot(evaluation: Evaluation, path: Path) -> Path:
-    """Accuracy against spend (fraction of the reference's), energy and cost side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    from smallfirst.routing.metrics import frontier
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
-    for ax, axis in zip(axes, AXES, strict=True):
-        drawn = False
-        for c in evaluation.curves:
-            xs = c.fractions[axis]
-            if xs is None:
-                continue
-            drawn = True
-            if c.kind == "model":
-                ax.scatter(xs, 100 * c.accuracy, s=45, zorder=3, color="dimgray", marker="s")
-                ax.annotate(
-                    c.name,
-                    (float(xs[0]), 100 * float(c.accuracy[0])),
-                    textcoords="offset points",
-                    xytext=(5, -12),
-                    fontsize=7,
-                )
-                continue
-            color, style = _STYLE.get(c.name, ("tab:purple", "-"))
-            fx, fy = frontier(xs, c.accuracy)
-            if fx[-1] < 1.0:  # the curve holds its best accuracy for any larger budget
-                fx, fy = np.append(fx, 1.0), np.append(fy, fy[-1])
-            ax.plot(fx, 100 * fy, linestyle=style, color=color, label=c.name)
-        ax.set_xlabel(f"{axis} as a fraction of the reference model's")
-        ax.set_ylabel("accuracy, % of held-out items")
-        ax.set_title(f"{axis} axis" if drawn else f"{axis} axis (no data)")
-        ax.grid(True, alpha=0.3)
-        if drawn:
-            ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Routing: quality against spend (held-out items)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

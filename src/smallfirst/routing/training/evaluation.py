@@ -25,10 +25,11 @@ from typing import Any, Final, Literal
 import numpy as np
 
 from smallfirst.routing.artifact import RouterArtifact
-from smallfirst.routing.data import AXES, Axis, Table
-from smallfirst.routing.features import FloatArray
-from smallfirst.routing.fit import CUMULATIVE, TUNED, strategy_scores
-from smallfirst.routing.metrics import (
+from smallfirst.routing.features import FloatArray, IntArray
+from smallfirst.routing.policy import AXES, DEFAULT_POLICY, Axis, Policy
+from smallfirst.routing.registry import DEFAULT_STRATEGY
+from smallfirst.routing.strategies import choose
+from smallfirst.routing.training.metrics import (
     AxisMetrics,
     Point,
     axis_metrics,
@@ -36,9 +37,12 @@ from smallfirst.routing.metrics import (
     random_curve,
     roc_auc,
 )
-from smallfirst.routing.policy import Policy
-from smallfirst.routing.strategies import OracleRouter
-from smallfirst.routing.sweep import choose, spent, sweep
+from smallfirst.routing.training.oracle import Ceiling, ceilings, oracle_choice
+from smallfirst.routing.training.scores import CUMULATIVE, TUNED, strategy_scores
+from smallfirst.routing.training.sweep import spent, sweep
+from smallfirst.routing.training.table import Table
+
+__all__ = ["REPORT_POLICIES", "CalibratedPoint", "Curve", "Evaluation", "auto_point", "evaluate"]
 
 CurveKind = Literal["router", "random", "oracle", "model"]
 
@@ -103,6 +107,7 @@ class Evaluation:
     calibrated: list[CalibratedPoint]
     # ROC AUC of the predictive P(correct) per benchmark ("all": every item) and model
     discrimination: dict[str, dict[str, float | None]] = dataclasses.field(default_factory=dict)
+    ceilings: list[Ceiling] = dataclasses.field(default_factory=list)
 
     def curve(self, name: str) -> Curve:
         for c in self.curves:
@@ -134,6 +139,7 @@ class Evaluation:
                 for c in self.curves
             ],
             "calibrated": [p.to_json() for p in self.calibrated],
+            "ceilings": [c.to_json() for c in self.ceilings],
             "discrimination_auc": self.discrimination,
         }
 
@@ -186,114 +192,128 @@ def _discrimination(artifact: RouterArtifact, table: Table) -> dict[str, dict[st
     }
 
 
-def evaluate(artifact: RouterArtifact, table: Table) -> Evaluation:
-    """Sweep, score and compare every strategy of ``artifact`` on ``table`` (held out)."""
-    table = table.with_models([c.name for c in artifact.candidates])
-    n = len(table)
-    model_accuracy = table.correct.mean(axis=0)
-    curves: list[Curve] = []
-    # the single models, and the axes' reference points
-    single: dict[Axis, FloatArray | None] = {}
+def auto_point(calibrated: list[CalibratedPoint]) -> CalibratedPoint | None:
+    """The calibrated point of what ``auto`` serves: the default strategy and policy."""
+    return next(
+        (
+            p
+            for p in calibrated
+            if p.strategy == DEFAULT_STRATEGY and p.policy == str(DEFAULT_POLICY)
+        ),
+        None,
+    )
+
+
+Singles = dict[Axis, FloatArray | None]
+
+
+@dataclass(frozen=True, eq=False)
+class _Scorer:
+    """Metrics of a curve on one axis, against the table's weakest and strongest model."""
+
+    single: Singles  # each model's spend fraction per axis
+    model_accuracy: FloatArray
+
+    def __call__(
+        self, axis: Axis, costs: FloatArray | None, accs: FloatArray
+    ) -> AxisMetrics | None:
+        points = self.single[axis]
+        if costs is None or points is None:
+            return None
+        weak = Point(float(points[0]), float(self.model_accuracy[0]))
+        strong = Point(float(points[-1]), float(self.model_accuracy[-1]))
+        return axis_metrics(costs, accs, weak, strong, float(points.min()), float(points.max()))
+
+
+def _single_points(table: Table) -> Singles:
+    """Each model's spend as a fraction of the reference's, per axis (None: unknown)."""
+    single: Singles = {}
     for axis in AXES:
         spend = table.axis(axis)
         if spend is None or spend[:, -1].sum() <= 0:
             single[axis] = None
         else:
             single[axis] = spend.sum(axis=0) / spend[:, -1].sum()
+    return single
 
-    def metrics_for(axis: Axis, costs: FloatArray | None, accs: FloatArray) -> AxisMetrics | None:
-        points = single[axis]
-        if costs is None or points is None:
-            return None
-        weak = Point(float(points[0]), float(model_accuracy[0]))
-        strong = Point(float(points[-1]), float(model_accuracy[-1]))
-        return axis_metrics(costs, accs, weak, strong, float(points.min()), float(points.max()))
 
-    scores: dict[str, FloatArray] = {}
-    for strategy in TUNED:
-        scores[strategy] = strategy_scores(
-            strategy,
-            artifact.predictive,
-            artifact.verifiers,
-            table,
-            artifact.candidates,
-            artifact.spend,
-        )
-        curve = sweep(scores[strategy], table, cumulative=CUMULATIVE[strategy])
+def _router_curves(scores: dict[str, FloatArray], table: Table, metrics: _Scorer) -> list[Curve]:
+    curves = []
+    for strategy, s in scores.items():
+        curve = sweep(s, table, cumulative=CUMULATIVE[strategy])
         fractions = {axis: curve.fraction(axis) for axis in AXES}
-        curves.append(
-            Curve(
-                name=strategy,
-                kind="router",
-                accuracy=curve.accuracy,
-                fractions=fractions,
-                metrics={a: metrics_for(a, fractions[a], curve.accuracy) for a in AXES},
-            )
-        )
+        by_axis = {a: metrics(a, fractions[a], curve.accuracy) for a in AXES}
+        curves.append(Curve(strategy, "router", curve.accuracy, fractions, by_axis))
+    return curves
 
-    # random: the expected line between the weak and the strong model
-    random_fractions: dict[Axis, FloatArray | None] = {}
-    random_metrics: dict[Axis, AxisMetrics | None] = {}
-    line_acc = np.asarray([model_accuracy[0], model_accuracy[-1]])
+
+def _random_curve(metrics: _Scorer) -> Curve:
+    """The expected line between the weak and the strong model."""
+    fractions: dict[Axis, FloatArray | None] = {}
+    by_axis: dict[Axis, AxisMetrics | None] = {}
+    acc = metrics.model_accuracy
+    line_acc = np.asarray([acc[0], acc[-1]])
     for axis in AXES:
-        points = single[axis]
+        points = metrics.single[axis]
         if points is None:
-            random_fractions[axis] = None
-            random_metrics[axis] = None
+            fractions[axis] = by_axis[axis] = None
             continue
         xs, ys = random_curve(
             Point(float(points[0]), float(line_acc[0])),
             Point(float(points[-1]), float(line_acc[1])),
         )
-        random_fractions[axis] = xs
-        random_metrics[axis] = metrics_for(axis, xs, ys)
-    curves.append(Curve("random", "random", line_acc, random_fractions, random_metrics))
+        fractions[axis] = xs
+        by_axis[axis] = metrics(axis, xs, ys)
+    return Curve("random", "random", line_acc, fractions, by_axis)
 
-    # the oracle's curve, per axis (its points differ by axis: the order of the moves does)
-    choice = OracleRouter.table_choice(table)
-    oracle_fractions: dict[Axis, FloatArray | None] = {}
-    oracle_metrics: dict[Axis, AxisMetrics | None] = {}
-    oracle_acc: FloatArray = np.asarray([float(table.correct[np.arange(n), choice].mean())])
+
+def _oracle_curve(table: Table, metrics: _Scorer) -> Curve:
+    """The oracle's curve per axis (its points differ by axis: the order of the moves does)."""
+    choice = oracle_choice(table.correct)
+    fractions: dict[Axis, FloatArray | None] = {}
+    by_axis: dict[Axis, AxisMetrics | None] = {}
+    acc: FloatArray = np.asarray([float(table.correct[np.arange(len(table)), choice].mean())])
     for axis in AXES:
         spend = table.axis(axis)
-        if spend is None or single[axis] is None:
-            oracle_fractions[axis] = None
-            oracle_metrics[axis] = None
+        if spend is None or metrics.single[axis] is None:
+            fractions[axis] = by_axis[axis] = None
             continue
         xs, ys = oracle_curve(table.correct, spend, choice)
-        oracle_fractions[axis] = xs
-        oracle_acc = ys
-        oracle_metrics[axis] = metrics_for(axis, xs, ys)
-    curves.append(Curve("oracle", "oracle", oracle_acc, oracle_fractions, oracle_metrics))
+        fractions[axis] = xs
+        acc = ys
+        by_axis[axis] = metrics(axis, xs, ys)
+    return Curve("oracle", "oracle", acc, fractions, by_axis)
 
+
+def _model_points(table: Table, metrics: _Scorer) -> list[Curve]:
+    curves = []
     for j, name in enumerate(table.models):
         point: dict[Axis, FloatArray | None] = {}
         for a in AXES:
-            at = single[a]
+            at = metrics.single[a]
             point[a] = None if at is None else at[j : j + 1]
-        curves.append(
-            Curve(
-                name=name,
-                kind="model",
-                accuracy=model_accuracy[j : j + 1],
-                fractions=point,
-                metrics={a: None for a in AXES},
-            )
-        )
+        no_metrics: dict[Axis, AxisMetrics | None] = {a: None for a in AXES}
+        curves.append(Curve(name, "model", metrics.model_accuracy[j : j + 1], point, no_metrics))
+    return curves
 
-    calibrated = []
-    reference_accuracy = float(model_accuracy[-1])
+
+def _calibrated(
+    artifact: RouterArtifact, table: Table, scores: dict[str, FloatArray]
+) -> list[CalibratedPoint]:
+    """Each strategy at the thresholds calibrated for :data:`REPORT_POLICIES`."""
+    n = len(table)
+    reference_accuracy = float(table.correct[:, -1].mean())
+    out = []
     for strategy in TUNED:
         for policy in REPORT_POLICIES:
-            if (
-                policy.kind != "quality"
-                and artifact.calibration[strategy].fraction(policy.kind) is None
-            ):
+            curve = artifact.calibration[strategy]
+            if policy.kind != "quality" and curve.fraction(policy.kind) is None:
                 continue
             cal = artifact.calibrate(strategy, policy)
-            chosen = choose(scores[strategy], cal.threshold)
+            chosen: IntArray = choose(scores[strategy], cal.threshold)
             accuracy = float(table.correct[np.arange(n), chosen].mean())
-            calibrated.append(
+            cumulative = CUMULATIVE[strategy]
+            out.append(
                 CalibratedPoint(
                     strategy=strategy,
                     policy=str(policy),
@@ -301,25 +321,52 @@ def evaluate(artifact: RouterArtifact, table: Table) -> Evaluation:
                     feasible=cal.feasible,
                     accuracy=accuracy,
                     quality_ratio=accuracy / reference_accuracy if reference_accuracy else math.nan,
-                    energy_fraction=_spend_fraction(table, chosen, "energy", CUMULATIVE[strategy]),
-                    cost_fraction=_spend_fraction(table, chosen, "cost", CUMULATIVE[strategy]),
+                    energy_fraction=_spend_fraction(table, chosen, "energy", cumulative),
+                    cost_fraction=_spend_fraction(table, chosen, "cost", cumulative),
                     shares={
                         name: float(np.mean(chosen == j)) for j, name in enumerate(table.models)
                     },
-                    by_benchmark=_by_benchmark(table, chosen, CUMULATIVE[strategy]),
+                    by_benchmark=_by_benchmark(table, chosen, cumulative),
                 )
             )
+    return out
+
+
+def evaluate(artifact: RouterArtifact, table: Table) -> Evaluation:
+    """Sweep, score and compare every strategy of ``artifact`` on ``table`` (held out)."""
+    table = table.with_models([c.name for c in artifact.candidates])
+    model_accuracy = table.correct.mean(axis=0)
+    metrics = _Scorer(_single_points(table), model_accuracy)
+    scores = {
+        strategy: strategy_scores(
+            strategy,
+            artifact.predictive,
+            artifact.verifiers,
+            table,
+            artifact.candidates,
+            artifact.spend,
+        )
+        for strategy in TUNED
+    }
+    calibrated = _calibrated(artifact, table, scores)
+    auto = auto_point(calibrated)
     per_benchmark: dict[str, int] = {}
     for b in table.benchmarks:
         per_benchmark[b] = per_benchmark.get(b, 0) + 1
     return Evaluation(
         models=table.models,
-        n_items=n,
+        n_items=len(table),
         items_per_benchmark=dict(sorted(per_benchmark.items())),
         model_accuracy={
             name: float(a) for name, a in zip(table.models, model_accuracy, strict=True)
         },
-        curves=curves,
+        curves=[
+            *_router_curves(scores, table, metrics),
+            _random_curve(metrics),
+            _oracle_curve(table, metrics),
+            *_model_points(table, metrics),
+        ],
         calibrated=calibrated,
         discrimination=_discrimination(artifact, table),
+        ceilings=ceilings(table, None if auto is None else auto.energy_fraction),
     )

@@ -3,7 +3,7 @@
 The predictive router's logistic models and its per-prompt spend regressions each have one
 L2 penalty. :func:`choose_l2` tries each value of a small grid, fits on all folds but one
 (the same prompt-grouped, benchmark-stratified folds as calibration,
-:func:`~smallfirst.routing.data.group_folds`), scores the fold left out, and keeps the value
+:func:`~.splits.group_folds`), scores the fold left out, and keeps the value
 with the lowest mean out-of-fold loss over the models:
 
 - logistic models (predictive and the cascade's verifiers share the value): log-loss of
@@ -26,9 +26,17 @@ from typing import Any, Final
 
 import numpy as np
 
-from smallfirst.routing.data import Table, group_folds
-from smallfirst.routing.logistic import DEFAULT_ITERATIONS, fit_logistic, log_loss
-from smallfirst.routing.spend import fit_spend
+from smallfirst.errors import RoutingError
+from smallfirst.routing.training.regression import (
+    DEFAULT_ITERATIONS,
+    fit_logistic,
+    fit_spend,
+    log_loss,
+)
+from smallfirst.routing.training.splits import group_folds
+from smallfirst.routing.training.table import Table
+
+__all__ = ["L2_GRID", "SPEND_L2_GRID", "Choice", "choose_l2"]
 
 L2_GRID: Final[tuple[float, ...]] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 SPEND_L2_GRID: Final[tuple[float, ...]] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
@@ -76,7 +84,7 @@ def choose_l2(
     """The grid values with the lowest mean out-of-fold loss (module docstring)."""
     splits = _folds(table, folds, seed)
     if not splits:
-        raise ValueError(f"{len(table)} items are too few to choose penalties out-of-fold")
+        raise RoutingError(f"{len(table)} items are too few to choose penalties out-of-fold")
     x, correct, joules = table.features, table.correct, table.energy_j
     models = range(correct.shape[1])
     losses = {}

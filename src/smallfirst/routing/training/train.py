@@ -4,7 +4,9 @@
 the L2 penalties out-of-fold on the training split unless given (:mod:`.regularisation`),
 fits and calibrates on the training split (:func:`.fit.fit`), evaluates on the held-out split
 (:func:`.evaluation.evaluate`) and returns the artifact with those held-out metrics in it.
-This module composes the others; it neither reads the database nor writes files.
+This module composes the others; it neither reads the database nor writes files. Settings
+that cannot be trained with (a held-out fraction outside (0, 1), fewer than two folds, a
+penalty that is not positive, too few items) raise :class:`~smallfirst.errors.RoutingError`.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from smallfirst.errors import RoutingError
 from smallfirst.routing.artifact import RouterArtifact, now_iso
-from smallfirst.routing.data import Table, split
-from smallfirst.routing.evaluation import Evaluation, evaluate
-from smallfirst.routing.fit import DEFAULT_FOLDS, fit
-from smallfirst.routing.logistic import DEFAULT_ITERATIONS
-from smallfirst.routing.regularisation import choose_l2
-from smallfirst.routing.spend import DEFAULT_SPEND_L2
+from smallfirst.routing.training.evaluation import Evaluation, evaluate
+from smallfirst.routing.training.fit import DEFAULT_FOLDS, fit
+from smallfirst.routing.training.regression import DEFAULT_ITERATIONS, DEFAULT_SPEND_L2
+from smallfirst.routing.training.regularisation import choose_l2
+from smallfirst.routing.training.splits import split
+from smallfirst.routing.training.table import Table
+
+__all__ = ["DEFAULT_HELDOUT", "train"]
 
 DEFAULT_HELDOUT = 0.25
 
@@ -35,9 +40,14 @@ def train(
     iterations: int = DEFAULT_ITERATIONS,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[RouterArtifact, Evaluation]:
+    if len(table.models) < 2:
+        raise RoutingError("routing needs at least two models")
+    for name, value in (("l2", l2), ("spend_l2", spend_l2)):
+        if value is not None and not value > 0:  # also refuses NaN
+            raise RoutingError(f"the {name} penalty must be positive, got {value:g}")
     parts = split(table, heldout_fraction, seed)
     if not len(parts.train) or not len(parts.heldout):
-        raise ValueError(
+        raise RoutingError(
             f"{len(table)} items are too few to hold some out; evaluate more items first"
         )
     train_table = table.take(parts.train)

@@ -48,9 +48,9 @@ ROC AUC of a model's predicted P(correct)
     that benchmark's easy items from its hard ones and can only route it as a whole.
 
 Baselines: every single model is a point; random is the line between the weak and strong
-points; the oracle's curve starts with every item on the weak model and moves, one at a
-time and cheapest extra spend first, each item the weak model got wrong to the cheapest
-model that got it right, ending at the oracle's routing.
+points; the oracle's curve (``oracle`` in :mod:`.oracle`) starts with every item on the weak
+model and moves, one at a time and cheapest extra spend first, each item the weak model got
+wrong to the cheapest model that got it right, ending at the oracle's routing.
 
 This module is arithmetic on curves; it runs no router.
 """
@@ -62,8 +62,22 @@ from typing import Any
 
 import numpy as np
 
-from smallfirst.routing.data import BoolArray
-from smallfirst.routing.features import FloatArray
+from smallfirst.routing.features import BoolArray, FloatArray
+
+__all__ = [
+    "AxisMetrics",
+    "Point",
+    "aiq",
+    "apgr",
+    "axis_metrics",
+    "cpt",
+    "frontier",
+    "integrate",
+    "oracle_curve",
+    "random_curve",
+    "roc_auc",
+    "upper_hull",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The router's training table, built from stored evaluation results, and its splits.
+"""The router's training table, built from stored evaluation results.
 
 One row per (benchmark, item_id) that has a result for *every* candidate model: the prompt's
 features, and per model whether it was right, the joules and dollars the answer took, and
@@ -15,41 +15,37 @@ the router on prompts the models did not see. A row's ``prompt_hashes`` entry is
 its messages alone, which is what a live request can be matched on. When a (benchmark, item, model)
 was answered in several runs, the most recent answer counts.
 
-Splits (:func:`split`, :func:`group_folds`) are seeded, stratified by benchmark, and grouped
-by ``prompt_hash``: identical prompts (MMLU repeats some questions under different ids) are
-always on the same side, so a held-out score never rewards memorising a training prompt.
+Results that cannot make a table (none at all, or no item with a result for every model and
+a known prompt) raise :class:`~smallfirst.errors.EvaluationError`; asking for a model the
+table lacks raises it too.
 
-This module reads results and benchmark data; it fits nothing.
+This module reads results and benchmark data; it splits (:mod:`.splits`) and fits nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-import numpy.typing as npt
 
+from smallfirst.errors import BenchmarkError, DataError, EvaluationError
+from smallfirst.evals.benchmarks import load
+from smallfirst.routing.artifact import ItemKey
 from smallfirst.routing.base import Candidate
-from smallfirst.routing.features import FloatArray, prompt_feature_matrix
+from smallfirst.routing.features import BoolArray, FloatArray, IntArray, prompt_feature_matrix
+from smallfirst.routing.policy import Axis
+from smallfirst.settings import Settings
 from smallfirst.store.eval_results import EvalResult
 from smallfirst.types import Message, prompt_hash
 
-if TYPE_CHECKING:
-    from smallfirst.settings import Settings
+__all__ = ["LoadedPrompts", "Table", "build_table", "load_prompts"]
 
 log = logging.getLogger(__name__)
-
-IntArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
-Axis = Literal["energy", "cost"]
-AXES: tuple[Axis, ...] = ("energy", "cost")
-ItemKey = tuple[str, str]  # (benchmark, item_id)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +90,7 @@ class Table:
         """The table with its model columns in the order ``models`` gives (a subset)."""
         missing = [m for m in models if m not in self.models]
         if missing:
-            raise ValueError(f"the table has no results for {', '.join(missing)}")
+            raise EvaluationError(f"the table has no results for {', '.join(missing)}")
         cols = [self.models.index(m) for m in models]
         return Table(
             models=tuple(models),
@@ -158,9 +154,6 @@ def load_prompts(benchmarks: Iterable[str], settings: Settings) -> LoadedPrompts
     cannot be fetched) is skipped with a warning: its results then have no prompt and are
     left out of the table.
     """
-    from smallfirst.evals.benchmarks import BenchmarkError, load
-    from smallfirst.evals.data import DataError
-
     loaded = LoadedPrompts({}, {})
     for name in sorted(set(benchmarks)):
         try:
@@ -176,45 +169,40 @@ def load_prompts(benchmarks: Iterable[str], settings: Settings) -> LoadedPrompts
     return loaded
 
 
-def build_table(
-    results: Iterable[EvalResult],
-    prompts: Mapping[ItemKey, Sequence[Message]],
-    models: Sequence[str] | None = None,
-    prefixes: Mapping[ItemKey, str] | None = None,
-) -> Table:
-    """Join results into a :class:`Table` (see the module docstring for the rules).
+Row = tuple[ItemKey, tuple[Message, ...], dict[str, EvalResult]]
 
-    ``models`` restricts the candidates (default: every model in the results); items that
-    lack a result for any of them are left out, as are items whose prompt is unknown or
-    hashes differently from the stored ``prompt_hash``.
-    """
+
+def _latest(results: Iterable[EvalResult]) -> dict[tuple[str, str, str], EvalResult]:
+    """The most recent result per (benchmark, item_id, model)."""
     latest: dict[tuple[str, str, str], EvalResult] = {}
     for r in results:
         key = (r.benchmark, r.item_id, r.model)
         old = latest.get(key)
         if old is None or r.created_at >= old.created_at:
             latest[key] = r
-    wanted = list(dict.fromkeys(models)) if models else sorted({k[2] for k in latest})
-    if not wanted:
-        raise ValueError("no evaluation results to build a routing table from")
-    by_item: dict[ItemKey, dict[str, EvalResult]] = defaultdict(dict)
-    for (benchmark, item_id, model), r in latest.items():
-        if model in wanted:
-            by_item[(benchmark, item_id)][model] = r
+    return latest
 
-    rows: list[tuple[ItemKey, tuple[Message, ...], dict[str, EvalResult]]] = []
+
+def _rows(
+    by_item: Mapping[ItemKey, dict[str, EvalResult]],
+    wanted: Sequence[str],
+    prompts: Mapping[ItemKey, Sequence[Message]],
+    prefixes: Mapping[ItemKey, str],
+) -> list[Row]:
+    """The items with a result for every wanted model and a prompt that hashes as stored."""
+    rows: list[Row] = []
     incomplete = unknown = changed = 0
     for item in sorted(by_item):
         per_model = by_item[item]
         if len(per_model) < len(wanted):
             incomplete += 1
             continue
-        messages = prompts.get(item)
-        if messages is None:
+        found = prompts.get(item)
+        if found is None:
             unknown += 1
             continue
-        messages = tuple(messages)
-        prefix = (prefixes or {}).get(item)
+        messages = tuple(found)
+        prefix = prefixes.get(item)
         asked = {prompt_hash(messages)} | ({prompt_hash(messages, prefix)} if prefix else set())
         if any(r.prompt_hash not in asked for r in per_model.values()):
             changed += 1
@@ -229,11 +217,13 @@ def build_table(
             unknown,
             changed,
         )
-    if not rows:
-        raise ValueError(
-            f"no item has a result for every model of {', '.join(wanted)} with a known prompt"
-        )
+    return rows
 
+
+def _figures(
+    rows: Sequence[Row], wanted: Sequence[str]
+) -> tuple[BoolArray, FloatArray, FloatArray]:
+    """Right or wrong, joules and dollars per (row, wanted model); NaN where unknown."""
     n, m = len(rows), len(wanted)
     correct = np.zeros((n, m), dtype=np.bool_)
     energy = np.full((n, m), np.nan)
@@ -246,6 +236,35 @@ def build_table(
                 energy[i, j] = r.energy_j
             if r.cost_usd is not None:
                 cost[i, j] = r.cost_usd
+    return correct, energy, cost
+
+
+def build_table(
+    results: Iterable[EvalResult],
+    prompts: Mapping[ItemKey, Sequence[Message]],
+    models: Sequence[str] | None = None,
+    prefixes: Mapping[ItemKey, str] | None = None,
+) -> Table:
+    """Join results into a :class:`Table` (see the module docstring for the rules).
+
+    ``models`` restricts the candidates (default: every model in the results); items that
+    lack a result for any of them are left out, as are items whose prompt is unknown or
+    hashes differently from the stored ``prompt_hash``.
+    """
+    latest = _latest(results)
+    wanted = list(dict.fromkeys(models)) if models else sorted({k[2] for k in latest})
+    if not wanted:
+        raise EvaluationError("no evaluation results to build a routing table from")
+    by_item: dict[ItemKey, dict[str, EvalResult]] = defaultdict(dict)
+    for (benchmark, item_id, model), r in latest.items():
+        if model in wanted:
+            by_item[(benchmark, item_id)][model] = r
+    rows = _rows(by_item, wanted, prompts, prefixes or {})
+    if not rows:
+        raise EvaluationError(
+            f"no item has a result for every model of {', '.join(wanted)} with a known prompt"
+        )
+    correct, energy, cost = _figures(rows, wanted)
     order = _cheapest_first(wanted, energy, cost)
     return Table(
         models=tuple(wanted[j] for j in order),
@@ -268,68 +287,3 @@ def _cheapest_first(models: Sequence[str], energy: FloatArray, cost: FloatArray)
         return (math.inf if e is None else e, math.inf if c is None else c, j)
 
     return sorted(range(len(models)), key=key)
-
-
-def _groups_by_benchmark(
-    benchmarks: Sequence[str], prompt_hashes: Sequence[str]
-) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
-    """Prompt groups per benchmark (a group belongs to the benchmark of its first row)."""
-    rows_of: dict[str, list[int]] = defaultdict(list)
-    owner: dict[str, str] = {}
-    for i, (benchmark, digest) in enumerate(zip(benchmarks, prompt_hashes, strict=True)):
-        rows_of[digest].append(i)
-        owner.setdefault(digest, benchmark)
-    groups: dict[str, list[str]] = defaultdict(list)
-    for digest, benchmark in owner.items():
-        groups[benchmark].append(digest)
-    return groups, rows_of
-
-
-def _shuffled(groups: list[str], seed: int, benchmark: str) -> list[str]:
-    # a generator per benchmark, keyed by a stable hash of its name: adding a benchmark
-    # leaves the others' splits unchanged
-    rng = np.random.default_rng([seed, zlib.crc32(benchmark.encode())])
-    ordered = sorted(groups)
-    return [ordered[i] for i in rng.permutation(len(ordered))]
-
-
-@dataclass(frozen=True, eq=False)
-class Split:
-    train: IntArray
-    heldout: IntArray
-
-
-def split(table: Table, heldout_fraction: float = 0.25, seed: int = 0) -> Split:
-    """Rows for training and for held-out evaluation (stratified, grouped, seeded).
-
-    In each benchmark, ``round(heldout_fraction * groups)`` prompt groups are held out, at
-    least one and never all of them when the benchmark has two or more groups.
-    """
-    if not 0 < heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
-    groups, rows_of = _groups_by_benchmark(table.benchmarks, table.prompt_hashes)
-    held: list[int] = []
-    for benchmark in sorted(groups):
-        members = _shuffled(groups[benchmark], seed, benchmark)
-        count = round(heldout_fraction * len(members))
-        if len(members) >= 2:
-            count = min(max(count, 1), len(members) - 1)
-        for digest in members[:count]:
-            held.extend(rows_of[digest])
-    mask = np.zeros(len(table), dtype=np.bool_)
-    mask[np.asarray(held, dtype=np.intp)] = True
-    return Split(train=np.flatnonzero(~mask), heldout=np.flatnonzero(mask))
-
-
-def group_folds(table: Table, k: int, seed: int = 0) -> IntArray:
-    """A fold number in ``[0, k)`` for each row: groups dealt round-robin per benchmark."""
-    if k < 2:
-        raise ValueError(f"need at least 2 folds, got {k}")
-    groups, rows_of = _groups_by_benchmark(table.benchmarks, table.prompt_hashes)
-    fold = np.zeros(len(table), dtype=np.intp)
-    for benchmark in sorted(groups):
-        # a benchmark-dependent offset, so that small benchmarks do not all fill fold 0
-        offset = zlib.crc32(f"{seed}/{benchmark}".encode()) % k
-        for position, digest in enumerate(_shuffled(groups[benchmark], seed + 1, benchmark)):
-            fold[np.asarray(rows_of[digest], dtype=np.intp)] = (position + offset) % k
-    return fold

@@ -10,50 +10,50 @@
 Thresholds must be calibrated on scores the models did not see in training (a model is
 over-confident on its own training items), so calibration uses *out-of-fold* scores: the
 training table is cut into ``folds`` prompt-grouped, benchmark-stratified folds
-(:func:`~smallfirst.routing.data.group_folds`), each fold is scored by models fitted on the
+(:func:`~.splits.group_folds`), each fold is scored by models fitted on the
 others, and the thresholds are swept over those scores. The models kept are then refitted on
 the whole training table. This costs ``folds + 1`` fits per model; each is a few hundred
 gradient steps in numpy.
 
-This module fits and sweeps; it does not choose policies' thresholds (:mod:`.policy`) or
-write artifacts (:mod:`.artifact`).
+This module fits and sweeps; it does not choose policies' thresholds
+(:mod:`smallfirst.routing.policy`) or write artifacts (:mod:`smallfirst.routing.artifact`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Final
 
 import numpy as np
 
-from smallfirst.routing.base import Candidate
-from smallfirst.routing.data import Table, group_folds
+from smallfirst.errors import RoutingError
 from smallfirst.routing.features import FloatArray
-from smallfirst.routing.logistic import (
+from smallfirst.routing.policy import Sweep
+from smallfirst.routing.predictors import LogisticModel, SpendModel
+from smallfirst.routing.training.regression import (
     DEFAULT_ITERATIONS,
     DEFAULT_L2,
-    LogisticModel,
+    DEFAULT_SPEND_L2,
     fit_logistic,
+    fit_spend,
 )
-from smallfirst.routing.spend import DEFAULT_SPEND_L2, SpendModel, fit_spend
-from smallfirst.routing.strategies import CascadeRouter, PredictiveRouter, output_matrix
-from smallfirst.routing.sweep import Sweep, sweep
+from smallfirst.routing.training.scores import CUMULATIVE, TUNED, output_matrix, strategy_scores
+from smallfirst.routing.training.splits import group_folds
+from smallfirst.routing.training.sweep import sweep
+from smallfirst.routing.training.table import Table
+
+__all__ = [
+    "DEFAULT_FOLDS",
+    "Fitted",
+    "fit",
+    "fit_models",
+    "fit_spend_models",
+    "out_of_fold_scores",
+]
 
 log = logging.getLogger(__name__)
 
-# Strategies that have a calibrated threshold; cascade pays for every attempt.
-TUNED: Final[tuple[str, ...]] = ("predictive", "predictive:bar", "cascade", "cascade:output")
-CUMULATIVE: Final[Mapping[str, bool]] = MappingProxyType(
-    {
-        "predictive": False,
-        "predictive:bar": False,
-        "cascade": True,
-        "cascade:output": True,
-    }
-)
 DEFAULT_FOLDS = 5
 
 Models = dict[str, LogisticModel]
@@ -70,7 +70,8 @@ class Fitted:
 
 
 def fit_spend_models(table: Table, l2: float = DEFAULT_SPEND_L2) -> dict[str, SpendModel]:
-    """Per-model energy regressions (:mod:`.spend`), for the models with energy figures."""
+    """Per-model energy regressions (:func:`~.regression.fit_spend`), for the models with
+    energy figures."""
     out = {}
     for j, name in enumerate(table.models):
         model = fit_spend(table.features, table.energy_j[:, j], l2=l2)
@@ -92,36 +93,6 @@ def fit_models(
         x = np.hstack([table.features, output_matrix(table, j)])
         verifiers[name] = fit_logistic(x, table.correct[:, j], l2=l2, iterations=iterations)
     return predictive, verifiers
-
-
-def strategy_scores(
-    strategy: str,
-    predictive: Mapping[str, LogisticModel],
-    verifiers: Mapping[str, LogisticModel],
-    table: Table,
-    candidates: Sequence[Candidate],
-    spend: Mapping[str, SpendModel] | None = None,
-) -> FloatArray:
-    """Acceptance scores (n, m - 1) of a TUNED strategy on ``table``.
-
-    ``candidates`` are the table's models with their spend per item, and ``spend`` the
-    per-prompt energy models: the utility rule weighs P(correct) against spend, so
-    calibration and serving must use the same figures.
-    """
-    if strategy == "predictive":
-        router = PredictiveRouter(
-            predictive,
-            0.0,
-            spend_models=spend,
-            spend_scale_j=candidates[-1].energy_j_per_item if candidates else None,
-        )
-        return router.table_scores(table, candidates)
-    if strategy in ("predictive:bar", "cascade"):
-        # the cascade's prompt signal is the predictive P(correct) of the model that answered
-        return PredictiveRouter(predictive, 0.0, rule="bar").table_scores(table, candidates)
-    if strategy == "cascade:output":
-        return CascadeRouter(verifiers, 0.0, signal="output").table_scores(table)
-    raise ValueError(f"no scores for strategy {strategy!r}; tuned ones: {', '.join(TUNED)}")
 
 
 def out_of_fold_scores(
@@ -179,7 +150,7 @@ def fit(
 ) -> Fitted:
     """Models on all of ``table`` and out-of-fold calibration sweeps (module docstring)."""
     if len(table.models) < 2:
-        raise ValueError("routing needs at least two models")
+        raise RoutingError("routing needs at least two models")
     oof = out_of_fold_scores(
         table,
         folds=folds,
