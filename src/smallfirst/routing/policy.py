@@ -21,9 +21,8 @@ ordered by threshold, and a higher threshold never routes any item to a cheaper 
   ``Q`` x the reference's accuracy on that benchmark (the sweep's worst-benchmark ratio),
   and the whole mix does too. Per benchmark, because the data's mix of benchmarks is an
   accident: a target met only on average can be met by trading one kind of task away for
-  another (on the committed baseline's held-out items, calibrated on the mix,
-  ``quality=0.95`` left GSM8K at 55% of the reference while multiple choice kept 100%),
-  and a user whose traffic is mostly that kind would not get the quality asked for. A
+  another (bench/README.md shows it happening on the baseline), and a user whose traffic
+  is mostly that kind would not get the quality asked for. A
   sweep without per-benchmark figures (one benchmark, or an artifact from before they
   existed) is calibrated on the mix alone. A stricter ``Q`` only removes
   thresholds from the feasible set, so the choice never moves down: a stricter quality

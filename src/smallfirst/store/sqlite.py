@@ -94,10 +94,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, benchmark, item_id, model)
     );
     """,
-    # The summary's and the dashboard's aggregates: this covering index holds every column
-    # they read, so GROUP BY model, tier walks it in order (no sort, no table lookups) and a
-    # whole-table scan reads ~1/3 of the bytes; at 100,000 receipts the unfiltered GROUP BY
-    # drops from ~200 ms to ~60 ms (2 vCPUs; bench/dashboard_endpoints.py times the endpoints).
+    # The summary's and the dashboard's aggregates: a covering index, so GROUP BY model, tier
+    # walks it in order with no sort and no table lookups (bench/dashboard_endpoints.py).
     """
     CREATE INDEX receipts_model_tier_cover ON receipts (
         model, tier, created_at, status, prompt_tokens, completion_tokens,

@@ -36,14 +36,11 @@ __all__ = [
     "log_loss",
 ]
 
-# On the committed baseline (580 items when measured) the held-out APGR of the predictive
-# router was 0.58 at 0.01, 0.62 at 0.1, 0.68 at 1, 0.66 at 3 and at 10: with ~300 hashed
-# features and a few hundred items per model, weak penalties memorise the training prompts
-# and give 0/1 probabilities on anything new.
+# Weak penalties memorise the training prompts (hundreds of hashed features, a few hundred
+# items per model) and give 0/1 probabilities on anything new; bench/README.md has the sweep.
 DEFAULT_L2: Final = 1.0
 DEFAULT_ITERATIONS: Final = 300
-# held-out APGR on the baseline: 0.681 at 1, 0.691 at 10, 0.705 at 100, 0.700 at 1000; weak
-# penalties also gave absurd spends to prompts unlike any seen (small talk above GSM8K)
+# strong: weak penalties give absurd spends to prompts unlike any seen (bench/README.md)
 DEFAULT_SPEND_L2: Final = 100.0
 
 
