@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from smallfirst.engines.pool import EnginePool
-from smallfirst.errors import RoutingError, invalid
+from smallfirst.errors import PolicyError, RoutingError
 from smallfirst.settings import Settings
 from smallfirst.types import Message
 
@@ -111,7 +111,7 @@ class Chooser:
                 router = self.artifact.router(strategy, policy)
                 calibration = self.artifact.calibrate(strategy, policy)
             except (ValueError, RoutingError) as exc:
-                raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
+                raise _bad_policy(name, exc) from None
             if not calibration.feasible:
                 # e.g. a budget below what the cheapest model alone spends: served as close
                 # as it gets (everything to the cheapest), and every route says so
@@ -128,7 +128,7 @@ class Chooser:
             try:
                 parse_policy(_strategy(name)[1])  # still refuse a malformed policy
             except (ValueError, RoutingError) as exc:
-                raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
+                raise _bad_policy(name, exc) from None
             return Choice(
                 self.settings.default_model,
                 name,
@@ -167,6 +167,11 @@ class Chooser:
             },
             (router, candidates) if strategy == CASCADE else None,
         )
+
+
+def _bad_policy(name: str, exc: Exception) -> PolicyError:
+    # ValueError too: routing.policy raises it until it raises PolicyError itself
+    return PolicyError(f"Invalid model policy {name!r}: {exc}", param="model")
 
 
 def _calibration_record(calibration: Calibration) -> dict[str, Any]:
