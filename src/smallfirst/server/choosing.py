@@ -14,13 +14,16 @@ calibration data (accuracy, the worst benchmark's share of the reference's, ener
 fractions) with ``feasible: false`` where the target could not be met there (a budget below
 the cheapest model's own spend is served by the cheapest model).
 
-Routers are built once per policy string and kept; deciding is pure CPU on cheap features.
+Routers are built per policy string and the most recently used :data:`ROUTER_CACHE_SIZE`
+are kept (clients choose the strings, and ``auto:quality=Q`` takes any float, so the cache
+must not grow with them); deciding is pure CPU on cheap features.
 This module chooses; it does not generate.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STRATEGY = "predictive"
+ROUTER_CACHE_SIZE = 16  # policies kept built; a few are in use at once, a rebuild is milliseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,7 @@ class Chooser:
             log.warning("ignoring the router artifact: %s", exc)
             self.artifact = None
         # per policy string: its router, and the calibration record every route carries
-        self._routers: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._routers: OrderedDict[str, tuple[Any, dict[str, Any]]] = OrderedDict()
         if self.artifact is None:
             self.source = None
             log.info("no router artifact: 'auto' means %s", settings.default_model)
@@ -99,9 +103,17 @@ class Chooser:
             "cascade:quality=0.95",
         ]
 
-    def _router(self, name: str) -> tuple[Any, dict[str, Any]]:
+    def cached_policies(self) -> list[str]:
+        """The policy strings whose routers are built, least recently used first."""
+        return list(self._routers)
+
+    def router_for(self, name: str) -> tuple[Any, dict[str, Any]]:
+        """The router of an auto or cascade name and its calibration record, built or kept;
+        :class:`~smallfirst.errors.PolicyError` for a malformed policy."""
         built = self._routers.get(name)
-        if built is None:
+        if built is not None:
+            self._routers.move_to_end(name)
+        else:
             from smallfirst.routing.policy import parse_policy
 
             assert self.artifact is not None
@@ -117,6 +129,8 @@ class Chooser:
                 # as it gets (everything to the cheapest), and every route says so
                 log.warning("%s cannot be met on the router's calibration data", name)
             built = self._routers[name] = (router, _calibration_record(calibration))
+            while len(self._routers) > ROUTER_CACHE_SIZE:
+                self._routers.popitem(last=False)
         return built
 
     def choose(self, name: str, messages: Sequence[Message]) -> Choice:
@@ -140,7 +154,7 @@ class Chooser:
             )
         from smallfirst.routing.artifact import candidates_for
 
-        router, calibration = self._router(name)
+        router, calibration = self.router_for(name)
         candidates = candidates_for(self.artifact, self.pool.available())
         if not candidates:
             return Choice(
