@@ -120,6 +120,21 @@ async def _answer(
     )
 
 
+async def _result(
+    pool: EnginePool, metering: Metering, model: str, item: Item, run_id: str
+) -> EvalResult:
+    """The model's scored answer, or its refusal: a request impossible for this model (a
+    prompt longer than its context; below 500 in the error table) is a wrong answer with
+    the reason, while a failing engine or upstream stops the run, to be resumed later."""
+    try:
+        return await _answer(pool, metering, model, item, run_id)
+    except SmallfirstError as exc:
+        wire = describe(exc)
+        if wire is None or wire.status >= 500:
+            raise
+        return _refused(item, model, run_id, wire)
+
+
 def _refused(item: Item, model: str, run_id: str, exc: WireError) -> EvalResult:
     return EvalResult(
         run_id=run_id,
@@ -206,15 +221,7 @@ async def run(
                 nonlocal answered
                 while not queue.empty():
                     item, model = queue.get_nowait()
-                    try:
-                        result = await _answer(pool, metering, model, item, config.run_id)
-                    except SmallfirstError as exc:
-                        wire = describe(exc)
-                        if wire is None or wire.status >= 500:
-                            raise  # the engine or upstream failed: stop, resume later
-                        # the request itself is impossible for this model (a prompt longer
-                        # than its context): a wrong answer, with the reason
-                        result = _refused(item, model, config.run_id, wire)
+                    result = await _result(pool, metering, model, item, config.run_id)
                     store.add(result)
                     done[model] += 1
                     answered += 1
