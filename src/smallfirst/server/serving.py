@@ -51,6 +51,7 @@ __all__ = [
     "Metered",
     "Record",
     "body_response",
+    "endpoint_of",
     "finished_or_gone",
     "serve",
     "stream_response",
@@ -235,6 +236,7 @@ class Ledger:
 
 
 def endpoint_of(env: Envelope) -> str:
+    """The receipt's endpoint name for a response envelope."""
     return "chat" if env.kind == "chat" else "completions"
 
 
