@@ -147,7 +147,8 @@ def test_a_prefilled_reply_is_refused_before_any_request(settings: Settings) -> 
     import asyncio
 
     from smallfirst.engines.remote import RemoteEngine
-    from smallfirst.errors import GatewayError
+    from smallfirst.errors import UnsupportedError
+    from smallfirst.server.errors import describe
 
     remote = UserModel(name="nowhere", base_url=f"http://127.0.0.1:{free_port()}/v1", model_id="x")
     spec = Catalog(settings.model_copy(update={"models": (remote,)})).get("nowhere")
@@ -159,6 +160,7 @@ def test_a_prefilled_reply_is_refused_before_any_request(settings: Settings) -> 
     async def first() -> None:
         await anext(engine.generate(request))
 
-    with pytest.raises(GatewayError) as err:
+    with pytest.raises(UnsupportedError) as err:
         asyncio.run(first())
-    assert err.value.status == 400 and "in-process" in err.value.message
+    wire = describe(err.value)
+    assert wire is not None and wire.status == 400 and "in-process" in wire.message

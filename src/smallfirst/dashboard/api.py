@@ -35,7 +35,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from smallfirst._version import __version__
-from smallfirst.errors import GatewayError, invalid
+from smallfirst.errors import InvalidRequestError, NotFoundError
 from smallfirst.evals.report import Row, summarize
 from smallfirst.server.receipts_api import _filters
 from smallfirst.settings import Settings
@@ -77,11 +77,13 @@ def _bucket_param(value: str | None, span_s: float) -> int:
     try:
         bucket = int(value)
     except ValueError:
-        raise invalid("'bucket' must be a whole number of seconds", param="bucket") from None
+        raise InvalidRequestError(
+            "'bucket' must be a whole number of seconds", param="bucket"
+        ) from None
     if bucket < 1:
-        raise invalid("'bucket' must be at least 1 second", param="bucket")
+        raise InvalidRequestError("'bucket' must be at least 1 second", param="bucket")
     if span_s / bucket > MAX_BUCKETS:
-        raise invalid(
+        raise InvalidRequestError(
             f"'bucket' of {bucket} s splits the period into more than {MAX_BUCKETS} buckets; "
             "use a wider bucket or a shorter period",
             param="bucket",
@@ -190,7 +192,7 @@ def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRou
     @api.get("/dashboard/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
         if name not in STATIC:
-            raise GatewayError(404, f"No dashboard file {name!r}", code="not_found")
+            raise NotFoundError(f"No dashboard file {name!r}")
         return Response(
             _asset(name), media_type=STATIC[name], headers={"cache-control": "no-cache"}
         )
@@ -231,7 +233,7 @@ def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRou
         q = request.query_params
         unknown = sorted(set(q) - {"run"})
         if unknown:
-            raise invalid(f"Unknown query parameter '{unknown[0]}'", param=unknown[0])
+            raise InvalidRequestError(f"Unknown query parameter '{unknown[0]}'", param=unknown[0])
         return cache.get(q.get("run") or None)
 
     return api

@@ -1,10 +1,10 @@
 """What every engine takes and gives: requests, chunks, usage, and the Engine contract.
 
 An engine runs one model. ``generate`` is an async iterator of :class:`Chunk`; it raises
-:class:`~smallfirst.errors.GatewayError` *before its first chunk* for anything that is the
-request's fault (a prompt longer than the context, say), so the server can still answer with
-a proper status code, and later only for failures mid-generation. The last chunk carries
-``finish_reason`` and ``usage``.
+a :class:`~smallfirst.errors.SmallfirstError` *before its first chunk* for anything that is
+the request's fault (a :class:`~smallfirst.errors.ContextLengthError`, say), so the server
+can still answer with a proper status code, and later only for failures mid-generation.
+The last chunk carries ``finish_reason`` and ``usage``.
 
 This module holds only data types and the protocol; it imports no inference library.
 """

@@ -29,7 +29,12 @@ import numpy as np
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.base import Chunk, GenerationRequest, Sampling, TokenLogprob, TopLogprob
-from smallfirst.errors import GatewayError, context_length_exceeded, invalid, upstream
+from smallfirst.errors import (
+    ContextLengthError,
+    GenerationError,
+    SmallfirstError,
+    UnsupportedError,
+)
 from smallfirst.settings import Settings
 from smallfirst.types import FinishReason, Usage
 
@@ -143,7 +148,7 @@ class LlamaEngine:
                 template = llm.metadata.get("tokenizer.chat_template")
                 if not template:
                     llm.close()
-                    raise upstream(500, f"{self.spec.name} has no chat template in its GGUF")
+                    raise GenerationError(f"{self.spec.name} has no chat template in its GGUF")
                 model = llm._model
                 eos, bos = model.token_eos(), model.token_bos()
                 self._formatter = Jinja2ChatFormatter(
@@ -176,7 +181,7 @@ class LlamaEngine:
         """The prompt text the model sees, and its tokens."""
         if request.messages is not None:
             if self._formatter is None:
-                raise invalid(
+                raise UnsupportedError(
                     f"{self.spec.name} is a base model without a chat template; "
                     "use /v1/completions",
                     param="model",
@@ -203,7 +208,7 @@ class LlamaEngine:
             max_tokens = request.sampling.max_tokens
             n_ctx = self.n_ctx
             if len(tokens) >= n_ctx or (max_tokens and len(tokens) + max_tokens > n_ctx):
-                raise context_length_exceeded(len(tokens), n_ctx, max_tokens)
+                raise ContextLengthError(len(tokens), n_ctx, max_tokens)
 
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -263,11 +268,11 @@ class LlamaEngine:
                 finally:
                     if on_compute:
                         on_compute(False)
-        except GatewayError as exc:
+        except SmallfirstError as exc:
             emit(exc)
         except Exception as exc:
             log.exception("generation failed on %s", self.spec.name)
-            emit(upstream(500, f"generation failed on {self.spec.name}: {exc}", "engine_error"))
+            emit(GenerationError(f"generation failed on {self.spec.name}: {exc}"))
         finally:
             emit(_DONE)
 

@@ -19,7 +19,7 @@ from smallfirst.catalog import Catalog
 from smallfirst.engines.base import Engine
 from smallfirst.engines.llama import LlamaEngine
 from smallfirst.engines.remote import RemoteEngine
-from smallfirst.errors import model_not_found
+from smallfirst.errors import UnknownModelError
 from smallfirst.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,11 @@ class EnginePool:
         return [s.name for s in self.catalog if self.catalog.is_installed(s)]
 
     async def get(self, name: str) -> Engine:
-        """The engine for ``name``, loaded and ready; 404 if there is no such model here."""
+        """The engine for ``name``, loaded and ready; UnknownModelError if it cannot run here."""
         engine = self._engines.get(name)
         if engine is None:
             if name not in self.catalog or not self.catalog.is_installed(self.catalog.get(name)):
-                raise model_not_found(name)
+                raise UnknownModelError(name, f"model {name!r} is not known or not installed here")
             spec = self.catalog.get(name)
             if spec.remote is not None:
                 engine = RemoteEngine(spec, self.settings)

@@ -6,10 +6,13 @@ engine alike. A streaming client's request is streamed from the upstream (asking
 ``include_usage``; servers that ignore it leave usage unknown, reported as null rather than
 guessed); a non-streaming one is sent as one request, whose body always carries usage.
 
-Upstream failures become clean gateway errors: a refused connection or a 5xx is 502, a
-timeout 504, and a 4xx keeps its status and the upstream's message (it is the request's
-fault, e.g. a context overflow). A failure after the first chunk is raised mid-stream and the
-server ends the stream with an error event.
+Upstream failures become domain errors: a refused connection is
+:class:`~smallfirst.errors.UpstreamUnavailableError`, a timeout
+:class:`~smallfirst.errors.UpstreamTimeoutError`, a 5xx or a garbled answer
+:class:`~smallfirst.errors.UpstreamError`, and a 4xx an
+:class:`~smallfirst.errors.UpstreamRefusedError` keeping its status and the upstream's
+message (it is the request's fault, e.g. a context overflow). A failure after the first
+chunk is raised mid-stream and the server ends the stream with an error event.
 
 This module does not retry and does not pick models; it talks to one endpoint.
 """
@@ -26,7 +29,13 @@ import httpx
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob, TopLogprob
-from smallfirst.errors import GatewayError, invalid, upstream
+from smallfirst.errors import (
+    UnsupportedError,
+    UpstreamError,
+    UpstreamRefusedError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from smallfirst.settings import Settings
 from smallfirst.types import Usage
 
@@ -116,7 +125,7 @@ def _whole(name: str, raw: bytes) -> Chunk:
         data = json.loads(raw)
         choice = data["choices"][0]
     except (ValueError, KeyError, IndexError, TypeError):
-        raise upstream(502, f"{name}: upstream sent an unexpected response") from None
+        raise UpstreamError(f"{name}: upstream sent an unexpected response") from None
     message = choice.get("message")
     text = (message or {}).get("content") if message is not None else choice.get("text")
     chunk = parse_chunk(
@@ -182,7 +191,7 @@ class RemoteEngine:
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if request.assistant_prefix is not None:
             # the OpenAI API has no way to start the assistant's reply for it
-            raise invalid(
+            raise UnsupportedError(
                 f"{self.spec.name}: a prefilled assistant reply needs an in-process model",
                 param="model",
             )
@@ -196,11 +205,9 @@ class RemoteEngine:
                     detail = _error_message(await response.aread())
                     status = response.status_code
                     if status >= 500:
-                        raise upstream(502, f"{name}: upstream answered {status}: {detail}")
-                    raise GatewayError(
-                        status,
-                        f"{name}: upstream refused the request: {detail}",
-                        code="upstream_error",
+                        raise UpstreamError(f"{name}: upstream answered {status}: {detail}")
+                    raise UpstreamRefusedError(
+                        f"{name}: upstream refused the request: {detail}", status
                     )
                 if not request.stream:
                     yield _whole(name, await response.aread())
@@ -217,10 +224,10 @@ class RemoteEngine:
                     try:
                         data = json.loads(payload)
                     except ValueError:
-                        raise upstream(502, f"{name}: upstream sent invalid JSON") from None
+                        raise UpstreamError(f"{name}: upstream sent invalid JSON") from None
                     if "error" in data:
-                        raise upstream(
-                            502, f"{name}: upstream error: {_error_message(payload.encode())}"
+                        raise UpstreamError(
+                            f"{name}: upstream error: {_error_message(payload.encode())}"
                         )
                     chunk = parse_chunk(data)
                     if chunk is None:
@@ -241,10 +248,8 @@ class RemoteEngine:
                 if finish_seen is not None:
                     yield finish_seen
         except httpx.TimeoutException:
-            raise upstream(504, f"{name}: upstream timed out", "upstream_timeout") from None
+            raise UpstreamTimeoutError(f"{name}: upstream timed out") from None
         except httpx.HTTPError as exc:
-            raise upstream(
-                502, f"{name}: upstream unreachable: {exc}", "upstream_unavailable"
-            ) from None
+            raise UpstreamUnavailableError(f"{name}: upstream unreachable: {exc}") from None
         finally:
             self.in_flight -= 1

@@ -3,11 +3,15 @@
 For each benchmark: load the items, take the seeded subset, skip the (item, model) pairs
 this run already has with the same prompt (that is what makes a run resumable: stop it any
 time, start it again with the same ``run_id``; an item whose prompt changed since is asked
-again), and answer the rest greedily through the same engine pool and
-meter the gateway uses. Every model answers an item before the next item starts
+again), and answer the rest greedily through the gateway's own serving step
+(:mod:`smallfirst.server.serving`: the same engine pool, metering slots and receipts,
+minus the client). Every model answers an item before the next item starts
 (item-major), so a run stopped part-way leaves results paired across models. Each answer
 is scored (code in the sandbox, in a worker thread, never in this process) and stored
 with its tokens, time, energy (with method), cost and CO2.
+An item the model refuses (an error whose HTTP status, in :mod:`smallfirst.server.errors`,
+is below 500: a prompt longer than its context) is stored as wrong with the reason; a
+failure of the engine or upstream stops the run.
 
 ``concurrency`` items are in flight at once: on an in-process model generations still take
 turns, but scoring overlaps the next generation; a remote endpoint gets real parallelism.
@@ -28,12 +32,14 @@ from dataclasses import dataclass
 from smallfirst.catalog import Catalog
 from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.pool import EnginePool
-from smallfirst.errors import GatewayError
+from smallfirst.errors import SmallfirstError
 from smallfirst.evals.items import Item, without_prefill
-from smallfirst.metering.service import Metering, Outcome
+from smallfirst.metering.service import Metering
+from smallfirst.server.choosing import Choice
+from smallfirst.server.errors import WireError, describe
+from smallfirst.server.serving import Ledger, Metered
 from smallfirst.settings import Settings
 from smallfirst.store.eval_results import EvalResult, EvalStore
-from smallfirst.types import Usage
 
 log = logging.getLogger(__name__)
 
@@ -76,41 +82,21 @@ async def _answer(
     from smallfirst.evals.scorers import score
 
     engine = await pool.get(model)
-    slot = metering.slot(engine.spec)
     request = GenerationRequest(
         Sampling(temperature=0.0, max_tokens=item.max_tokens, stop=item.stop),
         messages=item.messages,
         assistant_prefix=item.assistant_prefix,
         stream=False,
-        on_compute=slot.set_active if slot else None,
     )
-    created_at = time.time()
-    started = time.perf_counter()
-    parts: list[str] = []
-    usage: Usage | None = None
-    stream = engine.generate(request)
-    try:
-        async for chunk in stream:
-            parts.append(chunk.text)
-            usage = chunk.usage or usage
-    finally:
-        await stream.aclose()
-    duration_s = time.perf_counter() - started
-    receipt = metering.receipt(
-        engine.spec,
-        slot,
-        Outcome(
-            receipt_id=f"eval-{run_id}-{item.item_id}",
-            created_at=created_at,
-            endpoint="chat",
-            stream=False,
-            status="ok",
-            tokens=(usage.prompt_tokens, usage.completion_tokens) if usage else None,
-            duration_s=duration_s,
-            ttft_s=None,
-        ),
-    )
-    output = (item.assistant_prefix or "") + "".join(parts)
+    # the gateway's serving step, minus the client: the receipt's figures go into the row
+    ledger = Ledger(metering, None, f"eval-{run_id}-{item.item_id}", "chat", False, Choice(model))
+    metered = Metered(engine, metering, request)
+    answer = await metered.drain()
+    receipt = ledger.settle_generation("ok", metered, answer.usage)
+    assert receipt is not None  # an evaluation always meters
+    duration_s = metered.duration_s
+    created_at = ledger.created_at
+    output = (item.assistant_prefix or "") + answer.text
     verdict = await asyncio.to_thread(score, item, output)
     return EvalResult(
         run_id=run_id,
@@ -134,7 +120,22 @@ async def _answer(
     )
 
 
-def _refused(item: Item, model: str, run_id: str, exc: GatewayError) -> EvalResult:
+async def _result(
+    pool: EnginePool, metering: Metering, model: str, item: Item, run_id: str
+) -> EvalResult:
+    """The model's scored answer, or its refusal: a request impossible for this model (a
+    prompt longer than its context; below 500 in the error table) is a wrong answer with
+    the reason, while a failing engine or upstream stops the run, to be resumed later."""
+    try:
+        return await _answer(pool, metering, model, item, run_id)
+    except SmallfirstError as exc:
+        wire = describe(exc)
+        if wire is None or wire.status >= 500:
+            raise
+        return _refused(item, model, run_id, wire)
+
+
+def _refused(item: Item, model: str, run_id: str, exc: WireError) -> EvalResult:
     return EvalResult(
         run_id=run_id,
         benchmark=item.benchmark,
@@ -220,14 +221,7 @@ async def run(
                 nonlocal answered
                 while not queue.empty():
                     item, model = queue.get_nowait()
-                    try:
-                        result = await _answer(pool, metering, model, item, config.run_id)
-                    except GatewayError as exc:
-                        if exc.status >= 500:
-                            raise  # the engine or upstream failed: stop, resume later
-                        # the request itself is impossible for this model (a prompt longer
-                        # than its context): a wrong answer, with the reason
-                        result = _refused(item, model, config.run_id, exc)
+                    result = await _result(pool, metering, model, item, config.run_id)
                     store.add(result)
                     done[model] += 1
                     answered += 1

@@ -16,31 +16,41 @@ A client that goes away stops the attempt in progress and the energy spent so fa
 recorded with status ``cancelled``.
 
 This module runs cascades; the strategy, its verifiers and thresholds live in
-:mod:`smallfirst.routing`, the request plumbing in :mod:`.completions`.
+:mod:`smallfirst.routing`; metering, the receipt and the response framing are the
+serving step's (:mod:`.serving`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response
 
 from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob
 from smallfirst.engines.pool import EnginePool
-from smallfirst.errors import GatewayError
 from smallfirst.metering.meter import Energy
 from smallfirst.metering.receipts import Receipt
-from smallfirst.metering.service import Metering, Outcome
+from smallfirst.metering.service import Metering
 from smallfirst.server.choosing import Choice
-from smallfirst.server.responses import Envelope, full_response
+from smallfirst.server.responses import Envelope
+from smallfirst.server.serving import (
+    Answer,
+    Ledger,
+    Metered,
+    Record,
+    body_response,
+    endpoint_of,
+    finished_or_gone,
+    stream_response,
+)
 from smallfirst.types import FinishReason, Message, Usage
+
+__all__ = ["Attempt", "Cascade", "combine", "serve_cascade"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,62 +107,44 @@ class Cascade:
         self,
         pool: EnginePool,
         metering: Metering | None,
-        record: Callable[[Receipt], None],
+        record: Record,
         choice: Choice,
         env: Envelope,
+        stream: bool,
     ) -> None:
         assert choice.cascade is not None
         self.env = env  # its model is set to the model whose answer is accepted
         self.pool = pool
         self.metering = metering
-        self.record = record
         self.choice = choice
         self.router, self.candidates = choice.cascade
         self.attempts: list[Attempt] = []
-        self.created_at = time.time()
-        self.started = time.perf_counter()
+        self.ledger = Ledger(metering, record, env.id, endpoint_of(env), stream, choice)
 
     async def _attempt(self, model: str, gen: GenerationRequest) -> Attempt:
         engine = await self.pool.get(model)
-        spec = engine.spec
-        slot = self.metering.slot(spec) if self.metering else None
-        gen = dataclasses.replace(gen, stream=False, on_compute=slot.set_active if slot else None)
-        started = time.perf_counter()
-        parts: list[str] = []
-        logprobs: list[TokenLogprob] = []
-        finish: FinishReason | None = None
-        usage: Usage | None = None
-        stream = engine.generate(gen)
+        metered = Metered(engine, self.metering, dataclasses.replace(gen, stream=False))
+        answer: Answer | None = None
         try:
-            async for chunk in stream:
-                parts.append(chunk.text)
-                logprobs.extend(chunk.logprobs)
-                finish = chunk.finish_reason or finish
-                usage = chunk.usage or usage
+            answer = await metered.drain()
         finally:
-            await stream.aclose()
-            duration_s = time.perf_counter() - started
-            tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else None
-            energy = (
-                self.metering.energy(spec, slot, tokens)
-                if self.metering
-                else Energy(None, "unknown", note="receipts are off")
-            )
-            cost = (
-                self.metering.pricer.cost(spec, energy.energy_j, tokens, duration_s)[0]
-                if self.metering
-                else None
-            )
             # recorded even when the attempt fails or is cancelled: its energy was spent
+            energy = metered.energy()
             self.attempts.append(
-                Attempt(model, "", None, usage, (), energy, cost, duration_s, None, False)
+                Attempt(
+                    model,
+                    answer.text if answer else "",
+                    answer.finish_reason if answer else None,
+                    metered.usage,
+                    answer.logprobs if answer else (),
+                    energy,
+                    metered.cost_usd(energy),
+                    metered.duration_s,
+                    None,
+                    False,
+                )
             )
-        text = "".join(parts)
-        attempt = dataclasses.replace(
-            self.attempts[-1], text=text, finish=finish, logprobs=tuple(logprobs)
-        )
-        self.attempts[-1] = attempt
-        return attempt
+        return self.attempts[-1]
 
     async def run(self, messages: Sequence[Message], gen: GenerationRequest) -> Attempt:
         model = self.choice.model
@@ -168,93 +160,52 @@ class Cascade:
                 return attempt
             model = verdict.model
 
-    def finish(self, status: str, stream: bool) -> Receipt | None:
-        """Store the request's one receipt, counting every attempt."""
-        if self.metering is None or not self.attempts:
+    def finish(self, status: str, usage: Usage | None = None) -> Receipt | None:
+        """Settle the request's one receipt, counting every attempt (``usage`` is the
+        accepted answer's, already in the last attempt)."""
+        if not self.attempts:
             return None
         last = self.attempts[-1]
-        spec = self.pool.catalog.get(last.model)
         route = dict(self.choice.route or {})
         route["attempts"] = [a.public() for a in self.attempts]
         route["escalations"] = len(self.attempts) - 1
-        outcome = Outcome(
-            receipt_id=self.env.id,
-            created_at=self.created_at,
-            endpoint="chat" if self.env.kind == "chat" else "completions",
-            stream=stream,
-            status=status,
-            tokens=(last.usage.prompt_tokens, last.usage.completion_tokens) if last.usage else None,
-            duration_s=time.perf_counter() - self.started,
-            ttft_s=None,
-            policy=self.choice.policy,
-            predicted_quality=last.confidence,
-            route=json.dumps(route),
-        )
-        receipt = self.metering.receipt(
-            spec, None, outcome, energy=combine([a.energy for a in self.attempts])
-        )
         costs = [a.cost_usd for a in self.attempts]
-        if all(c is not None for c in costs):
-            receipt = dataclasses.replace(receipt, cost_usd=sum(c for c in costs if c))
-        self.record(receipt)
-        return receipt
+        return self.ledger.settle(
+            status,
+            self.pool.catalog.get(last.model),
+            last.usage,
+            energy=combine([a.energy for a in self.attempts]),
+            cost_usd=sum(c for c in costs if c) if all(c is not None for c in costs) else None,
+            predicted_quality=last.confidence,
+            route=route,
+        )
 
 
-async def serve(
+async def serve_cascade(
     cascade: Cascade,
     request: Request,
     messages: Sequence[Message],
     gen: GenerationRequest,
     include_usage: bool,
-    sse: Callable[[Envelope, Chunk, AsyncGenerator[Chunk, None], bool, Any], Any],
 ) -> Response:
     """Run ``cascade`` and answer as the client asked (body or stream)."""
-    from smallfirst.server.completions import finished_or_gone, stream_headers
-
     task = asyncio.create_task(cascade.run(messages, gen))
     if not await finished_or_gone(request, task):
-        cascade.finish("cancelled", gen.stream)
+        cascade.finish("cancelled")
         return Response(status_code=499)
     try:
-        answer = task.result()
-    except GatewayError:
-        cascade.finish("error", gen.stream)
+        accepted = task.result()
+    except Exception:
+        cascade.finish("error")
         raise
     env = cascade.env
-    env.model = answer.model
+    env.model = accepted.model
     if gen.stream:
 
         async def replay() -> AsyncGenerator[Chunk, None]:
-            yield Chunk(finish_reason=answer.finish or "stop", usage=answer.usage)
+            yield Chunk(finish_reason=accepted.finish or "stop", usage=accepted.usage)
 
-        first = Chunk(text=answer.text, logprobs=answer.logprobs)
-        return StreamingResponse(
-            sse(env, first, replay(), include_usage, _Finisher(cascade)),
-            media_type="text/event-stream",
-            headers=stream_headers(answer.model, env.id),
-        )
-    receipt = cascade.finish("ok", False)
-    payload = full_response(
-        env,
-        answer.text,
-        answer.finish,
-        answer.usage,
-        list(answer.logprobs) if gen.sampling.logprobs else None,
-    )
-    if receipt is None:
-        return JSONResponse(payload, headers={"x-smallfirst-model": answer.model})
-    payload["smallfirst"] = receipt.public()
-    return JSONResponse(payload, headers=receipt.headers())
-
-
-class _Finisher:
-    """What :func:`.completions._sse` needs of a tracker, for a cascade's replayed stream."""
-
-    def __init__(self, cascade: Cascade) -> None:
-        self.cascade = cascade
-        self.receipt: Receipt | None = None
-
-    def finish(self, status: str, usage: Usage | None) -> Receipt | None:
-        if self.receipt is None:
-            self.receipt = self.cascade.finish(status, True)
-        return self.receipt
+        first = Chunk(text=accepted.text, logprobs=accepted.logprobs)
+        return stream_response(env, first, replay(), include_usage, cascade.finish)
+    answer = Answer(accepted.text, accepted.finish, accepted.usage, accepted.logprobs)
+    return body_response(env, answer, gen.sampling.logprobs, cascade.finish("ok"))

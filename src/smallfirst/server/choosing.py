@@ -14,19 +14,22 @@ calibration data (accuracy, the worst benchmark's share of the reference's, ener
 fractions) with ``feasible: false`` where the target could not be met there (a budget below
 the cheapest model's own spend is served by the cheapest model).
 
-Routers are built once per policy string and kept; deciding is pure CPU on cheap features.
+Routers are built per policy string and the most recently used :data:`ROUTER_CACHE_SIZE`
+are kept (clients choose the strings, and ``auto:quality=Q`` takes any float, so the cache
+must not grow with them); deciding is pure CPU on cheap features.
 This module chooses; it does not generate.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from smallfirst.engines.pool import EnginePool
-from smallfirst.errors import RoutingError, invalid
+from smallfirst.errors import PolicyError, RoutingError
 from smallfirst.settings import Settings
 from smallfirst.types import Message
 
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STRATEGY = "predictive"
+ROUTER_CACHE_SIZE = 16  # policies kept built; a few are in use at once, a rebuild is milliseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +80,11 @@ class Chooser:
             elif settings.default_router:
                 self.artifact = ra.load_default()
                 self.source = f"package:{ra.DEFAULT_RESOURCE}"
-        except (ValueError, RoutingError) as exc:
+        except RoutingError as exc:
             log.warning("ignoring the router artifact: %s", exc)
             self.artifact = None
         # per policy string: its router, and the calibration record every route carries
-        self._routers: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._routers: OrderedDict[str, tuple[Any, dict[str, Any]]] = OrderedDict()
         if self.artifact is None:
             self.source = None
             log.info("no router artifact: 'auto' means %s", settings.default_model)
@@ -99,9 +103,17 @@ class Chooser:
             "cascade:quality=0.95",
         ]
 
-    def _router(self, name: str) -> tuple[Any, dict[str, Any]]:
+    def cached_policies(self) -> list[str]:
+        """The policy strings whose routers are built, least recently used first."""
+        return list(self._routers)
+
+    def router_for(self, name: str) -> tuple[Any, dict[str, Any]]:
+        """The router of an auto or cascade name and its calibration record, built or kept;
+        :class:`~smallfirst.errors.PolicyError` for a malformed policy."""
         built = self._routers.get(name)
-        if built is None:
+        if built is not None:
+            self._routers.move_to_end(name)
+        else:
             from smallfirst.routing.policy import parse_policy
 
             assert self.artifact is not None
@@ -110,13 +122,15 @@ class Chooser:
                 policy = parse_policy(text)
                 router = self.artifact.router(strategy, policy)
                 calibration = self.artifact.calibrate(strategy, policy)
-            except (ValueError, RoutingError) as exc:
-                raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
+            except RoutingError as exc:
+                raise _bad_policy(name, exc) from None
             if not calibration.feasible:
                 # e.g. a budget below what the cheapest model alone spends: served as close
                 # as it gets (everything to the cheapest), and every route says so
                 log.warning("%s cannot be met on the router's calibration data", name)
             built = self._routers[name] = (router, _calibration_record(calibration))
+            while len(self._routers) > ROUTER_CACHE_SIZE:
+                self._routers.popitem(last=False)
         return built
 
     def choose(self, name: str, messages: Sequence[Message]) -> Choice:
@@ -127,8 +141,8 @@ class Chooser:
 
             try:
                 parse_policy(_strategy(name)[1])  # still refuse a malformed policy
-            except (ValueError, RoutingError) as exc:
-                raise invalid(f"Invalid model policy {name!r}: {exc}", param="model") from None
+            except RoutingError as exc:
+                raise _bad_policy(name, exc) from None
             return Choice(
                 self.settings.default_model,
                 name,
@@ -140,7 +154,7 @@ class Chooser:
             )
         from smallfirst.routing.artifact import candidates_for
 
-        router, calibration = self._router(name)
+        router, calibration = self.router_for(name)
         candidates = candidates_for(self.artifact, self.pool.available())
         if not candidates:
             return Choice(
@@ -167,6 +181,10 @@ class Chooser:
             },
             (router, candidates) if strategy == CASCADE else None,
         )
+
+
+def _bad_policy(name: str, exc: RoutingError) -> PolicyError:
+    return PolicyError(f"Invalid model policy {name!r}: {exc}", param="model")
 
 
 def _calibration_record(calibration: Calibration) -> dict[str, Any]:

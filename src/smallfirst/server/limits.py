@@ -12,25 +12,22 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from smallfirst.server.errors import http_error
+
+
+def _message(limit: int) -> str:
+    return f"Request body too large: the limit is {limit} bytes."
+
 
 def _body(limit: int) -> bytes:
-    return json.dumps(
-        {
-            "error": {
-                "message": f"Request body too large: the limit is {limit} bytes.",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "request_too_large",
-            }
-        }
-    ).encode()
+    return json.dumps(http_error(413, _message(limit)).body()).encode()
 
 
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` so that FastAPI's body parsing passes it on unchanged."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"Request body too large: the limit is {limit} bytes.")
+        super().__init__(413, _message(limit))
 
 
 class BodyLimitMiddleware:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from smallfirst.engines.base import GenerationRequest, Sampling
-from smallfirst.errors import invalid
+from smallfirst.errors import InvalidRequestError, UnsupportedError
 from smallfirst.types import Message
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
@@ -48,7 +48,7 @@ class ChatMessage(_Edge):
         parts = []
         for part in self.content:
             if part.type != "text" or part.text is None:
-                raise invalid(
+                raise UnsupportedError(
                     f"content parts of type {part.type!r} are not supported; send text",
                     param=f"messages.[{index}].content",
                 )
@@ -78,7 +78,7 @@ class _Sampled(_Edge):
 
     def _common(self) -> dict[str, Any]:
         if self.n not in (None, 1):
-            raise invalid("n > 1 is not supported by this server; send n=1", param="n")
+            raise UnsupportedError("n > 1 is not supported by this server; send n=1", param="n")
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return {
             "temperature": 1.0 if self.temperature is None else self.temperature,
@@ -106,12 +106,16 @@ class ChatCompletionRequest(_Sampled):
 
     def to_generation(self) -> GenerationRequest:
         if self.tools or self.functions:
-            raise invalid("tools and function calling are not supported yet", param="tools")
+            raise UnsupportedError(
+                "tools and function calling are not supported yet", param="tools"
+            )
         if self.top_logprobs and not self.logprobs:
-            raise invalid("top_logprobs requires logprobs to be true", param="top_logprobs")
+            raise InvalidRequestError(
+                "top_logprobs requires logprobs to be true", param="top_logprobs"
+            )
         fmt = self.response_format.type if self.response_format else "text"
         if fmt == "json_schema":
-            raise invalid(
+            raise UnsupportedError(
                 "response_format json_schema is not supported yet; use json_object",
                 param="response_format",
             )
@@ -137,7 +141,9 @@ class CompletionRequest(_Sampled):
 
     def to_generation(self) -> GenerationRequest:
         if self.suffix:
-            raise invalid("suffix (fill-in-the-middle) is not supported yet", param="suffix")
+            raise UnsupportedError(
+                "suffix (fill-in-the-middle) is not supported yet", param="suffix"
+            )
         prompt = self.prompt if isinstance(self.prompt, str) else self.prompt[0]
         sampling = Sampling(
             **self._common(),

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from smallfirst.errors import GatewayError, invalid
+from smallfirst.errors import InvalidCursorError, InvalidRequestError, NotFoundError
 from smallfirst.store.sqlite import SqliteStore, cursor_decode
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
@@ -38,7 +38,7 @@ def parse_time(value: str | None, param: str, now: float | None = None) -> float
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise invalid(
+        raise InvalidRequestError(
             f"Invalid '{param}': {value!r}; use unix seconds, an ISO-8601 time or a duration "
             "such as 15m, 1h, 7d",
             param=param,
@@ -53,11 +53,11 @@ def _filters(request: Request, extra: Collection[str] = ()) -> dict[str, Any]:
     unknown = set(q) - allowed
     if unknown:
         name = sorted(unknown)[0]
-        raise invalid(f"Unknown query parameter '{name}'", param=name)
+        raise InvalidRequestError(f"Unknown query parameter '{name}'", param=name)
     since = parse_time(q.get("since"), "since")
     until = parse_time(q.get("until"), "until")
     if since is not None and until is not None and since > until:
-        raise invalid("'since' is later than 'until'", param="since")
+        raise InvalidRequestError("'since' is later than 'until'", param="since")
     return {"since": since, "until": until, "model": q.get("model") or None}
 
 
@@ -71,15 +71,17 @@ def router(store: SqliteStore) -> APIRouter:
         try:
             limit = int(q.get("limit", "100"))
         except ValueError:
-            raise invalid("'limit' must be an integer", param="limit") from None
+            raise InvalidRequestError("'limit' must be an integer", param="limit") from None
         if not 1 <= limit <= 1000:
-            raise invalid("'limit' must be between 1 and 1000", param="limit")
+            raise InvalidRequestError("'limit' must be between 1 and 1000", param="limit")
         cursor = q.get("cursor")
         if cursor is not None:
             try:
                 cursor_decode(cursor)
-            except ValueError:
-                raise invalid("'cursor' is not a cursor from this API", param="cursor") from None
+            except InvalidCursorError:
+                raise InvalidRequestError(
+                    "'cursor' is not a cursor from this API", param="cursor"
+                ) from None
         page = store.list(limit=limit, cursor=cursor, **filters)
         return {
             "object": "list",
@@ -92,9 +94,7 @@ def router(store: SqliteStore) -> APIRouter:
     def receipt(receipt_id: str) -> dict[str, Any]:
         found = store.get(receipt_id)
         if found is None:
-            raise GatewayError(
-                404, f"No receipt {receipt_id!r}", param="receipt_id", code="not_found"
-            )
+            raise NotFoundError(f"No receipt {receipt_id!r}", param="receipt_id")
         return found.public()
 
     @api.get("/summary")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from smallfirst.errors import StoreError
+from smallfirst.errors import InvalidCursorError, StoreError
 from smallfirst.metering.receipts import Receipt
 
 MIGRATIONS: tuple[str, ...] = (
@@ -124,12 +124,12 @@ def _cursor_encode(created_at: float, seq: int) -> str:
 
 
 def cursor_decode(cursor: str) -> tuple[float, int]:
-    """Raise ValueError for anything that is not a cursor this store made."""
+    """Raise InvalidCursorError for anything that is not a cursor this store made."""
     try:
         created_at, seq = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         return float(created_at), int(seq)
     except Exception as exc:
-        raise ValueError("invalid cursor") from exc
+        raise InvalidCursorError("invalid cursor", param="cursor") from exc
 
 
 _SUMS = """

@@ -1,0 +1,400 @@
+"""The serving step: an engine's chunks turned into an answer with one metered receipt.
+
+Every generation, whether a client's request, a cascade's attempt or an evaluation item,
+runs as a :class:`Metered` generation: its own metering slot (the attribution window the
+engine opens and closes), timed from its start, drained to an :class:`Answer` or streamed.
+Every request ends in exactly one receipt, built and stored by its :class:`Ledger` when
+the request ends, whether it ended well, failed after it began (``error``) or lost its
+client (``cancelled``): energy already spent is recorded either way. Requests refused
+before generation (bad input) store nothing.
+
+For clients it also frames the answer: one JSON body with the ``x-smallfirst-*`` headers
+and a ``smallfirst`` field, or a server-sent event stream whose final chunk carries the
+receipt, committed to the store *before* that chunk is sent; a stream that fails after it
+began ends with an error event (:mod:`.errors`), and a client that goes away stops the
+generation. :func:`serve` is the whole step for one named model.
+
+This module does not choose models (:mod:`.choosing`) and does not run cascades
+(:mod:`.cascading`); it knows no HTTP routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from smallfirst.catalog import ModelSpec
+from smallfirst.engines.base import Chunk, Engine, GenerationRequest, TokenLogprob
+from smallfirst.metering.meter import Energy, Slot
+from smallfirst.metering.receipts import Receipt
+from smallfirst.metering.service import Metering, Outcome
+from smallfirst.server.choosing import Choice
+from smallfirst.server.errors import describe, unhandled
+from smallfirst.server.responses import Envelope, full_response, stream_chunk, usage_chunk
+from smallfirst.types import FinishReason, Usage
+
+__all__ = [
+    "DISCONNECT_POLL_S",
+    "Answer",
+    "Finish",
+    "Ledger",
+    "Metered",
+    "Record",
+    "body_response",
+    "endpoint_of",
+    "finished_or_gone",
+    "serve",
+    "stream_response",
+]
+
+log = logging.getLogger(__name__)
+
+DISCONNECT_POLL_S = 0.25
+
+Record = Callable[[Receipt], None]
+"""Stores a receipt (and counts it in the metrics)."""
+Finish = Callable[[str, Usage | None], Receipt | None]
+"""Ends a request with a status (ok, error, cancelled) and usage; returns its receipt."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A generation drained to its end."""
+
+    text: str
+    finish_reason: FinishReason | None
+    usage: Usage | None
+    logprobs: tuple[TokenLogprob, ...]
+
+
+def _tokens(usage: Usage | None) -> tuple[int, int] | None:
+    return (usage.prompt_tokens, usage.completion_tokens) if usage else None
+
+
+class Metered:
+    """One generation on one engine, in its own metering slot, timed from its creation."""
+
+    def __init__(
+        self, engine: Engine, metering: Metering | None, request: GenerationRequest
+    ) -> None:
+        self.engine = engine
+        self.spec: ModelSpec = engine.spec
+        self.metering = metering
+        self.slot: Slot | None = metering.slot(engine.spec) if metering else None
+        self.request = dataclasses.replace(
+            request, on_compute=self.slot.set_active if self.slot else None
+        )
+        self.started = time.perf_counter()
+        self.first_at: float | None = None
+        self.ended_at: float | None = None
+        self.usage: Usage | None = None  # the latest seen, so far
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_at is None else self.first_at - self.started
+
+    @property
+    def duration_s(self) -> float:
+        return (self.ended_at or time.perf_counter()) - self.started
+
+    def chunks(self) -> AsyncGenerator[Chunk, None]:
+        """The engine's stream (for a client's stream, framed without a wrapper per token)."""
+        return self.engine.generate(self.request)
+
+    def mark_first(self) -> None:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+
+    async def drain(self) -> Answer:
+        """Run the generation to its end; usage and timing stay readable if it fails."""
+        parts: list[str] = []
+        logprobs: list[TokenLogprob] = []
+        finish: FinishReason | None = None
+        stream = self.chunks()
+        try:
+            async for chunk in stream:
+                self.mark_first()
+                parts.append(chunk.text)
+                logprobs.extend(chunk.logprobs)
+                finish = chunk.finish_reason or finish
+                self.usage = chunk.usage or self.usage
+        finally:
+            await stream.aclose()
+            self.ended_at = time.perf_counter()
+        return Answer("".join(parts), finish, self.usage, tuple(logprobs))
+
+    def energy(self) -> Energy:
+        """The energy this generation spent so far (the slot's, else the model's profile)."""
+        if self.metering is None:
+            return Energy(None, "unknown", note="receipts are off")
+        return self.metering.energy(self.spec, self.slot, _tokens(self.usage))
+
+    def cost_usd(self, energy: Energy) -> float | None:
+        if self.metering is None:
+            return None
+        return self.metering.pricer.cost(
+            self.spec, energy.energy_j, _tokens(self.usage), self.duration_s
+        )[0]
+
+
+class Ledger:
+    """The one receipt of one request: built when the request ends, stored exactly once.
+
+    ``record`` None builds the receipt without storing it (an evaluation keeps its figures
+    in its own rows). Without metering there are no receipts at all.
+    """
+
+    def __init__(
+        self,
+        metering: Metering | None,
+        record: Record | None,
+        receipt_id: str,
+        endpoint: str,
+        stream: bool,
+        choice: Choice,
+    ) -> None:
+        self.metering = metering
+        self.record = record
+        self.receipt_id = receipt_id
+        self.endpoint = endpoint
+        self.stream = stream
+        self.choice = choice
+        self.created_at = time.time()
+        self.started = time.perf_counter()
+        self.settled = False
+        self.receipt: Receipt | None = None
+
+    def settle(
+        self,
+        status: str,
+        spec: ModelSpec,
+        usage: Usage | None,
+        *,
+        slot: Slot | None = None,
+        ttft_s: float | None = None,
+        energy: Energy | None = None,
+        cost_usd: float | None = None,
+        predicted_quality: float | None = None,
+        route: dict[str, Any] | None = None,
+    ) -> Receipt | None:
+        """Make and store the receipt, once; later calls return the first one.
+
+        ``energy`` and ``cost_usd`` are given when the caller summed them (a cascade's
+        attempts); otherwise they come from the slot or the model's profile.
+        """
+        if self.settled or self.metering is None:
+            return self.receipt
+        self.settled = True
+        outcome = Outcome(
+            receipt_id=self.receipt_id,
+            created_at=self.created_at,
+            endpoint=self.endpoint,
+            stream=self.stream,
+            status=status,
+            tokens=_tokens(usage),
+            duration_s=time.perf_counter() - self.started,
+            ttft_s=ttft_s,
+            policy=self.choice.policy,
+            predicted_quality=predicted_quality,
+            route=json.dumps(route) if route else None,
+        )
+        receipt = self.metering.receipt(spec, slot, outcome, energy=energy)
+        if cost_usd is not None:
+            receipt = dataclasses.replace(receipt, cost_usd=cost_usd)
+        self.receipt = receipt
+        if self.record is not None:
+            try:
+                self.record(receipt)
+            except Exception:
+                log.exception("could not store receipt %s", receipt.id)
+                raise
+        return receipt
+
+    def settle_generation(
+        self, status: str, metered: Metered, usage: Usage | None
+    ) -> Receipt | None:
+        """Settle a request that one generation answered, with the choice's route."""
+        return self.settle(
+            status,
+            metered.spec,
+            usage,
+            slot=metered.slot,
+            ttft_s=metered.ttft_s,
+            predicted_quality=self.choice.predicted_quality,
+            route=self.choice.route,
+        )
+
+
+def endpoint_of(env: Envelope) -> str:
+    """The receipt's endpoint name for a response envelope."""
+    return "chat" if env.kind == "chat" else "completions"
+
+
+async def finished_or_gone(request: Request, task: asyncio.Task[Any]) -> bool:
+    """Wait for ``task``; True when it finished, False when the client went away first
+    (the task is then cancelled and awaited)."""
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return True
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+
+
+def body_response(
+    env: Envelope, answer: Answer, logprobs: bool, receipt: Receipt | None
+) -> JSONResponse:
+    """The whole answer as one body; the receipt in headers and a ``smallfirst`` field."""
+    payload = full_response(
+        env,
+        answer.text,
+        answer.finish_reason,
+        answer.usage,
+        list(answer.logprobs) if logprobs else None,
+    )
+    if receipt is None:
+        return JSONResponse(payload, headers={"x-smallfirst-model": env.model})
+    payload["smallfirst"] = receipt.public()
+    return JSONResponse(payload, headers=receipt.headers())
+
+
+def stream_response(
+    env: Envelope,
+    first: Chunk,
+    rest: AsyncGenerator[Chunk, None],
+    include_usage: bool,
+    finish: Finish,
+) -> StreamingResponse:
+    """``first`` and then ``rest`` as server-sent events; ``finish`` settles the receipt."""
+    return StreamingResponse(
+        _sse(env, first, rest, include_usage, finish),
+        media_type="text/event-stream",
+        headers={
+            "x-smallfirst-model": env.model,
+            "x-smallfirst-receipt-id": env.id,
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+        },
+    )
+
+
+async def serve(
+    http: Request,
+    engine: Engine,
+    env: Envelope,
+    gen: GenerationRequest,
+    include_usage: bool,
+    metering: Metering | None,
+    record: Record,
+    choice: Choice,
+) -> Response:
+    """Answer a request with one model, as the client asked (``gen.stream``: body or stream)."""
+    metered = Metered(engine, metering, gen)
+    ledger = Ledger(metering, record, env.id, endpoint_of(env), gen.stream, choice)
+    if gen.stream:
+        stream = metered.chunks()
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            first = Chunk(finish_reason="stop")
+        except BaseException:
+            await stream.aclose()
+            raise
+        metered.mark_first()
+
+        def finish(status: str, usage: Usage | None) -> Receipt | None:
+            return ledger.settle_generation(status, metered, usage)
+
+        return stream_response(env, first, stream, include_usage, finish)
+    task = asyncio.create_task(metered.drain())
+    if not await finished_or_gone(http, task):
+        ledger.settle_generation("cancelled", metered, None)
+        return Response(status_code=499)
+    try:
+        answer = task.result()
+    except Exception:
+        if metered.first_at is not None:  # failed after it began: energy was spent
+            ledger.settle_generation("error", metered, None)
+        raise
+    receipt = ledger.settle_generation("ok", metered, answer.usage)
+    return body_response(env, answer, gen.sampling.logprobs, receipt)
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return b"data: " + body.encode() + b"\n\n"
+
+
+async def _sse(
+    env: Envelope,
+    first: Chunk,
+    stream: AsyncGenerator[Chunk, None],
+    include_usage: bool,
+    finish: Finish,
+) -> AsyncIterator[bytes]:
+    """The stream's events; the receipt is committed before the client sees the end."""
+    usage: Usage | None = None
+    offset = 0
+    chunk: Chunk | None = first
+    status = "cancelled"
+    try:
+        if env.kind == "chat":
+            yield _event(stream_chunk(env, "", role=True))
+        while chunk is not None:
+            usage = chunk.usage or usage
+            if chunk.finish_reason is not None:
+                receipt = finish("ok", usage)
+                status = "ok"
+                last = stream_chunk(
+                    env, chunk.text, chunk.finish_reason, chunk.logprobs, text_offset=offset
+                )
+                if include_usage:
+                    yield _event(last)
+                    last = usage_chunk(env, usage)
+                if receipt is not None:
+                    last["smallfirst"] = receipt.public()
+                yield _event(last)
+                break
+            if chunk.logprobs:
+                yield _event(
+                    stream_chunk(env, chunk.text, None, chunk.logprobs, text_offset=offset)
+                )
+            elif chunk.text:
+                yield env.text_event(chunk.text)
+            offset += len(chunk.text)
+            chunk = await anext(stream, None)
+        else:
+            # the engine ended without a finish reason (an upstream that just stopped)
+            status = "ok"
+            receipt = finish("ok", usage)
+            if include_usage:
+                last = usage_chunk(env, usage)
+                if receipt is not None:
+                    last["smallfirst"] = receipt.public()
+                yield _event(last)
+    except Exception as exc:
+        status = "error"
+        wire = describe(exc)
+        if wire is None:
+            log.exception("stream failed")
+            wire = unhandled(f"generation failed: {exc}")
+        else:
+            log.warning("stream failed: %s", wire.message)
+        yield _event(wire.body())
+    finally:
+        await stream.aclose()
+        finish(status, None)  # a no-op when the receipt is already settled
+    yield b"data: [DONE]\n\n"
