@@ -170,7 +170,7 @@ def tabulate(
 def main(argv: Sequence[str] | None = None) -> int:
     from llama_cpp import Llama
 
-    from smallfirst.evals.report import wilson
+    from smallfirst.store.eval_summary import wilson
 
     args = parse_args(argv)
     run = script.start("judge_check", f"Judge control: {args.judge} on the ChatterBot corpus", args)

@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 from smallfirst.dashboard.api import auto_bucket_s, pareto
-from smallfirst.evals.report import summarize
 from smallfirst.metering.receipts import Receipt
 from smallfirst.settings import Settings
 from smallfirst.store.eval_results import EvalResult, EvalStore
+from smallfirst.store.eval_summary import summarize
 from smallfirst.store.sqlite import SqliteStore
 from tests.conftest import SMOL, LiveServer, models_data_dir
 

@@ -115,6 +115,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
 def cmd_eval_report(args: argparse.Namespace) -> int:
     from smallfirst.evals import report
     from smallfirst.store.eval_results import EvalStore
+    from smallfirst.store.eval_summary import summarize
 
     settings = settings_from(args)
     store = EvalStore(settings.db_path)
@@ -128,7 +129,7 @@ def cmd_eval_report(args: argparse.Namespace) -> int:
             + (f" for run {args.run!r}" if args.run else "")
             + "; `smallfirst eval run` makes some"
         )
-    rows = report.summarize(results)
+    rows = summarize(results)
     if args.format == "json":
         print(json.dumps(report.as_json(rows), indent=2))
     elif args.format == "md":

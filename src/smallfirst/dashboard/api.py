@@ -11,7 +11,7 @@ Data, under ``/smallfirst/v1/dashboard`` (filters ``since``/``until``/``model`` 
 * ``/timeseries?since=1h&bucket=60``: requests, tokens and energy per model and time bucket
   (``bucket`` in seconds; omitted, it is chosen to give about 60 buckets);
 * ``/frontier?run=ID``: each evaluated model as a point, macro accuracy against mean joules
-  per item (:func:`smallfirst.evals.report.summarize`), with the Pareto frontier marked.
+  per item (:func:`smallfirst.store.eval_summary.summarize`), with the Pareto frontier marked.
 
 The headline figures, the share of traffic per tier (the summary groups by model and tier)
 and the latest-receipts table use ``/smallfirst/v1/summary`` and ``/smallfirst/v1/receipts``
@@ -36,10 +36,10 @@ from fastapi.responses import HTMLResponse, Response
 
 from smallfirst._version import __version__
 from smallfirst.errors import InvalidRequestError, NotFoundError
-from smallfirst.evals.report import Row, summarize
-from smallfirst.server.receipts_api import _filters
+from smallfirst.server.receipts_api import query_filters
 from smallfirst.settings import Settings
 from smallfirst.store.dashboard_queries import DashboardQueries, EvalFingerprint
+from smallfirst.store.eval_summary import MACRO, Row, summarize
 from smallfirst.store.sqlite import SqliteStore
 
 # Bucket widths the automatic choice picks from, so that axis ticks fall on round times.
@@ -49,7 +49,6 @@ NICE_BUCKETS_S = (
 )  # fmt: skip
 TARGET_BUCKETS = 60
 MAX_BUCKETS = 1000
-MACRO = "all (macro)"  # the summary row that averages over benchmarks
 STATIC = {
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
@@ -209,7 +208,7 @@ def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRou
 
     @api.get("/smallfirst/v1/dashboard/timeseries")
     def timeseries(request: Request) -> dict[str, Any]:
-        filters = _filters(request, extra=("bucket",))
+        filters = query_filters(request, extra=("bucket",))
         now = time.time()
         end = filters["until"] if filters["until"] is not None else now
         start = filters["since"]

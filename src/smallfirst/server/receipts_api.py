@@ -46,7 +46,7 @@ def parse_time(value: str | None, param: str, now: float | None = None) -> float
     return dt.timestamp()
 
 
-def _filters(request: Request, extra: Collection[str] = ()) -> dict[str, Any]:
+def query_filters(request: Request, extra: Collection[str] = ()) -> dict[str, Any]:
     """``since``/``until``/``model`` from the query; ``extra`` names further allowed params."""
     q = request.query_params
     allowed = {"since", "until", "model", "limit", "cursor", *extra}
@@ -66,7 +66,7 @@ def router(store: SqliteStore) -> APIRouter:
 
     @api.get("/receipts")
     def receipts(request: Request) -> dict[str, Any]:
-        filters = _filters(request)
+        filters = query_filters(request)
         q = request.query_params
         try:
             limit = int(q.get("limit", "100"))
@@ -99,7 +99,7 @@ def router(store: SqliteStore) -> APIRouter:
 
     @api.get("/summary")
     def summary(request: Request) -> dict[str, Any]:
-        filters = _filters(request)
+        filters = query_filters(request)
         return {"object": "summary", **filters, **store.summary(**filters)}
 
     return api
