@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from smallfirst.catalog import Catalog
 from smallfirst.engines.base import GenerationRequest, Sampling
@@ -34,20 +35,73 @@ PREFILL_TEXT = (
 )
 
 
-async def _run(
-    engine: LlamaEngine,
-    accountant: Accountant,
-    constants: EstimateConstants,
-    request: GenerationRequest,
-) -> tuple[float, Usage, str]:
-    slot = accountant.slot()
-    request = dataclasses.replace(request, on_compute=slot.set_active)
-    usage: Usage | None = None
-    async for chunk in engine.generate(request):
-        usage = chunk.usage or usage
-    energy = local_energy(accountant, slot, constants)
-    assert usage is not None and energy.energy_j is not None
-    return energy.energy_j, usage, energy.method
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """One loaded model, metered in its own slot per run."""
+
+    engine: LlamaEngine
+    accountant: Accountant
+    constants: EstimateConstants
+    chat: bool
+
+    async def run(self, text: str, max_tokens: int) -> tuple[float, Usage, str]:
+        """Joules, usage and energy method of one greedy generation."""
+        sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
+        request = (
+            GenerationRequest(sampling, messages=(Message("user", text),))
+            if self.chat
+            else GenerationRequest(sampling, prompt=text)
+        )
+        slot = self.accountant.slot()
+        request = dataclasses.replace(request, on_compute=slot.set_active)
+        usage: Usage | None = None
+        async for chunk in self.engine.generate(request):
+            usage = chunk.usage or usage
+        energy = local_energy(self.accountant, slot, self.constants)
+        assert usage is not None and energy.energy_j is not None
+        return energy.energy_j, usage, energy.method
+
+
+async def _prefill(
+    probe: _Probe, prompt_tokens: int, repeats: int, progress: Progress | None
+) -> tuple[list[float], str]:
+    """Joules per input token of ``repeats`` long prompts answered with one token."""
+    words = max(1, prompt_tokens * 3 // 4 // len(PREFILL_TEXT.split()))
+    long_prompt = PREFILL_TEXT * words
+    per_in: list[float] = []
+    method = "estimated"
+    for i in range(repeats):
+        # a different prefix each time, so llama.cpp's prompt cache cannot skip work
+        j, usage, method = await probe.run(f"{i} {long_prompt}", 1)
+        per_in.append(j / usage.prompt_tokens)
+        if progress:
+            progress(f"prefill {i + 1}/{repeats}: {usage.prompt_tokens} tokens, {j:.2f} J")
+    return per_in, method
+
+
+async def _decode(
+    probe: _Probe, j_in: float, decode_tokens: int, repeats: int, progress: Progress | None
+) -> tuple[list[float], str]:
+    """Joules per output token of long answers, their prompt's prefill share taken off."""
+    per_out: list[float] = []
+    method = "estimated"
+    for i in range(repeats * 3):
+        if len(per_out) == repeats:
+            break
+        keeper = STORY_NAMES[i % len(STORY_NAMES)]
+        text = f"Write a long story about a lighthouse keeper named {keeper}."
+        j, usage, method = await probe.run(text, decode_tokens)
+        if usage.completion_tokens < decode_tokens // 4:
+            continue  # too short an answer to say much about decoding
+        per_out.append(max(0.0, j - usage.prompt_tokens * j_in) / usage.completion_tokens)
+        if progress:
+            progress(
+                f"decode {len(per_out)}/{repeats}: {usage.completion_tokens} tokens, {j:.2f} J"
+            )
+    return per_out, method
 
 
 def profile_model(
@@ -58,7 +112,7 @@ def profile_model(
     repeats: int = 3,
     prefill_tokens: int = 512,
     decode_tokens: int = 128,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Profile:
     catalog = Catalog(settings)
     spec = catalog.get(name)
@@ -67,48 +121,13 @@ def profile_model(
         raise UnknownModelError(name, f"{name} is not an installed local model")
     engine = LlamaEngine(spec, path, settings)
     engine.load()
-    words = max(1, prefill_tokens * 3 // 4 // len(PREFILL_TEXT.split()))
-    long_prompt = PREFILL_TEXT * words
-
-    def request(text: str, max_tokens: int) -> GenerationRequest:
-        sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
-        if spec.chat:
-            return GenerationRequest(sampling, messages=(Message("user", text),))
-        return GenerationRequest(sampling, prompt=text)
+    probe = _Probe(engine, accountant, constants, spec.chat)
 
     async def measure() -> tuple[list[float], list[float], str]:
-        per_in: list[float] = []
-        per_out: list[float] = []
-        method = "estimated"
-        await _run(engine, accountant, constants, request("Hello", 4))  # warm-up
-        for i in range(repeats):
-            # a different prefix each time, so llama.cpp's prompt cache cannot skip work
-            j, usage, method = await _run(
-                engine, accountant, constants, request(f"{i} {long_prompt}", 1)
-            )
-            per_in.append(j / usage.prompt_tokens)
-            if progress:
-                progress(f"prefill {i + 1}/{repeats}: {usage.prompt_tokens} tokens, {j:.2f} J")
+        await probe.run("Hello", 4)  # warm-up
+        per_in, method = await _prefill(probe, prefill_tokens, repeats, progress)
         j_in = statistics.median(per_in)
-        for i in range(repeats * 3):
-            if len(per_out) == repeats:
-                break
-            keeper = STORY_NAMES[i % len(STORY_NAMES)]
-            j, usage, method = await _run(
-                engine,
-                accountant,
-                constants,
-                request(
-                    f"Write a long story about a lighthouse keeper named {keeper}.", decode_tokens
-                ),
-            )
-            if usage.completion_tokens < decode_tokens // 4:
-                continue  # too short an answer to say much about decoding
-            per_out.append(max(0.0, j - usage.prompt_tokens * j_in) / usage.completion_tokens)
-            if progress:
-                progress(
-                    f"decode {len(per_out)}/{repeats}: {usage.completion_tokens} tokens, {j:.2f} J"
-                )
+        per_out, method = await _decode(probe, j_in, decode_tokens, repeats, progress)
         if not per_out:
             raise EvaluationError(
                 f"{name}: the model never produced a long enough answer to profile"
