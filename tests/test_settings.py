@@ -5,6 +5,8 @@ from pydantic import ValidationError
 
 from smallfirst.settings import Settings, UserModel, load_settings
 
+pytestmark = pytest.mark.fast
+
 
 def test_precedence_file_then_env_then_flags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

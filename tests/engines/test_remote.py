@@ -65,6 +65,7 @@ def test_upstream_4xx_keeps_its_status(remote_client: openai.OpenAI) -> None:
         )
 
 
+@pytest.mark.fast
 def test_request_body_round_trip() -> None:
     req = GenerationRequest(
         sampling=Sampling(

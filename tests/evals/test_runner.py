@@ -153,6 +153,7 @@ def dataclasses_replace_tokens(item, max_tokens: int):  # type: ignore[no-untype
     return dataclasses.replace(item, max_tokens=max_tokens)
 
 
+@pytest.mark.fast
 def test_wilson_interval() -> None:
     low, high = report.wilson(7, 10)
     assert low == pytest.approx(0.3968, abs=1e-3) and high == pytest.approx(0.8922, abs=1e-3)

@@ -9,6 +9,8 @@ import pytest
 
 from smallfirst.routing.logistic import LogisticModel, fit_logistic, log_loss, sigmoid
 
+pytestmark = pytest.mark.fast
+
 
 def test_recovers_a_known_direction() -> None:
     rng = np.random.default_rng(0)

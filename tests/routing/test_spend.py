@@ -13,6 +13,8 @@ from smallfirst.routing.strategies import PredictiveRouter, utility_breakpoints
 from smallfirst.routing.sweep import choose
 from smallfirst.types import Message
 
+pytestmark = pytest.mark.fast
+
 
 def test_fit_recovers_a_log_linear_spend() -> None:
     rng = np.random.default_rng(0)

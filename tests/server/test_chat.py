@@ -223,6 +223,7 @@ def test_completions_on_base_model(settings: Settings) -> None:
             client.chat.completions.create(model="gemma-3-270m", messages=PROMPT)
 
 
+@pytest.mark.fast
 def test_fast_text_event_matches_the_full_rendering() -> None:
     from smallfirst.server.responses import Envelope, stream_chunk
 
