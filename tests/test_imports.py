@@ -3,7 +3,8 @@
 The graph counts every ``import`` and ``from`` statement anywhere in a module, inside
 functions and ``if TYPE_CHECKING:`` blocks too, because a lazy import that hides a cycle is
 still a cycle in the design. Importing ``a.b.c`` also runs the packages ``a`` and ``a.b``, so
-those count as edges too, except a module's own enclosing packages (already being imported).
+those count as edges too, except a module's own enclosing packages (already being imported)
+unless it reads a name from one (``from a import NAME``), which needs that ``__init__`` run.
 
 What the request path loads is checked by importing it in a fresh interpreter and reading
 ``sys.modules``: the offline parts (router training, the evaluation harness) must stay out.
@@ -40,12 +41,16 @@ def module_files(src: Path = SRC, package: str = PACKAGE) -> dict[str, Path]:
     return mods
 
 
-def imported_names(module: str, path: Path) -> Iterator[str]:
-    """Every absolute module name an import statement in ``path`` may load, resolved."""
+def imported_names(module: str, path: Path) -> Iterator[tuple[str, str | None]]:
+    """(absolute module name, the name read from it or None) for each import, resolved.
+
+    ``from pkg import name`` loads ``pkg.name`` when that is a submodule, and otherwise reads
+    ``name`` from ``pkg`` itself; both are yielded, the caller knows which modules exist.
+    """
     is_package = path.name == "__init__.py"
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
+            yield from ((alias.name, None) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -54,9 +59,10 @@ def imported_names(module: str, path: Path) -> Iterator[str]:
                 base = ".".join([*here, base] if base else here)
             if base == "__future__":
                 continue
-            yield base
-            # ``from pkg import name`` loads pkg.name when name is a submodule
-            yield from (f"{base}.{alias.name}" for alias in node.names)
+            yield base, None
+            for alias in node.names:
+                yield f"{base}.{alias.name}", None
+                yield base, alias.name
 
 
 def ancestors(module: str) -> list[str]:
@@ -71,9 +77,16 @@ def import_graph(src: Path = SRC, package: str = PACKAGE) -> dict[str, set[str]]
     for module, path in mods.items():
         own = {module, *ancestors(module)}
         deps = set()
-        for name in imported_names(module, path):
-            if name in mods:
-                deps.update(m for m in (*ancestors(name), name) if m in mods and m not in own)
+        for name, attribute in imported_names(module, path):
+            if name not in mods:
+                continue
+            if attribute is not None:
+                # reading a name (not a submodule) from a package needs its __init__ run,
+                # even when that package encloses this module
+                if f"{name}.{attribute}" not in mods and name != module:
+                    deps.add(name)
+                continue
+            deps.update(m for m in (*ancestors(name), name) if m in mods and m not in own)
         graph[module] = deps
     return graph
 
@@ -152,6 +165,10 @@ def test_the_graph_sees_lazy_relative_and_parent_imports(tmp_path: Path) -> None
     assert cycles(graph) == [["pkg.a", "pkg.sub", "pkg.c", "pkg.a"]]
     (pkg / "c.py").write_text("")
     assert cycles(import_graph(tmp_path, "pkg")) == []
+    # a name read from the enclosing package needs its __init__, which imports this module
+    (pkg / "sub" / "__init__.py").write_text("from .b import VALUE\n")
+    (pkg / "sub" / "b.py").write_text("from pkg.sub import OTHER\n")
+    assert cycles(import_graph(tmp_path, "pkg")) == [["pkg.sub", "pkg.sub.b", "pkg.sub"]]
 
 
 def test_no_import_cycles() -> None:
@@ -168,7 +185,7 @@ def test_types_is_a_leaf() -> None:
     inside = sorted(
         {
             name
-            for name in imported_names("smallfirst.types", path)
+            for name, _ in imported_names("smallfirst.types", path)
             if name == PACKAGE or name.startswith(PACKAGE + ".")
         }
     )
