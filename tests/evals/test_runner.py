@@ -216,7 +216,7 @@ def test_a_prefilled_reply_is_continued_and_stored_whole(run_settings: Settings)
         plain, assistant_prefix="```python\ndef add(a, b):\n    return", stop=("\n```",)
     )
     # the hash of an item without a prefix is the one stored runs already have
-    assert runner.prompt_hash(plain) != runner.prompt_hash(prefilled)
+    assert plain.prompt_hash() != prefilled.prompt_hash()
     config = runner.RunConfig(run_id="prefill", models=(SMOL,), benchmarks=("jsonl:prefill",))
     store = EvalStore(run_settings.db_path)
     items = {"jsonl:prefill": [plain, dataclasses.replace(prefilled, item_id="add-prefilled")]}
@@ -227,7 +227,7 @@ def test_a_prefilled_reply_is_continued_and_stored_whole(run_settings: Settings)
     assert "```" not in by_id["add-prefilled"].output[len("```python") :]  # stopped at the fence
     # the prefix is prompt, not completion: more prompt tokens than the plain item
     assert (by_id["add-prefilled"].prompt_tokens or 0) > (by_id["add"].prompt_tokens or 0)
-    assert by_id["add-prefilled"].prompt_hash == runner.prompt_hash(prefilled)
+    assert by_id["add-prefilled"].prompt_hash == prefilled.prompt_hash()
     # the prompt changed (the plain item is now asked pre-filled): only that item is asked
     # again, and its row replaced
     again = {"jsonl:prefill": [dataclasses.replace(prefilled, item_id=i) for i in by_id]}
@@ -235,7 +235,7 @@ def test_a_prefilled_reply_is_continued_and_stored_whole(run_settings: Settings)
     assert asyncio.run(runner.run(run_settings, config, store, None, again)) == 1
     after = {r.item_id: r for r in store.results("prefill")}
     store.close()
-    assert len(after) == 2 and after["add"].prompt_hash == runner.prompt_hash(prefilled)
+    assert len(after) == 2 and after["add"].prompt_hash == prefilled.prompt_hash()
     assert after["add-prefilled"] == by_id["add-prefilled"]  # not asked again
 
 
@@ -260,8 +260,8 @@ def test_a_remote_endpoint_is_asked_without_the_prefill(
     results = {r.item_id: r for r in store.results("remote")}
     for item in planned["humaneval"]:
         r = results[item.item_id]
-        assert r.prompt_hash == runner.prompt_hash(without_prefill(item))
-        assert r.prompt_hash != runner.prompt_hash(item)
+        assert r.prompt_hash == without_prefill(item).prompt_hash()
+        assert r.prompt_hash != item.prompt_hash()
         assert not r.output.startswith(EVALPLUS_RESPONSE) and r.completion_tokens
     # resuming sees them done (as asked), and rescoring recognises their prompt
     assert asyncio.run(runner.run(s, config, store, None, planned)) == 0
