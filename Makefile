@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # Models and state; override with `make run SMALLFIRST_DATA_DIR=/path`.
 export SMALLFIRST_DATA_DIR ?= $(HOME)/.local/share/smallfirst
 
-.PHONY: install models run test check lint fmt types bench clean
+.PHONY: install models run test test-fast check lint fmt types bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: install
 	$(BIN)/smallfirst models pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct \
 		qwen2.5-coder-1.5b-instruct gemma-3-270m
 	$(BIN)/python -m pytest
+
+# the fast lane: tests that need no model, no browser and no network (marked `fast`), < 30 s
+test-fast: install
+	$(BIN)/python -m pytest -m fast -q
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -5,6 +5,8 @@ import pytest
 from smallfirst.catalog import BUILTIN_MODELS, LADDER, Catalog, UnknownModelError
 from smallfirst.settings import Settings, UserModel
 
+pytestmark = pytest.mark.fast
+
 
 def test_builtin_entries_are_complete() -> None:
     for spec in BUILTIN_MODELS:

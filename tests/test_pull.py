@@ -56,6 +56,7 @@ def test_unknown_package_fails_cleanly(tmp_path: Path) -> None:
     assert list(catalog.models_dir.iterdir()) == []
 
 
+@pytest.mark.fast
 def test_cli_rejects_unknown_model(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown model"):
         main(["models", "pull", "no-such-model", "--data-dir", str(tmp_path)])

@@ -6,6 +6,8 @@ from pydantic import ValidationError
 from smallfirst.errors import ConfigError
 from smallfirst.settings import Settings, UserModel, load_settings
 
+pytestmark = pytest.mark.fast
+
 
 def test_precedence_file_then_env_then_flags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

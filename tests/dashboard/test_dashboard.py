@@ -323,6 +323,7 @@ def test_empty_states_explain_what_to_do(browser: Any, empty: LiveServer) -> Non
         page.close()
 
 
+@pytest.mark.fast
 def test_timeseries_adds_up_to_the_summary(seeded: LiveServer) -> None:
     for since in ("1h", "1d", None):
         params = {"since": since} if since else {}
@@ -343,6 +344,7 @@ def test_timeseries_adds_up_to_the_summary(seeded: LiveServer) -> None:
     assert one["models"] == [SMOL]
 
 
+@pytest.mark.fast
 def test_frontier_is_the_report_summary(seeded: LiveServer) -> None:
     body = get(seeded, "/smallfirst/v1/dashboard/frontier").json()
     store = EvalStore(seeded.settings.db_path)
@@ -359,6 +361,7 @@ def test_frontier_is_the_report_summary(seeded: LiveServer) -> None:
     assert get(seeded, "/smallfirst/v1/dashboard/frontier").json() == body  # cached, same
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("path", "params", "param"),
     [
@@ -381,6 +384,7 @@ def test_bad_parameters_are_openai_400s(
     assert error["param"] == param and error["type"] == "invalid_request_error"
 
 
+@pytest.mark.fast
 def test_page_and_assets_are_served_from_the_package(seeded: LiveServer) -> None:
     for path in ("/", "/dashboard"):
         r = get(seeded, path)
@@ -399,6 +403,7 @@ def test_page_and_assets_are_served_from_the_package(seeded: LiveServer) -> None
     assert meta["reference_model"] == seeded.settings.reference_model
 
 
+@pytest.mark.fast
 def test_summary_uses_the_covering_index(tmp_path: Path) -> None:
     SqliteStore(tmp_path / "s.db").close()
     conn = sqlite3.connect(tmp_path / "s.db")
@@ -413,6 +418,7 @@ def test_summary_uses_the_covering_index(tmp_path: Path) -> None:
     assert "COVERING INDEX receipts_model_tier_cover" in plan and "TEMP B-TREE" not in plan
 
 
+@pytest.mark.fast
 def test_auto_bucket_and_pareto() -> None:
     assert auto_bucket_s(3600.01) == 60
     assert auto_bucket_s(86400) == 1800

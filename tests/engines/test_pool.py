@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
 import openai
 
 from smallfirst.settings import Settings
@@ -16,19 +17,18 @@ def test_lru_eviction_within_budget(settings: Settings) -> None:
     # room for Qwen-0.5B (~0.5 GB + KV) or SmolLM2, not both
     with LiveServer(settings.model_copy(update={"memory_budget_mb": 560})) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
-        pool = server.app.state.pool
 
-        def ask(model: str) -> None:
+        def ask(model: str) -> list[str]:
+            """Ask ``model``; then the models loaded, as /health reports them."""
             client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2
             )
+            loaded: list[str] = httpx.get(server.url + "/health").json()["models_loaded"]
+            return loaded
 
-        ask(SMOL)
-        assert pool.loaded_models() == [SMOL]
-        ask(QWEN)
-        assert pool.loaded_models() == [QWEN]
-        ask(SMOL)
-        assert pool.loaded_models() == [SMOL]
+        assert ask(SMOL) == [SMOL]
+        assert ask(QWEN) == [QWEN]
+        assert ask(SMOL) == [SMOL]
 
 
 def test_different_models_generate_at_the_same_time(

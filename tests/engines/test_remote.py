@@ -1,16 +1,27 @@
 """The remote engine, in front of a real second OpenAI-compatible server on loopback.
 
 The upstream (the ``upstream`` fixture of ``tests/conftest.py``) is llama-cpp-python's own
-server (``python -m llama_cpp.server``) on SmolLM2.
+server (``python -m llama_cpp.server``) on SmolLM2. A recording proxy sits between the gateway
+and that server, so what the gateway returns is compared with what the upstream sent for the
+same call: two calls to the upstream need not give the same text (its prompt cache changes
+the arithmetic), so no test here rests on that.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import openai
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 from smallfirst.catalog import Catalog
 from smallfirst.engines.base import GenerationRequest, Sampling
@@ -20,16 +31,94 @@ from smallfirst.types import Message
 from tests.conftest import LiveServer, free_port
 
 
+class RecordingProxy:
+    """A loopback HTTP proxy to ``upstream`` that keeps every response body as it passed.
+
+    Bytes are recorded before they are passed on, so once the gateway has answered, the
+    recording holds at least everything the gateway could have read.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/").removesuffix("/v1")
+        self.bodies: list[bytearray] = []
+        app = Starlette(routes=[Route("/{path:path}", self.forward, methods=["GET", "POST"])])
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def forward(self, request: Request) -> StreamingResponse:
+        client = httpx.AsyncClient(timeout=120)
+        sent = client.build_request(
+            request.method,
+            self.upstream + request.url.path,
+            content=await request.body(),
+            headers={"content-type": request.headers.get("content-type", "application/json")},
+        )
+        response = await client.send(sent, stream=True)
+        body = bytearray()
+        self.bodies.append(body)
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_bytes():
+                    body.extend(chunk)
+                    yield chunk
+            finally:
+                await response.aclose()
+                await client.aclose()
+
+        content_type = response.headers.get("content-type", "application/json")
+        return StreamingResponse(relay(), response.status_code, media_type=content_type)
+
+    def __enter__(self) -> RecordingProxy:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "proxy did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def streamed_text(sse: bytes) -> tuple[str, list[str | None]]:
+    """The text and the finish reasons of an OpenAI chat stream, as sent."""
+    events = [
+        json.loads(line[6:])
+        for line in sse.decode().splitlines()
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
+    choices = [c for e in events for c in e.get("choices", [])]
+    text = "".join(c["delta"].get("content") or "" for c in choices)
+    return text, [c["finish_reason"] for c in choices if c.get("finish_reason")]
+
+
 @pytest.fixture(scope="module")
-def remote_client(settings: Settings, upstream: str) -> Iterator[openai.OpenAI]:
+def recorder(upstream: str) -> Iterator[RecordingProxy]:
+    with RecordingProxy(upstream) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def remote_client(settings: Settings, recorder: RecordingProxy) -> Iterator[openai.OpenAI]:
     model = UserModel(
-        name="smol-remote", base_url=upstream, model_id="smol-upstream", context_length=2048
+        name="smol-remote",
+        base_url=recorder.url + "/v1",
+        model_id="smol-upstream",
+        context_length=2048,
     )
     with LiveServer(settings.model_copy(update={"models": (model,)})) as server:
         yield openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
 
 
-def test_stream_through_remote(remote_client: openai.OpenAI) -> None:
+def test_stream_through_remote(remote_client: openai.OpenAI, recorder: RecordingProxy) -> None:
     messages = [{"role": "user", "content": "Name three colours."}]
     chunks = list(
         remote_client.chat.completions.create(
@@ -43,6 +132,11 @@ def test_stream_through_remote(remote_client: openai.OpenAI) -> None:
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text and all(c.model == "smol-remote" for c in chunks)
+    # the upstream's text of this very call, passed on unchanged
+    sent_text, sent_finishes = streamed_text(recorder.bodies[-1])
+    assert text == sent_text
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert [f for f in finishes if f] == sent_finishes == ["length"]
     # llama_cpp.server ignores include_usage: the gateway says "unknown", it does not guess
     assert chunks[-1].choices == [] and chunks[-1].usage is None
     full = remote_client.chat.completions.create(
@@ -51,9 +145,12 @@ def test_stream_through_remote(remote_client: openai.OpenAI) -> None:
         max_tokens=12,
         temperature=0,  # type: ignore[arg-type]
     )
-    assert full.choices[0].message.content == text
-    assert full.choices[0].finish_reason == "length"
+    sent = json.loads(recorder.bodies[-1])
+    assert full.choices[0].message.content == sent["choices"][0]["message"]["content"]
+    assert full.choices[0].message.content
+    assert full.choices[0].finish_reason == sent["choices"][0]["finish_reason"] == "length"
     assert full.usage is not None and full.usage.completion_tokens == 12
+    assert full.usage.prompt_tokens == sent["usage"]["prompt_tokens"]
 
 
 def test_upstream_4xx_keeps_its_status(remote_client: openai.OpenAI) -> None:
@@ -65,6 +162,7 @@ def test_upstream_4xx_keeps_its_status(remote_client: openai.OpenAI) -> None:
         )
 
 
+@pytest.mark.fast
 def test_request_body_round_trip() -> None:
     req = GenerationRequest(
         sampling=Sampling(

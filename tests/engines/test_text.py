@@ -1,6 +1,10 @@
 """Unit tests of the token-to-text plumbing of the llama.cpp engine (pure logic)."""
 
+import pytest
+
 from smallfirst.engines.llama import StopMatcher, Utf8Decoder
+
+pytestmark = pytest.mark.fast
 
 
 def run(stops: tuple[str, ...], pieces: list[str]) -> tuple[str, bool]:

@@ -184,6 +184,7 @@ def _write(path: Path, rows: list[object]) -> Path:
     return path
 
 
+@pytest.mark.fast
 def test_jsonl_file(tmp_path: Path) -> None:
     path = _write(
         tmp_path / "mine.jsonl",
@@ -232,6 +233,7 @@ def test_jsonl_file(tmp_path: Path) -> None:
     assert load(f"jsonl:{path}", Settings(data_dir=tmp_path))[0].scorer == "exact"
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("row", "message"),
     [
@@ -264,6 +266,7 @@ def test_jsonl_bad_line_names_the_line(tmp_path: Path, row: object, message: str
     assert message in str(info.value)
 
 
+@pytest.mark.fast
 def test_bad_names_and_files(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     with pytest.raises(BenchmarkError, match="unknown benchmark 'hellaswag'"):
@@ -276,6 +279,7 @@ def test_bad_names_and_files(tmp_path: Path) -> None:
         load(f"jsonl:{_write(tmp_path / 'empty.jsonl', [''])}", settings)
 
 
+@pytest.mark.fast
 def test_every_benchmark_says_how_it_is_asked_and_scored() -> None:
     for name in BENCHMARKS:
         assert len(method(name)) > 40, name

@@ -70,6 +70,7 @@ def test_no_index_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monkey
         ensure_data(Settings(data_dir=tmp_path), ["humaneval"])
 
 
+@pytest.mark.fast
 def test_pins_cover_every_builtin_benchmark() -> None:
     covered = sorted(b for w in DATA_WHEELS for b in w.benchmarks)
     assert covered == sorted(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -36,26 +37,47 @@ def small_plan(s: Settings, config: runner.RunConfig) -> dict[str, list]:  # typ
 
 
 def _short(item):  # type: ignore[no-untyped-def]
-    import dataclasses
-
     return dataclasses.replace(item, max_tokens=min(item.max_tokens, 48))
 
 
-def test_small_run_stores_and_resumes(run_settings: Settings) -> None:
+@dataclasses.dataclass(frozen=True)
+class SmallRun:
+    """Run "t" of a small plan, done in three sessions as an interrupted run would be."""
+
+    planned: dict[str, list]  # type: ignore[type-arg]
+    done: tuple[int, int, int]  # items answered by each session
+    first_session: int  # items planned for the first session
+    seen: list[runner.Progress]
+
+
+@pytest.fixture(scope="module")
+def small_run(run_settings: Settings) -> SmallRun:
+    """Run "t" in the module's database; tests that read it ask for this, in any order."""
     config = runner.RunConfig(run_id="t", models=(SMOL,), benchmarks=BENCHMARKS, limit=2, seed=1)
     planned = small_plan(run_settings, config)
-    total = sum(len(v) for v in planned.values())
-    assert total == 2 + 2 + 2 + 4 + 2
     store = EvalStore(run_settings.db_path)
     # first session: stop after part of the items (as a killed run would)
     first = {b: v[:1] for b, v in planned.items()}
     seen: list[runner.Progress] = []
-    assert asyncio.run(runner.run(run_settings, config, store, seen.append, first)) == len(first)
-    assert asyncio.run(
-        runner.run(run_settings, config, store, seen.append, planned)
-    ) == total - len(first)
-    # a third session has nothing left to do
-    assert asyncio.run(runner.run(run_settings, config, store, None, planned)) == 0
+    try:
+        done = (
+            asyncio.run(runner.run(run_settings, config, store, seen.append, first)),
+            asyncio.run(runner.run(run_settings, config, store, seen.append, planned)),
+            # a third session has nothing left to do
+            asyncio.run(runner.run(run_settings, config, store, None, planned)),
+        )
+    finally:
+        store.close()
+    return SmallRun(planned, done, len(first), seen)
+
+
+def test_small_run_stores_and_resumes(run_settings: Settings, small_run: SmallRun) -> None:
+    total = sum(len(v) for v in small_run.planned.values())
+    assert total == 2 + 2 + 2 + 4 + 2
+    first = small_run.first_session
+    assert small_run.done == (first, total - first, 0)
+    seen = small_run.seen
+    store = EvalStore(run_settings.db_path)
     results = store.results("t")
     assert len(results) == total
     for r in results:
@@ -82,9 +104,8 @@ def test_small_run_stores_and_resumes(run_settings: Settings) -> None:
 
 
 def test_report_cli_and_plot(
-    run_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    run_settings: Settings, small_run: SmallRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # runs after the test above in this module: the database has run "t"
     plot = tmp_path / "frontier.png"
     args = ["eval", "report", "--run", "t", "--data-dir", str(run_settings.data_dir)]
     assert main([*args, "--format", "json", "--plot", str(plot)]) == 0
@@ -102,11 +123,8 @@ def test_report_cli_and_plot(
 
 
 def test_rescore_restores_verdicts_and_leaves_refusals(
-    run_settings: Settings, capsys: pytest.CaptureFixture[str]
+    run_settings: Settings, small_run: SmallRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # runs after the first test in this module: the database has run "t"
-    import dataclasses
-
     store = EvalStore(run_settings.db_path)
     stored = {(r.benchmark, r.item_id): r for r in store.results("t")}
     mmlu = next(r for (b, _), r in stored.items() if b == "mmlu")
@@ -148,11 +166,10 @@ def test_every_model_answers_an_item_before_the_next(run_settings: Settings) -> 
 
 
 def dataclasses_replace_tokens(item, max_tokens: int):  # type: ignore[no-untyped-def]
-    import dataclasses
-
     return dataclasses.replace(item, max_tokens=max_tokens)
 
 
+@pytest.mark.fast
 def test_wilson_interval() -> None:
     low, high = report.wilson(7, 10)
     assert low == pytest.approx(0.3968, abs=1e-3) and high == pytest.approx(0.8922, abs=1e-3)
@@ -182,8 +199,6 @@ def test_item_too_long_for_the_model_is_a_refused_wrong_answer(run_settings: Set
 
 def test_a_prefilled_reply_is_continued_and_stored_whole(run_settings: Settings) -> None:
     # EvalPlus's chat convention: the reply starts with text written for the model
-    import dataclasses
-
     from smallfirst.evals.items import Item
     from smallfirst.types import Message
 

@@ -142,6 +142,7 @@ def test_humaneval_rejects_a_broken_solution(row: dict[str, Any]) -> None:
         assert result.detail is not None and result.detail.startswith("failed: AssertionError")
 
 
+@pytest.mark.fast
 def test_humaneval_function_without_the_prompts_import() -> None:
     row = HUMANEVAL[0]  # has_close_elements(numbers: List[float], ...)
     item = _humaneval_item(row)
@@ -152,6 +153,7 @@ def test_humaneval_function_without_the_prompts_import() -> None:
     assert result.extracted.startswith("from typing import List\n")
 
 
+@pytest.mark.fast
 def test_humaneval_picks_the_fence_that_defines_the_function() -> None:
     row = HUMANEVAL[1]  # truncate_number
     item = _humaneval_item(row)
@@ -200,6 +202,7 @@ def test_code_drops_the_models_own_top_level_tests() -> None:
     assert broken != solution and not score(item, _chat(broken + own_test), LIMITS).correct
 
 
+@pytest.mark.fast
 def test_sanitize_keeps_what_the_entry_point_reaches() -> None:
     code = (
         "import math\nK = 3\nJUNK = 1\n\n"
@@ -253,6 +256,7 @@ def test_mbpp_missing_function_fails() -> None:
     assert other.detail == "failed: NameError: name 'remove_Occ' is not defined"
 
 
+@pytest.mark.fast
 def test_extract_code_prefers_fences_and_keeps_indentation() -> None:
     assert extract_code("```py\ndef f():\n    return 1\n```", "f", None) == (
         "def f():\n    return 1\n"
@@ -272,6 +276,7 @@ def test_extract_code_prefers_fences_and_keeps_indentation() -> None:
 # --- math ---------------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("output", "reference", "correct"),
     [
@@ -299,6 +304,7 @@ def test_math(output: str, reference: str, correct: bool) -> None:
     assert result.correct is correct, result
 
 
+@pytest.mark.fast
 def test_math_reports_what_it_read() -> None:
     result = score(_item("math", "18"), "The answer is 18.00.")
     assert (result.correct, result.extracted) == (True, "18")
@@ -311,6 +317,7 @@ def test_math_reports_what_it_read() -> None:
 CHOICES = ("Paris", "London", "Rome", "Berlin")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("output", "letter"),
     [
@@ -356,6 +363,7 @@ def test_extract_letter(output: str, letter: str | None) -> None:
     assert extract_letter(output, "ABCD", CHOICES) == letter
 
 
+@pytest.mark.fast
 def test_choice_scoring() -> None:
     item = _item("choice", "B", choices=CHOICES)
     assert score(item, "The answer is B.") == score(item, "London")
@@ -372,6 +380,7 @@ def test_choice_scoring() -> None:
 # --- exact and dispatch -------------------------------------------------------------------
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("output", "reference", "correct"),
     [
@@ -392,6 +401,7 @@ def test_exact(output: str, reference: str, correct: bool) -> None:
     assert score(_item("exact", reference), output).correct is correct
 
 
+@pytest.mark.fast
 def test_exact_accepts_the_listed_alternatives_only() -> None:
     import dataclasses
 
@@ -400,6 +410,7 @@ def test_exact_accepts_the_listed_alternatives_only() -> None:
     assert not score(item, "A cat has five").correct and not score(item, "4").correct
 
 
+@pytest.mark.fast
 def test_unknown_scorer_raises() -> None:
     item = _item("exact", "x")
     bogus = Item(
@@ -413,6 +424,7 @@ def test_unknown_scorer_raises() -> None:
         score(bogus, "x")
 
 
+@pytest.mark.fast
 def test_code_item_without_tests() -> None:
     result = score(_item("code", "def f(): pass"), "def f(): pass")
     assert (result.correct, result.detail) == (False, "item has no tests")

@@ -12,6 +12,8 @@ import pytest
 from smallfirst.errors import ConfigError
 from smallfirst.metering.carbon import grid_intensity, known_countries
 
+pytestmark = pytest.mark.fast
+
 
 def energy_mix() -> dict[str, Any]:
     spec = importlib.util.find_spec("codecarbon")

@@ -9,6 +9,8 @@ import pytest
 
 from smallfirst.metering.counters import Counter, nvml_counters, rapl_counters
 
+pytestmark = pytest.mark.fast
+
 MAX_UJ = 2_000_000
 
 

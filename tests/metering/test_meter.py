@@ -6,6 +6,8 @@ import pytest
 
 from smallfirst.metering.meter import Accountant, EstimateConstants, local_energy
 
+pytestmark = pytest.mark.fast
+
 
 class Clock:
     def __init__(self) -> None:

@@ -19,6 +19,8 @@ from smallfirst.metering.power import (
     read_cpuinfo,
 )
 
+pytestmark = pytest.mark.fast
+
 XEON = "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz"
 
 

@@ -9,6 +9,8 @@ from smallfirst.metering.meter import Energy
 from smallfirst.metering.pricing import REFERENCE_PRICES, Price, Profile
 from smallfirst.metering.receipts import J_PER_KWH, Pricer
 
+pytestmark = pytest.mark.fast
+
 SMOL = next(m for m in BUILTIN_MODELS if m.name == "smollm2-135m-instruct")
 REF = next(m for m in BUILTIN_MODELS if m.name == "qwen2.5-coder-1.5b-instruct")
 HOSTED = ModelSpec(

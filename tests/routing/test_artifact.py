@@ -121,6 +121,7 @@ def test_gzipped_form_round_trips(artifact: RouterArtifact, tmp_path: Path) -> N
     assert path.read_bytes() == first  # same router, same bytes (no timestamp in the gzip)
 
 
+@pytest.mark.fast
 def test_a_corrupt_gzip_is_an_artifact_error(tmp_path: Path) -> None:
     path = tmp_path / "router.json.gz"
     path.write_bytes(b"\x1f\x8b not really gzip")
@@ -128,6 +129,7 @@ def test_a_corrupt_gzip_is_an_artifact_error(tmp_path: Path) -> None:
         ra.load(path)
 
 
+@pytest.mark.fast
 def test_the_package_ships_a_default_router() -> None:
     default = ra.load_default()
     assert default is not None, "run bench/fit_default_router.sh"

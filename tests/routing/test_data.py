@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from smallfirst.evals.items import Item
 from smallfirst.types import prompt_hash
 from tests.routing.synthetic import synthetic
+
+pytestmark = pytest.mark.fast
 
 
 def test_an_items_hash_counts_its_prefilled_reply() -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from smallfirst.routing.features import (
     DENSE_FEATURES,
@@ -20,6 +21,8 @@ from smallfirst.routing.features import (
     prompt_features,
 )
 from smallfirst.types import Message
+
+pytestmark = pytest.mark.fast
 
 
 def user(text: str) -> tuple[Message, ...]:

@@ -11,6 +11,8 @@ from smallfirst.errors import ArtifactError
 from smallfirst.routing.predictors import LogisticModel, sigmoid
 from smallfirst.routing.training.regression import fit_logistic, log_loss
 
+pytestmark = pytest.mark.fast
+
 
 def test_recovers_a_known_direction() -> None:
     rng = np.random.default_rng(0)

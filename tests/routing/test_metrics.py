@@ -46,6 +46,7 @@ SCORES = np.asarray([[0.4], [0.1], [0.2], [0.3]])
 WEAK, STRONG = Point(0.25, 0.25), Point(1.0, 0.75)
 
 
+@pytest.mark.fast
 def test_the_tiny_sweep() -> None:
     curve = sweep(SCORES, tiny_table())
     assert curve.energy_fraction is not None and curve.cost_fraction is not None
@@ -56,6 +57,7 @@ def test_the_tiny_sweep() -> None:
     assert curve.reference_accuracy == 0.75
 
 
+@pytest.mark.fast
 def test_exact_values_on_the_tiny_example() -> None:
     curve = sweep(SCORES, tiny_table())
     x, y = curve.energy_fraction, curve.accuracy
@@ -77,6 +79,7 @@ def test_exact_values_on_the_tiny_example() -> None:
     assert apgr(x, y, STRONG, WEAK) is None  # no gap to recover
 
 
+@pytest.mark.fast
 def test_the_oracle_on_the_tiny_example() -> None:
     table = tiny_table()
     choice = oracle_choice(table.correct)
@@ -87,6 +90,7 @@ def test_the_oracle_on_the_tiny_example() -> None:
     assert apgr(x, y, WEAK, STRONG) == pytest.approx(0.75)
 
 
+@pytest.mark.fast
 def test_curve_helpers() -> None:
     # unsorted, dominated and duplicate points
     xs, ys = frontier(np.asarray([0.5, 0.1, 0.3, 0.3, 0.9]), np.asarray([0.6, 0.2, 0.1, 0.5, 0.55]))
@@ -136,6 +140,7 @@ def test_calibrated_points_break_down_by_benchmark(evaluation: Evaluation) -> No
     )
 
 
+@pytest.mark.fast
 def test_roc_auc_matches_counting_pairs() -> None:
     assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([False, False, True, True])) == 1.0
     assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([False, False, True, True])) == 0.0

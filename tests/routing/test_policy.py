@@ -23,6 +23,7 @@ from smallfirst.routing.training.sweep import sweep
 from smallfirst.routing.training.table import Table
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("text", "policy"),
     [
@@ -39,6 +40,7 @@ def test_parse_valid(text: str, policy: Policy) -> None:
     assert parse_policy(str(policy)) == policy
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -122,6 +124,7 @@ def test_calibration_is_monotone_property() -> None:
             assert_monotone(curve, scores, kind, np.minimum(targets, 1.0))
 
 
+@pytest.mark.fast
 def test_quality_target_is_met_and_cheapest() -> None:
     rng = np.random.default_rng(2)
     for _ in range(30):
@@ -169,6 +172,7 @@ def test_quality_target_is_met_on_every_benchmark() -> None:
     assert checked >= 20
 
 
+@pytest.mark.fast
 def test_one_benchmark_or_an_old_sweep_is_calibrated_on_the_mix() -> None:
     rng = np.random.default_rng(6)
     _, one, _ = random_curve(rng, benchmarks=1)
@@ -187,6 +191,7 @@ def test_one_benchmark_or_an_old_sweep_is_calibrated_on_the_mix() -> None:
     assert np.array_equal(again.worst_benchmark_ratio, curve.worst_benchmark_ratio)  # type: ignore[arg-type]
 
 
+@pytest.mark.fast
 def test_budget_is_respected_and_most_accurate() -> None:
     rng = np.random.default_rng(3)
     for _ in range(30):
@@ -203,6 +208,7 @@ def test_budget_is_respected_and_most_accurate() -> None:
             assert cal.accuracy == curve.accuracy[prefix].max()
 
 
+@pytest.mark.fast
 def test_quality_one_sends_everything_to_the_reference_at_worst() -> None:
     rng = np.random.default_rng(4)
     table, curve, _ = random_curve(rng)

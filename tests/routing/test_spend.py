@@ -12,6 +12,8 @@ from smallfirst.routing.strategies import PredictiveRouter, choose, utility_brea
 from smallfirst.routing.training.regression import fit_logistic, fit_spend
 from smallfirst.types import Message
 
+pytestmark = pytest.mark.fast
+
 
 def test_fit_recovers_a_log_linear_spend() -> None:
     rng = np.random.default_rng(0)

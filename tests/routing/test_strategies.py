@@ -110,6 +110,7 @@ def test_random_offline_matches_online(artifact: RouterArtifact, table: Table) -
     assert np.mean(chosen == 2) == pytest.approx(0.4, abs=0.07)
 
 
+@pytest.mark.fast
 def test_oracle_takes_an_item_key_or_the_prompt(table: Table) -> None:
     oracle = OracleRouter.from_table(table)
     candidates = [Candidate(m, "?", None, None) for m in table.models]
@@ -164,6 +165,7 @@ def test_predictive_decide_end_to_end(artifact: RouterArtifact) -> None:
     )
 
 
+@pytest.mark.fast
 def test_utility_breakpoints_match_the_argmax() -> None:
     rng = np.random.default_rng(5)
     p = rng.random((500, 4))
@@ -178,6 +180,7 @@ def test_utility_breakpoints_match_the_argmax() -> None:
     assert np.all(choose(b, 0.0) == 0)
 
 
+@pytest.mark.fast
 def test_relative_spend_fallbacks() -> None:
     def c(e: float | None, d: float | None) -> Candidate:
         return Candidate("m", "?", e, d)

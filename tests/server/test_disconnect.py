@@ -1,13 +1,20 @@
-"""A client that goes away frees the model for the next request."""
+"""A client that goes away frees the model for the next request.
+
+Judged from the outside: the request's stored receipt says ``cancelled`` (the gateway saw
+the hang-up before the answer was complete), and a short request sent right after is not
+queued behind the abandoned generation, which would hold the model for longer than the
+bound used here.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 import openai
 
-from smallfirst.engines.llama import LlamaEngine
 from tests.conftest import SMOL, LiveServer
 
 LONG = {
@@ -17,20 +24,45 @@ LONG = {
     "temperature": 1.0,
     "seed": 1,
 }
+# 1800 tokens take > 10 s on this machine; a 5-token answer takes well under a second
+FREED_WITHIN_S = 5.0
+
+T = TypeVar("T")
 
 
-def engine(server: LiveServer) -> LlamaEngine:
-    e = server.app.state.pool._engines[SMOL]
-    assert isinstance(e, LlamaEngine)
-    return e
+def until(fetch: Callable[[], T | None], timeout_s: float, what: str) -> T:
+    """Poll ``fetch`` until it returns something; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while (found := fetch()) is None:
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        time.sleep(0.05)
+    return found
 
 
-def wait_idle(e: LlamaEngine, timeout_s: float) -> float:
-    start = time.monotonic()
-    while e._gen_lock.locked() or e.in_flight:
-        assert time.monotonic() - start < timeout_s, "the model is still busy"
-        time.sleep(0.01)
-    return time.monotonic() - start
+def receipt_by_id(gateway: LiveServer, receipt_id: str) -> dict[str, Any] | None:
+    r = httpx.get(f"{gateway.url}/smallfirst/v1/receipts/{receipt_id}")
+    if r.status_code == 404:
+        return None
+    assert r.status_code == 200, r.text
+    found: dict[str, Any] = r.json()
+    return found
+
+
+def receipt_since(gateway: LiveServer, since: float) -> dict[str, Any] | None:
+    """The one receipt of a request sent after ``since`` (unix seconds), once stored."""
+    r = httpx.get(gateway.url + "/smallfirst/v1/receipts", params={"since": since, "model": SMOL})
+    assert r.status_code == 200, r.text
+    data: list[dict[str, Any]] = r.json()["data"]
+    assert len(data) <= 1, data
+    return data[0] if data else None
+
+
+def short_request_s(client: openai.OpenAI) -> float:
+    """How long a 5-token answer takes now: long if the model is still busy elsewhere."""
+    started = time.monotonic()
+    r = client.chat.completions.create(model=SMOL, messages=LONG["messages"], max_tokens=5)  # type: ignore[call-overload]
+    assert r.usage.completion_tokens == 5
+    return time.monotonic() - started
 
 
 def test_stream_disconnect_frees_the_model(gateway: LiveServer, client: openai.OpenAI) -> None:
@@ -39,20 +71,24 @@ def test_stream_disconnect_frees_the_model(gateway: LiveServer, client: openai.O
     with httpx.stream(
         "POST", gateway.url + "/v1/chat/completions", json={**LONG, "stream": True}, timeout=60
     ) as r:
+        receipt_id = r.headers["x-smallfirst-receipt-id"]
         for i, _ in enumerate(r.iter_lines()):
             if i > 6:
                 break
-        assert engine(gateway)._gen_lock.locked()  # still generating when we hang up
-    # 1800 tokens take > 10 s here; freed within a few token times of the hang-up
-    assert wait_idle(engine(gateway), 5.0) < 5.0
-    r2 = client.chat.completions.create(model=SMOL, messages=LONG["messages"], max_tokens=5)  # type: ignore[call-overload]
-    assert r2.usage.completion_tokens == 5
+    # "cancelled", not "ok": the answer was still being generated when we hung up
+    receipt = until(lambda: receipt_by_id(gateway, receipt_id), FREED_WITHIN_S, "receipt")
+    assert receipt["status"] == "cancelled"
+    assert short_request_s(client) < FREED_WITHIN_S
 
 
-def test_non_stream_disconnect_frees_the_model(gateway: LiveServer) -> None:
+def test_non_stream_disconnect_frees_the_model(gateway: LiveServer, client: openai.OpenAI) -> None:
+    short_request_s(client)  # load the model first, so that the hang-up comes mid-generation
+    since = time.time()
     try:
         httpx.post(gateway.url + "/v1/chat/completions", json=LONG, timeout=1.0)
         raise AssertionError("expected the long request to time out")
     except httpx.TimeoutException:
         pass
-    assert wait_idle(engine(gateway), 5.0) < 5.0
+    receipt = until(lambda: receipt_since(gateway, since), FREED_WITHIN_S, "receipt")
+    assert receipt["status"] == "cancelled"
+    assert short_request_s(client) < FREED_WITHIN_S

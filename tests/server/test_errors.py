@@ -1,4 +1,10 @@
-"""Bad input gets OpenAI's error JSON with the right status and never reaches a model."""
+"""Bad input gets OpenAI's error JSON with the right status and never reaches a model.
+
+Requests refused before any model is touched go through Starlette's in-process
+``TestClient`` on an app of their own (fast lane: no socket, no model loaded); an error that
+only a model can produce (a prompt over its context) and upstream failures stay on a real
+gateway on loopback.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +12,46 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from fastapi.testclient import TestClient
 
+from smallfirst.server.app import create_app
 from smallfirst.settings import Settings, UserModel
-from tests.conftest import SMOL, LiveServer, free_port
+from tests.conftest import SMOL, LiveServer, free_port, models_data_dir
 
 MSG = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
-def fresh(settings: Settings) -> Iterator[LiveServer]:
-    """A gateway of its own, so we can check that no model was ever loaded."""
-    with LiveServer(settings.model_copy(update={"max_body_bytes": 64 * 1024})) as server:
-        yield server
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """An app of its own, in process, with the real models directory (so SMOL could load)."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("errors"),
+        models_dir=models_data_dir() / "models",
+        default_model=SMOL,
+        default_router=False,
+        max_body_bytes=64 * 1024,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
 
 
 def post(
-    server: LiveServer, body: Any, path: str = "/v1/chat/completions", **kw: Any
+    client: TestClient | LiveServer, body: Any, path: str = "/v1/chat/completions", **kw: Any
 ) -> httpx.Response:
-    kw.setdefault("timeout", 60)  # a loaded 2-core machine can be slow
     if isinstance(body, (bytes, str)) or hasattr(body, "__next__"):
-        return httpx.post(
-            server.url + path, content=body, headers={"content-type": "application/json"}, **kw
-        )
-    return httpx.post(server.url + path, json=body, **kw)
+        kw.update(content=body, headers={"content-type": "application/json"})
+    else:
+        kw["json"] = body
+    if isinstance(client, LiveServer):
+        # a loaded 2-core machine can be slow
+        return httpx.post(client.url + path, timeout=60, **kw)
+    return client.post(path, **kw)
 
 
 def assert_error(
@@ -72,27 +90,33 @@ BAD: list[tuple[Any, str | None]] = [
 ]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(("body", "param"), BAD)
 def test_invalid_parameters_are_400_naming_the_param(
-    fresh: LiveServer, body: Any, param: str
+    fresh: TestClient, body: Any, param: str
 ) -> None:
     assert_error(post(fresh, body), 400, param=param)
 
 
-def test_malformed_json_and_non_object(fresh: LiveServer) -> None:
+@pytest.mark.fast
+def test_malformed_json_and_non_object(fresh: TestClient) -> None:
     assert_error(post(fresh, b'{"model": "x", "messages": ['), 400)
     assert_error(post(fresh, b"[1, 2]"), 400)
     assert_error(post(fresh, b""), 400)
 
 
-def test_unknown_model_is_404(fresh: LiveServer) -> None:
+@pytest.mark.fast
+def test_unknown_model_is_404(fresh: TestClient) -> None:
     assert_error(post(fresh, {"model": "gpt-9", "messages": MSG}), 404, "model", "model_not_found")
-    client = openai.OpenAI(base_url=fresh.url + "/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(
+        base_url=str(fresh.base_url) + "/v1", api_key="x", max_retries=0, http_client=fresh
+    )
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-9", messages=MSG)  # type: ignore[arg-type]
 
 
-def test_body_over_limit_is_413(fresh: LiveServer) -> None:
+@pytest.mark.fast
+def test_body_over_limit_is_413(fresh: TestClient) -> None:
     big = {"model": SMOL, "messages": [{"role": "user", "content": "x" * 100_000}]}
     assert_error(post(fresh, big), 413, code="request_too_large")
 
@@ -102,13 +126,18 @@ def test_body_over_limit_is_413(fresh: LiveServer) -> None:
     assert_error(post(fresh, chunked()), 413, code="request_too_large")
 
 
-def test_unknown_route_is_openai_shaped(fresh: LiveServer) -> None:
-    assert_error(httpx.get(fresh.url + "/v1/nothing"), 404)
+@pytest.mark.fast
+def test_unknown_route_is_openai_shaped(fresh: TestClient) -> None:
+    assert_error(fresh.get("/v1/nothing"), 404)
 
 
-def test_bad_requests_never_loaded_a_model(fresh: LiveServer) -> None:
-    # runs after the tests above in this module
-    assert fresh.app.state.pool.loaded_models() == []
+@pytest.mark.fast
+def test_bad_requests_never_load_a_model_nor_store_a_receipt(fresh: TestClient) -> None:
+    refused = [post(fresh, body) for body, _ in BAD]
+    refused += [post(fresh, {"model": "gpt-9", "messages": MSG}), post(fresh, b"[1, 2]")]
+    assert {r.status_code for r in refused} == {400, 404}
+    assert fresh.get("/health").json()["models_loaded"] == []
+    assert fresh.get("/smallfirst/v1/receipts").json()["data"] == []
 
 
 def test_prompt_longer_than_context(client: openai.OpenAI, settings: Settings) -> None:
@@ -157,10 +186,18 @@ class DyingUpstream:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-def test_upstream_failure_mid_stream_ends_with_error_event(settings: Settings) -> None:
+def no_models(data_dir: Path, *remotes: UserModel) -> Settings:
+    """Settings with a state directory of the test's own and only the given remote models."""
+    return Settings(
+        data_dir=data_dir, models_dir=data_dir / "models", default_router=False, models=remotes
+    )
+
+
+@pytest.mark.fast
+def test_upstream_failure_mid_stream_ends_with_error_event(tmp_path: Path) -> None:
     with DyingUpstream() as up:
         remote = UserModel(name="dying", base_url=f"http://127.0.0.1:{up.port}/v1")
-        with LiveServer(settings.model_copy(update={"models": (remote,)})) as server:
+        with LiveServer(no_models(tmp_path, remote)) as server:
             with httpx.stream(
                 "POST",
                 server.url + "/v1/chat/completions",
@@ -177,9 +214,10 @@ def test_upstream_failure_mid_stream_ends_with_error_event(settings: Settings) -
                 list(client.chat.completions.create(model="dying", messages=MSG, stream=True))  # type: ignore[arg-type]
 
 
-def test_unreachable_upstream_is_502(settings: Settings) -> None:
+@pytest.mark.fast
+def test_unreachable_upstream_is_502(tmp_path: Path) -> None:
     remote = UserModel(name="gone", base_url=f"http://127.0.0.1:{free_port()}/v1")
-    with LiveServer(settings.model_copy(update={"models": (remote,)})) as server:
+    with LiveServer(no_models(tmp_path, remote)) as server:
         for stream in (False, True):
             assert_error(
                 post(server, {"model": "gone", "messages": MSG, "stream": stream}),

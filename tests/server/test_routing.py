@@ -175,6 +175,7 @@ def test_cascade_accepts_the_first_rung_when_confident(routed: LiveServer) -> No
     assert route["attempts"][0]["accepted"] is True
 
 
+@pytest.mark.fast
 def test_combined_energy_is_a_sum_of_one_method_or_unknown() -> None:
     from smallfirst.metering.meter import Energy
     from smallfirst.server.cascading import combine

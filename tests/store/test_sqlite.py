@@ -10,6 +10,8 @@ import pytest
 from smallfirst.metering.receipts import Receipt
 from smallfirst.store.sqlite import MIGRATIONS, SqliteStore, StoreError
 
+pytestmark = pytest.mark.fast
+
 
 def receipt(
     i: int, model: str = "m", energy: float | None = 1.0, method: str = "estimated"
