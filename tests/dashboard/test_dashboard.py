@@ -26,19 +26,9 @@ from smallfirst.settings import Settings
 from smallfirst.store.eval_results import EvalResult, EvalStore
 from smallfirst.store.eval_summary import summarize
 from smallfirst.store.sqlite import SqliteStore
+from smallfirst.testing import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import SMOL, LiveServer, models_data_dir
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # (model, tier, energy method): local models measured or estimated, a hosted one by profile,
 # and one with no profile at all (energy unknown).
 MODELS = [
@@ -175,7 +165,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         yield chromium
         chromium.close()
 
