@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from smallfirst.cli.common import settings_from, table_width
-from smallfirst.errors import SmallfirstError
+from smallfirst.errors import SmallfirstError, StoreError
 from smallfirst.settings import Settings
 
 
@@ -120,7 +120,12 @@ def cmd_eval_report(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     store = EvalStore(settings.db_path)
     if args.import_file:
-        print(f"imported {store.import_file(args.import_file)} results from {args.import_file}")
+        try:
+            count = store.import_file(args.import_file)
+        except StoreError as exc:
+            store.close()
+            raise SystemExit(f"smallfirst: {exc}") from None
+        print(f"imported {count} results from {args.import_file}")
     results = store.results(args.run)
     store.close()
     if not results:

@@ -110,8 +110,8 @@ def _table(
     if files:
         try:
             results = [r for path in files for r in read_export(path)]
-        except (OSError, EOFError, ValueError, KeyError, TypeError, StoreError) as exc:
-            raise SystemExit(f"smallfirst: cannot read results: {exc}") from None
+        except StoreError as exc:
+            raise SystemExit(f"smallfirst: {exc}") from None
         if runs:
             results = [r for r in results if r.run_id in runs]
     else:

@@ -14,10 +14,12 @@ import gzip
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from smallfirst.errors import StoreError
 from smallfirst.store.sqlite import connect
 
 
@@ -52,10 +54,30 @@ def _result(row: Any) -> EvalResult:
     return EvalResult(**data)
 
 
+def _export_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of an exported file; a StoreError naming the file (and line) if it is not one."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                except ValueError as exc:
+                    raise StoreError(f"{path}:{number}: not an exported result ({exc})") from None
+                if not isinstance(data, dict) or not {"run_id", "created_at"} <= data.keys():
+                    raise StoreError(f"{path}:{number}: not an exported result")
+                yield data
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # a missing file, not gzip, cut short
+        raise StoreError(f"cannot read {path}: {exc}") from None
+
+
 def read_export(path: Path) -> list[EvalResult]:
     """The results of an exported file (:meth:`EvalStore.export`), without a database."""
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [_result(json.loads(line)) for line in f if line.strip()]
+    try:
+        return [_result(data) for data in _export_rows(path)]
+    except (KeyError, TypeError) as exc:
+        raise StoreError(f"{path}: an exported result lacks a field: {exc}") from None
 
 
 class EvalStore:
@@ -133,16 +155,20 @@ class EvalStore:
     def import_file(self, path: Path) -> int:
         """Load exported results (replacing rows with the same key); return the count."""
         count = 0
-        with gzip.open(path, "rt") as f, self._lock:
+        with self._lock:
             self._conn.execute("BEGIN")
-            for line in f:
-                data = json.loads(line)
-                self._conn.execute(self._insert, {c: data.get(c) for c in _COLUMNS})
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO eval_runs (run_id, created_at, config) VALUES (?, ?, ?)",
-                    (data["run_id"], data["created_at"], json.dumps({"imported": str(path)})),
-                )
-                count += 1
+            try:
+                for data in _export_rows(path):
+                    self._conn.execute(self._insert, {c: data.get(c) for c in _COLUMNS})
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO eval_runs (run_id, created_at, config) "
+                        "VALUES (?, ?, ?)",
+                        (data["run_id"], data["created_at"], json.dumps({"imported": str(path)})),
+                    )
+                    count += 1
+            except BaseException:
+                self._conn.execute("ROLLBACK")  # a bad file imports nothing
+                raise
             self._conn.execute("COMMIT")
         return count
 
