@@ -111,7 +111,7 @@ def _table(
         try:
             results = [r for path in files for r in read_export(path)]
         except StoreError as exc:
-            raise SystemExit(f"smallfirst: {exc}") from None
+            raise SystemExit(f"smallfirst: cannot read results: {exc}") from None
         if runs:
             results = [r for r in results if r.run_id in runs]
     else:
