@@ -9,13 +9,10 @@ verifiers are the same kind of model on prompt and answer features.
 :class:`SpendModel` is how much energy a model will spend on a prompt:
 ``joules = exp(((x - mean) / scale) @ weights + bias)``, a regression of ``log(joules)``
 (spend is multiplicative: answer length times per-token cost, and spans two orders of
-magnitude). Spend differs far more between prompts than between models: on the committed
-baseline a HumanEval item cost SmolLM2-135M about 90 J while an ARC question cost
-Qwen-1.5B about 45 J, because a code answer is ten times longer than a letter. A router
-that charges every item a model's *average* spend sends costly long-answer items up the
-ladder as readily as cheap short-answer ones; on the mixed baseline that rule did worse
-than random on held-out items (APGR 0.45-0.48 where random is 0.5), and charging each item
-its predicted spend gave about 0.7 on the same split.
+magnitude). Spend differs far more between prompts than between models (a code answer is
+ten times longer than a letter), so a router that charges every item a model's *average*
+spend sends costly long-answer items up the ladder as readily as cheap short-answer ones;
+bench/README.md has what each rule achieved on the baseline.
 
 Both serialise to JSON with Python's ``repr`` floats, so a loaded model predicts exactly
 what the saved one did. This module predicts; fitting lives in
@@ -73,6 +70,27 @@ def linear_from_json(data: dict[str, Any], what: str) -> tuple[FloatArray, Float
     return mean, scale, weights
 
 
+def _fitted_to_json(model: LogisticModel | SpendModel) -> dict[str, Any]:
+    """What both predictors store: the linear function, its penalty and training size."""
+    return {
+        **linear_to_json(model.mean, model.scale, model.weights, model.bias),
+        "l2": float(model.l2),
+        "n_train": int(model.n_train),
+    }
+
+
+def _fitted_from_json(data: dict[str, Any], what: str) -> dict[str, Any]:
+    mean, scale, weights = linear_from_json(data, what)
+    return {
+        "mean": mean,
+        "scale": scale,
+        "weights": weights,
+        "bias": float(data["bias"]),
+        "l2": float(data["l2"]),
+        "n_train": int(data["n_train"]),
+    }
+
+
 @dataclass(frozen=True, eq=False)
 class LogisticModel:
     """A fitted model: ``p = sigmoid(((x - mean) / scale) @ weights + bias)``."""
@@ -107,23 +125,12 @@ class LogisticModel:
         return ez / (1.0 + ez)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **linear_to_json(self.mean, self.scale, self.weights, self.bias),
-            "l2": float(self.l2),
-            "n_train": int(self.n_train),
-            "positive_rate": float(self.positive_rate),
-        }
+        return {**_fitted_to_json(self), "positive_rate": float(self.positive_rate)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LogisticModel:
-        mean, scale, weights = linear_from_json(data, "logistic model")
         return cls(
-            mean=mean,
-            scale=scale,
-            weights=weights,
-            bias=float(data["bias"]),
-            l2=float(data["l2"]),
-            n_train=int(data["n_train"]),
+            **_fitted_from_json(data, "logistic model"),
             positive_rate=float(data["positive_rate"]),
         )
 
@@ -149,20 +156,8 @@ class SpendModel:
         return float(np.exp(min(max(z, -_LOG_CLIP), _LOG_CLIP)))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **linear_to_json(self.mean, self.scale, self.weights, self.bias),
-            "l2": float(self.l2),
-            "n_train": int(self.n_train),
-        }
+        return _fitted_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SpendModel:
-        mean, scale, weights = linear_from_json(data, "spend model")
-        return cls(
-            mean=mean,
-            scale=scale,
-            weights=weights,
-            bias=float(data["bias"]),
-            l2=float(data["l2"]),
-            n_train=int(data["n_train"]),
-        )
+        return cls(**_fitted_from_json(data, "spend model"))
