@@ -71,6 +71,8 @@ def auto_banner(router_source: str | None, default_model: str) -> str:
     """What ``auto`` does on this gateway, for the serve banner."""
     if router_source is None:
         return f"{default_model} (no router fitted: `smallfirst router fit` makes one)"
+    if router_source.startswith("package:"):
+        return "routed by the packaged router, fitted on the committed baseline"
     return f"routed by {router_source}"
 
 
