@@ -33,7 +33,9 @@ __all__ = [
     "StoreError",
     "UnknownModelError",
     "UnsupportedError",
+    "UpstreamCoolingError",
     "UpstreamError",
+    "UpstreamRateLimitedError",
     "UpstreamRefusedError",
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
@@ -122,8 +124,24 @@ class UpstreamRefusedError(UpstreamError):
         self.status = status
 
 
+class UpstreamRateLimitedError(UpstreamRefusedError):
+    """A remote server answered 429 (too many requests) and retrying did not get through.
+
+    Not the request's fault: another model may answer it. ``retry_after_s`` is what the
+    upstream asked for, when it said.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message, 429)
+        self.retry_after_s = retry_after_s
+
+
 class UpstreamUnavailableError(UpstreamError):
     """A remote server could not be reached."""
+
+
+class UpstreamCoolingError(UpstreamUnavailableError):
+    """A model failed repeatedly and is skipped until its cooldown ends; nothing was sent."""
 
 
 class UpstreamTimeoutError(UpstreamError):

@@ -48,6 +48,8 @@ class UserModel(BaseModel):
     price_output_per_mtok_usd: float | None = Field(default=None, ge=0)
     parameters: str | None = None
     license: str | None = None
+    # models tried in this order when this one fails before its first byte
+    fallbacks: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _one_kind(self) -> UserModel:
@@ -128,6 +130,35 @@ class Settings(BaseSettings):
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
     store_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+
+    # Resilience: fallbacks, remote retries, cooldown of failing models (issue #17).
+    fallbacks: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="model -> models tried in order when it fails before its first byte "
+        "(for built-in models; user models may also say it in their [[models]] table)",
+    )
+    remote_retries: int = Field(
+        default=2, ge=0, description="retries of a remote 429, 5xx or refused connection"
+    )
+    remote_retry_budget_s: float = Field(
+        default=10.0, ge=0, description="the most time one request spends waiting to retry"
+    )
+    remote_retry_backoff_s: float = Field(
+        default=0.5, gt=0, description="first backoff; doubles per retry, with jitter"
+    )
+    cooldown_failures: int = Field(
+        default=3, ge=1, description="failures within cooldown_window_s that cool a model down"
+    )
+    cooldown_window_s: float = Field(default=60.0, gt=0)
+    cooldown_s: float = Field(
+        default=30.0, ge=0, description="how long a failing model is skipped before a probe"
+    )
+
+    def fallbacks_for(self, model: str) -> tuple[str, ...]:
+        """The models to try after ``model``: its [[models]] list, then the table's, once each."""
+        declared = next((m.fallbacks for m in self.models if m.name == model), ())
+        ordered = [*declared, *self.fallbacks.get(model, ())]
+        return tuple(n for i, n in enumerate(ordered) if n != model and n not in ordered[:i])
 
     @property
     def models_path(self) -> Path:

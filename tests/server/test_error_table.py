@@ -39,6 +39,9 @@ CASES: list[tuple[e.SmallfirstError, int, str, str | None, str | None]] = [
     (e.UpstreamTimeoutError("m: upstream timed out"), 504, SERVER, "upstream_timeout", None),
     (e.UpstreamRefusedError("m: refused: too long", 422), 422, INVALID, "upstream_error", None),
     (e.UpstreamRefusedError("m: refused: no key", 401), 401, INVALID, "upstream_error", None),
+    # a 429 that outlasted the retries keeps the wire form of any upstream refusal
+    (e.UpstreamRateLimitedError("m: 429", 2.0), 429, INVALID, "upstream_error", None),
+    (e.UpstreamCoolingError("m: cooling"), 503, SERVER, "upstream_cooling_down", None),
 ]
 
 

@@ -14,7 +14,8 @@ Upstream failures become domain errors: a refused connection is
 message (it is the request's fault, e.g. a context overflow). A failure after the first
 chunk is raised mid-stream and the server ends the stream with an error event.
 
-This module does not retry and does not pick models; it talks to one endpoint.
+Before the first byte, a 429, a 5xx or a refused connection is retried (:mod:`.retrying`);
+after it, nothing is. This module does not pick models; it talks to one endpoint.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ import httpx
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob, TopLogprob
+from smallfirst.engines.retrying import Retrying, error_message
 from smallfirst.errors import (
     UnsupportedError,
     UpstreamError,
-    UpstreamRefusedError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
@@ -144,18 +145,6 @@ def _whole(name: str, raw: bytes) -> Chunk:
     return chunk
 
 
-def _error_message(body: bytes) -> str:
-    try:
-        err = json.loads(body).get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-    except (ValueError, AttributeError):
-        pass
-    return body.decode("utf-8", errors="replace")[:500] or "no message"
-
-
 class RemoteEngine:
     """A model served by an OpenAI-compatible HTTP server."""
 
@@ -181,6 +170,7 @@ class RemoteEngine:
                 settings.remote_timeout_s, connect=settings.remote_connect_timeout_s
             ),
         )
+        self._retrying = Retrying(spec.name, self._client, settings)
         self.in_flight = 0
         self.loaded = True
         self.memory_bytes = 0
@@ -200,56 +190,55 @@ class RemoteEngine:
         name = self.spec.name
         self.in_flight += 1
         try:
-            async with self._client.stream("POST", path, json=body) as response:
-                if response.status_code >= 400:
-                    detail = _error_message(await response.aread())
-                    status = response.status_code
-                    if status >= 500:
-                        raise UpstreamError(f"{name}: upstream answered {status}: {detail}")
-                    raise UpstreamRefusedError(
-                        f"{name}: upstream refused the request: {detail}", status
-                    )
+            response = await self._retrying.open(path, body)
+            try:
                 if not request.stream:
                     yield _whole(name, await response.aread())
                     return
-                finish_seen: Chunk | None = None
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        # Read on to the end of the body rather than break: a response
-                        # left unread makes httpx close the connection instead of reusing it.
-                        continue
-                    try:
-                        data = json.loads(payload)
-                    except ValueError:
-                        raise UpstreamError(f"{name}: upstream sent invalid JSON") from None
-                    if "error" in data:
-                        raise UpstreamError(
-                            f"{name}: upstream error: {_error_message(payload.encode())}"
-                        )
-                    chunk = parse_chunk(data)
-                    if chunk is None:
-                        continue
-                    if chunk.finish_reason is not None and chunk.usage is None:
-                        # Usage normally follows in a separate, choice-less chunk.
-                        finish_seen = chunk
-                        continue
-                    if finish_seen is not None:
-                        chunk = Chunk(
-                            text=finish_seen.text + chunk.text,
-                            logprobs=finish_seen.logprobs + chunk.logprobs,
-                            finish_reason=finish_seen.finish_reason,
-                            usage=chunk.usage,
-                        )
-                        finish_seen = None
+                async for chunk in _stream_chunks(name, response):
                     yield chunk
-                if finish_seen is not None:
-                    yield finish_seen
+            finally:
+                await response.aclose()
         except httpx.TimeoutException:
             raise UpstreamTimeoutError(f"{name}: upstream timed out") from None
         except httpx.HTTPError as exc:
             raise UpstreamUnavailableError(f"{name}: upstream unreachable: {exc}") from None
         finally:
             self.in_flight -= 1
+
+
+async def _stream_chunks(name: str, response: httpx.Response) -> AsyncGenerator[Chunk, None]:
+    """The upstream's SSE stream as chunks, a finish reason merged with the usage after it."""
+    finish_seen: Chunk | None = None
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            # Read on to the end of the body rather than break: a response
+            # left unread makes httpx close the connection instead of reusing it.
+            continue
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            raise UpstreamError(f"{name}: upstream sent invalid JSON") from None
+        if "error" in data:
+            raise UpstreamError(f"{name}: upstream error: {error_message(payload.encode())}")
+        chunk = parse_chunk(data)
+        if chunk is None:
+            continue
+        if chunk.finish_reason is not None and chunk.usage is None:
+            # Usage normally follows in a separate, choice-less chunk.
+            finish_seen = chunk
+            continue
+        if finish_seen is not None:
+            chunk = Chunk(
+                text=finish_seen.text + chunk.text,
+                logprobs=finish_seen.logprobs + chunk.logprobs,
+                finish_reason=finish_seen.finish_reason,
+                usage=chunk.usage,
+            )
+            finish_seen = None
+        yield chunk
+    if finish_seen is not None:
+        yield finish_seen
