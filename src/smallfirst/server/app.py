@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.observe(receipt)
 
     chooser = app.state.chooser = Chooser(settings, pool)
+    metrics.watch(chooser.health)
     completions = Completions(pool, metering, record, chooser)
 
     @app.post("/v1/chat/completions")

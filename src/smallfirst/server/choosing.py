@@ -17,6 +17,11 @@ the cheapest model's own spend is served by the cheapest model).
 Routers are built per policy string and the most recently used :data:`ROUTER_CACHE_SIZE`
 are kept (clients choose the strings, and ``auto:quality=Q`` takes any float, so the cache
 must not grow with them); deciding is pure CPU on cheap features.
+A choice also says what to try when its model fails before answering: a named model's
+configured ``fallbacks``; for ``auto``, the chosen model's configured fallbacks and then the
+router's other candidates by its predicted quality (the default model's fallbacks when there
+is no router). The chooser holds the :class:`~smallfirst.engines.health.Health` of every
+model, which the fallback loop (:mod:`.fallbacks`) feeds.
 This module chooses; it does not generate.
 """
 
@@ -28,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from smallfirst.engines.health import Health
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import PolicyError, RoutingError
 from smallfirst.settings import Settings
@@ -50,6 +56,8 @@ class Choice:
     route: dict[str, Any] | None = None  # strategy, router, why, scores, calibration
     # a cascade: its router and candidates (cheapest first); ``model`` is the first rung
     cascade: tuple[Any, list[Any]] | None = None
+    # tried in order when ``model`` fails before its first byte (see .fallbacks)
+    fallbacks: tuple[str, ...] = ()
 
 
 CASCADE = "cascade:output"  # the strategy behind model "cascade[:<policy>]"
@@ -72,6 +80,10 @@ class Chooser:
 
         self.settings = settings
         self.pool = pool
+        # which models are failing lately: shared by every request, shown by /health
+        self.health = Health(
+            settings.cooldown_failures, settings.cooldown_window_s, settings.cooldown_s
+        )
         self.source: str | None = None  # where the artifact came from, for the route
         try:
             self.artifact = ra.load_latest(settings.data_dir)
@@ -135,7 +147,7 @@ class Chooser:
 
     def choose(self, name: str, messages: Sequence[Message]) -> Choice:
         if not is_auto(name):
-            return Choice(model=name)
+            return Choice(model=name, fallbacks=self.settings.fallbacks_for(name))
         if self.artifact is None:
             from smallfirst.routing.policy import parse_policy
 
@@ -151,6 +163,7 @@ class Chooser:
                     "strategy": "default",
                     "why": "no router fitted yet (smallfirst router fit): the default model",
                 },
+                fallbacks=self.settings.fallbacks_for(self.settings.default_model),
             )
         from smallfirst.routing.artifact import candidates_for
 
@@ -165,6 +178,7 @@ class Chooser:
                     "strategy": "default",
                     "why": "none of the router's models is installed: the default model",
                 },
+                fallbacks=self.settings.fallbacks_for(self.settings.default_model),
             )
         decision = router.decide(messages, candidates)
         strategy = _strategy(name)[0]
@@ -180,7 +194,19 @@ class Chooser:
                 "calibration": calibration,
             },
             (router, candidates) if strategy == CASCADE else None,
+            self._next_best(decision.model, decision.scores, [c.name for c in candidates]),
         )
+
+    def _next_best(
+        self, chosen: str, scores: dict[str, float], names: list[str]
+    ) -> tuple[str, ...]:
+        """What ``auto`` tries after ``chosen``: its configured fallbacks, then the other
+        candidates, the router's likeliest to answer well first (candidate order on ties)."""
+        rest = sorted(
+            (n for n in names if n != chosen), key=lambda n: (-scores.get(n, 0.0), names.index(n))
+        )
+        ordered = [*self.settings.fallbacks_for(chosen), *rest]
+        return tuple(n for i, n in enumerate(ordered) if n != chosen and n not in ordered[:i])
 
 
 def _bad_policy(name: str, exc: RoutingError) -> PolicyError:

@@ -3,8 +3,8 @@
 ``/v1/chat/completions`` and ``/v1/completions`` both arrive here as protocol models that
 pydantic has already checked; this module turns one into an engine request, asks the
 chooser which model answers (a named model, the router's choice for ``auto``, or a
-cascade), and hands it to the serving step (:mod:`.serving`) or the cascade
-(:mod:`.cascading`). Anything refused here (an unknown model, an unsupported option, a
+cascade), and hands it to the serving step with its fallbacks (:mod:`.fallbacks`) or the
+cascade (:mod:`.cascading`). Anything refused here (an unknown model, an unsupported option, a
 malformed policy) is refused before a model is touched, so it stores nothing.
 
 It does not generate, meter or frame responses itself.
@@ -21,9 +21,10 @@ from smallfirst.engines.pool import EnginePool
 from smallfirst.metering.service import Metering
 from smallfirst.server.cascading import Cascade, serve_cascade
 from smallfirst.server.choosing import Chooser
+from smallfirst.server.fallbacks import serve_with_fallbacks
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
 from smallfirst.server.responses import Envelope, Kind
-from smallfirst.server.serving import Record, serve
+from smallfirst.server.serving import Record
 from smallfirst.types import Message
 
 __all__ = ["Completions"]
@@ -54,8 +55,14 @@ class Completions:
             env = Envelope(kind, choice.model)
             cascade = Cascade(self.pool, self.metering, self.record, choice, env, gen.stream)
             return await serve_cascade(cascade, request, messages, gen, body.include_usage)
-        engine = await self.pool.get(choice.model)
-        env = Envelope(kind, engine.spec.name)
-        return await serve(
-            request, engine, env, gen, body.include_usage, self.metering, self.record, choice
+        return await serve_with_fallbacks(
+            request,
+            self.pool,
+            self.chooser.health,
+            kind,
+            gen,
+            body.include_usage,
+            self.metering,
+            self.record,
+            choice,
         )

@@ -2,14 +2,49 @@
 
 Each app has its own registry (no process-global state), exposed at ``GET /metrics``.
 Energy is labelled with its method, so measured and estimated joules are never summed
-into one series by accident.
+into one series by accident. Models' breaker states (:mod:`smallfirst.engines.health`) are
+read at scrape time.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from smallfirst.engines.health import Health
 from smallfirst.metering.receipts import Receipt
+
+STATES = ("ok", "cooling_down", "probing")
+
+
+class UpstreamCollector(Collector):
+    """Each failing model's breaker state, read when scraped (1 for its state, else 0)."""
+
+    def __init__(self, health: Health) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "smallfirst_upstream_state",
+            "Breaker state of models that failed lately (ok, cooling_down, probing)",
+            labels=["model", "state"],
+        )
+        until = GaugeMetricFamily(
+            "smallfirst_upstream_cooldown_until_seconds",
+            "Epoch time a cooling-down model is next tried",
+            labels=["model"],
+        )
+        for u in self.health.states():
+            for name in STATES:
+                state.add_metric([u.model, name], 1.0 if u.state == name else 0.0)
+            if u.until is not None:
+                until.add_metric([u.model], u.until)
+        yield state
+        yield until
+
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
@@ -71,6 +106,10 @@ class Metrics:
         self.duration.labels(m).observe(receipt.duration_s)
         if receipt.ttft_s is not None:
             self.ttft.labels(m).observe(receipt.ttft_s)
+
+    def watch(self, health: Health) -> None:
+        """Show ``health``'s breakers on every scrape."""
+        self.registry.register(UpstreamCollector(health))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,7 +3,8 @@
 ``/v1/models`` lists the routing policies first (``auto``, ``auto:quality=0.95``,
 ``cascade`` …, each saying whether a fitted router stands behind it or which model it
 falls back to), then every installed local model and every configured remote one, with
-the catalog's facts in a ``smallfirst`` field. Nothing here loads a model.
+the catalog's facts in a ``smallfirst`` field. ``/health`` also shows every model that
+failed lately and its cooldown state. Nothing here loads a model.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def router(settings: Settings, catalog: Catalog, pool: EnginePool, chooser: Choo
             "version": __version__,
             "models_available": pool.available(),
             "models_loaded": pool.loaded_models(),
+            # models that failed lately: ok, cooling_down (until an epoch time) or probing
+            "upstreams": {u.model: u.public() for u in chooser.health.states()},
         }
 
     return api

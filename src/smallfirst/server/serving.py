@@ -300,8 +300,14 @@ async def serve(
     metering: Metering | None,
     record: Record,
     choice: Choice,
+    *,
+    settle_failure: bool = True,
 ) -> Response:
-    """Answer a request with one model, as the client asked (``gen.stream``: body or stream)."""
+    """Answer a request with one model, as the client asked (``gen.stream``: body or stream).
+
+    ``settle_failure`` False leaves a body's failure unsettled, for a caller that may still
+    answer with another model (:mod:`.fallbacks`) under the same request.
+    """
     metered = Metered(engine, metering, gen)
     ledger = Ledger(metering, record, env.id, endpoint_of(env), gen.stream, choice)
     if gen.stream:
@@ -326,7 +332,7 @@ async def serve(
     try:
         answer = task.result()
     except Exception:
-        if metered.first_at is not None:  # failed after it began: energy was spent
+        if settle_failure and metered.first_at is not None:  # it began: energy was spent
             ledger.settle_generation("error", metered, None)
         raise
     receipt = ledger.settle_generation("ok", metered, answer.usage)
