@@ -15,8 +15,9 @@ from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import PolicyError
 from smallfirst.routing.artifact import candidates_for
 from smallfirst.server.choosing import ROUTER_CACHE_SIZE, Chooser
-from smallfirst.settings import Settings
+from smallfirst.settings import Settings, UserModel
 from smallfirst.types import Message
+from tests.conftest import models_data_dir
 
 PROMPT = (Message("user", "What is 17 * 23? Answer with the number."),)
 
@@ -69,3 +70,40 @@ def test_a_malformed_policy_is_a_policy_error_naming_the_model(tmp_path: Path, n
     assert err.value.param == "model"
     assert err.value.message.startswith(f"Invalid model policy {name!r}: ")
     assert made.cached_policies() == []
+
+
+@pytest.mark.fast
+def test_a_named_models_fallbacks_join_its_own_list_and_the_table_once_each(
+    tmp_path: Path,
+) -> None:
+    mine = UserModel(name="mine", base_url="http://127.0.0.1:9/v1", fallbacks=("a", "mine", "b"))
+    settings = Settings(
+        data_dir=tmp_path,
+        default_router=False,
+        models=(mine,),
+        fallbacks={"mine": ("b", "c"), "qwen2.5-coder-0.5b-instruct": ("mine",)},
+    )
+    made = Chooser(settings, EnginePool(Catalog(settings), settings))
+    assert made.choose("mine", PROMPT).fallbacks == ("a", "b", "c")
+    assert made.choose("other", PROMPT).fallbacks == ()
+    # auto without a router is the default model, with the default model's fallbacks
+    auto = made.choose("auto", PROMPT)
+    assert (auto.model, auto.fallbacks) == ("qwen2.5-coder-0.5b-instruct", ("mine",))
+
+
+def test_auto_falls_back_to_the_routers_next_best_candidates(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, models_dir=models_data_dir() / "models", default_router=True
+    )
+    made = Chooser(settings, EnginePool(Catalog(settings), settings))
+    choice = made.choose("auto", PROMPT)
+    assert choice.route is not None
+    scores: dict[str, float] = choice.route["scores"]
+    assert len(scores) >= 2, "needs at least two of the router's models installed"
+    assert set(choice.fallbacks) == set(scores) - {choice.model}
+    ranked = [scores[m] for m in choice.fallbacks]
+    assert ranked == sorted(ranked, reverse=True)
+    # the chosen model's configured fallbacks come before the router's other candidates
+    configured = settings.model_copy(update={"fallbacks": {choice.model: ("spare",)}})
+    again = Chooser(configured, EnginePool(Catalog(configured), configured))
+    assert again.choose("auto", PROMPT).fallbacks == ("spare", *choice.fallbacks)

@@ -60,7 +60,7 @@ class Tried:
 
     model: str
     duration_s: float
-    error: SmallfirstError | Exception | None = None
+    error: Exception | None = None
 
     def public(self) -> dict[str, Any]:
         error: dict[str, Any] | None = None
