@@ -137,6 +137,11 @@ def test_a_dead_upstream_falls_back_and_the_receipt_lists_both(
         assert text == "the spare answers"
         assert receipt["model"] == "spare"
         assert attempts(receipt) == [("dead", "upstream_unavailable"), ("spare", None)]
+        # the receipt's clock runs from the request's start: the failed try's time is in it
+        failed_s = receipt["route"]["attempts"][0]["duration_s"]
+        assert failed_s >= 0.025  # one retry, after a backoff of at least 0.05 * 0.5 s
+        assert receipt["duration_s"] >= receipt["ttft_s"] >= failed_s
+        assert receipt["route"]["attempts"][1]["duration_s"] is None
         stored = httpx.get(f"{server.url}/smallfirst/v1/receipts/{receipt['receipt_id']}")
         assert stored.json()["route"]["attempts"] == receipt["route"]["attempts"]
 

@@ -59,7 +59,7 @@ class Tried:
     """One attempt of a request: which model, how long, and why it failed (None: answered)."""
 
     model: str
-    duration_s: float
+    duration_s: float | None = None  # None for the one that answered: the receipt's own
     error: Exception | None = None
 
     def public(self) -> dict[str, Any]:
@@ -71,7 +71,8 @@ class Tried:
                 if wire is not None
                 else {"status": 500, "code": None, "message": str(self.error)}
             )
-        return {"model": self.model, "duration_s": round(self.duration_s, 4), "error": error}
+        duration = None if self.duration_s is None else round(self.duration_s, 4)
+        return {"model": self.model, "duration_s": duration, "error": error}
 
 
 def falls_back(exc: BaseException) -> bool:
@@ -125,6 +126,9 @@ async def serve_with_fallbacks(
     """Answer with the first of the choice's model and fallbacks that can (see the module)."""
     models = [choice.model, *choice.fallbacks]
     alone = len(models) == 1  # without fallbacks a failure settles as it always has
+    # one id, one receipt and one clock for the request, whichever model answers
+    env = Envelope(kind, choice.model)
+    ledger = Ledger(metering, record, env.id, endpoint_of(env), gen.stream, choice)
     tried: list[Tried] = []
     failure: Exception | None = None
     for index, model in enumerate(models):
@@ -139,11 +143,13 @@ async def serve_with_fallbacks(
         started = time.perf_counter()
         try:
             engine = await _engine(pool, model)
-            this = _with_attempts(choice, model, [*tried, Tried(model, 0.0)]) if tried else choice
-            env = Envelope(kind, engine.spec.name)
+            env.model = engine.spec.name
+            ledger.choice = (
+                _with_attempts(choice, model, [*tried, Tried(model)]) if tried else choice
+            )
             response = await serve(
-                http, engine, env, gen, include_usage, metering, record, this,
-                settle_failure=alone,
+                http, engine, env, gen, include_usage, metering, record, ledger.choice,
+                ledger=ledger, settle_failure=alone,
             )  # fmt: skip
         except Exception as exc:
             if not falls_back(exc):
@@ -162,26 +168,14 @@ async def serve_with_fallbacks(
         else:
             health.succeeded(model)
         return response
-    assert failure is not None or tried
     if not alone:
-        _settle_failed(pool, metering, record, kind, gen, choice, tried)
+        _settle_failed(pool, ledger, choice, tried)
     raise failure if failure is not None else UnknownModelError(choice.model)
 
 
-def _settle_failed(
-    pool: EnginePool,
-    metering: Metering | None,
-    record: Record,
-    kind: Kind,
-    gen: GenerationRequest,
-    choice: Choice,
-    tried: list[Tried],
-) -> None:
+def _settle_failed(pool: EnginePool, ledger: Ledger, choice: Choice, tried: list[Tried]) -> None:
     """Store the error receipt of a request no model could answer, with its attempts."""
     known = [t.model for t in tried if t.model in pool.catalog]
-    if not known:
-        return
-    env = Envelope(kind, known[-1])
-    ledger = Ledger(metering, record, env.id, endpoint_of(env), gen.stream, choice)
-    route = _with_attempts(choice, known[-1], tried).route
-    ledger.settle("error", pool.catalog.get(known[-1]), None, route=route)
+    if known:
+        route = _with_attempts(choice, known[-1], tried).route
+        ledger.settle("error", pool.catalog.get(known[-1]), None, route=route)

@@ -223,13 +223,15 @@ class Ledger:
     def settle_generation(
         self, status: str, metered: Metered, usage: Usage | None
     ) -> Receipt | None:
-        """Settle a request that one generation answered, with the choice's route."""
+        """Settle a request that one generation answered, with the choice's route; its time
+        to first token counts from the request's start (earlier tries included)."""
+        first = metered.first_at
         return self.settle(
             status,
             metered.spec,
             usage,
             slot=metered.slot,
-            ttft_s=metered.ttft_s,
+            ttft_s=None if first is None else first - min(self.started, metered.started),
             predicted_quality=self.choice.predicted_quality,
             route=self.choice.route,
         )
@@ -301,15 +303,18 @@ async def serve(
     record: Record,
     choice: Choice,
     *,
+    ledger: Ledger | None = None,
     settle_failure: bool = True,
 ) -> Response:
     """Answer a request with one model, as the client asked (``gen.stream``: body or stream).
 
-    ``settle_failure`` False leaves a body's failure unsettled, for a caller that may still
-    answer with another model (:mod:`.fallbacks`) under the same request.
+    A caller that may still answer with another model (:mod:`.fallbacks`) passes the
+    request's ``ledger`` (timed from the request's start, its receipt id ``env.id``) and
+    ``settle_failure`` False, which leaves a body's failure unsettled.
     """
     metered = Metered(engine, metering, gen)
-    ledger = Ledger(metering, record, env.id, endpoint_of(env), gen.stream, choice)
+    if ledger is None:
+        ledger = Ledger(metering, record, env.id, endpoint_of(env), gen.stream, choice)
     if gen.stream:
         stream = metered.chunks()
         try:
