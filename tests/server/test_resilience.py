@@ -177,6 +177,8 @@ def test_once_a_stream_has_begun_there_is_no_switch(tmp_path: Path) -> None:
         assert events[-1] == "[DONE]"
         assert "error" in json.loads(events[-2])
         assert spare.calls == []
+        failing = httpx.get(server.url + "/health").json()["upstreams"]["first"]
+        assert failing == {"state": "ok", "recent_failures": 1, "until": None}
 
 
 def test_when_every_model_fails_the_last_error_is_answered_and_stored(tmp_path: Path) -> None:

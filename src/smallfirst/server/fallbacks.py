@@ -10,10 +10,11 @@ stream is out there is no switch: the stream ends with an error event, as withou
 fallbacks. A request error (a 4xx: bad input, a context too long) is raised at once.
 
 Every outcome feeds the chooser's :class:`~smallfirst.engines.health.Health`, which is what
-cools a failing model down. When a request needed more than one try, its receipt's route
-lists every attempt (``route.attempts``: model, error or null, seconds) and the response's
-``model`` is the model that answered; when every try failed, the last failure is raised and
-an ``error`` receipt with the attempts is stored.
+cools a failing model down; a stream that breaks after it began counts as a failure too.
+When a request needed more than one try, its receipt's route lists every attempt
+(``route.attempts``: model, error or null, seconds) and the response's ``model`` is the
+model that answered; when every try failed, the last failure is raised and an ``error``
+receipt with the attempts is stored.
 
 It does not retry one model (the remote engine does, :mod:`smallfirst.engines.retrying`),
 choose the order (:mod:`.choosing`) or frame responses (:mod:`.serving`).
@@ -25,6 +26,7 @@ import dataclasses
 import datetime
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +108,10 @@ async def _engine(pool: EnginePool, model: str) -> Engine:
         raise GenerationError(f"{model} could not be loaded: {exc}") from exc
 
 
+def _failed_later(health: Health, model: str) -> Callable[[], None]:
+    return lambda: health.failed(model)
+
+
 def _with_attempts(choice: Choice, model: str, tried: list[Tried]) -> Choice:
     route = dict(choice.route or {})
     route["attempts"] = [t.public() for t in tried]
@@ -167,6 +173,7 @@ async def serve_with_fallbacks(
             health.abandoned(model)
         else:
             health.succeeded(model)
+            ledger.on_error = _failed_later(health, model)  # a stream that breaks counts too
         return response
     if not alone:
         _settle_failed(pool, ledger, choice, tried)

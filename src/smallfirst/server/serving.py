@@ -173,6 +173,8 @@ class Ledger:
         self.started = time.perf_counter()
         self.settled = False
         self.receipt: Receipt | None = None
+        # told once when the request ends in error (a stream that broke after it began)
+        self.on_error: Callable[[], None] | None = None
 
     def settle(
         self,
@@ -192,6 +194,9 @@ class Ledger:
         ``energy`` and ``cost_usd`` are given when the caller summed them (a cascade's
         attempts); otherwise they come from the slot or the model's profile.
         """
+        if status == "error" and self.on_error is not None:
+            on_error, self.on_error = self.on_error, None
+            on_error()
         if self.settled or self.metering is None:
             return self.receipt
         self.settled = True
