@@ -150,8 +150,9 @@ class Settings(BaseSettings):
         default=3, ge=1, description="failures within cooldown_window_s that cool a model down"
     )
     cooldown_window_s: float = Field(default=60.0, gt=0)
+    # short, as LiteLLM's: a model without fallbacks answers 503 while it cools down
     cooldown_s: float = Field(
-        default=30.0, ge=0, description="how long a failing model is skipped before a probe"
+        default=5.0, ge=0, description="how long a failing model is skipped before a probe"
     )
 
     def fallbacks_for(self, model: str) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ after it, nothing is. This module does not pick models; it talks to one endpoint
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -195,8 +196,9 @@ class RemoteEngine:
                 if not request.stream:
                     yield _whole(name, await response.aread())
                     return
-                async for chunk in _stream_chunks(name, response):
-                    yield chunk
+                async with contextlib.aclosing(_stream_chunks(name, response)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
             finally:
                 await response.aclose()
         except httpx.TimeoutException:
