@@ -14,6 +14,10 @@ Upstream failures become domain errors: a refused connection is
 message (it is the request's fault, e.g. a context overflow). A failure after the first
 chunk is raised mid-stream and the server ends the stream with an error event.
 
+At most ``remote_max_in_flight`` requests are open to the upstream at once; more wait in the
+engine's :class:`~smallfirst.engines.admission.Admission` (bounded, timed), wrapped around
+the request loop by :meth:`RemoteEngine.generate`.
+
 This module does not retry and does not pick models; it talks to one endpoint.
 """
 
@@ -28,6 +32,7 @@ from typing import Any
 import httpx
 
 from smallfirst.catalog import ModelSpec
+from smallfirst.engines.admission import Admission, AdmissionObserver, guarded
 from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob, TopLogprob
 from smallfirst.errors import (
     UnsupportedError,
@@ -159,7 +164,9 @@ def _error_message(body: bytes) -> str:
 class RemoteEngine:
     """A model served by an OpenAI-compatible HTTP server."""
 
-    def __init__(self, spec: ModelSpec, settings: Settings) -> None:
+    def __init__(
+        self, spec: ModelSpec, settings: Settings, observer: AdmissionObserver | None = None
+    ) -> None:
         assert spec.remote is not None
         self.spec = spec
         self.remote = spec.remote
@@ -181,6 +188,13 @@ class RemoteEngine:
                 settings.remote_timeout_s, connect=settings.remote_connect_timeout_s
             ),
         )
+        self.admission = Admission(
+            spec.name,
+            settings.remote_max_in_flight,
+            settings.max_queue,
+            settings.queue_timeout_s,
+            observer,
+        )
         self.in_flight = 0
         self.loaded = True
         self.memory_bytes = 0
@@ -188,7 +202,11 @@ class RemoteEngine:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """The upstream's answer, once the admission lets the request through."""
+        return guarded(self.admission, self._generate(request))
+
+    async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if request.assistant_prefix is not None:
             # the OpenAI API has no way to start the assistant's reply for it
             raise UnsupportedError(
