@@ -156,15 +156,25 @@ def test_a_second_sigterm_exits_at_once(launch: Any) -> None:
         "model": SMOL,
         "messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}],
         "max_tokens": 1800,
+        "temperature": 1.0,
+        "seed": 1,  # a story that runs for > 10 s here (as in test_disconnect)
         "stream": True,
     }
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=60) as r:
+    signals = 0
+    # read on while signalling: an iterator left early would hang up the stream itself
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=60) as r,
+    ):
         assert r.status_code == 200
         for line in r.iter_lines():
-            if '"content":"' in line and '"content":""' not in line:
-                break
-        gw.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        assert gw.proc.poll() is None  # draining: the stream may still finish
-        gw.proc.send_signal(signal.SIGTERM)
-        assert gw.proc.wait(3) == 128 + signal.SIGTERM
+            if signals == 0 and '"content":"' in line and '"content":""' not in line:
+                gw.proc.send_signal(signal.SIGTERM)
+                signals = 1
+                began = time.monotonic()
+            elif signals == 1 and time.monotonic() - began > 0.3:
+                assert gw.proc.poll() is None  # draining: the stream may still finish
+                gw.proc.send_signal(signal.SIGTERM)
+                signals = 2
+    assert signals == 2
+    assert gw.proc.wait(3) == 128 + signal.SIGTERM
