@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,3 +179,35 @@ def test_a_second_sigterm_exits_at_once(launch: Any) -> None:
                 signals = 2
     assert signals == 2
     assert gw.proc.wait(3) == 128 + signal.SIGTERM
+
+
+def test_a_request_unanswered_at_the_drain_deadline_gets_503(launch: Any) -> None:
+    gw = launch(1.0)
+    body = {
+        "model": SMOL,
+        "messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}],
+        "max_tokens": 1800,
+        "temperature": 1.0,
+        "seed": 1,
+    }
+    answers: list[httpx.Response] = []
+    asking = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=60)
+        )
+    )
+    asking.start()
+    admitted = f'smallfirst_queue_wait_seconds_count{{model="{SMOL}"}} 1.0'
+    deadline = time.monotonic() + 30
+    while admitted not in httpx.get(gw.url + "/metrics").text:
+        assert time.monotonic() < deadline, "the request was never admitted"
+        time.sleep(0.05)
+    gw.proc.send_signal(signal.SIGTERM)
+    asking.join(30)
+    assert answers[0].status_code == 503, answers[0].text
+    assert answers[0].json()["error"]["code"] == "server_shutting_down"
+    assert gw.proc.wait(30) == 0
+    with sqlite3.connect(gw.data_dir / "smallfirst.db") as db:
+        statuses = [row[0] for row in db.execute("SELECT status FROM receipts")]
+    # "error" once it had generated a token; on a busy machine it may still be in its prefill
+    assert statuses in ([], ["error"])
