@@ -144,7 +144,9 @@ class Admission:
         """The drain deadline: refuse every waiter and end every running generation."""
         self._closed = True
         while self._waiters:
-            self._waiters.popleft().set_exception(ShuttingDownError(self.shutdown_message()))
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ShuttingDownError(self.shutdown_message()))
         self._depth()
         for ticket in list(self._running):
             if ticket.on_abort is not None:
