@@ -190,8 +190,10 @@ class Admission:
         )
         return OverloadedError(f"{self.model} is overloaded: {why}. Retry after {retry} s.", retry)
 
-    def shutdown_message(self) -> str:
-        """What a request refused or ended by the shutdown is told."""
+    def shutdown_message(self, *, ended: bool = False) -> str:
+        """What a request refused (or, ``ended``, cut short) by the shutdown is told."""
+        if ended:
+            return f"The server is shutting down; {self.model} was stopped at the drain deadline."
         return f"The server is shutting down; {self.model} takes no more requests."
 
     def _depth(self) -> None:
@@ -223,7 +225,7 @@ async def guarded(admission: Admission, inner: AsyncGenerator[T, None]) -> Async
             racing: set[asyncio.Future[Any]] = {step, aborted}
             await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
             if not step.done():
-                raise ShuttingDownError(admission.shutdown_message())
+                raise ShuttingDownError(admission.shutdown_message(ended=True))
             try:
                 item = step.result()
             except StopAsyncIteration:

@@ -233,7 +233,7 @@ class LlamaEngine:
 
             def abort() -> None:
                 cancel.set()
-                queue.put_nowait(ShuttingDownError(self.admission.shutdown_message()))
+                queue.put_nowait(ShuttingDownError(self.admission.shutdown_message(ended=True)))
 
             ticket.on_abort = abort
 
