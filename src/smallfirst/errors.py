@@ -26,9 +26,11 @@ __all__ = [
     "InvalidCursorError",
     "InvalidRequestError",
     "NotFoundError",
+    "OverloadedError",
     "PolicyError",
     "PullError",
     "RoutingError",
+    "ShuttingDownError",
     "SmallfirstError",
     "StoreError",
     "UnknownModelError",
@@ -146,6 +148,18 @@ class UpstreamCoolingError(UpstreamUnavailableError):
 
 class UpstreamTimeoutError(UpstreamError):
     """A remote server did not answer in time."""
+
+
+class OverloadedError(EngineError):
+    """A model's queue is full, or a request waited in it too long: nothing ran for it."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ShuttingDownError(EngineError):
+    """The gateway is draining: no new generation starts, and those left at the deadline end."""
 
 
 # routing

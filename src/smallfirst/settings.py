@@ -109,6 +109,20 @@ class Settings(BaseSettings):
     models: tuple[UserModel, ...] = ()
     log_level: str = "info"
 
+    # Overload control and graceful shutdown.
+    max_queue: int = Field(
+        default=16, ge=0, description="requests waiting per model; past it, an immediate 429"
+    )
+    queue_timeout_s: float = Field(
+        default=60.0, gt=0, description="longest a request waits in its model's queue (then 429)"
+    )
+    remote_max_in_flight: int = Field(
+        default=32, ge=1, description="requests open at once to one remote model's upstream"
+    )
+    drain_timeout_s: float = Field(
+        default=30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish"
+    )
+
     # Metering: energy, carbon, cost, and the reference model for savings.
     receipts: bool = Field(default=True, description="meter every request and store its receipt")
     country: str | None = Field(

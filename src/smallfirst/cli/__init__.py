@@ -37,9 +37,8 @@ from smallfirst.errors import ConfigError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from smallfirst.server.app import create_app
+    from smallfirst.server.draining import GracefulServer
 
     settings = settings_from(
         args,
@@ -63,8 +62,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         """-d '{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}]}'"""
     )
     sys.stdout.flush()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
-    return 0
+    server = GracefulServer.for_app(
+        app, settings.host, settings.port, settings.log_level, app.state.drain
+    )
+    server.run()
+    # uvicorn.run's convention: a server that never started (port taken) exits 3
+    return 0 if server.started else 3
 
 
 def auto_banner(router_source: str | None, default_model: str) -> str:

@@ -11,6 +11,10 @@ The prompt is built with the model's own chat template from its GGUF metadata, a
 token loop is ours rather than ``create_chat_completion``'s so that token counts are exact,
 stop sequences never leak a partial match, and log-probabilities come from the raw logits.
 
+Requests wait their turn in the engine's :class:`~smallfirst.engines.admission.Admission`
+(a bounded queue with a timeout) once their prompt is known to fit; at a shutdown's drain
+deadline the admission's abort hook ends the stream with a ShuttingDownError.
+
 This module does not decide what stays loaded (see :mod:`smallfirst.engines.pool`).
 """
 
@@ -28,10 +32,12 @@ from typing import Any
 import numpy as np
 
 from smallfirst.catalog import ModelSpec
+from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
 from smallfirst.engines.base import Chunk, GenerationRequest, Sampling, TokenLogprob, TopLogprob
 from smallfirst.errors import (
     ContextLengthError,
     GenerationError,
+    ShuttingDownError,
     SmallfirstError,
     UnsupportedError,
 )
@@ -102,7 +108,13 @@ class Utf8Decoder:
 class LlamaEngine:
     """A local GGUF model. Loads on first use; ``unload`` frees it."""
 
-    def __init__(self, spec: ModelSpec, path: Path, settings: Settings) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        path: Path,
+        settings: Settings,
+        observer: AdmissionObserver | None = None,
+    ) -> None:
         self.spec = spec
         self.path = path
         self._settings = settings
@@ -111,6 +123,10 @@ class LlamaEngine:
         self._json_grammar: Any = None
         self._gen_lock = threading.Lock()  # one generation per llama.cpp context
         self._load_lock = threading.Lock()
+        # one generation at a time: the lock below is then never contended for long
+        self.admission = Admission(
+            spec.name, 1, settings.max_queue, settings.queue_timeout_s, observer
+        )
         self.in_flight = 0
         self.last_used = time.monotonic()
         self.memory_bytes = path.stat().st_size if path.exists() else 0
@@ -201,6 +217,7 @@ class LlamaEngine:
         self.in_flight += 1
         self.last_used = time.monotonic()
         cancel = threading.Event()
+        ticket: Ticket | None = None
         try:
             if self._llm is None:
                 await asyncio.to_thread(self.load)
@@ -210,8 +227,15 @@ class LlamaEngine:
             if len(tokens) >= n_ctx or (max_tokens and len(tokens) + max_tokens > n_ctx):
                 raise ContextLengthError(len(tokens), n_ctx, max_tokens)
 
+            ticket = await self.admission.acquire()
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[Any] = asyncio.Queue()
+
+            def abort() -> None:
+                cancel.set()
+                queue.put_nowait(ShuttingDownError(self.admission.shutdown_message(ended=True)))
+
+            ticket.on_abort = abort
 
             wanted = threading.Event()
 
@@ -246,6 +270,8 @@ class LlamaEngine:
                 yield item
         finally:
             cancel.set()
+            if ticket is not None:
+                self.admission.release(ticket)
             self.in_flight -= 1
             self.last_used = time.monotonic()
 

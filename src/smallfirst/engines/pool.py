@@ -7,6 +7,9 @@ unloaded; if the busy models alone exceed the budget, the new one is loaded anyw
 warning logged, because refusing a request would be worse than using more memory than the
 operator hoped.
 
+The pool also opens and closes the gate for a graceful shutdown: it tells every engine's
+admission to refuse new requests, and at the drain deadline to end the rest.
+
 The pool does not run generations and does not decide which model answers.
 """
 
@@ -16,19 +19,24 @@ import asyncio
 import logging
 
 from smallfirst.catalog import Catalog
+from smallfirst.engines.admission import AdmissionObserver
 from smallfirst.engines.base import Engine
 from smallfirst.engines.llama import LlamaEngine
 from smallfirst.engines.remote import RemoteEngine
-from smallfirst.errors import UnknownModelError
+from smallfirst.errors import ShuttingDownError, UnknownModelError
 from smallfirst.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class EnginePool:
-    def __init__(self, catalog: Catalog, settings: Settings) -> None:
+    def __init__(
+        self, catalog: Catalog, settings: Settings, observer: AdmissionObserver | None = None
+    ) -> None:
         self.catalog = catalog
         self.settings = settings
+        self.observer = observer
+        self.closing = False
         self.budget_bytes = settings.memory_budget_mb * 1024 * 1024
         self._engines: dict[str, LlamaEngine | RemoteEngine] = {}
         self._lock = asyncio.Lock()
@@ -41,15 +49,17 @@ class EnginePool:
         """The engine for ``name``, loaded and ready; UnknownModelError if it cannot run here."""
         engine = self._engines.get(name)
         if engine is None:
+            if self.closing:
+                raise ShuttingDownError("The server is shutting down; it takes no new requests.")
             if name not in self.catalog or not self.catalog.is_installed(self.catalog.get(name)):
                 raise UnknownModelError(name, f"model {name!r} is not known or not installed here")
             spec = self.catalog.get(name)
             if spec.remote is not None:
-                engine = RemoteEngine(spec, self.settings)
+                engine = RemoteEngine(spec, self.settings, self.observer)
             else:
                 path = self.catalog.file_path(spec)
                 assert path is not None
-                engine = LlamaEngine(spec, path, self.settings)
+                engine = LlamaEngine(spec, path, self.settings, self.observer)
             engine = self._engines.setdefault(name, engine)
         if isinstance(engine, LlamaEngine) and not engine.loaded:
             async with self._lock:
@@ -87,6 +97,18 @@ class EnginePool:
                 incoming.spec.name,
                 self.settings.memory_budget_mb,
             )
+
+    def close_admissions(self) -> None:
+        """Graceful shutdown begins: new requests are refused, admitted ones carry on."""
+        self.closing = True
+        for engine in self._engines.values():
+            engine.admission.close()
+
+    def abort_admissions(self) -> None:
+        """The drain deadline: waiting requests are refused, running ones ended."""
+        self.closing = True
+        for engine in self._engines.values():
+            engine.admission.abort()
 
     def loaded_models(self) -> list[str]:
         return [n for n, e in self._engines.items() if isinstance(e, LlamaEngine) and e.loaded]

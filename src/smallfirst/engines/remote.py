@@ -15,7 +15,11 @@ message (it is the request's fault, e.g. a context overflow). A failure after th
 chunk is raised mid-stream and the server ends the stream with an error event.
 
 Before the first byte, a 429, a 5xx or a refused connection is retried (:mod:`.retrying`);
-after it, nothing is. This module does not pick models; it talks to one endpoint.
+after it, nothing is. At most ``remote_max_in_flight`` requests are open to the upstream at
+once; more wait in the engine's :class:`~smallfirst.engines.admission.Admission` (bounded,
+timed), wrapped around the request loop by :meth:`RemoteEngine.generate`.
+
+This module does not pick models; it talks to one endpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 import httpx
 
 from smallfirst.catalog import ModelSpec
+from smallfirst.engines.admission import Admission, AdmissionObserver, guarded
 from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob, TopLogprob
 from smallfirst.engines.retrying import Retrying, error_message
 from smallfirst.errors import (
@@ -149,7 +154,9 @@ def _whole(name: str, raw: bytes) -> Chunk:
 class RemoteEngine:
     """A model served by an OpenAI-compatible HTTP server."""
 
-    def __init__(self, spec: ModelSpec, settings: Settings) -> None:
+    def __init__(
+        self, spec: ModelSpec, settings: Settings, observer: AdmissionObserver | None = None
+    ) -> None:
         assert spec.remote is not None
         self.spec = spec
         self.remote = spec.remote
@@ -172,6 +179,13 @@ class RemoteEngine:
             ),
         )
         self._retrying = Retrying(spec.name, self._client, settings)
+        self.admission = Admission(
+            spec.name,
+            settings.remote_max_in_flight,
+            settings.max_queue,
+            settings.queue_timeout_s,
+            observer,
+        )
         self.in_flight = 0
         self.loaded = True
         self.memory_bytes = 0
@@ -179,7 +193,11 @@ class RemoteEngine:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """The upstream's answer, once the admission lets the request through."""
+        return guarded(self.admission, self._generate(request))
+
+    async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if request.assistant_prefix is not None:
             # the OpenAI API has no way to start the assistant's reply for it
             raise UnsupportedError(

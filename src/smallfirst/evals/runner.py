@@ -130,7 +130,7 @@ async def _result(
         return await _answer(pool, metering, model, item, run_id)
     except SmallfirstError as exc:
         wire = describe(exc)
-        if wire is None or wire.status >= 500:
+        if wire is None or wire.status >= 500 or wire.status == 429:
             raise
         return _refused(item, model, run_id, wire)
 

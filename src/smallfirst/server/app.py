@@ -27,6 +27,7 @@ from smallfirst.metering.service import Metering
 from smallfirst.server import errors
 from smallfirst.server.choosing import Chooser
 from smallfirst.server.completions import Completions
+from smallfirst.server.draining import Drain
 from smallfirst.server.limits import BodyLimitMiddleware
 from smallfirst.server.metrics import Metrics
 from smallfirst.server.models_api import router as models_router
@@ -40,14 +41,17 @@ __all__ = ["create_app"]
 
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog(settings)
-    pool = EnginePool(catalog, settings)
+    metrics = Metrics()
+    pool = EnginePool(catalog, settings, observer=metrics)
     metering = Metering(settings, catalog) if settings.receipts else None
     store = SqliteStore(settings.db_path, synchronous=settings.store_synchronous)
-    metrics = Metrics()
+    drain = Drain(pool, settings.drain_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        # uvicorn has waited for open responses (the drain) before running this
+        drain.cancel()
         await pool.aclose()
         store.close()
 
@@ -57,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.pool = pool
     app.state.metering = metering
     app.state.store = store
+    app.state.drain = drain  # GracefulServer starts it on SIGTERM
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     errors.install(app)
 

@@ -32,7 +32,9 @@ from smallfirst.errors import (
     InvalidCursorError,
     InvalidRequestError,
     NotFoundError,
+    OverloadedError,
     PolicyError,
+    ShuttingDownError,
     SmallfirstError,
     UnknownModelError,
     UpstreamCoolingError,
@@ -70,6 +72,7 @@ class WireError:
     type: str = INVALID
     param: str | None = None
     code: str | None = None
+    headers: Mapping[str, str] | None = None  # e.g. a 429's Retry-After
 
     def body(self) -> dict[str, Any]:
         return {
@@ -82,7 +85,7 @@ class WireError:
         }
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,8 @@ TABLE: Mapping[type[SmallfirstError], Row] = {
     UpstreamUnavailableError: Row(502, SERVER, "upstream_unavailable"),
     UpstreamTimeoutError: Row(504, SERVER, "upstream_timeout"),
     UpstreamError: Row(502, SERVER, "upstream_error"),
+    OverloadedError: Row(429, SERVER, "server_overloaded"),
+    ShuttingDownError: Row(503, SERVER, "server_shutting_down"),
     GenerationError: Row(500, SERVER, "engine_error"),
     EngineError: Row(500, SERVER, "engine_error"),
 }
@@ -134,7 +139,10 @@ def describe(exc: BaseException) -> WireError | None:
         message = exc.message
         if isinstance(exc, UnknownModelError):
             message = _model_not_found(exc.name)
-        return WireError(status, message, row.type, exc.param, row.code)
+        headers = None
+        if isinstance(exc, OverloadedError):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        return WireError(status, message, row.type, exc.param, row.code, headers)
     return None
 
 

@@ -1,5 +1,9 @@
 """Prometheus metrics, fed by receipts: requests, tokens, joules, cost, CO2, latency.
 
+They are also the engines' admission observer: each model's queue depth, how long
+requests waited for a slot, and how many were refused (queue full, waited too long,
+shutting down), none of which leaves a receipt.
+
 Each app has its own registry (no process-global state), exposed at ``GET /metrics``.
 Energy is labelled with its method, so measured and estimated joules are never summed
 into one series by accident. Models' breaker states (:mod:`smallfirst.engines.health`) are
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -47,6 +51,7 @@ class UpstreamCollector(Collector):
 
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
 
 class Metrics:
@@ -87,6 +92,32 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+
+        self.queue = Gauge(
+            "smallfirst_queue_depth", "Requests waiting for a model", ["model"], registry=r
+        )
+        self.queue_wait = Histogram(
+            "smallfirst_queue_wait_seconds",
+            "Time requests waited for a model (admitted or not)",
+            ["model"],
+            buckets=WAIT_BUCKETS_S,
+            registry=r,
+        )
+        self.refusals = Counter(
+            "smallfirst_queue_refused",
+            "Requests refused before a model ran",
+            ["model", "reason"],
+            registry=r,
+        )
+
+    def queue_depth(self, model: str, depth: int) -> None:
+        self.queue.labels(model).set(depth)
+
+    def waited(self, model: str, seconds: float) -> None:
+        self.queue_wait.labels(model).observe(seconds)
+
+    def refused(self, model: str, reason: str) -> None:
+        self.refusals.labels(model, reason).inc()
 
     def observe(self, receipt: Receipt) -> None:
         m = receipt.model
