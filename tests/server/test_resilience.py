@@ -17,6 +17,8 @@ import httpx
 import openai
 import pytest
 
+from smallfirst import errors as e
+from smallfirst.server.fallbacks import falls_back
 from smallfirst.settings import Settings, UserModel
 from tests.conftest import LiveServer, free_port
 from tests.server.stub import StubUpstream
@@ -236,3 +238,21 @@ def test_a_failing_upstream_cools_down_then_a_probe_recovers_it(tmp_path: Path) 
         assert r.status_code == 200 and len(stub.calls) == 3
         assert upstream_state(server, "shaky") == "ok"
         assert "smallfirst_upstream_state{" not in httpx.get(server.url + "/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("error", "tries_another"),
+    [
+        (e.UpstreamUnavailableError("down"), True),
+        (e.GenerationError("crashed"), True),
+        (e.OverloadedError("queue full", retry_after_s=3), True),
+        (e.ShuttingDownError("draining"), False),
+        (e.ContextLengthError(5000, 4096, None), False),
+        (e.InvalidRequestError("bad"), False),
+    ],
+)
+def test_which_failures_another_model_may_answer(
+    error: e.SmallfirstError, tries_another: bool
+) -> None:
+    # a busy model's queue is worth another model's try; a gateway that is draining is not
+    assert falls_back(error) is tries_another

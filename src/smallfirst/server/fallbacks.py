@@ -38,6 +38,8 @@ from smallfirst.engines.health import Health
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import (
     GenerationError,
+    OverloadedError,
+    ShuttingDownError,
     SmallfirstError,
     UnknownModelError,
     UpstreamCoolingError,
@@ -78,10 +80,13 @@ class Tried:
 
 
 def falls_back(exc: BaseException) -> bool:
-    """Whether another model may answer after ``exc``: a failure not of the request's making."""
-    if isinstance(exc, UpstreamRateLimitedError):
+    """Whether another model may answer after ``exc``: a failure not of the request's making.
+
+    A full queue is worth another model's try; a gateway that is shutting down is not.
+    """
+    if isinstance(exc, UpstreamRateLimitedError | OverloadedError):
         return True
-    if not isinstance(exc, Exception):
+    if not isinstance(exc, Exception) or isinstance(exc, ShuttingDownError):
         return False
     wire = describe(exc)
     return wire is None or wire.status >= 500
@@ -161,7 +166,10 @@ async def serve_with_fallbacks(
             if not falls_back(exc):
                 health.abandoned(model)
                 raise
-            health.failed(model)
+            if isinstance(exc, OverloadedError):
+                health.abandoned(model)  # busy, not broken: the breaker does not count it
+            else:
+                health.failed(model)
             failure = exc
             tried.append(Tried(model, time.perf_counter() - started, exc))
             log.warning("%s failed before answering: %s", model, exc)
