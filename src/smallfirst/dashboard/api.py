@@ -223,7 +223,11 @@ def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRou
         },
         openapi_extra=openapi.query(
             *FILTERS,
-            ("bucket", {"type": "integer", "minimum": 1}, "bucket width in seconds"),
+            (
+                "bucket",
+                {"anyOf": [{"type": "integer", "minimum": 1}, {"const": ""}]},
+                "bucket width in seconds; omitted or empty: about 60 buckets",
+            ),
         ),
     )
     def timeseries(request: Request) -> dict[str, Any]:

@@ -27,6 +27,7 @@ __all__ = [
     "COMPLETION_ERRORS",
     "ERROR_DESCRIPTIONS",
     "errors",
+    "event_schema",
     "install",
     "json_ok",
     "query",
@@ -56,9 +57,9 @@ _RETRY_AFTER = {
 }
 
 _CHUNK_EVENTS = (
-    "Server-sent events: each `data:` line is one {chunk} JSON object, the last of them "
-    "carrying the receipt in a `smallfirst` field; a failure after streaming began is one "
-    "`data:` line with an ErrorBody; the stream ends with `data: [DONE]`."
+    "A server-sent event. Each `data:` is one {chunk} JSON object, the last of them carrying "
+    "the receipt in a `smallfirst` field; a failure after streaming began is one `data:` "
+    "with an ErrorBody; the stream ends with `data: [DONE]`."
 )
 
 # referenced by $ref alone, so FastAPI does not add them to the components itself
@@ -94,17 +95,37 @@ def json_ok(model: type[BaseModel], description: str) -> Responses:
     return {200: {"model": model, "description": description}}
 
 
+def event_schema(chunk: type[BaseModel]) -> dict[str, Any]:
+    """One server-sent event of a stream of ``chunk`` (Open API 3.1: ``schema`` of a
+    ``text/event-stream`` describes each event; its ``data`` is JSON, or ``[DONE]`` last)."""
+    payload = {"anyOf": [{"$ref": _ref(chunk)}, {"$ref": _ref(schemas.ErrorBody)}]}
+    return {
+        "type": "object",
+        "description": _CHUNK_EVENTS.format(chunk=chunk.__name__),
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "data": {
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": payload,
+                    },
+                ]
+            },
+        },
+    }
+
+
 def stream_ok(body: type[BaseModel], chunk: type[BaseModel], description: str) -> Responses:
     """A 200 that is ``body`` as JSON, or with ``"stream": true`` a stream of ``chunk``."""
-    events = {
-        "schema": {"type": "string", "description": _CHUNK_EVENTS.format(chunk=chunk.__name__)},
-        "x-smallfirst-event-schema": {"$ref": _ref(chunk)},
-    }
     return {
         200: {
             "model": body,
             "description": description,
-            "content": {"text/event-stream": events},
+            "content": {"text/event-stream": {"schema": event_schema(chunk)}},
         }
     }
 
