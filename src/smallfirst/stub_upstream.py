@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -80,7 +80,10 @@ class StubUpstream:
 
     async def _answer(self, request: Request, chat: bool) -> Response:
         self.requests += 1
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ClientDisconnect:  # the gateway went away (the crash loop kills it)
+            return Response(status_code=499)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         words, finish = _words(body)
