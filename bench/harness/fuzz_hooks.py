@@ -4,7 +4,8 @@ Loaded by the ``schemathesis`` CLI (``SCHEMATHESIS_HOOKS=harness.fuzz_hooks``), 
 imported by a script. A generated ``model`` is almost never a name the gateway serves, so
 every non-empty ``model`` is replaced by one of ``FUZZ_MODELS`` (comma-separated, picked by
 a hash of the body so that a run is reproducible), and integer token limits are capped at
-``FUZZ_MAX_TOKENS`` (absent ones set to it) so that a case costs milliseconds on a CPU.
+``FUZZ_MAX_TOKENS`` (``max_tokens`` is set to it when neither limit is given) so that a case
+costs milliseconds on a CPU.
 Everything else the fuzzer made is left as it is, invalid data included.
 """
 
@@ -35,7 +36,7 @@ def map_body(ctx: Any, body: Any) -> Any:
         value = body.get(name)
         if type(value) is int and value > cap:
             body[name] = cap
-    if "max_tokens" not in body and "max_completion_tokens" not in body:
+    if all(body.get(name) is None for name in _LIMITS):  # absent or null: no limit at all
         body["max_tokens"] = cap
     return body
 

@@ -56,6 +56,29 @@ _RETRY_AFTER = {
     }
 }
 
+_RECEIPT_HEADERS = {
+    "x-smallfirst-model": {
+        "description": "the model that answered",
+        "schema": {"type": "string"},
+    },
+    "x-smallfirst-receipt-id": {
+        "description": "the receipt's id (GET /smallfirst/v1/receipts/{receipt_id})",
+        "schema": {"type": "string"},
+    },
+    **{
+        f"x-smallfirst-{name}": {
+            "description": f"{what} (bodies only; absent when receipts are off)",
+            "schema": {"type": "string"},
+        }
+        for name, what in (
+            ("energy-j", "joules, or `unknown`"),
+            ("energy-method", "measured, estimated, profile or unknown"),
+            ("cost-usd", "dollars, or `unknown`"),
+            ("co2-g", "grams of CO2, or `unknown`"),
+        )
+    },
+}
+
 _CHUNK_EVENTS = (
     "A server-sent event. Each `data:` is one {chunk} JSON object, the last of them carrying "
     "the receipt in a `smallfirst` field; a failure after streaming began is one `data:` "
@@ -125,6 +148,7 @@ def stream_ok(body: type[BaseModel], chunk: type[BaseModel], description: str) -
         200: {
             "model": body,
             "description": description,
+            "headers": _RECEIPT_HEADERS,
             "content": {"text/event-stream": {"schema": event_schema(chunk)}},
         }
     }
