@@ -24,7 +24,7 @@ from smallfirst.dashboard.api import router as dashboard_router
 from smallfirst.engines.pool import EnginePool
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering
-from smallfirst.server import errors, openapi, schemas
+from smallfirst.server import errors, openapi
 from smallfirst.server.choosing import Chooser
 from smallfirst.server.completions import Completions
 from smallfirst.server.limits import BodyLimitMiddleware
@@ -68,44 +68,15 @@ def create_app(settings: Settings) -> FastAPI:
     chooser = app.state.chooser = Chooser(settings, pool)
     completions = Completions(pool, metering, record, chooser)
 
-    @app.post(
-        "/v1/chat/completions",
-        response_model=None,
-        responses={
-            **openapi.stream_ok(
-                schemas.ChatCompletion,
-                schemas.ChatCompletionChunk,
-                "The answer, with its receipt in `smallfirst` and `x-smallfirst-*` headers.",
-            ),
-            **openapi.COMPLETION_ERRORS,
-        },
-    )
+    @app.post("/v1/chat/completions", response_model=None, responses=openapi.CHAT)
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
         return await completions.handle(request, "chat", body)
 
-    @app.post(
-        "/v1/completions",
-        response_model=None,
-        responses={
-            **openapi.stream_ok(
-                schemas.TextCompletion,
-                schemas.TextCompletionChunk,
-                "The completion, with its receipt in `smallfirst` and `x-smallfirst-*` headers.",
-            ),
-            **openapi.COMPLETION_ERRORS,
-        },
-    )
+    @app.post("/v1/completions", response_model=None, responses=openapi.TEXT)
     async def text_completions(request: Request, body: CompletionRequest) -> Response:
         return await completions.handle(request, "text", body)
 
-    @app.get(
-        "/metrics",
-        response_class=PlainTextResponse,
-        responses={
-            200: {"description": "Prometheus metrics, text exposition format."},
-            **openapi.errors(500),
-        },
-    )
+    @app.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS)
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

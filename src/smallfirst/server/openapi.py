@@ -24,8 +24,11 @@ from pydantic import BaseModel
 from smallfirst.server import schemas
 
 __all__ = [
+    "CHAT",
     "COMPLETION_ERRORS",
     "ERROR_DESCRIPTIONS",
+    "METRICS",
+    "TEXT",
     "errors",
     "event_schema",
     "install",
@@ -155,6 +158,26 @@ def stream_ok(body: type[BaseModel], chunk: type[BaseModel], description: str) -
 
 
 COMPLETION_ERRORS: Responses = errors(400, 404, 413, 429, 500, 502, 504)
+CHAT: Responses = {
+    **stream_ok(
+        schemas.ChatCompletion,
+        schemas.ChatCompletionChunk,
+        "The answer, with its receipt in `smallfirst` and `x-smallfirst-*` headers.",
+    ),
+    **COMPLETION_ERRORS,
+}
+TEXT: Responses = {
+    **stream_ok(
+        schemas.TextCompletion,
+        schemas.TextCompletionChunk,
+        "The completion, with its receipt in `smallfirst` and `x-smallfirst-*` headers.",
+    ),
+    **COMPLETION_ERRORS,
+}
+METRICS: Responses = {
+    200: {"description": "Prometheus metrics, text exposition format."},
+    **errors(500),
+}
 
 
 def query(*params: tuple[str, dict[str, Any], str]) -> dict[str, Any]:
