@@ -84,7 +84,10 @@ def _run_schemathesis(
         str(report),
     ]
     started = time.perf_counter()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    # its own folder: schemathesis keeps a cache (.schemathesis/) where it runs
+    out = subprocess.run(
+        cmd, env=env, cwd=report.parent, capture_output=True, text=True, check=False
+    )
     print(out.stdout[-20_000:], out.stderr[-4000:], sep="\n", flush=True)
     return out.returncode, time.perf_counter() - started
 
