@@ -36,7 +36,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from smallfirst._version import __version__
 from smallfirst.errors import InvalidRequestError, NotFoundError
-from smallfirst.server.receipts_api import query_filters
+from smallfirst.server import openapi, schemas
+from smallfirst.server.receipts_api import FILTERS, query_filters
 from smallfirst.settings import Settings
 from smallfirst.store.dashboard_queries import DashboardQueries, EvalFingerprint
 from smallfirst.store.eval_summary import MACRO, Row, summarize
@@ -196,7 +197,14 @@ def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRou
             _asset(name), media_type=STATIC[name], headers={"cache-control": "no-cache"}
         )
 
-    @api.get("/smallfirst/v1/dashboard/meta")
+    @api.get(
+        "/smallfirst/v1/dashboard/meta",
+        response_model=None,
+        responses={
+            **openapi.json_ok(schemas.DashboardMeta, "What savings are measured against."),
+            **openapi.errors(500),
+        },
+    )
     def meta() -> dict[str, Any]:
         return {
             "object": "dashboard.meta",
@@ -206,7 +214,22 @@ def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRou
             "receipts": settings.receipts,
         }
 
-    @api.get("/smallfirst/v1/dashboard/timeseries")
+    @api.get(
+        "/smallfirst/v1/dashboard/timeseries",
+        response_model=None,
+        responses={
+            **openapi.json_ok(schemas.DashboardTimeseries, "Traffic per model per bucket."),
+            **openapi.errors(400, 500),
+        },
+        openapi_extra=openapi.query(
+            *FILTERS,
+            (
+                "bucket",
+                {"anyOf": [{"type": "integer", "minimum": 1}, {"const": ""}]},
+                "bucket width in seconds; omitted or empty: about 60 buckets",
+            ),
+        ),
+    )
     def timeseries(request: Request) -> dict[str, Any]:
         filters = query_filters(request, extra=("bucket",))
         now = time.time()
@@ -227,7 +250,15 @@ def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRou
             "data": [asdict(p) for p in points],
         }
 
-    @api.get("/smallfirst/v1/dashboard/frontier")
+    @api.get(
+        "/smallfirst/v1/dashboard/frontier",
+        response_model=None,
+        responses={
+            **openapi.json_ok(schemas.DashboardFrontier, "Accuracy against J per item."),
+            **openapi.errors(400, 500),
+        },
+        openapi_extra=openapi.query(("run", {"type": "string"}, "one evaluation run")),
+    )
     def frontier_points(request: Request) -> dict[str, Any]:
         q = request.query_params
         unknown = sorted(set(q) - {"run"})

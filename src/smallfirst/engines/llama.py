@@ -37,6 +37,7 @@ from smallfirst.engines.base import Chunk, GenerationRequest, Sampling, TokenLog
 from smallfirst.errors import (
     ContextLengthError,
     GenerationError,
+    InvalidRequestError,
     ShuttingDownError,
     SmallfirstError,
     UnsupportedError,
@@ -208,7 +209,16 @@ class LlamaEngine:
             return prompt, self.tokenize(prompt, add_bos=False, special=True)
         prompt = request.prompt or ""
         add_bos = bool(self._llm._model.add_bos_token())
-        return prompt, self.tokenize(prompt, add_bos=add_bos, special=False)
+        tokens = self.tokenize(prompt, add_bos=add_bos, special=False)
+        if not tokens and self._llm.token_bos() != -1:
+            # an empty prompt starts from BOS, as llama-cpp-python's own server does:
+            # llama.cpp cannot sample with nothing evaluated (found by fuzzing)
+            tokens = [self._llm.token_bos()]
+        if not tokens:
+            raise InvalidRequestError(
+                "'prompt' is empty and this model has no BOS token", param="prompt"
+            )
+        return prompt, tokens
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.unload)

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from smallfirst._version import __version__
@@ -24,7 +24,7 @@ from smallfirst.dashboard.api import router as dashboard_router
 from smallfirst.engines.pool import EnginePool
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering
-from smallfirst.server import errors
+from smallfirst.server import errors, openapi
 from smallfirst.server.choosing import Chooser
 from smallfirst.server.completions import Completions
 from smallfirst.server.draining import Drain
@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.drain = drain  # GracefulServer starts it on SIGTERM
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     errors.install(app)
+    openapi.install(app)
 
     def record(receipt: Receipt) -> None:
         store.add(receipt)
@@ -73,15 +74,15 @@ def create_app(settings: Settings) -> FastAPI:
     metrics.watch(chooser.health)
     completions = Completions(pool, metering, record, chooser)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", response_model=None, responses=openapi.CHAT)
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
         return await completions.handle(request, "chat", body)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", response_model=None, responses=openapi.TEXT)
     async def text_completions(request: Request, body: CompletionRequest) -> Response:
         return await completions.handle(request, "text", body)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS)
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

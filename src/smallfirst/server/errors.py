@@ -212,7 +212,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return http_error(exc.status_code, str(exc.detail)).response()
+        response = http_error(exc.status_code, str(exc.detail)).response()
+        response.headers.update(exc.headers or {})  # a 405 must say what is Allowed
+        return response
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

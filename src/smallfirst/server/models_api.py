@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from smallfirst._version import __version__
 from smallfirst.catalog import Catalog
 from smallfirst.engines.pool import EnginePool
+from smallfirst.server import openapi, schemas
 from smallfirst.server.choosing import Chooser
 from smallfirst.settings import Settings
 
@@ -73,11 +74,25 @@ def models_listing(
 def router(settings: Settings, catalog: Catalog, pool: EnginePool, chooser: Chooser) -> APIRouter:
     api = APIRouter()
 
-    @api.get("/v1/models")
+    @api.get(
+        "/v1/models",
+        response_model=None,
+        responses={
+            **openapi.json_ok(schemas.ModelList, "Routing policies first, then every model."),
+            **openapi.errors(500),
+        },
+    )
     async def list_models() -> dict[str, Any]:
         return models_listing(settings, catalog, pool, chooser)
 
-    @api.get("/health")
+    @api.get(
+        "/health",
+        response_model=None,
+        responses={
+            **openapi.json_ok(schemas.Health, "The gateway is up; what it has and has loaded."),
+            **openapi.errors(500),
+        },
+    )
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",

@@ -6,7 +6,10 @@ features) and build the frozen :class:`~smallfirst.engines.base.GenerationReques
 engines take. Unknown extra fields are accepted and ignored, as OpenAI-compatible servers
 usually do, so clients that send newer parameters keep working.
 
-Responses are built as plain dicts in :mod:`smallfirst.server.responses` (hot path).
+Responses are built as plain dicts in :mod:`smallfirst.server.responses` (hot path). What
+these models document in ``/openapi.json`` is what is served: options that pydantic lets
+through only for ``to_generation`` to refuse them by name (``n`` > 1, tools, ``json_schema``,
+``suffix``, non-text parts) are documented as refused.
 """
 
 from __future__ import annotations
@@ -30,9 +33,17 @@ class _Edge(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+def _text_part(schema: dict[str, Any]) -> None:
+    schema["required"] = ["type", "text"]
+
+
 class ContentPart(_Edge):
-    type: str
-    text: str | None = None
+    # documented as what is served (text parts), validated loosely so that the refusal
+    # names the part's type (see ``ChatMessage.text``)
+    model_config = ConfigDict(extra="allow", json_schema_extra=_text_part)
+
+    type: str = Field(json_schema_extra={"const": "text"})
+    text: str | None = Field(None, json_schema_extra={"type": "string"})
 
 
 class ChatMessage(_Edge):
@@ -61,14 +72,16 @@ class StreamOptions(_Edge):
 
 
 class ResponseFormat(_Edge):
-    type: Literal["text", "json_object", "json_schema"]
+    type: Literal["text", "json_object", "json_schema"] = Field(
+        json_schema_extra={"enum": ["text", "json_object"]}  # json_schema: a 400, see below
+    )
 
 
 class _Sampled(_Edge):
     model: str = Field(min_length=1)
     temperature: Temperature | None = None
     top_p: TopP | None = None
-    n: PositiveInt | None = None
+    n: PositiveInt | None = Field(None, json_schema_extra={"maximum": 1})  # n > 1: a 400
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: Stop = None
@@ -101,8 +114,9 @@ class ChatCompletionRequest(_Sampled):
     logprobs: bool | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     response_format: ResponseFormat | None = None
-    tools: list[Any] | None = None
-    functions: list[Any] | None = None
+    # accepted only empty (a 400 otherwise), so documented as such
+    tools: list[Any] | None = Field(None, json_schema_extra={"maxItems": 0})
+    functions: list[Any] | None = Field(None, json_schema_extra={"maxItems": 0})
 
     def to_generation(self) -> GenerationRequest:
         if self.tools or self.functions:
@@ -137,7 +151,7 @@ class CompletionRequest(_Sampled):
     max_tokens: Annotated[int, Field(ge=0)] | None = 16  # OpenAI's default for this endpoint
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     echo: bool = False
-    suffix: str | None = None
+    suffix: str | None = Field(None, json_schema_extra={"maxLength": 0})  # a 400 when set
 
     def to_generation(self) -> GenerationRequest:
         if self.suffix:

@@ -17,10 +17,20 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from smallfirst.errors import InvalidCursorError, InvalidRequestError, NotFoundError
+from smallfirst.server import openapi, schemas
 from smallfirst.store.sqlite import SqliteStore, cursor_decode
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+_TIME = {"type": "string", "examples": ["1h", "1733140800", "2024-12-02T12:00:00Z"]}
+_TIME_HELP = "unix seconds, an ISO-8601 time, or a duration back from now (15m, 1h, 7d)"
+FILTERS = (
+    ("since", _TIME, f"from this time on: {_TIME_HELP}"),
+    ("until", _TIME, f"up to this time: {_TIME_HELP}"),
+    ("model", {"type": "string"}, "only this model"),
+)
+"""The query filters :func:`query_filters` reads, as OpenAPI parameters."""
 
 
 def parse_time(value: str | None, param: str, now: float | None = None) -> float | None:
@@ -64,7 +74,19 @@ def query_filters(request: Request, extra: Collection[str] = ()) -> dict[str, An
 def router(store: SqliteStore) -> APIRouter:
     api = APIRouter(prefix="/smallfirst/v1")
 
-    @api.get("/receipts")
+    @api.get(
+        "/receipts",
+        response_model=None,
+        responses={
+            **openapi.json_ok(schemas.ReceiptList, "Receipts, newest first, one page."),
+            **openapi.errors(400, 500),
+        },
+        openapi_extra=openapi.query(
+            *FILTERS,
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (100)"),
+            ("cursor", {"type": "string"}, "next_cursor of the previous page"),
+        ),
+    )
     def receipts(request: Request) -> dict[str, Any]:
         filters = query_filters(request)
         q = request.query_params
@@ -90,14 +112,29 @@ def router(store: SqliteStore) -> APIRouter:
             "next_cursor": page.next_cursor,
         }
 
-    @api.get("/receipts/{receipt_id}")
+    @api.get(
+        "/receipts/{receipt_id}",
+        response_model=None,
+        responses={
+            **openapi.json_ok(schemas.Receipt, "One receipt."),
+            **openapi.errors(404, 500),
+        },
+    )
     def receipt(receipt_id: str) -> dict[str, Any]:
         found = store.get(receipt_id)
         if found is None:
             raise NotFoundError(f"No receipt {receipt_id!r}", param="receipt_id")
         return found.public()
 
-    @api.get("/summary")
+    @api.get(
+        "/summary",
+        response_model=None,
+        responses={
+            **openapi.json_ok(schemas.Summary, "Totals and savings, overall and per model."),
+            **openapi.errors(400, 500),
+        },
+        openapi_extra=openapi.query(*FILTERS),
+    )
     def summary(request: Request) -> dict[str, Any]:
         filters = query_filters(request)
         return {"object": "summary", **filters, **store.summary(**filters)}
