@@ -14,12 +14,9 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
 from smallfirst.testing import LiveServer
 from tests.conftest import SMOL
-
-pytest.importorskip("schemathesis", reason="a dev dependency (pip install -e '.[dev]')")
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "fuzz_openapi.py"
 

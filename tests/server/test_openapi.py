@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 from fastapi.testclient import TestClient
 
@@ -22,8 +23,6 @@ from smallfirst.server.app import create_app
 from smallfirst.settings import Settings, UserModel
 from smallfirst.stub_upstream import StubUpstream
 from smallfirst.testing import LiveServer, free_port
-
-jsonschema_rs = pytest.importorskip("jsonschema_rs", reason="installed with schemathesis (dev)")
 
 MSG = [{"role": "user", "content": "hi"}]
 USAGE = {"include_usage": True}
@@ -40,7 +39,7 @@ ROUTES = {
     ("/smallfirst/v1/dashboard/timeseries", "get"),
     ("/smallfirst/v1/dashboard/frontier", "get"),
 }
-COMPLETION_ERRORS = {"400", "404", "413", "429", "500", "502", "504"}
+COMPLETION_ERRORS = {"400", "404", "413", "429", "500", "502", "503", "504"}
 
 
 @pytest.fixture(scope="module")

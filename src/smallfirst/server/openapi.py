@@ -45,10 +45,13 @@ ERROR_DESCRIPTIONS = {
     "model's context (`context_length_exceeded`).",
     404: "Not found: an unknown model (`model_not_found`) or receipt.",
     413: "Request body over `max_body_bytes`.",
-    429: "Overloaded: the model's queue is full or the wait passed `queue_timeout_s`; "
-    "retry after `Retry-After` seconds.",
+    429: "Overloaded: the model's queue is full or the wait passed `queue_timeout_s` "
+    "(`server_overloaded`; retry after `Retry-After` seconds), or a remote model's upstream "
+    "still refused after the gateway's retries (`upstream_error`).",
     500: "Server error: an engine failure or an unexpected one.",
     502: "The upstream model server failed or could not be reached.",
+    503: "Unavailable for now: the model is cooling down after failing "
+    "(`upstream_cooling_down`), or the gateway is shutting down (`server_shutting_down`).",
     504: "The upstream model server timed out.",
 }
 
@@ -157,7 +160,7 @@ def stream_ok(body: type[BaseModel], chunk: type[BaseModel], description: str) -
     }
 
 
-COMPLETION_ERRORS: Responses = errors(400, 404, 413, 429, 500, 502, 504)
+COMPLETION_ERRORS: Responses = errors(400, 404, 413, 429, 500, 502, 503, 504)
 CHAT: Responses = {
     **stream_ok(
         schemas.ChatCompletion,
