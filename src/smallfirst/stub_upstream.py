@@ -1,11 +1,16 @@
 """A tiny OpenAI-compatible upstream on loopback, for tests and benchmarks that need a remote
-model which answers at once and loads nothing.
+model which loads nothing and fails only on purpose.
 
 :class:`StubUpstream` serves ``/v1/chat/completions`` and ``/v1/completions`` (body and
 stream) and ``/v1/models`` from a Starlette app in a uvicorn thread. Each answer is the
-words of :data:`REPLY`, one per token, cut at ``max_tokens``; usage counts words. It does
-not validate requests beyond what it needs, does not sample, and misbehaves only when told
-to (``delay_s`` before answering). Nothing under the gateway imports it.
+words of ``reply`` (:data:`REPLY` unless told), one per token, cut at ``max_tokens``; usage
+counts words. By default it answers at once; it can be told to wait ``delay_s`` before
+answering, to dribble a stream ``token_delay_s`` per token, and to follow a *script*: each
+completion call takes the next step, an HTTP status with headers to fail with, ``"break"``
+to stream one chunk and then drop the connection (a body has nothing to cut: it answers),
+or ``"ok"``; once the script runs out every call answers. The monotonic time of each call
+is kept in ``calls``. It does not validate requests beyond what it needs and does not
+sample. Nothing under the gateway imports it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
@@ -26,13 +31,16 @@ from starlette.routing import Route
 
 from smallfirst.testing import free_port
 
-__all__ = ["REPLY", "StubUpstream"]
+__all__ = ["REPLY", "Step", "StubUpstream"]
 
 REPLY = "Small models answer most questions well enough and spend far less energy doing so."
 
+# (status, headers) fails with that status; "break" cuts a stream after its first chunk.
+Step = tuple[int, dict[str, str]] | Literal["ok", "break"]
 
-def _words(body: dict[str, Any]) -> tuple[list[str], str]:
-    words = REPLY.split(" ")
+
+def _words(reply: str, body: dict[str, Any]) -> tuple[list[str], str]:
+    words = reply.split(" ")
     limit = body.get("max_tokens")
     if isinstance(limit, int) and 0 <= limit < len(words):
         return words[:limit], "length"
@@ -47,13 +55,31 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, len(text.split()))
 
 
-class StubUpstream:
-    """Use as a context manager; ``url`` is the base URL a ``UserModel`` takes."""
+def _sse(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+
+class StubUpstream:
+    """Use as a context manager; ``url`` is the base URL a ``UserModel`` takes.
+
+    ``script`` may be replaced between requests (``stub.script = [(400, {})]``).
+    """
+
+    def __init__(
+        self,
+        script: Sequence[Step] = (),
+        *,
+        reply: str = REPLY,
+        delay_s: float = 0.0,
+        token_delay_s: float = 0.0,
+    ) -> None:
         self.port = free_port()
+        self.script: list[Step] = list(script)
+        self.reply = reply
         self.delay_s = delay_s
-        self.requests = 0
+        self.token_delay_s = token_delay_s
+        self.calls: list[float] = []  # monotonic time of each completion call
+        self._lock = threading.Lock()  # tests read and replace the script from their thread
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -69,6 +95,16 @@ class StubUpstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def requests(self) -> int:
+        """Completion calls answered or failed so far."""
+        return len(self.calls)
+
+    def _next(self) -> Step:
+        with self._lock:
+            self.calls.append(time.monotonic())
+            return self.script.pop(0) if self.script else "ok"
+
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model"}]})
 
@@ -79,14 +115,18 @@ class StubUpstream:
         return await self._answer(request, chat=False)
 
     async def _answer(self, request: Request, chat: bool) -> Response:
-        self.requests += 1
         try:
             body = await request.json()
         except ClientDisconnect:  # the gateway went away (the crash loop kills it)
             return Response(status_code=499)
+        step = self._next()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        words, finish = _words(body)
+        if isinstance(step, tuple):
+            status, headers = step
+            error = {"error": {"message": f"stub failing with {status}", "type": "x"}}
+            return JSONResponse(error, status_code=status, headers=headers)
+        words, finish = _words(self.reply, body)
         usage = {
             "prompt_tokens": _prompt_tokens(body),
             "completion_tokens": len(words),
@@ -94,9 +134,10 @@ class StubUpstream:
         }
         head = {"id": "stub-1", "created": int(time.time()), "model": "stub"}
         if body.get("stream"):
-            return StreamingResponse(
-                self._events(head, words, finish, usage, chat), media_type="text/event-stream"
-            )
+            events = self._events(head, words, finish, usage, chat, cut=step == "break")
+            return StreamingResponse(events, media_type="text/event-stream")
+        if self.token_delay_s:  # a body takes as long as its stream would have
+            await asyncio.sleep(self.token_delay_s * len(words))
         text = " ".join(words)
         if chat:
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
@@ -113,21 +154,25 @@ class StubUpstream:
         finish: str,
         usage: dict[str, int],
         chat: bool,
+        cut: bool,
     ) -> AsyncIterator[bytes]:
         obj = "chat.completion.chunk" if chat else "text_completion"
         for i, word in enumerate(words):
+            if i and self.token_delay_s:
+                await asyncio.sleep(self.token_delay_s)
             piece = word if i == 0 else " " + word
             choice: dict[str, Any] = (
                 {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
             )
-            choice["finish_reason"] = finish if i == len(words) - 1 else None
-            yield f"data: {json.dumps({**head, 'object': obj, 'choices': [choice]})}\n\n".encode()
+            choice["finish_reason"] = finish if i == len(words) - 1 and not cut else None
+            yield _sse({**head, "object": obj, "choices": [choice]})
+            if cut:
+                raise RuntimeError("stub drops the stream on purpose")
         if not words:
             choice = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
             choice["finish_reason"] = finish
-            yield f"data: {json.dumps({**head, 'object': obj, 'choices': [choice]})}\n\n".encode()
-        tail = {**head, "object": obj, "choices": [], "usage": usage}
-        yield f"data: {json.dumps(tail)}\n\n".encode()
+            yield _sse({**head, "object": obj, "choices": [choice]})
+        yield _sse({**head, "object": obj, "choices": [], "usage": usage})
         yield b"data: [DONE]\n\n"
 
     def __enter__(self) -> StubUpstream:

@@ -18,48 +18,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from smallfirst.settings import Settings, UserModel
-from tests.conftest import SMOL, LiveServer, free_port
+from smallfirst.stub_upstream import StubUpstream
+from tests.conftest import SMOL, LiveServer
 
 HOLD_S = 1.5
-
-
-class SlowUpstream:
-    """An OpenAI-compatible stub on loopback that takes ``HOLD_S`` to answer each request."""
-
-    def __init__(self) -> None:
-        app = Starlette(routes=[Route("/v1/chat/completions", self.answer, methods=["POST"])])
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    async def answer(self, request: Request) -> JSONResponse:
-        await asyncio.sleep(HOLD_S)
-        return JSONResponse(
-            {
-                "choices": [{"message": {"content": "slow"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1},
-            }
-        )
-
-    def __enter__(self) -> SlowUpstream:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "stub upstream did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 def receipts(url: str, model: str) -> list[dict[str, object]]:
@@ -71,12 +35,12 @@ def receipts(url: str, model: str) -> list[dict[str, object]]:
 
 @pytest.fixture()
 def slow_gateway(tmp_path: Path) -> Iterator[LiveServer]:
-    with SlowUpstream() as stub:
+    with StubUpstream(reply="slow", delay_s=HOLD_S) as stub:
         settings = Settings(
             data_dir=tmp_path,
             models_dir=tmp_path / "models",
             default_router=False,
-            models=(UserModel(name="slow", base_url=f"http://127.0.0.1:{stub.port}/v1"),),
+            models=(UserModel(name="slow", base_url=stub.url),),
             remote_max_in_flight=1,
             max_queue=4,
             queue_timeout_s=0.3,

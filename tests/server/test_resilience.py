@@ -1,6 +1,6 @@
 """Retries, fallbacks and cooldown through the real gateway, against scripted loopback stubs.
 
-Every upstream here is a :class:`~tests.server.stub.StubUpstream` (or a closed port), so no
+Every upstream here is a :class:`~smallfirst.stub_upstream.StubUpstream` (or a closed port), so no
 model is loaded; the client is the real ``openai`` one with its own retries off.
 """
 
@@ -20,8 +20,8 @@ import pytest
 from smallfirst import errors as e
 from smallfirst.server.fallbacks import falls_back
 from smallfirst.settings import Settings, UserModel
+from smallfirst.stub_upstream import StubUpstream
 from tests.conftest import LiveServer, free_port
-from tests.server.stub import StubUpstream
 
 pytestmark = pytest.mark.fast
 

@@ -10,7 +10,6 @@ deadline with an ``server_shutting_down`` error event and ``[DONE]``, its receip
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -19,19 +18,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import StreamingResponse
-from starlette.routing import Route
 
 from smallfirst.settings import Settings
+from smallfirst.stub_upstream import StubUpstream
 from tests.conftest import SMOL, free_port, wait_until_up
 
 
@@ -228,47 +223,15 @@ def test_a_request_unanswered_at_the_drain_deadline_gets_503(launch: Any) -> Non
     assert statuses in ([], ["error"])
 
 
-class DribblingUpstream:
-    """An OpenAI-compatible stub on loopback whose stream sends one word every 0.1 s."""
-
-    def __init__(self) -> None:
-        app = Starlette(routes=[Route("/v1/chat/completions", self.answer, methods=["POST"])])
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    async def answer(self, request: Request) -> StreamingResponse:
-        async def words() -> AsyncIterator[bytes]:
-            for _ in range(300):
-                chunk = {"choices": [{"delta": {"content": "word "}, "finish_reason": None}]}
-                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-                await asyncio.sleep(0.1)
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(words(), media_type="text/event-stream")
-
-    def __enter__(self) -> DribblingUpstream:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "stub upstream did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 def test_a_remote_stream_still_running_at_the_deadline_ends_with_an_error_event(
     launch: Any,
 ) -> None:
-    with DribblingUpstream() as stub:
+    # one word every 0.1 s, 300 of them
+    with StubUpstream(reply=" ".join(["word"] * 300), token_delay_s=0.1) as stub:
         config = f"""
 [[models]]
 name = "dribble"
-base_url = "http://127.0.0.1:{stub.port}/v1"
+base_url = "{stub.url}"
 """
         gw = launch(1.0, config)
         receipt_id, events, ended_s = stream_with_sigterm(gw, max_tokens=300, model="dribble")
