@@ -214,8 +214,9 @@ def test_upstream_failure_mid_stream_ends_with_error_event(tmp_path: Path) -> No
                 list(client.chat.completions.create(model="dying", messages=MSG, stream=True))  # type: ignore[arg-type]
 
 
-@pytest.mark.fast
-def test_unreachable_upstream_is_502(tmp_path: Path) -> None:
+def test_unreachable_upstream_is_502(  # waits out the retries' backoff: not fast
+    tmp_path: Path,
+) -> None:
     remote = UserModel(name="gone", base_url=f"http://127.0.0.1:{free_port()}/v1")
     with LiveServer(no_models(tmp_path, remote)) as server:
         for stream in (False, True):

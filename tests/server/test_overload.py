@@ -49,7 +49,6 @@ def slow_gateway(tmp_path: Path) -> Iterator[LiveServer]:
             yield server
 
 
-@pytest.mark.fast
 def test_a_request_that_waits_past_queue_timeout_gets_429(slow_gateway: LiveServer) -> None:
     client = openai.OpenAI(base_url=slow_gateway.url + "/v1", api_key="unused", max_retries=0)
     ask = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}

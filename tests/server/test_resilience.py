@@ -23,7 +23,7 @@ from smallfirst.settings import Settings, UserModel
 from smallfirst.stub_upstream import StubUpstream
 from tests.conftest import LiveServer, free_port
 
-pytestmark = pytest.mark.fast
+# not in the fast lane: these wait on purpose (backoff, Retry-After, cooldowns), ~8 s in all
 
 
 def remote(name: str, url: str, fallbacks: Sequence[str] = ()) -> UserModel:
@@ -240,6 +240,7 @@ def test_a_failing_upstream_cools_down_then_a_probe_recovers_it(tmp_path: Path) 
         assert "smallfirst_upstream_state{" not in httpx.get(server.url + "/metrics").text
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("error", "tries_another"),
     [
