@@ -175,6 +175,39 @@ class _FrontierCache:
             return last.body
 
 
+# What /openapi.json says of each data route (the handlers return plain dicts)
+_META_DOC: dict[str, Any] = {
+    "response_model": None,
+    "responses": {
+        **openapi.json_ok(schemas.DashboardMeta, "What savings are measured against."),
+        **openapi.errors(500),
+    },
+}
+_TIMESERIES_DOC: dict[str, Any] = {
+    "response_model": None,
+    "responses": {
+        **openapi.json_ok(schemas.DashboardTimeseries, "Traffic per model per bucket."),
+        **openapi.errors(400, 500),
+    },
+    "openapi_extra": openapi.query(
+        *FILTERS,
+        (
+            "bucket",
+            {"anyOf": [{"type": "integer", "minimum": 1}, {"const": ""}]},
+            "bucket width in seconds; omitted or empty: about 60 buckets",
+        ),
+    ),
+}
+_FRONTIER_DOC: dict[str, Any] = {
+    "response_model": None,
+    "responses": {
+        **openapi.json_ok(schemas.DashboardFrontier, "Accuracy against J per item."),
+        **openapi.errors(400, 500),
+    },
+    "openapi_extra": openapi.query(("run", {"type": "string"}, "one evaluation run")),
+}
+
+
 def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRouter:
     """The page routes and ``/smallfirst/v1/dashboard/...``; receipts are read from
     ``store``'s database, evaluation results from ``eval_db_path`` (today the same file)."""
@@ -197,14 +230,7 @@ def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRou
             _asset(name), media_type=STATIC[name], headers={"cache-control": "no-cache"}
         )
 
-    @api.get(
-        "/smallfirst/v1/dashboard/meta",
-        response_model=None,
-        responses={
-            **openapi.json_ok(schemas.DashboardMeta, "What savings are measured against."),
-            **openapi.errors(500),
-        },
-    )
+    @api.get("/smallfirst/v1/dashboard/meta", **_META_DOC)
     def meta() -> dict[str, Any]:
         return {
             "object": "dashboard.meta",
@@ -214,22 +240,7 @@ def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRou
             "receipts": settings.receipts,
         }
 
-    @api.get(
-        "/smallfirst/v1/dashboard/timeseries",
-        response_model=None,
-        responses={
-            **openapi.json_ok(schemas.DashboardTimeseries, "Traffic per model per bucket."),
-            **openapi.errors(400, 500),
-        },
-        openapi_extra=openapi.query(
-            *FILTERS,
-            (
-                "bucket",
-                {"anyOf": [{"type": "integer", "minimum": 1}, {"const": ""}]},
-                "bucket width in seconds; omitted or empty: about 60 buckets",
-            ),
-        ),
-    )
+    @api.get("/smallfirst/v1/dashboard/timeseries", **_TIMESERIES_DOC)
     def timeseries(request: Request) -> dict[str, Any]:
         filters = query_filters(request, extra=("bucket",))
         now = time.time()
@@ -250,15 +261,7 @@ def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRou
             "data": [asdict(p) for p in points],
         }
 
-    @api.get(
-        "/smallfirst/v1/dashboard/frontier",
-        response_model=None,
-        responses={
-            **openapi.json_ok(schemas.DashboardFrontier, "Accuracy against J per item."),
-            **openapi.errors(400, 500),
-        },
-        openapi_extra=openapi.query(("run", {"type": "string"}, "one evaluation run")),
-    )
+    @api.get("/smallfirst/v1/dashboard/frontier", **_FRONTIER_DOC)
     def frontier_points(request: Request) -> dict[str, Any]:
         q = request.query_params
         unknown = sorted(set(q) - {"run"})
