@@ -20,16 +20,14 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 from typing import Any, Literal
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from smallfirst.testing import free_port
+from smallfirst.testing import ThreadedServer
 
 __all__ = ["REPLY", "Step", "StubUpstream"]
 
@@ -59,7 +57,7 @@ def _sse(data: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(data)}\n\n".encode()
 
 
-class StubUpstream:
+class StubUpstream(ThreadedServer):
     """Use as a context manager; ``url`` is the base URL a ``UserModel`` takes.
 
     ``script`` may be replaced between requests (``stub.script = [(400, {})]``).
@@ -73,7 +71,6 @@ class StubUpstream:
         delay_s: float = 0.0,
         token_delay_s: float = 0.0,
     ) -> None:
-        self.port = free_port()
         self.script: list[Step] = list(script)
         self.reply = reply
         self.delay_s = delay_s
@@ -87,9 +84,7 @@ class StubUpstream:
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(app, what="stub upstream", stop_timeout_s=10)
 
     @property
     def url(self) -> str:
@@ -174,21 +169,3 @@ class StubUpstream:
             yield _sse({**head, "object": obj, "choices": [choice]})
         yield _sse({**head, "object": obj, "choices": [], "usage": usage})
         yield b"data: [DONE]\n\n"
-
-    def __enter__(self) -> StubUpstream:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("stub upstream did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)

@@ -18,13 +18,21 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any, Self
 
 import httpx
 import uvicorn
 
 from smallfirst.settings import Settings
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "LiveServer", "free_port", "wait_until_up"]
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "LiveServer",
+    "ThreadedServer",
+    "free_port",
+    "wait_until_up",
+]
 
 # Debian's Chromium, driven by Playwright for the dashboard test and screenshots.
 CHROMIUM = "/usr/bin/chromium"
@@ -87,35 +95,35 @@ def wait_until_up(
             time.sleep(interval_s)
 
 
-class LiveServer:
-    """A uvicorn server running ``create_app(settings)`` in a background thread.
+class ThreadedServer:
+    """An ASGI app served by uvicorn on a free loopback port, in a background thread.
 
     Use it as a context manager: entering starts the server and waits until uvicorn says it
     has started; leaving asks it to exit and joins the thread.
     """
 
-    def __init__(self, settings: Settings, *, start_timeout_s: float = 30.0) -> None:
-        # the whole server (FastAPI, metering, store) is imported only when one is built
-        from smallfirst.server.app import create_app
-
-        self.settings = settings
-        self.app = create_app(settings)
+    def __init__(
+        self,
+        app: Any,
+        *,
+        what: str = "server",
+        start_timeout_s: float = 30.0,
+        stop_timeout_s: float = 30.0,
+    ) -> None:
         self.port = free_port()
+        self.what = what
         self.start_timeout_s = start_timeout_s
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.stop_timeout_s = stop_timeout_s
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + self.start_timeout_s
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
+                raise RuntimeError(f"{self.what} did not start")
             time.sleep(0.02)
         return self
 
@@ -126,4 +134,20 @@ class LiveServer:
         tb: TracebackType | None,
     ) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=self.stop_timeout_s)
+
+
+class LiveServer(ThreadedServer):
+    """``create_app(settings)`` as a :class:`ThreadedServer`; ``url`` is its root."""
+
+    def __init__(self, settings: Settings, *, start_timeout_s: float = 30.0) -> None:
+        # the whole server (FastAPI, metering, store) is imported only when one is built
+        from smallfirst.server.app import create_app
+
+        self.settings = settings
+        self.app = create_app(settings)
+        super().__init__(self.app, what="gateway", start_timeout_s=start_timeout_s)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
