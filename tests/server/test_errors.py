@@ -83,6 +83,11 @@ BAD: list[tuple[Any, str | None]] = [
     ({"model": SMOL, "messages": MSG, "n": 2}, "n"),
     ({"model": SMOL, "messages": MSG, "response_format": {"type": "yaml"}}, "response_format.type"),
     ({"model": SMOL, "messages": MSG, "tools": [{"type": "function"}]}, "tools"),
+    # found by fuzzing: a boolean or a string where a number or boolean belongs was coerced
+    ({"model": SMOL, "messages": MSG, "temperature": False}, "temperature"),
+    ({"model": SMOL, "messages": MSG, "max_tokens": "5"}, "max_tokens"),
+    ({"model": SMOL, "messages": MSG, "max_tokens": True}, "max_tokens"),
+    ({"model": SMOL, "messages": MSG, "stream": "yes"}, "stream"),
     (
         {"model": SMOL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
         "messages.[0].content",

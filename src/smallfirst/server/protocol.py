@@ -22,10 +22,12 @@ from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.errors import InvalidRequestError, UnsupportedError
 from smallfirst.types import Message
 
-Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
-TopP = Annotated[float, Field(gt=0.0, le=1.0)]
-Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
-PositiveInt = Annotated[int, Field(ge=1)]
+# strict, as OpenAI is: a boolean or a string where a number belongs is a 400, never coerced
+Temperature = Annotated[float, Field(ge=0.0, le=2.0, strict=True)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0, strict=True)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0, strict=True)]
+PositiveInt = Annotated[int, Field(ge=1, strict=True)]
+StrictBool = Annotated[bool, Field(strict=True)]
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
 
 
@@ -68,7 +70,7 @@ class ChatMessage(_Edge):
 
 
 class StreamOptions(_Edge):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ResponseFormat(_Edge):
@@ -82,10 +84,10 @@ class _Sampled(_Edge):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     n: PositiveInt | None = Field(None, json_schema_extra={"maximum": 1})  # n > 1: a 400
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     stop: Stop = None
-    seed: int | None = None
+    seed: Annotated[int, Field(strict=True)] | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
 
@@ -111,8 +113,8 @@ class ChatCompletionRequest(_Sampled):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None
-    logprobs: bool | None = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    logprobs: StrictBool | None = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20, strict=True)] | None = None
     response_format: ResponseFormat | None = None
     # accepted only empty (a 400 otherwise), so documented as such
     tools: list[Any] | None = Field(None, json_schema_extra={"maxItems": 0})
@@ -148,9 +150,10 @@ class ChatCompletionRequest(_Sampled):
 
 class CompletionRequest(_Sampled):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
-    max_tokens: Annotated[int, Field(ge=0)] | None = 16  # OpenAI's default for this endpoint
-    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
-    echo: bool = False
+    # 16: OpenAI's default for this endpoint
+    max_tokens: Annotated[int, Field(ge=0, strict=True)] | None = 16
+    logprobs: Annotated[int, Field(ge=0, le=5, strict=True)] | None = None
+    echo: StrictBool = False
     suffix: str | None = Field(None, json_schema_extra={"maxLength": 0})  # a 400 when set
 
     def to_generation(self) -> GenerationRequest:
