@@ -108,6 +108,36 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE receipts ADD COLUMN predicted_quality REAL;
     ALTER TABLE receipts ADD COLUMN route TEXT;
     """,
+    # API keys with their budgets (issue #15, store/keys.py and store/budgets.py); receipts
+    # say which key asked. Only a keyed hash of a secret is kept, never the secret.
+    """
+    CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL,
+        admin INTEGER NOT NULL DEFAULT 0,
+        models TEXT,
+        rpm INTEGER,
+        tpm INTEGER,
+        budget_window TEXT NOT NULL DEFAULT 'total',
+        budget_usd REAL,
+        budget_wh REAL,
+        budget_co2_g REAL,
+        window_start REAL NOT NULL DEFAULT 0,
+        spent_usd REAL NOT NULL DEFAULT 0,
+        spent_wh REAL NOT NULL DEFAULT 0,
+        spent_co2_g REAL NOT NULL DEFAULT 0,
+        reserved_usd REAL NOT NULL DEFAULT 0,
+        reserved_wh REAL NOT NULL DEFAULT 0,
+        reserved_co2_g REAL NOT NULL DEFAULT 0
+    );
+    ALTER TABLE receipts ADD COLUMN key_id TEXT;
+    ALTER TABLE receipts ADD COLUMN key_name TEXT;
+    CREATE INDEX receipts_key_created ON receipts (key_id, created_at);
+    """,
 )
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -211,10 +241,13 @@ class SqliteStore:
 
     @staticmethod
     def _where(
-        since: float | None, until: float | None, model: str | None
+        since: float | None, until: float | None, model: str | None, key_id: str | None = None
     ) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         args: list[Any] = []
+        if key_id is not None:  # one API key's receipts only (issue #15)
+            clauses.append("key_id = ?")
+            args.append(key_id)
         if since is not None:
             clauses.append("created_at >= ?")
             args.append(since)
@@ -234,9 +267,10 @@ class SqliteStore:
         model: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        key_id: str | None = None,
     ) -> Page:
         """Newest first; ``cursor`` continues where the previous page stopped."""
-        where, args = self._where(since, until, model)
+        where, args = self._where(since, until, model, key_id)
         if cursor is not None:
             created_at, seq = cursor_decode(cursor)
             where += (" AND " if where else " WHERE ") + "(created_at, seq) < (?, ?)"
@@ -250,9 +284,14 @@ class SqliteStore:
         return Page([_receipt(r) for r in rows], next_cursor)
 
     def summary(
-        self, *, since: float | None = None, until: float | None = None, model: str | None = None
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        model: str | None = None,
+        key_id: str | None = None,
     ) -> dict[str, Any]:
-        where, args = self._where(since, until, model)
+        where, args = self._where(since, until, model, key_id)
         with self._lock:
             per_model = self._conn.execute(
                 f"SELECT model, tier, {_SUMS} FROM receipts{where} GROUP BY model, tier "

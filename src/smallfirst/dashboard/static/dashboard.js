@@ -117,17 +117,39 @@
 
   // ------------------------------------------------------------------ fetching
 
+  // Once the gateway has API keys, its data needs an admin key (docs/access.md). The page
+  // asks for one on the first 401 and keeps it for this browser tab only (sessionStorage).
+  const KEY_ITEM = "smallfirst.apiKey";
+  let askingForKey = false;
+
+  function askForKey(message) {
+    if (askingForKey) return;
+    askingForKey = true;
+    try {
+      const key = window.prompt(`${message}\n\nThis gateway needs an admin API key:`);
+      if (key && key.trim()) sessionStorage.setItem(KEY_ITEM, key.trim());
+      else sessionStorage.removeItem(KEY_ITEM);
+    } finally {
+      askingForKey = false;
+    }
+  }
+
   async function getJSON(path, params, signal) {
     const query = new URLSearchParams();
     for (const [k, v] of Object.entries(params || {})) {
       if (v !== null && v !== undefined) query.set(k, v);
     }
     const qs = query.toString();
+    const headers = { accept: "application/json" };
+    const key = sessionStorage.getItem(KEY_ITEM);
+    if (key) headers.authorization = `Bearer ${key}`;
     const response = await fetch(qs ? `${path}?${qs}` : path, {
-      signal, headers: { accept: "application/json" }, cache: "no-store",
+      signal, headers, cache: "no-store",
     });
     const body = await response.json();
-    if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+    const message = body.error ? body.error.message : response.statusText;
+    if (response.status === 401) askForKey(message);
+    if (!response.ok) throw new Error(message);
     return body;
   }
 
