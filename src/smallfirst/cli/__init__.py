@@ -2,7 +2,7 @@
 
     smallfirst serve [--host H] [--port P] [--config FILE]
     smallfirst models list [--json] | pull NAME... | rm NAME... | profile NAME...
-    smallfirst usage [--since 1h] [--json]
+    smallfirst usage [--since 1h] [--by-key] [--json]
     smallfirst keys create | list | show | revoke | rotate
     smallfirst eval run | report | export
     smallfirst router fit | eval
@@ -234,6 +234,8 @@ def _add_usage(
     usage.add_argument("--since", help="e.g. 15m, 1h, 7d, an ISO time or unix seconds")
     usage.add_argument("--url", help="ask a running gateway instead of the local database")
     usage.add_argument("--json", action="store_true", help="machine-readable output")
+    usage.add_argument("--by-key", action="store_true", help="also a row per API key")
+    usage.add_argument("--api-key", help="with --url: a key for a gateway that has keys")
     usage.set_defaults(func=cmd_usage)
 
 

@@ -136,11 +136,16 @@ def router(store: SqliteStore) -> APIRouter:
             **openapi.json_ok(schemas.Summary, "Totals and savings, overall and per model."),
             **openapi.errors(400, 500),
         },
-        openapi_extra=openapi.query(*FILTERS),
+        openapi_extra=openapi.query(
+            *FILTERS, ("by", {"enum": ["key"]}, "key: add a row per API key (keys)")
+        ),
     )
     def summary(request: Request) -> dict[str, Any]:
-        filters = query_filters(request)
-        scoped = store.summary(key_id=caller_scope(request.state), **filters)
+        filters = query_filters(request, extra=("by",))
+        by = request.query_params.get("by")
+        if by not in (None, "", "key"):
+            raise InvalidRequestError("'by' must be 'key'", param="by")
+        scoped = store.summary(key_id=caller_scope(request.state), by_key=by == "key", **filters)
         return {"object": "summary", **filters, **scoped}
 
     return api

@@ -290,7 +290,10 @@ class SqliteStore:
         until: float | None = None,
         model: str | None = None,
         key_id: str | None = None,
+        by_key: bool = False,
     ) -> dict[str, Any]:
+        """Totals and per-model rows; ``by_key`` adds per-API-key rows (``keys``: key id
+        and name, None for requests made without a key)."""
         where, args = self._where(since, until, model, key_id)
         with self._lock:
             per_model = self._conn.execute(
@@ -304,10 +307,22 @@ class SqliteStore:
                 if per_model
                 else self._conn.execute(f"SELECT {_SUMS} FROM receipts{where}", args).fetchone()
             )
+            per_key = (
+                self._conn.execute(
+                    f"SELECT key_id, MAX(key_name) AS key_name, {_SUMS} FROM receipts{where} "
+                    "GROUP BY key_id ORDER BY requests DESC",
+                    args,
+                ).fetchall()
+                if by_key
+                else None
+            )
         models = [_totals(r) for r in per_model]
         # One pass over the receipts: every figure is a sum, so the total is the sum of the
         # groups (floats added exactly); a second scan for it doubled the cost on big tables.
-        return {"total": _add_up(models) if empty is None else _totals(empty), "models": models}
+        out = {"total": _add_up(models) if empty is None else _totals(empty), "models": models}
+        if per_key is not None:
+            out["keys"] = [_totals(r) for r in per_key]
+        return out
 
     def integrity_check(self) -> str:
         with self._lock:
@@ -327,7 +342,7 @@ def _receipt(row: sqlite3.Row) -> Receipt:
 def _add_up(groups: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in groups[0]:
-        if key in ("model", "tier") or key.endswith("_pct"):
+        if key in ("model", "tier", "key_id", "key_name") or key.endswith("_pct"):
             continue
         values = [g[key] for g in groups]
         out[key] = sum(values) if all(isinstance(v, int) for v in values) else math.fsum(values)
