@@ -4,10 +4,17 @@ The worst case of a request on a model is its prompt's token bound plus ``max_to
 (the model's context when not given), priced the way the receipt will be: dollars from
 the model's price, or from its energy at the electricity price for a local model; Wh from
 its per-token energy profile; gCO2 from that energy at the grid's intensity. The prompt
-bound is its UTF-8 bytes plus a few tokens per message for the chat template: a byte-level
-tokenizer never makes more tokens than bytes, so the bound holds without loading the model.
-A local model's energy is measured (or estimated from CPU time) rather than read from its
-profile, so its worst case is the profile times ``access_energy_margin``.
+bound is its UTF-8 bytes plus a few tokens per message and a default system prompt's worth
+for the chat template: a byte-level tokenizer never makes more tokens than bytes, so the
+bound holds without loading the model.
+
+A local model's receipt measures its energy (or estimates it from CPU time and RAM power
+over the request's duration) rather than reading its profile, so its worst case is the
+profile times ``access_energy_margin``: an estimate, not a bound. On a busy machine, or on
+the request that loads the model, the receipt can exceed it; the key is then charged the
+receipt in full (its spending stays the sum of its receipts, a warning is logged) and may
+end past its budget by that excess. Hard energy budgets on local models want a
+conservative configured profile (``[profiles.NAME]``) or a larger margin.
 
 :class:`Access` reserves it (:mod:`smallfirst.store.budgets`) and hands back a
 :class:`Reservation`, which the request's receipt settles (its cost, Wh and CO2, so that
@@ -46,9 +53,11 @@ __all__ = ["TEMPLATE_TOKENS", "Access", "Reservation", "prompt_bound"]
 
 log = logging.getLogger(__name__)
 
-# chat-template tokens around each message and at the end (role markers, separators); the
-# templates of the ladder use 3 to 5 per message
+# chat-template tokens around each message (role markers, separators: the ladder's
+# templates use 3 to 5), and once per request for the template's own default system
+# prompt (SmolLM2's and Qwen2.5's are about 20 tokens: "Say hello." becomes 33 tokens)
 TEMPLATE_TOKENS = 8
+TEMPLATE_REQUEST_TOKENS = 64
 J_PER_WH = 3600.0
 
 
@@ -56,7 +65,7 @@ def prompt_bound(gen: GenerationRequest) -> int:
     """At least as many tokens as the prompt can make, without a tokenizer."""
     if gen.messages is not None:
         return sum(len(m.content.encode()) + TEMPLATE_TOKENS for m in gen.messages) + (
-            TEMPLATE_TOKENS
+            TEMPLATE_REQUEST_TOKENS
         )
     return len((gen.prompt or "").encode()) + TEMPLATE_TOKENS
 

@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.drain = drain  # GracefulServer starts it on SIGTERM
     app.state.keys = keys
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    access = Access(keys, catalog, metering, settings)
+    access = app.state.access = Access(keys, catalog, metering, settings)
     app.add_middleware(AuthMiddleware, keys=keys, limiter=access.limiter)  # outermost
     errors.install(app)
     openapi.install(app)

@@ -155,6 +155,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._data_dir = data_dir
         self._secret: bytes | None = None  # read on first need: open mode never makes it
+        self._closed_for_good = False  # a key exists (see any)
         self.budgets = BudgetBook(self._conn, self._lock)
 
     def _hash(self, secret: str) -> str:
@@ -163,9 +164,15 @@ class KeyStore:
         return hmac.new(self._secret, secret.encode(), hashlib.sha256).hexdigest()
 
     def any(self) -> bool:
-        """Whether any key was ever made here (revoked ones count: the gateway stays closed)."""
+        """Whether any key was ever made here (revoked ones count: the gateway stays closed).
+
+        Keys are never deleted, so once true it stays true and is not asked again."""
+        if self._closed_for_good:
+            return True
         with self._lock:
-            return bool(self._conn.execute("SELECT EXISTS (SELECT 1 FROM keys)").fetchone()[0])
+            found = bool(self._conn.execute("SELECT EXISTS (SELECT 1 FROM keys)").fetchone()[0])
+        self._closed_for_good = found
+        return found
 
     def create(self, spec: KeySpec, now: float | None = None) -> tuple[ApiKey, str]:
         """Store a new key; returns it and its secret (the only time the secret exists)."""
