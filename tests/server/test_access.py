@@ -393,3 +393,13 @@ def test_accounting_per_key_in_summary_metrics_and_usage(
     assert main(["usage", "--by-key", "--data-dir", str(gateway.settings.data_dir)]) == 0
     out = capsys.readouterr().out
     assert "per API key" in out and "counted" in out
+
+
+def test_an_unknown_model_is_still_a_404_for_a_budgeted_key(
+    gateway: LiveServer, keys: KeyStore
+) -> None:
+    _, secret = keys.create(KeySpec(name="typo", budget_usd=1.0))
+    with pytest.raises(openai.NotFoundError) as missing:
+        client(gateway, secret).chat.completions.create(model="no-such-model", messages=MSG)
+    assert missing.value.code == "model_not_found"
+    assert keys.get("typo").reserved.usd == 0.0

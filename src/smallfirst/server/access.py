@@ -222,7 +222,8 @@ class Access:
         entry = self.limiter.admit(key, estimate_tokens(chars, gen.sampling.max_tokens))
         fallbacks = tuple(f for f in choice.fallbacks if key.allows(f))
         choice = dataclasses.replace(choice, caller=(key.id, key.name), fallbacks=fallbacks)
-        if not self.has_budget(key):
+        if not self.has_budget(key) or choice.model not in self.catalog:
+            # (an unknown model is refused with 404 before anything runs: nothing to reserve)
             return choice, self._recorder(record, None, entry)
         ladder = [choice.model]
         if choice.cascade is not None:

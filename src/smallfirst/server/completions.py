@@ -21,7 +21,7 @@ from smallfirst.engines.pool import EnginePool
 from smallfirst.metering.service import Metering
 from smallfirst.server.access import Access
 from smallfirst.server.cascading import Cascade, serve_cascade
-from smallfirst.server.choosing import Chooser
+from smallfirst.server.choosing import Chooser, is_auto
 from smallfirst.server.fallbacks import serve_with_fallbacks
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
 from smallfirst.server.responses import Envelope, Kind
@@ -58,7 +58,7 @@ class Completions:
         if key is None or self.access is None:
             choice = self.chooser.choose(body.model, messages)
         else:  # the key's models, budget and rate limits (server/access)
-            exclude = self.access.excluder(key, gen)
+            exclude = self.access.excluder(key, gen) if is_auto(body.model) else None
             choice = self.chooser.choose(body.model, messages, exclude)
             choice, record = self.access.admit(request.state, key, body.model, choice, gen, record)
         if choice.cascade is not None:

@@ -81,7 +81,7 @@ def router(store: SqliteStore) -> APIRouter:
         response_model=None,
         responses={
             **openapi.json_ok(schemas.ReceiptList, "Receipts, newest first, one page."),
-            **openapi.errors(400, 500),
+            **openapi.errors(400, 401, 500),
         },
         openapi_extra=openapi.query(
             *FILTERS,
@@ -119,7 +119,7 @@ def router(store: SqliteStore) -> APIRouter:
         response_model=None,
         responses={
             **openapi.json_ok(schemas.Receipt, "One receipt."),
-            **openapi.errors(404, 500),
+            **openapi.errors(401, 404, 500),
         },
     )
     def receipt(request: Request, receipt_id: str) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def router(store: SqliteStore) -> APIRouter:
         response_model=None,
         responses={
             **openapi.json_ok(schemas.Summary, "Totals and savings, overall and per model."),
-            **openapi.errors(400, 500),
+            **openapi.errors(400, 401, 500),
         },
         openapi_extra=openapi.query(
             *FILTERS, ("by", {"enum": ["key"]}, "key: add a row per API key (keys)")
