@@ -180,6 +180,12 @@ class Settings(BaseSettings):
         description="a local model's worst-case energy for budgets: its per-token profile "
         "times this (its receipts measure energy, which may exceed the profile)",
     )
+    access_reservation_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="a budget reservation not settled within this long (a gateway killed "
+        "mid-request) is given back; keep it above the longest request",
+    )
 
     def fallbacks_for(self, model: str) -> tuple[str, ...]:
         """The models to try after ``model``: its [[models]] list, then the table's, once each."""

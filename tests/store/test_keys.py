@@ -15,6 +15,8 @@ from smallfirst.store.keys import SECRET_FILE, KeySpec, KeyStore
 
 pytestmark = pytest.mark.fast
 
+TTL = 3600.0
+
 
 @pytest.fixture
 def keys(tmp_path: Path) -> KeyStore:
@@ -83,17 +85,17 @@ def test_a_reservation_that_does_not_fit_names_the_budget_and_the_reset(
 ) -> None:
     key, _ = keys.create(KeySpec(name="w", budget_wh=1.0, window="1h"), now=3600.0)
     book = keys.budgets
-    book.reserve(key, Amounts(0.0, 0.6, 0.0), now=3601.0)
+    held = book.reserve(key, Amounts(0.0, 0.6, 0.0), TTL, now=3601.0)
     with pytest.raises(QuotaExceededError) as refused:
-        book.reserve(key, Amounts(0.0, 0.6, 0.0), now=3602.0)
+        book.reserve(key, Amounts(0.0, 0.6, 0.0), TTL, now=3602.0)
     message = refused.value.message
     assert "Wh budget" in message and "0.4 Wh of 1 is left" in message
     assert "resets at 1970-01-01T02:00:00" in message
-    book.settle(key, Amounts(0.0, 0.6, 0.0), Amounts(0.0, 0.25, 0.0), now=3603.0)
+    book.settle(key, held, Amounts(0.0, 0.25, 0.0), now=3603.0)
     now = keys.get("w")
     assert now.spent.wh == pytest.approx(0.25) and now.reserved.wh == pytest.approx(0.0)
     # the next hour starts from zero: a 0.9 Wh request fits again
-    book.reserve(key, Amounts(0.0, 0.9, 0.0), now=7201.0)
+    book.reserve(key, Amounts(0.0, 0.9, 0.0), TTL, now=7201.0)
     rolled = keys.get("w")
     assert rolled.spent.wh == 0.0 and rolled.reserved.wh == pytest.approx(0.9)
     assert BudgetBook.report(rolled, now=7202.0)["wh"]["left"] == pytest.approx(0.1)
@@ -114,7 +116,7 @@ def test_concurrent_reservations_from_threads_and_two_connections_never_overspen
         book = (keys if i % 2 else other).budgets
         start.wait()
         try:
-            book.reserve(key, Amounts(worst, 0.0, 0.001))
+            book.reserve(key, Amounts(worst, 0.0, 0.001), TTL)
             ok.append(i)
         except QuotaExceededError:
             refused.append(i)
@@ -127,3 +129,25 @@ def test_concurrent_reservations_from_threads_and_two_connections_never_overspen
     other.close()
     assert len(ok) == k and len(refused) == 60 - k
     assert keys.get("race").reserved.usd == pytest.approx(k * worst)
+
+
+def test_a_reservation_never_settled_is_given_back_after_its_time_to_live(
+    keys: KeyStore,
+) -> None:
+    # a gateway killed mid-request: its reservation is never settled nor released
+    key, _ = keys.create(KeySpec(name="crashed", budget_usd=1.0))
+    book = keys.budgets
+    book.reserve(key, Amounts(0.8, 0.0, 0.0), ttl_s=60.0, now=1000.0)
+    with pytest.raises(QuotaExceededError):
+        book.reserve(key, Amounts(0.5, 0.0, 0.0), ttl_s=60.0, now=1059.0)
+    later = book.reserve(key, Amounts(0.5, 0.0, 0.0), ttl_s=60.0, now=1061.0)
+    assert keys.get("crashed").reserved.usd == pytest.approx(0.5)
+    book.settle(key, later, Amounts(0.1, 0.0, 0.0), now=1062.0)
+    after = keys.get("crashed")
+    assert after.reserved.usd == pytest.approx(0.0) and after.spent.usd == pytest.approx(0.1)
+    # settling a reservation that was already given back charges it and takes nothing back
+    swept = book.reserve(key, Amounts(0.2, 0.0, 0.0), ttl_s=1.0, now=2000.0)
+    book.reserve(key, Amounts(0.1, 0.0, 0.0), ttl_s=60.0, now=2002.0)  # sweeps it
+    book.settle(key, swept, Amounts(0.05, 0.0, 0.0), now=2003.0)
+    final = keys.get("crashed")
+    assert final.reserved.usd == pytest.approx(0.1) and final.spent.usd == pytest.approx(0.15)

@@ -89,10 +89,11 @@ def fits_within(worst: Amounts, room: Amounts) -> bool:
 class Reservation:
     """One request's reserved worst case; settled once by its receipt, else released."""
 
-    def __init__(self, access: Access, key: ApiKey, worst: Amounts) -> None:
+    def __init__(self, access: Access, key: ApiKey, worst: Amounts, reservation: int) -> None:
         self.access = access
         self.key = key
         self.worst = worst
+        self.id = reservation
         self._lock = threading.Lock()
         self._state = "open"  # "settled" | "released"
 
@@ -104,12 +105,12 @@ class Reservation:
             receipt.co2_g or 0.0,
         )
         with self._lock:
-            state, self._state = self._state, "settled"
-        if state == "settled":
-            return
-        # released already (the response ended before its receipt): charge, take nothing back
-        reserved = self.worst if state == "open" else Amounts(0.0, 0.0, 0.0)
-        self.access.keys.budgets.settle(self.key, reserved, actual)
+            if self._state == "settled":
+                return
+            self._state = "settled"
+        # after a release (the response ended before its receipt) the store has nothing
+        # left to give back for it, and charges the receipt all the same
+        self.access.keys.budgets.settle(self.key, self.id, actual)
         if not fits_within(actual, self.worst):
             log.warning(
                 "request %s on key %s spent more than its reserved worst case", receipt.id,
@@ -122,7 +123,7 @@ class Reservation:
             if self._state != "open":
                 return
             self._state = "released"
-        self.access.keys.budgets.settle(self.key, self.worst, Amounts(0.0, 0.0, 0.0))
+        self.access.keys.budgets.settle(self.key, self.id, Amounts(0.0, 0.0, 0.0))
 
 
 class Access:
@@ -180,8 +181,8 @@ class Access:
                     f"{' then '.join(models)} cannot be priced in {label} (no price or "
                     "energy profile, or receipts are off), so it is refused."
                 )
-        self.keys.budgets.reserve(key, worst)
-        return Reservation(self, key, worst)
+        ttl_s = self.settings.access_reservation_ttl_s
+        return Reservation(self, key, worst, self.keys.budgets.reserve(key, worst, ttl_s))
 
     @staticmethod
     def has_budget(key: ApiKey | None) -> bool:

@@ -1,4 +1,4 @@
-"""Budgets of API keys in dollars, watt-hours and grams of CO2: reserve, settle, release.
+"""Budgets of API keys in dollars, watt-hours and grams of CO2: reserve, then settle.
 
 Before a model runs, the request's worst case is *reserved* on every budget of its key in
 one statement under SQLite's write lock (``BEGIN IMMEDIATE`` and a conditional ``UPDATE``
@@ -7,7 +7,11 @@ requests, threads or processes on one database can never together reserve more t
 budget: the check and the increment are one step, never a read in Python and a write
 after it (LiteLLM's bypass, issues #34732, #23714). When the request ends the
 reservation *settles*: the reserved amount is taken back and the receipt's actual
-figures added to what was spent; a request that produced nothing *releases* it.
+figures added to what was spent; a request that produced nothing *releases* it (settles
+with nothing spent). Each open reservation is also a row with a time to live, so one that
+a gateway killed mid-request never settled is given back by the key's next reservation
+after it expires, instead of holding the budget until the window resets (for ``total``,
+forever).
 
 Windows (``1h``, ``1d``, ``7d``, ``30d``, ``total``) reset on their boundaries, in UTC:
 the hour, the day, the week from Monday, 30-day periods counted from the Unix epoch;
@@ -102,6 +106,22 @@ _SETTLE = (
     + ", window_start = MAX(window_start, :ws) WHERE id = :id"
 )
 
+_STALE = "SELECT 1 FROM reservations WHERE key_id = :id AND expires_at <= :now LIMIT 1"
+_SWEEP = (
+    "UPDATE keys SET "
+    + ", ".join(
+        f"reserved_{u} = MAX(reserved_{u} - (SELECT COALESCE(SUM({u}), 0) FROM reservations "
+        "WHERE key_id = :id AND expires_at <= :now), 0)"
+        for u, _ in UNITS
+    )
+    + " WHERE id = :id"
+)
+_SWEPT = "DELETE FROM reservations WHERE key_id = :id AND expires_at <= :now"
+_INSERT = (
+    "INSERT INTO reservations (key_id, usd, wh, co2_g, expires_at) "
+    "VALUES (:id, :usd, :wh, :co2_g, :expires_at)"
+)
+
 
 def _iso(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
@@ -129,40 +149,62 @@ class BudgetBook:
         length = WINDOWS[window]
         return None if math.isinf(length) else BudgetBook.window_start(window, now) + length
 
-    def reserve(self, key: Budgeted, worst: Amounts, now: float | None = None) -> None:
-        """Reserve ``worst`` on every budget of ``key`` at once, or raise
-        :class:`QuotaExceededError` naming the budget that it does not fit."""
+    def reserve(self, key: Budgeted, worst: Amounts, ttl_s: float, now: float | None = None) -> int:
+        """Reserve ``worst`` on every budget of ``key`` at once and return the reservation's
+        id, or raise :class:`QuotaExceededError` naming the budget that it does not fit.
+
+        First, in the same transaction, reservations of ``key`` older than their time to
+        live (a gateway killed before it settled them) are given back."""
         now = time.time() if now is None else now
         ws = self.window_start(key.window, now)
         args: dict[str, Any] = {u: worst.get(u) or 0.0 for u, _ in UNITS}
-        args.update(id=key.id, ws=ws, tol=1 + TOLERANCE)
+        args.update(id=key.id, ws=ws, tol=1 + TOLERANCE, now=now)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                if self._conn.execute(_STALE, args).fetchone() is not None:
+                    self._conn.execute(_SWEEP, args)
+                    self._conn.execute(_SWEPT, args)
                 fits = self._conn.execute(_RESERVE, args).rowcount == 1
-                row = (
-                    None
-                    if fits
-                    else self._conn.execute("SELECT * FROM keys WHERE id = ?", (key.id,)).fetchone()
-                )
+                row, reservation = None, 0
+                if fits:
+                    args["expires_at"] = now + ttl_s
+                    reservation = int(self._conn.execute(_INSERT, args).lastrowid or 0)
+                else:
+                    row = self._conn.execute(
+                        "SELECT * FROM keys WHERE id = ?", (key.id,)
+                    ).fetchone()
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
         if not fits:
             raise self._refusal(key, worst, row, now)
+        return reservation
 
     def settle(
-        self, key: Budgeted, reserved: Amounts, actual: Amounts, now: float | None = None
+        self, key: Budgeted, reservation: int, actual: Amounts, now: float | None = None
     ) -> None:
-        """Take ``reserved`` back and add ``actual`` to what was spent, in one statement."""
+        """Close ``reservation``: give back what it still holds (nothing if it was swept)
+        and add ``actual`` to what ``key`` spent, in one transaction."""
         now = time.time() if now is None else now
         args: dict[str, Any] = {"id": key.id, "ws": self.window_start(key.window, now)}
         for u, _ in UNITS:
-            args[f"r_{u}"] = reserved.get(u) or 0.0
             args[f"a_{u}"] = actual.get(u) or 0.0
         with self._lock:
-            self._conn.execute(_SETTLE, args)
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                held = self._conn.execute(
+                    "DELETE FROM reservations WHERE id = ? RETURNING usd, wh, co2_g",
+                    (reservation,),
+                ).fetchone()
+                for u, _ in UNITS:
+                    args[f"r_{u}"] = held[u] if held is not None else 0.0
+                self._conn.execute(_SETTLE, args)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def _refusal(
         self, key: Budgeted, worst: Amounts, row: sqlite3.Row | None, now: float

@@ -134,6 +134,17 @@ MIGRATIONS: tuple[str, ...] = (
         reserved_wh REAL NOT NULL DEFAULT 0,
         reserved_co2_g REAL NOT NULL DEFAULT 0
     );
+    -- open reservations, so that one a killed gateway never settled is given back after
+    -- its time to live (store/budgets.py)
+    CREATE TABLE reservations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_id TEXT NOT NULL,
+        usd REAL NOT NULL,
+        wh REAL NOT NULL,
+        co2_g REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX reservations_key_expires ON reservations (key_id, expires_at);
     ALTER TABLE receipts ADD COLUMN key_id TEXT;
     ALTER TABLE receipts ADD COLUMN key_name TEXT;
     CREATE INDEX receipts_key_created ON receipts (key_id, created_at);
