@@ -227,7 +227,7 @@ def test_fifty_concurrent_clients_on_a_budget_of_k_worst_cases(
         else {"budget_wh": k * worst_wh(max_tokens)}
     )
     key, secret = keys.create(KeySpec(name=f"race-{unit}", **budget))
-    stub.delay_s = 3.0  # every client has reserved or been refused before any settles
+    stub.delay_s = 1.5  # every client has reserved or been refused before any settles
     try:
         body = {"model": "stub", "messages": MSG, "max_tokens": max_tokens}
         statuses = race(gateway.url, secret, 50, body)
