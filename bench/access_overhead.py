@@ -1,9 +1,10 @@
 """What API keys and budgets cost per request, and whether 200 racing clients overspend.
 
-Two ``smallfirst serve`` processes in front of the same stub upstream (``overhead.py``'s
+Three ``smallfirst serve`` processes in front of the same stub upstream (``overhead.py``'s
 canned-bytes server, a priced remote model with a per-token energy profile), identical but
-that one has an API key (budgets in USD, Wh and gCO2, no rate limit) and one has none (open
-mode). Both keep receipts. Sequential streaming requests alternate over the two in blocks;
+that one has an API key (budgets in USD, Wh and gCO2, no rate limit) and two have none
+(open mode; their difference is the measurement's noise floor). All keep receipts.
+Sequential streaming requests alternate over the three in blocks;
 the latency the key adds is keys on minus keys off: the key check (one SELECT and an HMAC),
 the worst-case reservation (one ``BEGIN IMMEDIATE`` conditional UPDATE) and the settlement
 (one UPDATE). Target: p50 added <= 0.3 ms.
@@ -42,6 +43,8 @@ from smallfirst.testing import free_port
 TARGET_P50_ADDED_MS = 0.3
 IN_USD, OUT_USD = 1.0, 2.0  # the stub's price per million tokens
 PROFILE = {"j_per_input_token": 0.5, "j_per_output_token": 1.0}
+# "off2" is a second keys-off gateway: its difference from "off" is the noise floor
+NAMES = ("off", "on", "off2")
 GENEROUS = KeySpec(name="bench", budget_usd=1e9, budget_wh=1e9, budget_co2_g=1e9)
 
 
@@ -87,7 +90,7 @@ def servers(tmp: Path) -> Iterator[tuple[dict[str, Gateway], dict[str, str | Non
         stub = stack.enter_context(Child("stub", stub_cmd, log_path=tmp / "stub.log"))
         stub.wait_ready(stub_url + "/health")
         gateways, secrets = {}, {}
-        for name in ("off", "on"):
+        for name in NAMES:
             secrets[name] = prepare(tmp / name, keyed=name == "on")
             settings = {"data_dir": str(tmp / name), "reference_model": "gpt-4o-mini"}
             gateways[name] = stack.enter_context(
@@ -193,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = request_body(stream=True)
     with scratch_dir() as tmp, servers(tmp) as (gateways, secrets):
         urls = {n: g.base_url + "/chat/completions" for n, g in gateways.items()}
-        lat: dict[str, list[float]] = {"off": [], "on": []}
+        lat: dict[str, list[float]] = {n: [] for n in NAMES}
         with httpx.Client(timeout=60) as client:
             for n in lat:
                 sequential(client, urls[n], args.warmup, body, secrets[n])
@@ -207,18 +210,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n, v in lat.items()
     }
     added = {q: stats["on"][q] - stats["off"][q] for q in ("p50_ms", "p99_ms")}
+    control = {q: stats["off2"][q] - stats["off"][q] for q in ("p50_ms", "p99_ms")}
     ok = added["p50_ms"] <= TARGET_P50_ADDED_MS
     headers = ["path", "p50 ms", "p99 ms", "mean ms"]
     rows = [
         [
-            f"keys {n}",
+            {"off": "keys off", "on": "keys on", "off2": "keys off, a second gateway"}[n],
             fmt(stats[n]["p50_ms"], 3),
             fmt(stats[n]["p99_ms"], 3),
             fmt(stats[n]["mean_ms"], 3),
         ]
-        for n in ("off", "on")
+        for n in NAMES
     ]
     rows.append(["added by keys + budgets", fmt(added["p50_ms"], 3), fmt(added["p99_ms"], 3), ""])
+    rows.append(
+        ["noise floor (off2 − off)", fmt(control["p50_ms"], 3), fmt(control["p99_ms"], 3), ""]
+    )
     rows.append(
         [
             "in process: authenticate + reserve + settle",
@@ -229,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     verdicts = [
         f"p50 added {added['p50_ms']:.3f} ms: target <= {TARGET_P50_ADDED_MS} ms "
-        f"{'met' if ok else 'NOT met'}",
+        f"{'met' if ok else 'NOT met'} (two identical keys-off gateways differ by "
+        f"{control['p50_ms']:.3f} ms)",
         f"{raced['clients']} clients on a budget of {args.fit} worst cases: {raced['answered']} "
         f"answered, {raced['insufficient_quota']} got 429 insufficient_quota, "
         f"{raced['other']} other; overspend ${raced['overspend_usd']:.3g} (target 0); spent "
@@ -237,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     notes = [
         f"{args.n} sequential streaming requests per gateway after {args.warmup} warm-up, "
-        f"alternating blocks of {args.block}; two gateway processes, identical but for the key",
+        f"alternating blocks of {args.block}; three gateway processes, identical but for the "
+        "key (off, on, and a second off whose difference from the first is the noise floor)",
         "budgets on the keyed gateway's key: USD, Wh and gCO2 (each reserved and settled); "
         "no rate limit",
         "in process: the store's three steps in a loop, same database settings, no HTTP: "
@@ -249,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "target": f"p50 added latency <= {TARGET_P50_ADDED_MS} ms; overspend 0",
             "latency": stats,
             "added_ms": added,
+            "noise_floor_ms": control,
             "meets_target": ok,
             "race": raced,
             "in_process_ms": micro,
