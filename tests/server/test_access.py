@@ -353,6 +353,11 @@ def test_auto_drifts_to_smaller_models_near_an_energy_budget_then_429(
     assert budget < tokens * J_PER_TOKEN[LADDER[1]] / 3600
     with LiveServer(settings) as live:
         store = KeyStore(settings.db_path, settings.data_dir)
+        _, free = store.create(KeySpec(name="free"))
+        unbudgeted = client(live, free).chat.completions.create(
+            model="auto", messages=MSG, max_tokens=4
+        )
+        assert unbudgeted.model == LADDER[2]  # the router's own choice for this prompt
         _, secret = store.create(KeySpec(name="frugal", budget_wh=budget))
         c = client(live, secret)
         answered = 0
