@@ -326,14 +326,12 @@ LADDER = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder
 J_PER_TOKEN = {LADDER[0]: 0.1, LADDER[1]: 1.0, LADDER[2]: 10.0}
 
 
-def test_auto_drifts_to_smaller_models_near_an_energy_budget_then_429(
-    tmp_path: Path, stub: StubUpstream
-) -> None:
-    # the packaged router over its three candidates, each re-pointed at the stub with its
-    # own per-token energy profile: a tenfold step per tier
-    settings = Settings(
-        data_dir=tmp_path,
-        models_dir=tmp_path / "models",
+def ladder_settings(data: Path, stub: StubUpstream) -> Settings:
+    """The packaged router over its three candidates, each re-pointed at the stub with its
+    own per-token energy profile: a tenfold step per tier."""
+    return Settings(
+        data_dir=data,
+        models_dir=data / "models",
         default_router=True,
         reference_model=None,
         models=tuple(UserModel(name=n, base_url=stub.url, model_id=n) for n in LADDER),
@@ -342,6 +340,38 @@ def test_auto_drifts_to_smaller_models_near_an_energy_budget_then_429(
             for n, j in J_PER_TOKEN.items()
         },
     )
+
+
+def test_a_cascade_reserves_its_whole_ladder_and_settles_to_its_one_receipt(
+    tmp_path: Path, stub: StubUpstream
+) -> None:
+    settings = ladder_settings(tmp_path, stub)
+    with LiveServer(settings) as live:
+        access = live.app.state.access
+        from smallfirst.engines.base import GenerationRequest, Sampling
+        from smallfirst.types import Message
+
+        gen = GenerationRequest(Sampling(max_tokens=4), messages=(Message("user", "Say hello."),))
+        ladder_wh = access.worst_of(list(LADDER), gen).wh
+        one_short = ladder_wh - access.worst_case(LADDER[0], gen).wh / 2
+        _, poor = access.keys.create(KeySpec(name="poor", budget_wh=one_short))
+        with pytest.raises(openai.RateLimitError, match="Wh budget"):
+            client(live, poor).chat.completions.create(model="cascade", messages=MSG, max_tokens=4)
+        key, rich = access.keys.create(KeySpec(name="rich", budget_wh=ladder_wh))
+        answer = client(live, rich).chat.completions.create(
+            model="cascade", messages=MSG, max_tokens=4
+        )
+        receipt: Any = answer.model_extra["smallfirst"]  # type: ignore[index]
+        assert receipt["route"]["attempts"] and receipt["key"]["name"] == "rich"
+        after = access.keys.get(key.id)
+        assert after.reserved.wh == pytest.approx(0.0, abs=1e-12)
+        assert after.spent.wh == pytest.approx(receipt["energy"]["energy_j"] / 3600)
+
+
+def test_auto_drifts_to_smaller_models_near_an_energy_budget_then_429(
+    tmp_path: Path, stub: StubUpstream
+) -> None:
+    settings = ladder_settings(tmp_path, stub)
     from smallfirst.engines.base import GenerationRequest, Sampling
     from smallfirst.types import Message
 
