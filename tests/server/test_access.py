@@ -199,15 +199,17 @@ def test_the_admin_api_creates_shows_rotates_and_revokes(
         client(gateway, rotated).models.list()
 
 
-def race(url: str, secret: str, n: int, body: dict[str, Any]) -> list[int]:
-    """``n`` clients posting ``body`` at once on one key; their statuses."""
+def race(url: str | list[str], secret: str, n: int, body: dict[str, Any]) -> list[int]:
+    """``n`` clients posting ``body`` at once on one key (to each of several gateways in
+    turn when given several); their statuses."""
+    urls = [url] if isinstance(url, str) else url
     start = threading.Barrier(n)
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    with httpx.Client(base_url=url, headers=bearer(secret), limits=limits, timeout=120) as http:
+    with httpx.Client(headers=bearer(secret), limits=limits, timeout=120) as http:
 
-        def one(_: int) -> int:
+        def one(i: int) -> int:
             start.wait()
-            r = http.post("/v1/chat/completions", json=body)
+            r = http.post(urls[i % len(urls)] + "/v1/chat/completions", json=body)
             if r.status_code == 429:
                 assert r.json()["error"]["code"] == "insufficient_quota", r.text
             return r.status_code
@@ -244,6 +246,28 @@ def test_fifty_concurrent_clients_on_a_budget_of_k_worst_cases(
     else:
         assert after.spent.wh == pytest.approx(sum(r.energy_j or 0 for r in receipts) / 3600)
         assert after.spent.wh <= budget["budget_wh"]
+
+
+def test_two_gateways_on_one_database_share_one_budget(tmp_path: Path, stub: StubUpstream) -> None:
+    # LiteLLM's per-pod counters (#23714, #33325): two replicas spent twice the cap. Here two
+    # gateways on one database reserve under the same SQLite write lock.
+    k, max_tokens = 6, 5
+    settings = stub_settings(tmp_path, stub)
+    with LiveServer(settings) as one, LiveServer(settings) as two:
+        key, secret = one.app.state.keys.create(
+            KeySpec(name="replicated", budget_usd=k * worst_usd(max_tokens))
+        )
+        stub.delay_s = 1.5
+        try:
+            body = {"model": "stub", "messages": MSG, "max_tokens": max_tokens}
+            statuses = race([one.url, two.url], secret, 40, body)
+        finally:
+            stub.delay_s = 0.0
+        assert statuses.count(200) == k and statuses.count(429) == 40 - k
+        after = two.app.state.keys.get(key.id)
+        receipts = one.app.state.store.list(key_id=key.id).receipts
+        assert len(receipts) == k and after.reserved.usd == pytest.approx(0.0, abs=1e-15)
+        assert after.spent.usd == pytest.approx(sum(r.cost_usd or 0 for r in receipts))
 
 
 def test_a_client_that_disconnects_mid_stream_releases_its_reservation(
