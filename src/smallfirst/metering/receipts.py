@@ -66,6 +66,8 @@ class Receipt:
     policy: str | None = None  # the auto policy that chose the model, if any
     predicted_quality: float | None = None  # the router's P(correct) for the chosen model
     route: str | None = None  # JSON: strategy, why, scores
+    key_id: str | None = None  # the API key that asked (issue #15); never its secret
+    key_name: str | None = None
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -120,6 +122,7 @@ class Receipt:
                 "cost_usd": self.saved_cost_usd,
                 "co2_g": self.saved_co2_g,
             },
+            "key": {"id": self.key_id, "name": self.key_name} if self.key_id else None,
         }
 
     def headers(self) -> dict[str, str]:

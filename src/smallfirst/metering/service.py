@@ -44,6 +44,8 @@ class Outcome:
     policy: str | None = None
     predicted_quality: float | None = None
     route: str | None = None  # JSON
+    key_id: str | None = None  # the API key that asked, if any
+    key_name: str | None = None
 
 
 def _price_only_spec(name: str) -> ModelSpec:
@@ -167,4 +169,6 @@ class Metering:
             policy=outcome.policy,
             predicted_quality=outcome.predicted_quality,
             route=outcome.route,
+            key_id=outcome.key_id,
+            key_name=outcome.key_name,
         )

@@ -19,8 +19,9 @@ from fastapi.responses import Response
 
 from smallfirst.engines.pool import EnginePool
 from smallfirst.metering.service import Metering
+from smallfirst.server.access import Access
 from smallfirst.server.cascading import Cascade, serve_cascade
-from smallfirst.server.choosing import Chooser
+from smallfirst.server.choosing import Chooser, is_auto
 from smallfirst.server.fallbacks import serve_with_fallbacks
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
 from smallfirst.server.responses import Envelope, Kind
@@ -39,21 +40,30 @@ class Completions:
         metering: Metering | None,
         record: Record,
         chooser: Chooser,
+        access: Access | None = None,
     ) -> None:
         self.pool = pool
         self.metering = metering
         self.record = record
         self.chooser = chooser
+        self.access = access
 
     async def handle(
         self, request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest
     ) -> Response:
         gen = dataclasses.replace(body.to_generation(), stream=bool(body.stream))
         messages = gen.messages or (Message("user", gen.prompt or ""),)
-        choice = self.chooser.choose(body.model, messages)
+        record = self.record
+        key = getattr(request.state, "api_key", None)  # set by server/auth once keys exist
+        if key is None or self.access is None:
+            choice = self.chooser.choose(body.model, messages)
+        else:  # the key's models, budget and rate limits (server/access)
+            exclude = self.access.excluder(key, gen) if is_auto(body.model) else None
+            choice = self.chooser.choose(body.model, messages, exclude)
+            choice, record = self.access.admit(request.state, key, body.model, choice, gen, record)
         if choice.cascade is not None:
             env = Envelope(kind, choice.model)
-            cascade = Cascade(self.pool, self.metering, self.record, choice, env, gen.stream)
+            cascade = Cascade(self.pool, self.metering, record, choice, env, gen.stream)
             return await serve_cascade(cascade, request, messages, gen, body.include_usage)
         return await serve_with_fallbacks(
             request,
@@ -63,6 +73,6 @@ class Completions:
             gen,
             body.include_usage,
             self.metering,
-            self.record,
+            record,
             choice,
         )

@@ -214,6 +214,8 @@ class Ledger:
             policy=self.choice.policy,
             predicted_quality=predicted_quality,
             route=json.dumps(route) if route else None,
+            key_id=self.choice.caller[0] if self.choice.caller else None,
+            key_name=self.choice.caller[1] if self.choice.caller else None,
         )
         receipt = self.metering.receipt(spec, slot, outcome, energy=energy)
         if cost_usd is not None:
