@@ -20,7 +20,7 @@ What it reports:
   receipt id must be in its database, and ``PRAGMA integrity_check`` must say ok.
 
 The machine's 1-minute load average, averaged per window, is in the table: other work on
-the machine shows up as latency, not as errors. The default mix (3% SmolLM2, think time up
+the machine shows up as latency, not as errors. The default mix (2% SmolLM2, think time up
 to 1 s) keeps the in-process model below its capacity on 2 cores, so the soak measures
 steady load, not overload (``overload.py`` does that).
 
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--window-s", type=float, default=300.0)
     p.add_argument("--warmup-s", type=float, default=120.0)
     p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--local-share", type=float, default=0.03, help="requests to SmolLM2")
+    p.add_argument("--local-share", type=float, default=0.02, help="requests to SmolLM2")
     p.add_argument("--stream-share", type=float, default=0.5)
     p.add_argument("--drop-share", type=float, default=0.05, help="streams hung up on")
     p.add_argument("--max-tokens", type=int, default=16)
