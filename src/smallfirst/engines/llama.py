@@ -7,9 +7,10 @@ engines of different models run side by side. Each generation runs in its own wo
 consumer goes away (a client disconnected) the worker sees the cancel flag before its next
 token and frees the context.
 
-The prompt is built with the model's own chat template from its GGUF metadata, and the
-token loop is ours rather than ``create_chat_completion``'s so that token counts are exact,
-stop sequences never leak a partial match, and log-probabilities come from the raw logits.
+The prompt is built with the model's own chat template from its GGUF metadata
+(:mod:`.prompting`, shared with the batched engine, :mod:`.batched`), and the token loop
+is ours rather than ``create_chat_completion``'s so that token counts are exact, stop
+sequences never leak a partial match, and log-probabilities come from the raw logits.
 
 Requests wait their turn in the engine's :class:`~smallfirst.engines.admission.Admission`
 (a bounded queue with a timeout) once their prompt is known to fit; at a shutdown's drain

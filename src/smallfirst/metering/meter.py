@@ -8,7 +8,10 @@ and splits what was used since the last reading equally among the generations ac
 that interval. With one request at a time (the common case: requests on one model take
 turns) the request gets everything the process used while it ran; with several models
 generating at once each gets an equal share of each interval. Time when nothing is active
-(idle) is attributed to no request.
+(idle) is attributed to no request. A batched engine, whose every decode step serves several
+requests, also reads the meter after each step (``split_step``) and splits that interval by
+the tokens each request contributed to the step instead. Either way the shares of a window
+add up to what the process spent while anything was active (``active_cpu_s``, ``active_j``).
 
 * ``measured``: the counters' joules (RAPL package and DRAM; NVML board), split as above.
   Scope names the counters: it is whole-package (or board) energy, not the process's.
