@@ -15,6 +15,9 @@ and client count, medians over the rounds:
   ``llama_sampler_sample`` (the sampler chain) and in everything else (Python: the token
   loop, detokenizing, stop sequences, handing the chunk to the event loop).
 
+Both engines run with ``OMP_WAIT_POLICY=PASSIVE`` (unless set otherwise), the policy the
+batched engine sets for the process: see engines/batched.py.
+
 Targets from issue #14: batched one stream >= the old engine's (per-stream speed must not
 drop); batched CPU per token at 4 clients <= 0.8 x its own at 1 client.
 
@@ -24,11 +27,16 @@ drop); batched CPU per token at 4 clients <= 0.8 x its own at 1 client.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
+
+# Both engines run under the OpenMP wait policy the batched engine sets when it is the first
+# to load llama.cpp (see engines/batched.py); libgomp reads it once, at import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from harness import script
 from harness.gateway import model_path

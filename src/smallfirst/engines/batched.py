@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -80,6 +81,13 @@ class BatchedEngine(LlamaEngine):
         with self._load_lock:
             if self._scheduler is not None:
                 return
+            # llama.cpp's CPU backend here is built with OpenMP. With libgomp's default wait
+            # policy, idle team threads spin, and on a small busy machine they take the
+            # cores from the team that is computing: measured on 2 shared cores, one batched
+            # stream of SmolLM2 ran at 2.4 tok/s with the default and 40 tok/s with PASSIVE
+            # (bench/results/serving/engine-profile.md). libgomp reads it once, when llama_cpp
+            # is first imported; an operator's own value wins.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             import llama_cpp  # heavy: imported only when a model is actually loaded
             from llama_cpp import _internals
             from llama_cpp._logger import set_verbose
