@@ -243,3 +243,19 @@ def test_shares_of_concurrent_generations_add_up_to_the_window(
         assert sum(s.cpu_s for s in slots) == pytest.approx(accountant.active_cpu_s, rel=1e-9)
 
     asyncio.run(main())
+
+
+def test_the_memory_budget_counts_the_kv_of_every_slot(
+    settings: Settings, engines: list[BatchedEngine]
+) -> None:
+    batched = make(settings, parallel=4)
+    engines.append(batched)
+    single = LlamaEngine(batched.spec, batched.path, settings)
+    batched.load()
+    single.load()
+    try:
+        weights = batched.path.stat().st_size
+        assert batched.n_ctx == single.n_ctx  # each request gets the context it had
+        assert batched.memory_bytes - weights == 4 * (single.memory_bytes - weights) > 0
+    finally:
+        single.unload()

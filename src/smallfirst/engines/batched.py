@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -87,6 +88,8 @@ class BatchedEngine(LlamaEngine):
             # stream of SmolLM2 ran at 2.4 tok/s with the default and 40 tok/s with PASSIVE
             # (bench/results/serving/engine-profile.md). libgomp reads it once, when llama_cpp
             # is first imported; an operator's own value wins.
+            if "llama_cpp" in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
+                log.info("llama.cpp was loaded before the batched engine: OpenMP keeps spinning")
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             import llama_cpp  # heavy: imported only when a model is actually loaded
             from llama_cpp import _internals
