@@ -21,6 +21,7 @@ import logging
 from smallfirst.catalog import Catalog
 from smallfirst.engines.admission import AdmissionObserver
 from smallfirst.engines.base import Engine
+from smallfirst.engines.batched import BatchedEngine
 from smallfirst.engines.llama import LlamaEngine
 from smallfirst.engines.remote import RemoteEngine
 from smallfirst.errors import ShuttingDownError, UnknownModelError
@@ -59,7 +60,9 @@ class EnginePool:
             else:
                 path = self.catalog.file_path(spec)
                 assert path is not None
-                engine = LlamaEngine(spec, path, self.settings, self.observer)
+                # the batched engine is a LlamaEngine too: the budget treats both alike
+                local = BatchedEngine if self.settings.engine_batching else LlamaEngine
+                engine = local(spec, path, self.settings, self.observer)
             engine = self._engines.setdefault(name, engine)
         if isinstance(engine, LlamaEngine) and not engine.loaded:
             async with self._lock:
