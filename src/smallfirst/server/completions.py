@@ -18,6 +18,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from smallfirst.engines.pool import EnginePool
+from smallfirst.errors import UnsupportedError
 from smallfirst.metering.service import Metering
 from smallfirst.server.access import Access
 from smallfirst.server.cascading import Cascade, serve_cascade
@@ -62,6 +63,8 @@ class Completions:
             choice = self.chooser.choose(body.model, messages, exclude)
             choice, record = self.access.admit(request.state, key, body.model, choice, gen, record)
         if choice.cascade is not None:
+            if gen.n > 1:  # a cascade judges one answer per attempt
+                raise UnsupportedError("n > 1 is not supported with a cascade", param="n")
             env = Envelope(kind, choice.model)
             cascade = Cascade(self.pool, self.metering, record, choice, env, gen.stream)
             return await serve_cascade(cascade, request, messages, gen, body.include_usage)
