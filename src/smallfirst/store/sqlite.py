@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from smallfirst.errors import InvalidCursorError, StoreError
-from smallfirst.metering.receipts import Receipt
+from smallfirst.metering.receipts import Overhead, Receipt
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -108,6 +108,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE receipts ADD COLUMN predicted_quality REAL;
     ALTER TABLE receipts ADD COLUMN route TEXT;
     """,
+    # Issue 14: the savings rule and the response cache on receipts; work billed to no
+    # request (loading a model's weights) as overhead rows.
+    """
+    ALTER TABLE receipts ADD COLUMN baseline_rule TEXT;
+    ALTER TABLE receipts ADD COLUMN cache TEXT;
+    ALTER TABLE receipts ADD COLUMN cache_of TEXT;
+    CREATE TABLE overhead (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        model TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        energy_j REAL,
+        energy_method TEXT NOT NULL,
+        cpu_s REAL,
+        cost_usd REAL,
+        co2_g REAL
+    );
+    CREATE INDEX overhead_created ON overhead (created_at);
+    """,
 )
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -157,6 +177,18 @@ _SUMS = """
 """
 
 
+# Work billed to no request, per kind and model (not part of the receipts' totals).
+_OVERHEAD_SUMS = """
+    COUNT(*) AS count,
+    COALESCE(SUM(duration_s), 0) AS duration_s,
+    COALESCE(SUM(energy_j), 0) AS energy_j,
+    SUM(energy_j IS NULL) AS energy_unknown,
+    COALESCE(SUM(cpu_s), 0) AS cpu_s,
+    COALESCE(SUM(cost_usd), 0) AS cost_usd,
+    COALESCE(SUM(co2_g), 0) AS co2_g
+"""
+
+
 def connect(path: Path, synchronous: Synchronous = "NORMAL") -> sqlite3.Connection:
     """Open the database (WAL, autocommit) and bring its schema up to date."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +233,13 @@ class SqliteStore:
             self._conn.execute("BEGIN")
             self._conn.executemany(self._insert, [r.row() for r in receipts])
             self._conn.execute("COMMIT")
+
+    def add_overhead(self, overhead: Overhead) -> None:
+        """Store work billed to no request (a model load)."""
+        row = overhead.row()
+        sql = f"INSERT INTO overhead ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})"
+        with self._lock:
+            self._conn.execute(sql, row)
 
     def get(self, receipt_id: str) -> Receipt | None:
         with self._lock:
@@ -265,10 +304,19 @@ class SqliteStore:
                 if per_model
                 else self._conn.execute(f"SELECT {_SUMS} FROM receipts{where}", args).fetchone()
             )
+            overhead = self._conn.execute(
+                f"SELECT kind, model, {_OVERHEAD_SUMS} FROM overhead{where} "
+                "GROUP BY kind, model ORDER BY kind, model",
+                args,
+            ).fetchall()
         models = [_totals(r) for r in per_model]
         # One pass over the receipts: every figure is a sum, so the total is the sum of the
         # groups (floats added exactly); a second scan for it doubled the cost on big tables.
-        return {"total": _add_up(models) if empty is None else _totals(empty), "models": models}
+        return {
+            "total": _add_up(models) if empty is None else _totals(empty),
+            "models": models,
+            "overhead": _overhead(overhead),
+        }
 
     def integrity_check(self) -> str:
         with self._lock:
@@ -283,6 +331,16 @@ def _receipt(row: sqlite3.Row) -> Receipt:
     data = {c: row[c] for c in Receipt.columns()}
     data["stream"] = bool(data["stream"])
     return Receipt(**data)
+
+
+def _overhead(rows: list[sqlite3.Row]) -> dict[str, Any]:
+    items = [{k: r[k] for k in r.keys()} for r in rows]  # noqa: SIM118 (Row is not a mapping)
+    total: dict[str, Any] = {"count": 0, "duration_s": 0.0, "energy_j": 0.0}
+    for key in ("count", "energy_unknown"):
+        total[key] = sum(int(i[key] or 0) for i in items)
+    for key in ("duration_s", "energy_j", "cpu_s", "cost_usd", "co2_g"):
+        total[key] = math.fsum(i[key] for i in items)
+    return {"total": total, "items": items}
 
 
 def _add_up(groups: list[dict[str, Any]]) -> dict[str, Any]:
