@@ -89,7 +89,9 @@ class Receipt:
         return [f.name for f in fields(cls)]
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        # every field is a plain value: a shallow dict, not asdict()'s recursive deep copy
+        # (a third of a cache hit's time in the gateway, 0.1 ms, went to asdict)
+        return {name: getattr(self, name) for name in _RECEIPT_COLUMNS}
 
     def public(self) -> dict[str, Any]:
         """The nested ``smallfirst`` object of responses and of the receipts API."""
@@ -154,6 +156,9 @@ class Receipt:
             "x-smallfirst-co2-g": fmt(self.co2_g),
             **({"x-smallfirst-cache": self.cache} if self.cache else {}),
         }
+
+
+_RECEIPT_COLUMNS = tuple(Receipt.columns())
 
 
 @dataclass(frozen=True, slots=True)
