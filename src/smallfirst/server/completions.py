@@ -57,7 +57,8 @@ class Completions:
     ) -> Response:
         gen = dataclasses.replace(body.to_generation(), stream=bool(body.stream))
         key: str | None = None
-        if self.cache is not None:
+        if self.cache is not None and not self.pool.closing:
+            # (shutting down: no hits either; the pool refuses the request below)
             # scope None: one cache for everyone; with API keys, pass the key's id here
             key, hit = self.cache.lookup(kind, body.model, gen, body.include_usage, scope=None)
             if hit is not None:
