@@ -71,6 +71,15 @@ def test_a_repeated_greedy_request_is_answered_without_the_engine(
     assert b.choices[0].message.content == a.choices[0].message.content
     assert b.usage == a.usage and b.model == SMOL and b.id != a.id
     miss, hit = a.model_extra["smallfirst"], b.model_extra["smallfirst"]
+    # both local, both profiled (the shipped profiles): the baseline is the actual energy
+    # scaled by the reference's profile over SmolLM2's for these tokens
+    assert miss["baseline"]["rule"] == "profile-ratio"
+    profiles = cached.app.state.metering.profiles
+    tokens = (miss["tokens"]["prompt"], miss["tokens"]["completion"])
+    ratio = profiles.get(miss["baseline"]["model"]).energy_j(*tokens) / profiles.get(SMOL).energy_j(
+        *tokens
+    )
+    assert miss["baseline"]["energy_j"] == pytest.approx(miss["energy"]["energy_j"] * ratio)
     assert miss["cache"] == {"status": "miss", "reuses": None}
     assert hit["cache"] == {"status": "hit", "reuses": miss["receipt_id"]}
     assert hit["engine"] == "cache" and hit["tokens"] == miss["tokens"]
@@ -84,6 +93,8 @@ def test_a_repeated_greedy_request_is_answered_without_the_engine(
     )
     stored = httpx.get(f"{cached.url}/smallfirst/v1/receipts/{hit['receipt_id']}").json()
     assert stored == hit
+    metrics = httpx.get(cached.url + "/metrics").text
+    assert f'smallfirst_response_cache_total{{model="{SMOL}",result="hit"}}' in metrics
 
 
 def test_a_streaming_hit_streams(cached: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
