@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from smallfirst.engines.base import GenerationRequest, TokenLogprob
+from smallfirst.engines.base import GenerationRequest, Sampling, TokenLogprob
 from smallfirst.metering.receipts import Receipt
 from smallfirst.types import FinishReason, Usage
 
@@ -45,6 +45,9 @@ __all__ = ["Entry", "ResponseCache", "cache_key"]
 # What an entry costs beyond its text, roughly: the objects around it and its receipt.
 ENTRY_OVERHEAD_BYTES = 2048
 LOGPROB_BYTES = 120  # one TokenLogprob (or one of its alternatives), objects included
+
+
+_SAMPLING_FIELDS = dataclasses.fields(Sampling)
 
 
 def cache_key(
@@ -64,7 +67,8 @@ def cache_key(
         "prompt": request.prompt,
         "assistant_prefix": request.assistant_prefix,
         "echo": request.echo,
-        "sampling": dataclasses.asdict(sampling),
+        # every field of Sampling is a plain value (or a tuple of strings): no asdict() copy
+        "sampling": {f.name: getattr(sampling, f.name) for f in _SAMPLING_FIELDS},
     }
     payload = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
