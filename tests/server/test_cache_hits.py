@@ -14,9 +14,16 @@ import httpx
 import openai
 import pytest
 
+from smallfirst.catalog import Catalog
+from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.pool import EnginePool
+from smallfirst.metering.service import Metering, Outcome
+from smallfirst.server.cache_hits import CacheFront
+from smallfirst.server.response_cache import ResponseCache
+from smallfirst.server.serving import Answer
 from smallfirst.settings import Settings, UserModel
 from smallfirst.stub_upstream import StubUpstream
+from smallfirst.types import Message, Usage
 from tests.conftest import SMOL, LiveServer
 
 
@@ -233,3 +240,34 @@ def test_reference_answers_save_nothing_and_loading_is_overhead(
     # warm-up, about 0.4 CPU-s here) is not on its receipt. Without the warm-up the first
     # carried ~0.25 CPU-s more than the next and the load row only 0.25 s: this failed.
     assert first < later + load["cpu_s"] / 2, (first, later, load["cpu_s"])
+
+
+# --- the lookup's accounting slot ---------------------------------------------------------
+
+
+@pytest.mark.fast
+def test_a_lookup_leaves_no_accounting_slot_active(tmp_path: Path) -> None:
+    # an active slot nobody stops would take a share of every later request's energy
+    settings = Settings(data_dir=tmp_path, hardware_counters=False)
+    metering = Metering(settings, Catalog(settings))
+    recorded: list[Any] = []
+    front = CacheFront(ResponseCache(8, 1 << 20, 60), metering, recorded.append)
+    greedy = GenerationRequest(
+        sampling=Sampling(temperature=0.0), messages=(Message("user", "hi"),), stream=True
+    )
+    key, hit = front.lookup("chat", "m", greedy, include_usage=False)
+    assert key is not None and hit is None  # a miss
+    outcome = Outcome("r0", 0.0, "chat", True, "ok", (3, 2), 0.1, 0.01)
+    original = metering.receipt(Catalog(settings).get(SMOL), None, outcome)
+    front.keeper(key)(SMOL, Answer("Hi there!", "stop", Usage(3, 2), ()), original)
+    for stream in (True, False):
+        request = GenerationRequest(
+            sampling=greedy.sampling, messages=greedy.messages, stream=stream
+        )
+        _, hit = front.lookup("chat", "m", request, include_usage=False)
+        assert hit is not None and hit.headers["x-smallfirst-cache"] == "hit"
+        assert metering.accountant._active == []  # a stream never started: still stopped
+    # the body's receipt; the stream's is made when its stream ends
+    assert len(recorded) == 1 and recorded[0].cache_of == "r0"
+    sampled = GenerationRequest(sampling=Sampling(temperature=1.0), messages=greedy.messages)
+    assert front.lookup("chat", "m", sampled, include_usage=False) == (None, None)

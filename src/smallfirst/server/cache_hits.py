@@ -5,8 +5,8 @@ from memory in the shape a live answer has: one JSON body, or server-sent events
 replayed in word-sized chunks, or one chunk with every logprob when they were asked for)
 whose last chunk carries the receipt, committed before it is sent. Its receipt says
 ``cache: hit``, names the receipt whose answer it reused (``cache.reuses``), and charges
-what the lookup and the framing cost, metered exactly as a generation is (an accounting
-slot of the process's CPU time or the hardware counters, see
+what the lookup cost (and, for a body, its receipt and framing), metered exactly as a
+generation is (an accounting slot of the process's CPU time or the hardware counters, see
 :mod:`smallfirst.metering.meter`); its baseline is the reused receipt's.
 
 A miss's lookup (microseconds of hashing) is billed to no one. A miss hands back a
@@ -30,7 +30,7 @@ from smallfirst.engines.base import Chunk, GenerationRequest
 from smallfirst.metering.meter import Slot
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering, Outcome
-from smallfirst.server.response_cache import Entry, ResponseCache, cache_key
+from smallfirst.server.response_cache import Entry, ResponseCache, cache_key, cacheable
 from smallfirst.server.responses import Envelope, Kind
 from smallfirst.server.serving import (
     Answer,
@@ -70,6 +70,8 @@ class CacheFront:
         ``model`` is the name the client sent (a policy counts as itself); ``scope`` keeps
         callers apart (an API key's id, once there are keys).
         """
+        if not cacheable(gen):
+            return None, None
         started, created = time.perf_counter(), time.time()
         slot = self.metering.lookup_slot() if self.metering is not None else None
         if slot is not None:
@@ -91,6 +93,10 @@ class CacheFront:
                 env, answer, gen.sampling.logprobs, settle("ok", entry.usage)
             )
         else:
+            # the slot stops here: a stream the server never starts must not leave it
+            # active (it would take a share of every later request's energy); the receipt
+            # is made when the stream ends, with its status
+            _stop(slot)
             first, rest = _replay(entry)
             response = stream_response(env, first, rest, include_usage, settle)
         response.headers[HEADER] = "hit"

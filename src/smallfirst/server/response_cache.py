@@ -40,7 +40,7 @@ from smallfirst.engines.base import GenerationRequest, Sampling, TokenLogprob
 from smallfirst.metering.receipts import Receipt
 from smallfirst.types import FinishReason, Usage
 
-__all__ = ["Entry", "ResponseCache", "cache_key"]
+__all__ = ["Entry", "ResponseCache", "cache_key", "cacheable"]
 
 # What an entry costs beyond its text, roughly: the objects around it and its receipt.
 ENTRY_OVERHEAD_BYTES = 2048
@@ -50,13 +50,18 @@ LOGPROB_BYTES = 120  # one TokenLogprob (or one of its alternatives), objects in
 _SAMPLING_FIELDS = dataclasses.fields(Sampling)
 
 
+def cacheable(request: GenerationRequest) -> bool:
+    """Whether the answer is the same every time: greedy, or sampled with a seed."""
+    return request.sampling.temperature == 0 or request.sampling.seed is not None
+
+
 def cache_key(
     kind: str, model: str, request: GenerationRequest, scope: str | None = None
 ) -> str | None:
     """The request's key, or None when its answer may differ next time (not cacheable)."""
-    sampling = request.sampling
-    if sampling.temperature != 0 and sampling.seed is None:
+    if not cacheable(request):
         return None
+    sampling = request.sampling
     messages = request.messages
     canonical = {
         "v": 1,
