@@ -30,6 +30,7 @@ __all__ = [
     "LADDER_DEFAULT",
     "SMALLFIRST_BIN",
     "STORY_PROMPT",
+    "ConfigValue",
     "Gateway",
     "gateway_command",
     "load_model",
@@ -48,7 +49,7 @@ LADDER_DEFAULT = (
 )
 STORY_PROMPT = "Write a long story about a lighthouse keeper."
 
-ConfigValue = str | int | float | bool
+ConfigValue = str | int | float | bool | list[str]
 
 
 def model_path(name: str) -> Path:
@@ -65,6 +66,8 @@ def model_path(name: str) -> Path:
 
 
 def _toml_value(v: ConfigValue) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(json.dumps(x) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):

@@ -13,6 +13,7 @@ This module imports nothing from the package.
 from __future__ import annotations
 
 __all__ = [
+    "AccessError",
     "ArtifactError",
     "BenchmarkError",
     "CatalogError",
@@ -24,12 +25,17 @@ __all__ = [
     "EvaluationError",
     "GenerationError",
     "InvalidCursorError",
+    "InvalidKeyError",
     "InvalidRequestError",
+    "ModelNotAllowedError",
     "NotFoundError",
     "OverloadedError",
     "PolicyError",
     "PullError",
+    "QuotaExceededError",
+    "RateLimitedError",
     "RoutingError",
+    "ScopeError",
     "ShuttingDownError",
     "SmallfirstError",
     "StoreError",
@@ -202,3 +208,37 @@ class DataError(SmallfirstError):
 
 class DataUnavailableError(DataError):
     """The data is not on this machine and cannot be fetched now."""
+
+
+# access: API keys, budgets, rate limits (issue #15)
+
+
+class AccessError(SmallfirstError):
+    """A caller may not do what it asked: no or a bad key, a scope, a budget, a rate limit."""
+
+
+class InvalidKeyError(AccessError):
+    """No API key where one is needed, or one that is unknown, expired or revoked."""
+
+
+class ScopeError(AccessError):
+    """A valid key asked for something only an admin key may see or do."""
+
+
+class ModelNotAllowedError(AccessError):
+    """A key used on a model outside its ``models`` patterns."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="model")
+
+
+class QuotaExceededError(AccessError):
+    """A request's worst case does not fit what is left of one of its key's budgets."""
+
+
+class RateLimitedError(AccessError):
+    """A key went over its requests or tokens per minute."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

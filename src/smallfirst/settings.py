@@ -169,6 +169,24 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="how long a failing model is skipped before a probe"
     )
 
+    # Access: API keys, budgets, rate limits (issue #15; docs/access.md).
+    allow_anonymous: bool = Field(
+        default=False,
+        description="serve a non-loopback host with no API key defined (open to anyone)",
+    )
+    access_energy_margin: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="a local model's worst-case energy for budgets: its per-token profile "
+        "times this (its receipts measure energy, which may exceed the profile)",
+    )
+    access_reservation_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="a budget reservation not settled within this long (a gateway killed "
+        "mid-request) is given back; keep it above the longest request",
+    )
+
     # Response cache (issue #14): deterministic requests (greedy or seeded) asked again are
     # answered from memory; bounded by entries, bytes and age (LRU).
     response_cache: bool = Field(

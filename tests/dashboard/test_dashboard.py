@@ -430,3 +430,46 @@ def test_auto_bucket_and_pareto() -> None:
     assert auto_bucket_s(400 * 86400) % 604800 == 0
     assert 400 * 86400 / auto_bucket_s(400 * 86400) <= 61
     assert pareto([(1.0, 0.3), (2.0, 0.5), (3.0, 0.4), (2.0, 0.5)]) == [True, True, False, True]
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str]]:
+    """A gateway with an admin key and one receipt made with another key."""
+    import dataclasses
+
+    from smallfirst.store.keys import KeySpec, KeyStore
+
+    settings = dashboard_settings(tmp_path_factory.mktemp("dashboard-keyed"))
+    store = SqliteStore(settings.db_path)
+    receipt = make_receipt(1, time.time() - 60, random.Random(3))
+    store.add(dataclasses.replace(receipt, key_id="key_0123456789ab", key_name="team-a"))
+    store.close()
+    keys = KeyStore(settings.db_path, settings.data_dir)
+    _, secret = keys.create(KeySpec(name="dash-admin", admin=True))
+    keys.close()
+    with LiveServer(settings) as server:
+        yield server, secret
+
+
+def test_page_asks_for_an_admin_key_and_breaks_traffic_down_by_key(
+    browser: Any, keyed: tuple[LiveServer, str]
+) -> None:
+    server, secret = keyed
+    assert get(server, "/smallfirst/v1/dashboard/meta").status_code == 401
+    page = browser.new_page()
+    prompts: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        prompts.append(dialog.message)
+        dialog.accept(secret)
+
+    page.on("dialog", answer)
+    try:
+        page.goto(f"{server.url}/dashboard#period=1d")
+        page.wait_for_selector("body[data-refreshes]", timeout=30_000)
+        assert prompts and "admin API key" in prompts[0]
+        assert page.evaluate("sessionStorage.getItem('smallfirst.apiKey')") == secret
+        assert page.is_visible("#by-key")
+        assert "team-a" in page.locator("#keys tbody").inner_text()
+    finally:
+        page.close()

@@ -21,7 +21,8 @@ from smallfirst.metering.service import Metering, Outcome
 from smallfirst.server.cache_hits import CacheFront
 from smallfirst.server.response_cache import ResponseCache
 from smallfirst.server.serving import Answer
-from smallfirst.settings import Settings, UserModel
+from smallfirst.settings import ProfileConfig, Settings, UserModel
+from smallfirst.store.keys import KeySpec, KeyStore
 from smallfirst.stub_upstream import StubUpstream
 from smallfirst.types import Message, Usage
 from tests.conftest import SMOL, LiveServer
@@ -271,3 +272,34 @@ def test_a_lookup_leaves_no_accounting_slot_active(tmp_path: Path) -> None:
     assert len(recorded) == 1 and recorded[0].cache_of == "r0"
     sampled = GenerationRequest(sampling=Sampling(temperature=1.0), messages=greedy.messages)
     assert front.lookup("chat", "m", sampled, include_usage=False) == (None, None)
+
+
+def test_each_api_key_has_its_own_answers_and_pays_for_its_hits(tmp_path: Path) -> None:
+    # a Wh budget needs the stub's energy per token
+    profile = {"stub": ProfileConfig(j_per_input_token=0.5, j_per_output_token=1.0)}
+    with StubUpstream() as stub, stub_gateway(tmp_path, stub, profiles=profile) as server:
+        keys = KeyStore(server.settings.db_path, server.settings.data_dir)
+        _, alice = keys.create(KeySpec(name="alice", budget_wh=10.0))
+        _, bob = keys.create(KeySpec(name="bob"))
+
+        def as_key(secret: str) -> httpx.Response:
+            body = {"model": "stub", "messages": [{"role": "user", "content": "hi"}]}
+            return httpx.post(
+                server.url + "/v1/chat/completions",
+                json={**body, "temperature": 0},
+                headers={"Authorization": f"Bearer {secret}"},
+                timeout=30,
+            )
+
+        results = [as_key(s).headers["x-smallfirst-cache"] for s in (alice, alice, bob, bob)]
+        assert results == ["miss", "hit", "miss", "hit"] and stub.requests == 2
+        hit = as_key(alice).json()["smallfirst"]
+        assert hit["key"]["name"] == "alice" and hit["cache"]["status"] == "hit"
+        # what alice spent is the sum of her receipts, her hits' few millijoules included
+        mine = httpx.get(
+            server.url + "/smallfirst/v1/receipts", headers={"Authorization": f"Bearer {alice}"}
+        ).json()["data"]
+        assert len(mine) == 3
+        spent_wh = keys.get("alice").spent.wh
+        assert spent_wh == pytest.approx(sum(r["energy"]["energy_j"] or 0 for r in mine) / 3600)
+        keys.close()

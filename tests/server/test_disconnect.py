@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import openai
 
+from smallfirst.settings import Settings, UserModel
+from smallfirst.stub_upstream import StubUpstream
 from tests.conftest import SMOL, LiveServer
 
 LONG = {
@@ -92,3 +95,37 @@ def test_non_stream_disconnect_frees_the_model(gateway: LiveServer, client: open
     receipt = until(lambda: receipt_since(gateway, since), FREED_WITHIN_S, "receipt")
     assert receipt["status"] == "cancelled"
     assert short_request_s(client) < FREED_WITHIN_S
+
+
+def established_to(port: int) -> int:
+    """TCP connections to ``port`` on loopback now open (from /proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    # fields: sl local_address rem_address st ...; addresses are HEXIP:HEXPORT
+    return sum(
+        1 for f in map(str.split, lines) if int(f[2].split(":")[1], 16) == port and f[3] == "01"
+    )
+
+
+def test_hung_up_remote_streams_give_their_upstream_connections_back(tmp_path: Path) -> None:
+    """A client that hangs up on a remote stream must not keep the upstream connection.
+
+    Found by bench/soak.py: each hang-up left one pooled connection checked out, and after
+    httpx's pool limit (100) every request to that upstream timed out.
+    """
+    with StubUpstream(token_delay_s=0.05) as stub:
+        model = UserModel(name="stub", base_url=stub.url, model_id="stub")
+        settings = Settings(
+            data_dir=tmp_path, models=(model,), default_model="stub", default_router=False
+        )
+        with LiveServer(settings) as gw:
+            body = {"model": "stub", "stream": True, "max_tokens": 14, "messages": LONG["messages"]}
+            for _ in range(12):
+                with (
+                    httpx.Client(base_url=gw.url, timeout=10) as http,
+                    http.stream("POST", "/v1/chat/completions", json=body) as r,
+                ):
+                    assert r.status_code == 200
+                    next(line for line in r.iter_lines() if line.startswith("data: {"))
+            until(lambda: True if established_to(stub.port) <= 2 else None, 5.0, "pool drain")
+            r2 = httpx.post(gw.url + "/v1/chat/completions", json=body | {"stream": False})
+            assert r2.status_code == 200, r2.text

@@ -39,7 +39,7 @@ ROUTES = {
     ("/smallfirst/v1/dashboard/timeseries", "get"),
     ("/smallfirst/v1/dashboard/frontier", "get"),
 }
-COMPLETION_ERRORS = {"400", "404", "413", "429", "500", "502", "503", "504"}
+COMPLETION_ERRORS = {"400", "401", "403", "404", "413", "429", "500", "502", "503", "504"}
 
 
 @pytest.fixture(scope="module")

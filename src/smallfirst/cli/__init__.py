@@ -2,7 +2,8 @@
 
     smallfirst serve [--host H] [--port P] [--config FILE]
     smallfirst models list [--json] | pull NAME... | rm NAME... | profile NAME...
-    smallfirst usage [--since 1h] [--json]
+    smallfirst usage [--since 1h] [--by-key] [--json]
+    smallfirst keys create | list | show | revoke | rotate
     smallfirst eval run | report | export
     smallfirst router fit | eval
 
@@ -25,6 +26,7 @@ from smallfirst.cli.evals import (
     cmd_eval_rescore,
     cmd_eval_run,
 )
+from smallfirst.cli.keys import add_parser as add_keys_parser
 from smallfirst.cli.models import (
     cmd_models_list,
     cmd_models_profile,
@@ -46,6 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         default_model=args.default_model,
         n_threads=args.threads,
+        allow_anonymous=True if args.allow_anonymous else None,
     )
     try:
         app = create_app(settings)
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub, common)
     add_router_parser(sub, common)
     _add_usage(sub, common)
+    add_keys_parser(sub, common)
     return parser
 
 
@@ -114,6 +118,11 @@ def _add_serve(
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--default-model", help='the model "auto" means')
     serve.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve a non-loopback --host with no API key (anyone who reaches it may use it)",
+    )
     serve.set_defaults(func=cmd_serve)
 
 
@@ -225,6 +234,8 @@ def _add_usage(
     usage.add_argument("--since", help="e.g. 15m, 1h, 7d, an ISO time or unix seconds")
     usage.add_argument("--url", help="ask a running gateway instead of the local database")
     usage.add_argument("--json", action="store_true", help="machine-readable output")
+    usage.add_argument("--by-key", action="store_true", help="also a row per API key")
+    usage.add_argument("--api-key", help="with --url: a key for a gateway that has keys")
     usage.set_defaults(func=cmd_usage)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from smallfirst.cli.common import settings_from, table_width
 
@@ -24,8 +25,13 @@ def cmd_usage(args: argparse.Namespace) -> int:
         import httpx
 
         params = {"since": str(since)} if since is not None else {}
+        if args.by_key:
+            params["by"] = "key"
+        headers = {"authorization": f"Bearer {args.api_key}"} if args.api_key else {}
         try:
-            response = httpx.get(args.url.rstrip("/") + "/smallfirst/v1/summary", params=params)
+            response = httpx.get(
+                args.url.rstrip("/") + "/smallfirst/v1/summary", params=params, headers=headers
+            )
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise SystemExit(f"smallfirst: could not read {args.url}: {exc}") from None
@@ -36,7 +42,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
         if not settings.db_path.exists():
             raise SystemExit(f"smallfirst: no receipts yet ({settings.db_path} does not exist)")
         store = SqliteStore(settings.db_path)
-        summary = store.summary(since=since)
+        summary = store.summary(since=since, by_key=args.by_key)
         store.close()
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -74,6 +80,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
             f"${row['saved_cost_usd']:.6f}",
         )
     Console(width=table_width()).print(table)
+    if summary.get("keys") is not None:
+        Console(width=table_width()).print(_key_table(summary["keys"]))
     measured = total["energy_measured_j"]
     estimated = total["energy_estimated_j"]
     print(
@@ -88,3 +96,23 @@ def cmd_usage(args: argparse.Namespace) -> int:
             f"{overhead['energy_j'] / 3600:.4f} Wh"
         )
     return 0
+
+
+def _key_table(keys: list[dict[str, Any]]) -> Any:
+    """One row per API key (``--by-key``); requests made without a key are '(none)'."""
+    from rich.table import Table
+
+    table = Table(title="per API key")
+    for col in ("key", "id", "requests", "tokens in/out", "energy", "cost", "CO2"):
+        table.add_column(col, justify="left" if col in ("key", "id") else "right")
+    for row in keys:
+        table.add_row(
+            row["key_name"] or "(none)",
+            row["key_id"] or "-",
+            str(row["requests"]),
+            f"{row['prompt_tokens']:,} / {row['completion_tokens']:,}",
+            _fmt(row["energy_j"] / 3600, "Wh", 4),
+            f"${row['cost_usd']:.6f}",
+            _fmt(row["co2_g"], "g", 4),
+        )
+    return table

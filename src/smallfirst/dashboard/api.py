@@ -180,14 +180,14 @@ _META_DOC: dict[str, Any] = {
     "response_model": None,
     "responses": {
         **openapi.json_ok(schemas.DashboardMeta, "What savings are measured against."),
-        **openapi.errors(500),
+        **openapi.errors(401, 500),
     },
 }
 _TIMESERIES_DOC: dict[str, Any] = {
     "response_model": None,
     "responses": {
         **openapi.json_ok(schemas.DashboardTimeseries, "Traffic per model per bucket."),
-        **openapi.errors(400, 500),
+        **openapi.errors(400, 401, 500),
     },
     "openapi_extra": openapi.query(
         *FILTERS,
@@ -202,7 +202,7 @@ _FRONTIER_DOC: dict[str, Any] = {
     "response_model": None,
     "responses": {
         **openapi.json_ok(schemas.DashboardFrontier, "Accuracy against J per item."),
-        **openapi.errors(400, 500),
+        **openapi.errors(400, 401, 500),
     },
     "openapi_extra": openapi.query(("run", {"type": "string"}, "one evaluation run")),
 }

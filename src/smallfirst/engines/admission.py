@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from smallfirst.errors import OverloadedError, ShuttingDownError
 
@@ -209,33 +209,47 @@ async def guarded(admission: Admission, inner: AsyncGenerator[T, None]) -> Async
     """``inner`` run in one of ``admission``'s slots, raising ShuttingDownError when aborted.
 
     For engines whose stream cannot be told to stop from outside (a remote upstream's):
-    each step races the abort. The in-process engine has a cheaper hook of its own.
+    the abort cancels the consuming task while it waits on ``inner``, and the cancellation
+    becomes ShuttingDownError. ``inner`` runs and closes in the consumer's own task: an
+    HTTP response read in one task and closed from another (as a helper task per step
+    did) left its pooled connection checked out, one per client hang-up, until the
+    upstream's pool ran dry. The in-process engine has a cheaper hook of its own.
     """
     try:
         ticket = await admission.acquire()
     except BaseException:
         await inner.aclose()
         raise
-    aborted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    ticket.on_abort = lambda: None if aborted.done() else aborted.set_result(None)
-    step: asyncio.Future[T] | None = None
+    task = asyncio.current_task()
+    state = {"waiting": False, "aborted": False}
+
+    def abort() -> None:
+        if state["aborted"]:
+            return
+        state["aborted"] = True
+        if state["waiting"] and task is not None:
+            task.cancel()  # only while it waits on ``inner``: never mid-send to the client
+
+    ticket.on_abort = abort
     try:
         while True:
-            step = asyncio.ensure_future(anext(inner))
-            racing: set[asyncio.Future[Any]] = {step, aborted}
-            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
-            if not step.done():
+            if state["aborted"]:
                 raise ShuttingDownError(admission.shutdown_message(ended=True))
+            state["waiting"] = True
             try:
-                item = step.result()
+                item = await anext(inner)
             except StopAsyncIteration:
                 return
-            step = None
+            except asyncio.CancelledError:
+                if not state["aborted"] or task is None:
+                    raise
+                task.uncancel()
+                raise ShuttingDownError(admission.shutdown_message(ended=True)) from None
+            finally:
+                state["waiting"] = False
             yield item
     finally:
-        if step is not None and not step.done():
-            step.cancel()
-            with contextlib.suppress(BaseException):
-                await step
-        await inner.aclose()
-        admission.release(ticket)
+        try:
+            await inner.aclose()
+        finally:
+            admission.release(ticket)

@@ -80,6 +80,8 @@ class Receipt:
     policy: str | None = None  # the auto policy that chose the model, if any
     predicted_quality: float | None = None  # the router's P(correct) for the chosen model
     route: str | None = None  # JSON: strategy, why, scores
+    key_id: str | None = None  # the API key that asked (issue #15); never its secret
+    key_name: str | None = None
     baseline_rule: str | None = None  # how the baseline was made (see the module)
     cache: str | None = None  # "hit" | "miss"; None: not looked up (not cacheable, cache off)
     cache_of: str | None = None  # a hit: the receipt whose answer it reused
@@ -141,6 +143,7 @@ class Receipt:
                 "co2_g": self.saved_co2_g,
             },
             "cache": {"status": self.cache, "reuses": self.cache_of},
+            "key": {"id": self.key_id, "name": self.key_name} if self.key_id else None,
         }
 
     def headers(self) -> dict[str, str]:

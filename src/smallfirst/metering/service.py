@@ -48,6 +48,8 @@ class Outcome:
     policy: str | None = None
     predicted_quality: float | None = None
     route: str | None = None  # JSON
+    key_id: str | None = None  # the API key that asked, if any
+    key_name: str | None = None
     cache: str | None = None  # "miss" when the response cache looked and will keep it
 
 
@@ -174,6 +176,8 @@ class Metering:
             policy=outcome.policy,
             predicted_quality=outcome.predicted_quality,
             route=outcome.route,
+            key_id=outcome.key_id,
+            key_name=outcome.key_name,
             cache=outcome.cache,
         )
 
@@ -212,4 +216,6 @@ class Metering:
             endpoint=outcome.endpoint,
             stream=outcome.stream,
             status=outcome.status,
+            key_id=outcome.key_id,  # who asked this time, not who asked first
+            key_name=outcome.key_name,
         )

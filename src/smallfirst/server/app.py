@@ -6,7 +6,8 @@ until the first request. Requests are validated completely before a model is tou
 :mod:`.serving` for how one is served and receipted).
 
 ``auto`` and ``auto:<policy>`` are chosen by the fitted router (:mod:`.choosing`). Every
-error is answered in OpenAI's shape through one table (:mod:`.errors`).
+error is answered in OpenAI's shape through one table (:mod:`.errors`). API keys, budgets
+and rate limits (open until a key exists) are :mod:`.auth` and :mod:`.access`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from smallfirst.engines.pool import EnginePool
 from smallfirst.metering.receipts import Overhead, Receipt
 from smallfirst.metering.service import Metering
 from smallfirst.server import errors, openapi
+from smallfirst.server.access import Access
+from smallfirst.server.auth import AuthMiddleware, check_bind
 from smallfirst.server.cache_hits import CacheFront
 from smallfirst.server.choosing import Chooser
 from smallfirst.server.completions import Completions
 from smallfirst.server.draining import Drain
+from smallfirst.server.keys_api import router as keys_router
 from smallfirst.server.limits import BodyLimitMiddleware
 from smallfirst.server.metrics import Metrics
 from smallfirst.server.models_api import router as models_router
@@ -37,6 +41,7 @@ from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
 from smallfirst.server.receipts_api import router as receipts_router
 from smallfirst.server.response_cache import ResponseCache
 from smallfirst.settings import Settings
+from smallfirst.store.keys import KeyStore
 from smallfirst.store.sqlite import SqliteStore
 
 __all__ = ["create_app"]
@@ -63,6 +68,8 @@ def create_app(settings: Settings) -> FastAPI:
             log.exception("could not store the overhead of loading %s", row.model)
 
     pool = EnginePool(catalog, settings, observer=metrics, load_meter=load_meter)
+    keys = KeyStore(settings.db_path, settings.data_dir, settings.store_synchronous)
+    check_bind(settings, keys)  # no public bind without keys unless allow_anonymous
     drain = Drain(pool, settings.drain_timeout_s)
 
     @contextlib.asynccontextmanager
@@ -72,6 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
         drain.cancel()
         await pool.aclose()
         store.close()
+        keys.close()
 
     app = FastAPI(title="smallfirst", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -80,7 +88,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metering = metering
     app.state.store = store
     app.state.drain = drain  # GracefulServer starts it on SIGTERM
+    app.state.keys = keys
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    access = app.state.access = Access(keys, catalog, metering, settings)
+    app.add_middleware(AuthMiddleware, keys=keys, limiter=access.limiter)  # outermost
     errors.install(app)
     openapi.install(app)
 
@@ -104,7 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
         else None
     )
     app.state.response_cache = cache.cache if cache is not None else None
-    completions = Completions(pool, metering, record, chooser, cache)
+    completions = Completions(pool, metering, record, chooser, access, cache)
 
     @app.post("/v1/chat/completions", response_model=None, responses=openapi.CHAT)
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
@@ -120,5 +131,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(models_router(settings, catalog, pool, chooser))
     app.include_router(receipts_router(store))
+    app.include_router(keys_router(keys))
     app.include_router(dashboard_router(store, settings.db_path, settings))
     return app

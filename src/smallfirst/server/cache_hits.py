@@ -64,11 +64,15 @@ class CacheFront:
         gen: GenerationRequest,
         include_usage: bool,
         scope: str | None = None,
+        record: Record | None = None,
+        caller: tuple[str, str] | None = None,
     ) -> tuple[str | None, Response | None]:
         """(the request's key or None when it is not cacheable, the hit's response or None).
 
         ``model`` is the name the client sent (a policy counts as itself); ``scope`` keeps
-        callers apart (an API key's id, once there are keys).
+        callers apart (an API key's id). ``record`` stores a hit's receipt (an admitted
+        key's, which also settles its reservation; default the cache's own) and ``caller``
+        (key id, name) goes on it.
         """
         if not cacheable(gen):
             return None, None
@@ -86,7 +90,9 @@ class CacheFront:
             _stop(slot)
             return key, None
         env = Envelope(kind, entry.model)
-        settle = _Settle(self, env, entry, slot, started, created, gen.stream)
+        settle = _Settle(self, env, entry, slot, (started, created), gen.stream)
+        settle.record = record or self.record
+        settle.caller = caller
         answer = Answer(entry.text, entry.finish_reason, entry.usage, entry.logprobs)
         if not gen.stream:
             response: Response = body_response(
@@ -135,17 +141,17 @@ class _Settle:
         env: Envelope,
         entry: Entry,
         slot: Slot | None,
-        started: float,
-        created: float,
+        times: tuple[float, float],  # (perf_counter, unix) at the request's start
         stream: bool,
     ) -> None:
         self.front = front
         self.env = env
         self.entry = entry
         self.slot = slot
-        self.started = started
-        self.created = created
+        self.started, self.created = times
         self.stream = stream
+        self.record: Record = front.record
+        self.caller: tuple[str, str] | None = None
         self.done = False
         self.receipt: Receipt | None = None
 
@@ -166,9 +172,11 @@ class _Settle:
             tokens=None,
             duration_s=time.perf_counter() - self.started,
             ttft_s=None,
+            key_id=self.caller[0] if self.caller else None,
+            key_name=self.caller[1] if self.caller else None,
         )
         self.receipt = metering.hit_receipt(self.slot, outcome, original)
-        self.front.record(self.receipt)
+        self.record(self.receipt)
         return self.receipt
 
 

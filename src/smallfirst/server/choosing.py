@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +58,12 @@ class Choice:
     cascade: tuple[Any, list[Any]] | None = None
     # tried in order when ``model`` fails before its first byte (see .fallbacks)
     fallbacks: tuple[str, ...] = ()
+    # (id, name) of the API key that asked, for the receipt (issue #15); None without keys
+    caller: tuple[str, str] | None = None
 
+
+Exclude = Callable[[str], str | None]
+"""Why a model may not answer this request (None: it may)."""
 
 CASCADE = "cascade:output"  # the strategy behind model "cascade[:<policy>]"
 
@@ -145,7 +150,12 @@ class Chooser:
                 self._routers.popitem(last=False)
         return built
 
-    def choose(self, name: str, messages: Sequence[Message]) -> Choice:
+    def choose(
+        self, name: str, messages: Sequence[Message], exclude: Exclude | None = None
+    ) -> Choice:
+        """``exclude`` (an API key's models and budget) takes candidates out of ``auto``'s
+        reach, each with its reason in the route; with none left, the cheapest is chosen
+        and the caller's own check refuses it."""
         if not is_auto(name):
             return Choice(model=name, fallbacks=self.settings.fallbacks_for(name))
         if self.artifact is None:
@@ -169,6 +179,11 @@ class Chooser:
 
         router, calibration = self.router_for(name)
         candidates = candidates_for(self.artifact, self.pool.available())
+        excluded: dict[str, str] = {}
+        if exclude is not None and candidates:
+            excluded = {c.name: r for c in candidates if (r := exclude(c.name)) is not None}
+            kept = [c for c in candidates if c.name not in excluded]
+            candidates = kept or candidates[:1]
         if not candidates:
             return Choice(
                 self.settings.default_model,
@@ -192,6 +207,7 @@ class Chooser:
                 "why": decision.why,
                 "scores": {k: round(v, 4) for k, v in decision.scores.items()},
                 "calibration": calibration,
+                **({"excluded": excluded} if excluded else {}),
             },
             (router, candidates) if strategy == CASCADE else None,
             self._next_best(decision.model, decision.scores, [c.name for c in candidates]),

@@ -26,14 +26,20 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smallfirst.errors import (
+    AccessError,
     ContextLengthError,
     EngineError,
     GenerationError,
     InvalidCursorError,
+    InvalidKeyError,
     InvalidRequestError,
+    ModelNotAllowedError,
     NotFoundError,
     OverloadedError,
     PolicyError,
+    QuotaExceededError,
+    RateLimitedError,
+    ScopeError,
     ShuttingDownError,
     SmallfirstError,
     UnknownModelError,
@@ -113,6 +119,13 @@ TABLE: Mapping[type[SmallfirstError], Row] = {
     ShuttingDownError: Row(503, SERVER, "server_shutting_down"),
     GenerationError: Row(500, SERVER, "engine_error"),
     EngineError: Row(500, SERVER, "engine_error"),
+    # access (issue #15): OpenAI's shapes; a key outside its models is 403 (docs/access.md)
+    InvalidKeyError: Row(401, INVALID, "invalid_api_key"),
+    ScopeError: Row(401, INVALID, "insufficient_permissions"),
+    ModelNotAllowedError: Row(403, INVALID, "model_not_allowed"),
+    QuotaExceededError: Row(429, "insufficient_quota", "insufficient_quota"),
+    RateLimitedError: Row(429, "requests", "rate_limit_exceeded"),
+    AccessError: Row(403, INVALID, None),
 }
 """Domain errors the client may see. Any other error (a store, catalog or routing failure
 in the middle of a request) is the server's fault and is shown as :func:`unhandled`."""
@@ -140,7 +153,7 @@ def describe(exc: BaseException) -> WireError | None:
         if isinstance(exc, UnknownModelError):
             message = _model_not_found(exc.name)
         headers = None
-        if isinstance(exc, OverloadedError):
+        if isinstance(exc, OverloadedError | RateLimitedError):
             headers = {"Retry-After": str(exc.retry_after_s)}
         return WireError(status, message, row.type, exc.param, row.code, headers)
     return None

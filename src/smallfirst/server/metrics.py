@@ -7,7 +7,8 @@ shutting down), none of which leaves a receipt.
 Each app has its own registry (no process-global state), exposed at ``GET /metrics``.
 Energy is labelled with its method, so measured and estimated joules are never summed
 into one series by accident. Models' breaker states (:mod:`smallfirst.engines.health`) are
-read at scrape time.
+read at scrape time. Requests made with an API key are also counted per key name
+(``smallfirst_key_*``), a label bounded by the keys an admin made.
 """
 
 from __future__ import annotations
@@ -116,6 +117,22 @@ class Metrics:
             registry=r,
         )
 
+        # per API key (issue #15): labelled by key name, so bounded by the keys an admin
+        # made; requests without a key are not counted here
+        self.key_requests = Counter(
+            "smallfirst_key_requests", "Completed requests per API key", ["key", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.key_energy = Counter(
+            "smallfirst_key_energy_joules", "Energy of requests per API key", ["key"], registry=r
+        )
+        self.key_cost = Counter(
+            "smallfirst_key_cost_usd", "Cost of requests per API key", ["key"], registry=r
+        )
+        self.key_co2 = Counter(
+            "smallfirst_key_co2_grams", "CO2 of requests per API key", ["key"], registry=r
+        )
+
     def queue_depth(self, model: str, depth: int) -> None:
         self.queue.labels(model).set(depth)
 
@@ -126,6 +143,8 @@ class Metrics:
         self.refusals.labels(model, reason).inc()
 
     def observe(self, receipt: Receipt) -> None:
+        if receipt.key_name is not None:
+            self._observe_key(receipt.key_name, receipt)
         m = receipt.model
         self.requests.labels(m, receipt.status).inc()
         if receipt.prompt_tokens is not None:
@@ -145,6 +164,15 @@ class Metrics:
         self.duration.labels(m).observe(receipt.duration_s)
         if receipt.ttft_s is not None:
             self.ttft.labels(m).observe(receipt.ttft_s)
+
+    def _observe_key(self, key: str, receipt: Receipt) -> None:
+        self.key_requests.labels(key, receipt.status).inc()
+        if receipt.energy_j is not None:
+            self.key_energy.labels(key).inc(receipt.energy_j)
+        if receipt.cost_usd is not None:
+            self.key_cost.labels(key).inc(receipt.cost_usd)
+        if receipt.co2_g is not None:
+            self.key_co2.labels(key).inc(receipt.co2_g)
 
     def watch(self, health: Health) -> None:
         """Show ``health``'s breakers on every scrape."""

@@ -79,7 +79,7 @@ def router(settings: Settings, catalog: Catalog, pool: EnginePool, chooser: Choo
         response_model=None,
         responses={
             **openapi.json_ok(schemas.ModelList, "Routing policies first, then every model."),
-            **openapi.errors(500),
+            **openapi.errors(401, 500),
         },
     )
     async def list_models() -> dict[str, Any]:

@@ -43,11 +43,15 @@ ERROR_DESCRIPTIONS = {
     400: "Invalid request; `param` names the parameter at fault. On the completion "
     "endpoints also malformed JSON, an unsupported option, or a prompt longer than the "
     "model's context (`context_length_exceeded`).",
+    401: "Once API keys exist (docs/access.md): no key, or an unknown, expired or revoked "
+    "one (`invalid_api_key`), or a client key on an admin route (`insufficient_permissions`).",
+    403: "The API key may not use this model (`model_not_allowed`).",
     404: "Not found: an unknown model (`model_not_found`) or receipt.",
     413: "Request body over `max_body_bytes`.",
     429: "Overloaded: the model's queue is full or the wait passed `queue_timeout_s` "
     "(`server_overloaded`; retry after `Retry-After` seconds), or a remote model's upstream "
-    "still refused after the gateway's retries (`upstream_error`).",
+    "still refused after the gateway's retries (`upstream_error`), or the API key's budget "
+    "(`insufficient_quota`) or rate limit (`rate_limit_exceeded`, with `Retry-After`).",
     500: "Server error: an engine failure or an unexpected one.",
     502: "The upstream model server failed or could not be reached.",
     503: "Unavailable for now: the model is cooling down after failing "
@@ -166,7 +170,7 @@ def stream_ok(body: type[BaseModel], chunk: type[BaseModel], description: str) -
     }
 
 
-COMPLETION_ERRORS: Responses = errors(400, 404, 413, 429, 500, 502, 503, 504)
+COMPLETION_ERRORS: Responses = errors(400, 401, 403, 404, 413, 429, 500, 502, 503, 504)
 CHAT: Responses = {
     **stream_ok(
         schemas.ChatCompletion,
@@ -185,7 +189,7 @@ TEXT: Responses = {
 }
 METRICS: Responses = {
     200: {"description": "Prometheus metrics, text exposition format."},
-    **errors(500),
+    **errors(401, 500),
 }
 
 

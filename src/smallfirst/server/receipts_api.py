@@ -3,7 +3,8 @@
 Filters: ``since`` and ``until`` (unix seconds, ISO-8601 timestamps, or a duration back
 from now such as ``15m``, ``1h``, ``7d``), ``model``, ``limit`` (1–1000) and an opaque
 ``cursor`` for the next page. A malformed filter is a 400 in OpenAI's error shape naming
-the parameter. Aggregation happens in the database, not here.
+the parameter. Aggregation happens in the database, not here. Once API keys exist, a
+client key sees only its own receipts and summary (an admin key sees all: :mod:`.auth`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Request
 
 from smallfirst.errors import InvalidCursorError, InvalidRequestError, NotFoundError
 from smallfirst.server import openapi, schemas
+from smallfirst.server.auth import caller_scope
 from smallfirst.store.sqlite import SqliteStore, cursor_decode
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
@@ -79,7 +81,7 @@ def router(store: SqliteStore) -> APIRouter:
         response_model=None,
         responses={
             **openapi.json_ok(schemas.ReceiptList, "Receipts, newest first, one page."),
-            **openapi.errors(400, 500),
+            **openapi.errors(400, 401, 500),
         },
         openapi_extra=openapi.query(
             *FILTERS,
@@ -104,7 +106,7 @@ def router(store: SqliteStore) -> APIRouter:
                 raise InvalidRequestError(
                     "'cursor' is not a cursor from this API", param="cursor"
                 ) from None
-        page = store.list(limit=limit, cursor=cursor, **filters)
+        page = store.list(limit=limit, cursor=cursor, key_id=caller_scope(request.state), **filters)
         return {
             "object": "list",
             "data": [r.public() for r in page.receipts],
@@ -117,12 +119,13 @@ def router(store: SqliteStore) -> APIRouter:
         response_model=None,
         responses={
             **openapi.json_ok(schemas.Receipt, "One receipt."),
-            **openapi.errors(404, 500),
+            **openapi.errors(401, 404, 500),
         },
     )
-    def receipt(receipt_id: str) -> dict[str, Any]:
+    def receipt(request: Request, receipt_id: str) -> dict[str, Any]:
         found = store.get(receipt_id)
-        if found is None:
+        scope = caller_scope(request.state)
+        if found is None or (scope is not None and found.key_id != scope):
             raise NotFoundError(f"No receipt {receipt_id!r}", param="receipt_id")
         return found.public()
 
@@ -131,12 +134,18 @@ def router(store: SqliteStore) -> APIRouter:
         response_model=None,
         responses={
             **openapi.json_ok(schemas.Summary, "Totals and savings, overall and per model."),
-            **openapi.errors(400, 500),
+            **openapi.errors(400, 401, 500),
         },
-        openapi_extra=openapi.query(*FILTERS),
+        openapi_extra=openapi.query(
+            *FILTERS, ("by", {"enum": ["key"]}, "key: add a row per API key (keys)")
+        ),
     )
     def summary(request: Request) -> dict[str, Any]:
-        filters = query_filters(request)
-        return {"object": "summary", **filters, **store.summary(**filters)}
+        filters = query_filters(request, extra=("by",))
+        by = request.query_params.get("by")
+        if by not in (None, "", "key"):
+            raise InvalidRequestError("'by' must be 'key'", param="by")
+        scoped = store.summary(key_id=caller_scope(request.state), by_key=by == "key", **filters)
+        return {"object": "summary", **filters, **scoped}
 
     return api

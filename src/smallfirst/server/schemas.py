@@ -25,6 +25,7 @@ __all__ = [
     "DashboardTimeseries",
     "ErrorBody",
     "Health",
+    "KeyTotals",
     "ModelList",
     "Receipt",
     "ReceiptList",
@@ -289,6 +290,11 @@ class ModelTotals(Totals):
     tier: str
 
 
+class KeyTotals(Totals):
+    key_id: str | None = Field(description="the API key; null: requests made without one")
+    key_name: str | None
+
+
 class _Filtered(_Open):
     since: float | None
     until: float | None
@@ -322,6 +328,7 @@ class Summary(_Filtered):
     total: Totals
     models: list[ModelTotals]
     overhead: Overhead
+    keys: list[KeyTotals] | None = Field(default=None, description="with by=key")
 
 
 class SeriesPoint(_Open):

@@ -34,8 +34,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.base import Chunk, Engine, GenerationRequest, TokenLogprob
@@ -224,6 +226,8 @@ class Ledger:
             policy=self.choice.policy,
             predicted_quality=predicted_quality,
             route=json.dumps(route) if route else None,
+            key_id=self.choice.caller[0] if self.choice.caller else None,
+            key_name=self.choice.caller[1] if self.choice.caller else None,
             cache="miss" if self.keep is not None else None,
         )
         receipt = self.metering.receipt(spec, slot, outcome, energy=energy)
@@ -291,6 +295,26 @@ def body_response(
     return JSONResponse(payload, headers=receipt.headers())
 
 
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that always closes its body, even when the client hangs up.
+
+    On a disconnect Starlette cancels the task that iterates the body and leaves the
+    generator as it was: suspended, or closing inside a cancelled scope where every await
+    is cancelled again. Either way the chain below it (the engine's stream, an upstream
+    HTTP response, an admission slot) was not released, and a pooled upstream connection
+    leaked per hang-up until the pool ran dry. Closing here, shielded, releases them.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            body = self.body_iterator
+            if isinstance(body, AsyncGenerator):
+                with anyio.CancelScope(shield=True):
+                    await body.aclose()
+
+
 def stream_response(
     env: Envelope,
     first: Chunk,
@@ -302,7 +326,7 @@ def stream_response(
 ) -> StreamingResponse:
     """``first`` and then ``rest`` as server-sent events; ``finish`` settles the receipt;
     ``keep`` gets the whole answer when the stream ends well."""
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         _sse(env, first, rest, include_usage, finish, keep),
         media_type="text/event-stream",
         headers={
@@ -439,6 +463,8 @@ async def _sse(
             log.warning("stream failed: %s", wire.message)
         yield _event(wire.body())
     finally:
-        await stream.aclose()
+        # shielded: a hang-up cancels this task, and the engine's stream must still close
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
         finish(status, None)  # a no-op when the receipt is already settled
     yield b"data: [DONE]\n\n"

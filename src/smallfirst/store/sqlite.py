@@ -108,6 +108,47 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE receipts ADD COLUMN predicted_quality REAL;
     ALTER TABLE receipts ADD COLUMN route TEXT;
     """,
+    # API keys with their budgets (issue #15, store/keys.py and store/budgets.py); receipts
+    # say which key asked. Only a keyed hash of a secret is kept, never the secret.
+    """
+    CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL,
+        admin INTEGER NOT NULL DEFAULT 0,
+        models TEXT,
+        rpm INTEGER,
+        tpm INTEGER,
+        budget_window TEXT NOT NULL DEFAULT 'total',
+        budget_usd REAL,
+        budget_wh REAL,
+        budget_co2_g REAL,
+        window_start REAL NOT NULL DEFAULT 0,
+        spent_usd REAL NOT NULL DEFAULT 0,
+        spent_wh REAL NOT NULL DEFAULT 0,
+        spent_co2_g REAL NOT NULL DEFAULT 0,
+        reserved_usd REAL NOT NULL DEFAULT 0,
+        reserved_wh REAL NOT NULL DEFAULT 0,
+        reserved_co2_g REAL NOT NULL DEFAULT 0
+    );
+    -- open reservations, so that one a killed gateway never settled is given back after
+    -- its time to live (store/budgets.py)
+    CREATE TABLE reservations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_id TEXT NOT NULL,
+        usd REAL NOT NULL,
+        wh REAL NOT NULL,
+        co2_g REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX reservations_key_expires ON reservations (key_id, expires_at);
+    ALTER TABLE receipts ADD COLUMN key_id TEXT;
+    ALTER TABLE receipts ADD COLUMN key_name TEXT;
+    CREATE INDEX receipts_key_created ON receipts (key_id, created_at);
+    """,
     # Issue 14: the savings rule and the response cache on receipts; work billed to no
     # request (loading a model's weights) as overhead rows.
     """
@@ -250,10 +291,13 @@ class SqliteStore:
 
     @staticmethod
     def _where(
-        since: float | None, until: float | None, model: str | None
+        since: float | None, until: float | None, model: str | None, key_id: str | None = None
     ) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         args: list[Any] = []
+        if key_id is not None:  # one API key's receipts only (issue #15)
+            clauses.append("key_id = ?")
+            args.append(key_id)
         if since is not None:
             clauses.append("created_at >= ?")
             args.append(since)
@@ -273,9 +317,10 @@ class SqliteStore:
         model: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        key_id: str | None = None,
     ) -> Page:
         """Newest first; ``cursor`` continues where the previous page stopped."""
-        where, args = self._where(since, until, model)
+        where, args = self._where(since, until, model, key_id)
         if cursor is not None:
             created_at, seq = cursor_decode(cursor)
             where += (" AND " if where else " WHERE ") + "(created_at, seq) < (?, ?)"
@@ -289,9 +334,17 @@ class SqliteStore:
         return Page([_receipt(r) for r in rows], next_cursor)
 
     def summary(
-        self, *, since: float | None = None, until: float | None = None, model: str | None = None
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        model: str | None = None,
+        key_id: str | None = None,
+        by_key: bool = False,
     ) -> dict[str, Any]:
-        where, args = self._where(since, until, model)
+        """Totals and per-model rows; ``by_key`` adds per-API-key rows (``keys``: key id
+        and name, None for requests made without a key)."""
+        where, args = self._where(since, until, model, key_id)
         with self._lock:
             per_model = self._conn.execute(
                 f"SELECT model, tier, {_SUMS} FROM receipts{where} GROUP BY model, tier "
@@ -304,19 +357,37 @@ class SqliteStore:
                 if per_model
                 else self._conn.execute(f"SELECT {_SUMS} FROM receipts{where}", args).fetchone()
             )
-            overhead = self._conn.execute(
-                f"SELECT kind, model, {_OVERHEAD_SUMS} FROM overhead{where} "
-                "GROUP BY kind, model ORDER BY kind, model",
-                args,
-            ).fetchall()
+            per_key = (
+                self._conn.execute(
+                    f"SELECT key_id, MAX(key_name) AS key_name, {_SUMS} FROM receipts{where} "
+                    "GROUP BY key_id ORDER BY requests DESC",
+                    args,
+                ).fetchall()
+                if by_key
+                else None
+            )
+            # overhead is no key's: one key's summary has none
+            owhere, oargs = self._where(since, until, model)
+            overhead = (
+                []
+                if key_id is not None
+                else self._conn.execute(
+                    f"SELECT kind, model, {_OVERHEAD_SUMS} FROM overhead{owhere} "
+                    "GROUP BY kind, model ORDER BY kind, model",
+                    oargs,
+                ).fetchall()
+            )
         models = [_totals(r) for r in per_model]
         # One pass over the receipts: every figure is a sum, so the total is the sum of the
         # groups (floats added exactly); a second scan for it doubled the cost on big tables.
-        return {
+        out = {
             "total": _add_up(models) if empty is None else _totals(empty),
             "models": models,
             "overhead": _overhead(overhead),
         }
+        if per_key is not None:
+            out["keys"] = [_totals(r) for r in per_key]
+        return out
 
     def integrity_check(self) -> str:
         with self._lock:
@@ -346,7 +417,7 @@ def _overhead(rows: list[sqlite3.Row]) -> dict[str, Any]:
 def _add_up(groups: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in groups[0]:
-        if key in ("model", "tier") or key.endswith("_pct"):
+        if key in ("model", "tier", "key_id", "key_name") or key.endswith("_pct"):
             continue
         values = [g[key] for g in groups]
         out[key] = sum(values) if all(isinstance(v, int) for v in values) else math.fsum(values)

@@ -117,17 +117,43 @@
 
   // ------------------------------------------------------------------ fetching
 
+  // Once the gateway has API keys, its data needs an admin key (docs/access.md). The page
+  // asks for one on the first 401 and keeps it for this browser tab only (sessionStorage).
+  const KEY_ITEM = "smallfirst.apiKey";
+  let askingForKey = false;
+
+  function askForKey(message) {
+    if (askingForKey) return;
+    askingForKey = true;
+    try {
+      const key = window.prompt(`${message}\n\nThis gateway needs an admin API key:`);
+      if (key && key.trim()) {
+        sessionStorage.setItem(KEY_ITEM, key.trim());
+        state.retryNow = true; // try the new key at once, not at the next tick
+      } else {
+        sessionStorage.removeItem(KEY_ITEM);
+      }
+    } finally {
+      askingForKey = false;
+    }
+  }
+
   async function getJSON(path, params, signal) {
     const query = new URLSearchParams();
     for (const [k, v] of Object.entries(params || {})) {
       if (v !== null && v !== undefined) query.set(k, v);
     }
     const qs = query.toString();
+    const headers = { accept: "application/json" };
+    const key = sessionStorage.getItem(KEY_ITEM);
+    if (key) headers.authorization = `Bearer ${key}`;
     const response = await fetch(qs ? `${path}?${qs}` : path, {
-      signal, headers: { accept: "application/json" }, cache: "no-store",
+      signal, headers, cache: "no-store",
     });
     const body = await response.json();
-    if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+    const message = body.error ? body.error.message : response.statusText;
+    if (response.status === 401) askForKey(message);
+    if (!response.ok) throw new Error(message);
     return body;
   }
 
@@ -143,7 +169,7 @@
     try {
       if (!state.meta) state.meta = await getJSON("/smallfirst/v1/dashboard/meta", {}, signal);
       const [summary, series, frontier, latest] = await Promise.all([
-        getJSON("/smallfirst/v1/summary", { since }, signal),
+        getJSON("/smallfirst/v1/summary", { since, by: "key" }, signal),
         getJSON("/smallfirst/v1/dashboard/timeseries", { since }, signal),
         getJSON("/smallfirst/v1/dashboard/frontier", {}, signal),
         getJSON("/smallfirst/v1/receipts", { since, limit: LATEST_ROWS }, signal),
@@ -161,7 +187,8 @@
       clearTimeout(timeout);
       if (state.inflight === ctl) {
         state.inflight = null;
-        state.timer = setTimeout(tick, REFRESH_MS);
+        state.timer = setTimeout(tick, state.retryNow ? 0 : REFRESH_MS);
+        state.retryNow = false;
       }
     }
   }
@@ -196,6 +223,24 @@
     renderTiers($("#chart-tiers"), tierTraffic(summary.models));
     renderFrontier($("#chart-frontier"), frontier);
     renderLatest(latest.data);
+    renderKeys(summary.keys || []);
+  }
+
+  // One row per API key; hidden while no request in the period was made with a key.
+  function renderKeys(rows) {
+    const body = $("#keys tbody");
+    body.replaceChildren();
+    $("#by-key").hidden = !rows.some((r) => r.key_id);
+    for (const r of rows) {
+      body.append(el("tr", { "data-key-id": r.key_id || "" },
+        el("td", { title: r.key_id || "requests made without a key" }, r.key_name || "(no key)"),
+        el("td", { class: "num" }, int(r.requests)),
+        el("td", { class: "num" }, `${int(r.prompt_tokens)} / ${int(r.completion_tokens)}`),
+        el("td", { class: "num" }, joules(r.energy_j)),
+        el("td", { class: "num" }, usd(r.cost_usd)),
+        el("td", { class: "num" }, grams(r.co2_g)),
+      ));
+    }
   }
 
   function setField(name, value, text) {

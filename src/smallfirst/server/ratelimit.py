@@ -1,0 +1,142 @@
+"""Requests and tokens per minute per API key: a sliding window, in this process's memory.
+
+Each admitted completion request of a key with ``rpm`` or ``tpm`` is one entry (when, and
+its tokens) in that key's last minute. A request that would make more than ``rpm`` entries,
+or more than ``tpm`` tokens, in the last 60 s is refused with 429 ``rate_limit_exceeded``
+and a ``Retry-After`` for when enough of the window will have gone by. Tokens are counted
+as OpenAI estimates them before a call (a quarter of the prompt's characters plus
+``max_tokens``) and corrected to the receipt's actual tokens when it settles.
+
+Every response to such a key carries OpenAI's ``x-ratelimit-limit-requests``,
+``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` and their ``-tokens``
+twins. Memory is bounded by the keys (only authenticated keys get a window) times ``rpm``
+(or ``tpm``: every entry is at least one token). The counts are per process: several
+gateway processes on one database each allow the full rate (moving them into the store
+is issue #18).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from smallfirst.errors import RateLimitedError
+from smallfirst.store.keys import ApiKey
+
+__all__ = ["WINDOW_S", "Entry", "RateLimiter", "estimate_tokens"]
+
+WINDOW_S = 60.0
+
+
+def estimate_tokens(prompt_chars: int, max_tokens: int | None) -> int:
+    """OpenAI's pre-call estimate: about four characters a token, plus the completion."""
+    return max(1, math.ceil(prompt_chars / 4) + (max_tokens or 0))
+
+
+@dataclass(slots=True)
+class Entry:
+    """One admitted request in a key's window (``tokens`` is corrected at settlement)."""
+
+    at: float
+    tokens: int
+
+
+@dataclass(slots=True)
+class _Window:
+    entries: deque[Entry] = field(default_factory=deque)
+
+    def trim(self, now: float) -> None:
+        while self.entries and self.entries[0].at <= now - WINDOW_S:
+            self.entries.popleft()
+
+    def tokens(self) -> int:
+        return sum(e.tokens for e in self.entries)
+
+
+def _reset(seconds: float) -> str:
+    """OpenAI's duration format: ``250ms``, ``12s``, ``1m3s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:.0f}s" if minutes else f"{rest:.3g}s"
+
+
+class RateLimiter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[str, _Window] = {}
+
+    def admit(self, key: ApiKey, tokens: int, now: float | None = None) -> Entry | None:
+        """Count one request of ``tokens`` on ``key``, or raise :class:`RateLimitedError`."""
+        if key.rpm is None and key.tpm is None:
+            return None
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            window = self._windows.setdefault(key.id, _Window())
+            window.trim(now)
+            entries = window.entries
+            if key.rpm is not None and len(entries) >= key.rpm:
+                wait = entries[len(entries) - key.rpm].at + WINDOW_S - now
+                raise _limited(f"{key.rpm} requests per minute", key, wait)
+            if key.tpm is not None:
+                if tokens > key.tpm:
+                    raise _limited(
+                        f"{key.tpm} tokens per minute (this request alone may need {tokens})",
+                        key,
+                        WINDOW_S,
+                    )
+                used = window.tokens()
+                if used + tokens > key.tpm:
+                    wait, freed = WINDOW_S, 0
+                    for e in entries:  # oldest first: when enough of them will have gone
+                        freed += e.tokens
+                        if used - freed + tokens <= key.tpm:
+                            wait = e.at + WINDOW_S - now
+                            break
+                    raise _limited(f"{key.tpm} tokens per minute", key, wait)
+            entry = Entry(now, tokens)
+            entries.append(entry)
+            return entry
+
+    def correct(self, entry: Entry | None, tokens: int) -> None:
+        """Replace an admitted request's estimate by its actual tokens."""
+        if entry is not None:
+            with self._lock:
+                entry.tokens = max(0, tokens)
+
+    def headers(self, key: ApiKey, now: float | None = None) -> list[tuple[bytes, bytes]]:
+        """OpenAI's rate-limit headers for ``key`` (none when it has no limits)."""
+        if key.rpm is None and key.tpm is None:
+            return []
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            window = self._windows.get(key.id) or _Window()
+            window.trim(now)
+            count, used = len(window.entries), window.tokens()
+            oldest = window.entries[0].at if window.entries else now - WINDOW_S
+        reset = _reset(max(0.0, oldest + WINDOW_S - now)).encode()
+        out: list[tuple[bytes, bytes]] = []
+        if key.rpm is not None:
+            out += [
+                (b"x-ratelimit-limit-requests", str(key.rpm).encode()),
+                (b"x-ratelimit-remaining-requests", str(max(0, key.rpm - count)).encode()),
+                (b"x-ratelimit-reset-requests", reset),
+            ]
+        if key.tpm is not None:
+            out += [
+                (b"x-ratelimit-limit-tokens", str(key.tpm).encode()),
+                (b"x-ratelimit-remaining-tokens", str(max(0, key.tpm - used)).encode()),
+                (b"x-ratelimit-reset-tokens", reset),
+            ]
+        return out
+
+
+def _limited(what: str, key: ApiKey, wait_s: float) -> RateLimitedError:
+    retry = max(1, math.ceil(wait_s))
+    return RateLimitedError(
+        f"Rate limit reached for key {key.name}: {what}. Please try again in {retry}s.",
+        retry,
+    )
