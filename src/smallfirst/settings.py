@@ -187,6 +187,22 @@ class Settings(BaseSettings):
         "mid-request) is given back; keep it above the longest request",
     )
 
+    # Batched in-process engine: continuous batching and prefix reuse (issue #14).
+    engine_batching: bool = Field(
+        default=False,
+        description="serve local models with the batched engine (one context, `parallel` "
+        "sequences decoded together, prompt prefixes reused); off: one generation at a time",
+    )
+    parallel: int = Field(
+        default=4, ge=1, le=64, description="sequences one local model decodes at once"
+    )
+    prefill_chunk_tokens: int = Field(
+        default=128,
+        ge=1,
+        description="prompt tokens a joining request evaluates per step, so running "
+        "streams keep flowing while it reads its prompt",
+    )
+
     # Response cache (issue #14): deterministic requests (greedy or seeded) asked again are
     # answered from memory; bounded by entries, bytes and age (LRU).
     response_cache: bool = Field(

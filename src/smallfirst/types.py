@@ -31,6 +31,9 @@ class Message:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    # prompt tokens whose KV was reused, not evaluated (OpenAI's
+    # usage.prompt_tokens_details.cached_tokens); None where the engine cannot tell
+    cached_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:

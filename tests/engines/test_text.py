@@ -2,7 +2,7 @@
 
 import pytest
 
-from smallfirst.engines.llama import StopMatcher, Utf8Decoder
+from smallfirst.engines.text import StopMatcher, Utf8Decoder
 
 pytestmark = pytest.mark.fast
 

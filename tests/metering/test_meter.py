@@ -82,3 +82,39 @@ def test_deactivating_twice_is_harmless() -> None:
     slot.set_active(False)
     slot.set_active(False)
     local_energy(acc, slot, CONSTANTS)
+
+
+def test_a_batched_step_is_split_by_tokens_contributed() -> None:
+    cpu, wall, counter = Clock(), Clock(), FakeCounter()
+    acc = Accountant([counter], cpu_clock=cpu, wall_clock=wall)
+    a, b, gone = acc.slot(), acc.slot(), acc.slot()
+    a.set_active(True)
+    b.set_active(True)
+    cpu.t, wall.t, counter.j = 4.0, 1.0, counter.j + 40.0
+    # a read 3 prompt tokens in this step, b decoded 1; a finished slot gets nothing
+    a.split_step([(a, 3), (b, 1), (gone, 5)])
+    assert (a.cpu_s, b.cpu_s, gone.cpu_s) == pytest.approx((3.0, 1.0, 0.0))
+    assert (a.counter_j, b.counter_j) == pytest.approx((30.0, 10.0))
+    assert (a.shared_wall_s, b.shared_wall_s) == pytest.approx((0.75, 0.25))
+    # a step whose sequences all left already: split equally among the active, as usual
+    cpu.t = 6.0
+    b.split_step([(gone, 2)])
+    assert (a.cpu_s, b.cpu_s) == pytest.approx((4.0, 2.0))
+
+
+def test_shares_add_up_to_the_window_total() -> None:
+    cpu, wall = Clock(), Clock()
+    acc = Accountant(cpu_clock=cpu, wall_clock=wall)
+    slots = [acc.slot() for _ in range(3)]
+    cpu.t = 1.0  # idle: nobody's, and not in the window
+    for i, slot in enumerate(slots):
+        slot.set_active(True)
+        cpu.t += 0.5 + i
+        slot.split_step([(s, j + 1) for j, s in enumerate(slots)])
+    cpu.t += 2.0
+    for slot in slots:
+        cpu.t += 0.25
+        slot.set_active(False)
+    cpu.t += 9.0  # idle again
+    assert sum(s.cpu_s for s in slots) == pytest.approx(acc.active_cpu_s)
+    assert acc.active_cpu_s == pytest.approx(cpu.t - 1.0 - 9.0)

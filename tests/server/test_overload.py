@@ -80,7 +80,8 @@ def test_a_request_that_waits_past_queue_timeout_gets_429(slow_gateway: LiveServ
 
 @pytest.fixture()
 def small_queue(settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
-    narrow = settings.model_copy(update={"data_dir": tmp_path, "max_queue": 1})
+    # one generation at a time with either engine (the batched one runs `parallel`)
+    narrow = settings.model_copy(update={"data_dir": tmp_path, "max_queue": 1, "parallel": 1})
     with LiveServer(narrow) as server:
         yield server
 

@@ -11,7 +11,7 @@ This module holds only data types and the protocol; it imports no inference libr
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +35,20 @@ class Sampling:
     json_object: bool = False
 
 
+class ComputeMeter(Protocol):
+    """A request's metering slot as an engine sees it (the meter's ``Slot`` is one).
+
+    A one-at-a-time engine only opens and closes the window (``set_active``). A batched
+    engine, whose decode steps serve several requests at once, also calls ``split_step``
+    after each step with the tokens each request contributed to it, so that what the
+    process spent during the step is split by work done rather than equally.
+    """
+
+    def set_active(self, active: bool) -> None: ...
+
+    def split_step(self, shares: Sequence[tuple[ComputeMeter, int]]) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """Either chat ``messages`` or a raw ``prompt`` (completions), plus sampling."""
@@ -50,6 +64,9 @@ class GenerationRequest:
     # Called with True when an in-process engine starts computing for this request (it holds
     # the model) and False when it stops: the meter's attribution window.
     on_compute: Callable[[bool], None] | None = field(default=None, compare=False)
+    # The same slot for engines that split their steps among requests (the batched one);
+    # such an engine uses it instead of ``on_compute``.
+    meter: ComputeMeter | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ engines of different models run side by side. Each generation runs in its own wo
 consumer goes away (a client disconnected) the worker sees the cancel flag before its next
 token and frees the context.
 
-The prompt is built with the model's own chat template from its GGUF metadata, and the
-token loop is ours rather than ``create_chat_completion``'s so that token counts are exact,
-stop sequences never leak a partial match, and log-probabilities come from the raw logits.
+The prompt is built with the model's own chat template from its GGUF metadata
+(:mod:`.prompting`, shared with the batched engine, :mod:`.batched`), and the token loop
+is ours rather than ``create_chat_completion``'s so that token counts are exact, stop
+sequences never leak a partial match, and log-probabilities come from the raw logits.
 
 Requests wait their turn in the engine's :class:`~smallfirst.engines.admission.Admission`
 (a bounded queue with a timeout) once their prompt is known to fit; at a shutdown's drain
@@ -33,14 +34,15 @@ import numpy as np
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
-from smallfirst.engines.base import Chunk, GenerationRequest, Sampling, TokenLogprob, TopLogprob
+from smallfirst.engines.base import Chunk, GenerationRequest, Sampling, TokenLogprob
+from smallfirst.engines.prompting import Prompter
+from smallfirst.engines.sampling import logits_logprob
+from smallfirst.engines.text import StopMatcher, Utf8Decoder
 from smallfirst.errors import (
     ContextLengthError,
     GenerationError,
-    InvalidRequestError,
     ShuttingDownError,
     SmallfirstError,
-    UnsupportedError,
 )
 from smallfirst.settings import Settings
 from smallfirst.types import FinishReason, Usage
@@ -49,61 +51,6 @@ log = logging.getLogger(__name__)
 
 _DONE = object()
 HANDOFF_WAIT_S = 0.005
-
-
-class StopMatcher:
-    """Streams text through, holding back any tail that could begin a stop sequence."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = tuple(s for s in stops if s)
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Return (text safe to emit, whether a stop sequence was hit)."""
-        if not self.stops:
-            return text, False
-        buf = self.pending + text
-        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            self.pending = ""
-            return buf[: min(hits)], True
-        hold = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(buf)), hold, -1):
-                if buf.endswith(stop[:n]):
-                    hold = n
-                    break
-        self.pending = buf[len(buf) - hold :] if hold else ""
-        return buf[: len(buf) - hold], False
-
-    def flush(self) -> str:
-        text, self.pending = self.pending, ""
-        return text
-
-
-class Utf8Decoder:
-    """Turns token bytes into text without splitting a multi-byte character."""
-
-    def __init__(self) -> None:
-        self.buf = b""
-
-    def feed(self, data: bytes) -> str:
-        self.buf += data
-        # A UTF-8 sequence is at most 4 bytes: try to decode, keeping up to 3 trailing bytes.
-        for cut in range(4):
-            end = len(self.buf) - cut
-            try:
-                text = self.buf[:end].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            self.buf = self.buf[end:]
-            return text
-        text, self.buf = self.buf.decode("utf-8", errors="replace"), b""
-        return text
-
-    def flush(self) -> str:
-        text, self.buf = self.buf.decode("utf-8", errors="replace"), b""
-        return text
 
 
 class LlamaEngine:
@@ -120,7 +67,7 @@ class LlamaEngine:
         self.path = path
         self._settings = settings
         self._llm: Any = None
-        self._formatter: Any = None
+        self._prompter: Prompter | None = None
         self._json_grammar: Any = None
         self._gen_lock = threading.Lock()  # one generation per llama.cpp context
         self._load_lock = threading.Lock()
@@ -149,7 +96,6 @@ class LlamaEngine:
             if self._llm is not None:
                 return
             import llama_cpp  # heavy: imported only when a model is actually loaded
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
             started = time.perf_counter()
             threads = self._settings.threads
@@ -161,19 +107,14 @@ class LlamaEngine:
                 n_threads_batch=threads,
                 verbose=False,
             )
-            if self.spec.chat:
-                template = llm.metadata.get("tokenizer.chat_template")
-                if not template:
-                    llm.close()
-                    raise GenerationError(f"{self.spec.name} has no chat template in its GGUF")
-                model = llm._model
-                eos, bos = model.token_eos(), model.token_bos()
-                self._formatter = Jinja2ChatFormatter(
-                    template=template,
-                    eos_token=model.token_get_text(eos) if eos != -1 else "",
-                    bos_token=model.token_get_text(bos) if bos != -1 else "",
-                )
-            self.memory_bytes = self.path.stat().st_size + _kv_cache_bytes(llm)
+            try:
+                self._prompter = Prompter(self.spec, llm._model, llm.metadata)
+            except BaseException:
+                llm.close()
+                raise
+            self.memory_bytes = self.path.stat().st_size + kv_cache_bytes(
+                llm.metadata, int(llm.n_ctx())
+            )
             self._llm = llm
             log.info(
                 "loaded %s (n_ctx=%d, threads=%d) in %.2f s",
@@ -192,36 +133,28 @@ class LlamaEngine:
                 log.info("unloaded %s", self.spec.name)
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+        assert self._prompter is not None
+        return self._prompter.tokenize(text, add_bos=add_bos, special=special)
 
     def prompt_tokens(self, request: GenerationRequest) -> tuple[str, list[int]]:
         """The prompt text the model sees, and its tokens."""
-        if request.messages is not None:
-            if self._formatter is None:
-                raise UnsupportedError(
-                    f"{self.spec.name} is a base model without a chat template; "
-                    "use /v1/completions",
-                    param="model",
-                )
-            messages = [{"role": m.role, "content": m.content} for m in request.messages]
-            prompt = self._formatter(messages=messages).prompt + (request.assistant_prefix or "")
-            # The template already wrote BOS where the model wants one.
-            return prompt, self.tokenize(prompt, add_bos=False, special=True)
-        prompt = request.prompt or ""
-        add_bos = bool(self._llm._model.add_bos_token())
-        tokens = self.tokenize(prompt, add_bos=add_bos, special=False)
-        if not tokens and self._llm.token_bos() != -1:
-            # an empty prompt starts from BOS, as llama-cpp-python's own server does:
-            # llama.cpp cannot sample with nothing evaluated (found by fuzzing)
-            tokens = [self._llm.token_bos()]
-        if not tokens:
-            raise InvalidRequestError(
-                "'prompt' is empty and this model has no BOS token", param="prompt"
-            )
-        return prompt, tokens
+        assert self._prompter is not None
+        return self._prompter.prompt_tokens(request)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.unload)
+
+    async def prepare(self, request: GenerationRequest) -> tuple[str, list[int]]:
+        """Load the model if need be; the prompt and its tokens, known to fit the context
+        (a ContextLengthError before anything runs otherwise)."""
+        if not self.loaded:
+            await asyncio.to_thread(self.load)
+        prompt, tokens = await asyncio.to_thread(self.prompt_tokens, request)
+        max_tokens = request.sampling.max_tokens
+        n_ctx = self.n_ctx
+        if len(tokens) >= n_ctx or (max_tokens and len(tokens) + max_tokens > n_ctx):
+            raise ContextLengthError(len(tokens), n_ctx, max_tokens)
+        return prompt, tokens
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         self.in_flight += 1
@@ -229,14 +162,7 @@ class LlamaEngine:
         cancel = threading.Event()
         ticket: Ticket | None = None
         try:
-            if self._llm is None:
-                await asyncio.to_thread(self.load)
-            prompt, tokens = await asyncio.to_thread(self.prompt_tokens, request)
-            max_tokens = request.sampling.max_tokens
-            n_ctx = self.n_ctx
-            if len(tokens) >= n_ctx or (max_tokens and len(tokens) + max_tokens > n_ctx):
-                raise ContextLengthError(len(tokens), n_ctx, max_tokens)
-
+            prompt, tokens = await self.prepare(request)
             ticket = await self.admission.acquire()
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -392,32 +318,17 @@ class LlamaEngine:
         # With logits_all off, llama.cpp keeps the logits of the last evaluated position:
         # exactly the distribution this token was sampled from.
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
-        logprobs = llm.logits_to_logprobs(logits)
-        alternatives: tuple[TopLogprob, ...] = ()
-        if top:
-            best = np.argpartition(-logprobs, top)[:top]
-            best = best[np.argsort(-logprobs[best])]
-            alternatives = tuple(_top(llm.detokenize([int(t)]), float(logprobs[t])) for t in best)
-        return TokenLogprob(
-            token=piece.decode("utf-8", errors="replace"),
-            logprob=float(logprobs[token]),
-            bytes=tuple(piece),
-            top=alternatives,
-        )
+        return logits_logprob(logits, token, piece, top, llm.detokenize)
 
 
-def _top(piece: bytes, logprob: float) -> TopLogprob:
-    return TopLogprob(piece.decode("utf-8", errors="replace"), logprob, tuple(piece))
-
-
-def _kv_cache_bytes(llm: Any) -> int:
-    """Estimate the f16 KV cache from GGUF metadata (0 when the metadata is unusual)."""
-    meta = llm.metadata
+def kv_cache_bytes(meta: dict[str, str], n_ctx: int) -> int:
+    """Estimate an f16 KV cache of ``n_ctx`` cells from GGUF metadata (0 when the metadata
+    is unusual)."""
     arch = meta.get("general.architecture", "")
     with contextlib.suppress(KeyError, ValueError, ZeroDivisionError):
         layers = int(meta[f"{arch}.block_count"])
         embd = int(meta[f"{arch}.embedding_length"])
         heads = int(meta[f"{arch}.attention.head_count"])
         kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads))
-        return 2 * layers * int(llm.n_ctx()) * (embd // heads) * kv_heads * 2
+        return 2 * layers * n_ctx * (embd // heads) * kv_heads * 2
     return 0

@@ -9,8 +9,9 @@ operator hoped.
 
 Loading runs inside the pool's ``load_meter`` (when given one): the server meters it as
 overhead, billed to no request, so the request that happened to trigger a load does not pay
-for it. A load ends with one token generated from "Hello" (the warm-up, through the chat template
-when there is one): a model's first request does one-time work (measured on SmolLM2-135M,
+for it. A load ends with one token generated from "Hello" (the warm-up; through the chat
+template when there is one, except on the batched engine): a model's first request does
+one-time work (measured on SmolLM2-135M,
 one thread: 0.45 CPU-s for the first 12-token chat answer, 0.20 s for each one after it,
 0.25 s to map the weights), and that work belongs to the load, not to whichever request
 comes first.
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from smallfirst.catalog import Catalog, ModelSpec
 from smallfirst.engines.admission import AdmissionObserver
 from smallfirst.engines.base import Engine, GenerationRequest, Sampling
+from smallfirst.engines.batched import BatchedEngine
 from smallfirst.engines.llama import LlamaEngine
 from smallfirst.engines.remote import RemoteEngine
 from smallfirst.errors import ShuttingDownError, UnknownModelError
@@ -78,7 +80,9 @@ class EnginePool:
             else:
                 path = self.catalog.file_path(spec)
                 assert path is not None
-                engine = LlamaEngine(spec, path, self.settings, self.observer)
+                # the batched engine is a LlamaEngine too: the budget treats both alike
+                local = BatchedEngine if self.settings.engine_batching else LlamaEngine
+                engine = local(spec, path, self.settings, self.observer)
             engine = self._engines.setdefault(name, engine)
         if isinstance(engine, LlamaEngine) and not engine.loaded:
             async with self._lock:
@@ -146,16 +150,25 @@ def _unmetered(spec: ModelSpec) -> contextlib.AbstractContextManager[object]:
 
 
 _ONE_TOKEN = Sampling(temperature=0.0, max_tokens=1)
-# through the chat template when the model has one: its first rendering is much of the
-# one-time work (a prompt alone left the first chat request at twice the cost of the next)
+# through the chat template when the model has one: a plain prompt left the first chat
+# request at twice the cost of the next (nor did rendering the template without evaluating it)
 WARM_UP_CHAT = GenerationRequest(sampling=_ONE_TOKEN, messages=(Message("user", "Hello"),))
 WARM_UP_TEXT = GenerationRequest(sampling=_ONE_TOKEN, prompt="Hello")
+
+
+def _warm_up_request(engine: LlamaEngine) -> GenerationRequest:
+    # The batched engine keeps a finished prompt's KV in its slot for the next request: a
+    # chat warm-up would become the next chat request's cached prefix (the template's
+    # system prompt), so it gets the plain prompt and its first chat request does the rest.
+    if engine.spec.chat and not isinstance(engine, BatchedEngine):
+        return WARM_UP_CHAT
+    return WARM_UP_TEXT
 
 
 async def _warm_up(engine: LlamaEngine) -> None:
     """One token through a freshly loaded model (see the module); a failure is only logged:
     the request that is waiting for the model will meet it and report it properly."""
-    stream = engine.generate(WARM_UP_CHAT if engine.spec.chat else WARM_UP_TEXT)
+    stream = engine.generate(_warm_up_request(engine))
     try:
         async for _ in stream:
             pass

@@ -8,7 +8,10 @@ and splits what was used since the last reading equally among the generations ac
 that interval. With one request at a time (the common case: requests on one model take
 turns) the request gets everything the process used while it ran; with several models
 generating at once each gets an equal share of each interval. Time when nothing is active
-(idle) is attributed to no request.
+(idle) is attributed to no request. A batched engine, whose every decode step serves several
+requests, also reads the meter after each step (``split_step``) and splits that interval by
+the tokens each request contributed to the step instead. Either way the shares of a window
+add up to what the process spent while anything was active (``active_cpu_s``, ``active_j``).
 
 * ``measured``: the counters' joules (RAPL package and DRAM; NVML board), split as above.
   Scope names the counters: it is whole-package (or board) energy, not the process's.
@@ -29,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from smallfirst.engines.base import ComputeMeter
 from smallfirst.metering.counters import Counter
 
 EnergyMethod = Literal["measured", "estimated", "profile", "unknown"]
@@ -62,6 +66,10 @@ class Slot:
         """Called by the engine's worker when it takes and releases its model."""
         self._meter.set_active(self, active)
 
+    def split_step(self, shares: Sequence[tuple[ComputeMeter, int]]) -> None:
+        """A batched engine's step ended: split it among its slots by tokens contributed."""
+        self._meter.split_step([(s, n) for s, n in shares if isinstance(s, Slot)])
+
 
 class Accountant:
     """Splits process CPU time and counter energy among active generations (thread-safe)."""
@@ -78,21 +86,33 @@ class Accountant:
         self._lock = threading.Lock()
         self._active: list[Slot] = []
         self._last = self._readings()
+        # what the process spent while some generation was active: the window total that
+        # the slots' shares add up to
+        self.active_cpu_s = 0.0
+        self.active_wall_s = 0.0
+        self.active_j = 0.0
 
     def _readings(self) -> tuple[float, float, float]:
         joules = sum(c.read_j() for c in self.counters)
         return self._cpu_clock(), self._wall_clock(), joules
 
-    def _settle(self) -> None:
+    def _settle(self, weights: Sequence[tuple[Slot, int]] = ()) -> None:
         now = self._readings()
         cpu, wall, joules = (n - last for n, last in zip(now, self._last, strict=True))
         self._last = now
-        if self._active:
-            share = 1.0 / len(self._active)
-            for slot in self._active:
-                slot.cpu_s += cpu * share
-                slot.shared_wall_s += wall * share
-                slot.counter_j += joules * share
+        total = sum(n for _, n in weights)
+        if total <= 0:
+            weights = [(slot, 1) for slot in self._active]
+            total = len(weights)
+        if weights:
+            self.active_cpu_s += cpu
+            self.active_wall_s += wall
+            self.active_j += joules
+        for slot, n in weights:
+            share = n / total
+            slot.cpu_s += cpu * share
+            slot.shared_wall_s += wall * share
+            slot.counter_j += joules * share
 
     def slot(self) -> Slot:
         return Slot(self)
@@ -108,6 +128,18 @@ class Accountant:
             else:
                 self._active.remove(slot)
 
+    def split_step(self, shares: Sequence[tuple[Slot, int]]) -> None:
+        """What the process spent since the last reading goes to ``shares`` by weight.
+
+        A batched engine calls this after each decode step with the tokens each sequence
+        contributed (prompt tokens evaluated and tokens decoded), so that a request that
+        joined with a long prompt pays for it and one whose prefix was reused does not.
+        Slots no longer active get nothing (their window closed); if none is left the
+        interval is split equally among the active ones, as at any other reading.
+        """
+        with self._lock:
+            self._settle([(s, n) for s, n in shares if s.active and n > 0])
+
     @property
     def measured(self) -> bool:
         return bool(self.counters)
@@ -122,6 +154,16 @@ class EstimateConstants:
     watts_per_thread: float
     ram_w: float
     source: str  # where the watts come from
+
+
+def window_energy_j(accountant: Accountant, constants: EstimateConstants) -> float:
+    """What the process spent while any generation was active, by the rule the receipts
+    use: the receipts of that window add up to it."""
+    if accountant.measured:
+        return accountant.active_j
+    return accountant.active_cpu_s * constants.watts_per_thread + (
+        accountant.active_wall_s * constants.ram_w
+    )
 
 
 def local_energy(accountant: Accountant, slot: Slot, constants: EstimateConstants) -> Energy:

@@ -56,14 +56,18 @@ class Envelope:
         }
 
 
-def usage_dict(usage: Usage | None) -> dict[str, int] | None:
+def usage_dict(usage: Usage | None) -> dict[str, Any] | None:
     if usage is None:
         return None
-    return {
+    body: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cached_tokens is not None:
+        # OpenAI's shape: prompt tokens answered from the KV cache, not evaluated again
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return body
 
 
 def chat_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> dict[str, Any]:

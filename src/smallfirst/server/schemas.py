@@ -137,10 +137,18 @@ class Receipt(_Open):
 # --- completions --------------------------------------------------------------------------
 
 
+class PromptTokensDetails(_Closed):
+    cached_tokens: int = Field(
+        description="prompt tokens whose KV was reused from an earlier request, not evaluated"
+    )
+
+
 class Usage(_Closed):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # only from the batched in-process engine (engine_batching), as OpenAI reports it
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class TopLogprob(_Closed):

@@ -103,7 +103,7 @@ class Metered:
         self.metering = metering
         self.slot: Slot | None = metering.slot(engine.spec) if metering else None
         self.request = dataclasses.replace(
-            request, on_compute=self.slot.set_active if self.slot else None
+            request, on_compute=self.slot.set_active if self.slot else None, meter=self.slot
         )
         self.started = time.perf_counter()
         self.first_at: float | None = None

@@ -1,0 +1,223 @@
+"""The batched in-process engine: one llama.cpp context serving ``parallel`` requests at once.
+
+Where :class:`~smallfirst.engines.llama.LlamaEngine` runs one generation at a time behind a
+lock, :class:`BatchedEngine` loads the model with one context of ``parallel`` sequence slots
+(each slot the per-request context, so the memory budget counts the KV cache of all of
+them) and hands every admitted request to its :class:`~smallfirst.engines.scheduler.Scheduler`,
+which decodes all running requests in one batch per step, lets new ones join at the next
+step and reuses the KV of a finished request's prompt prefix. Prompts are built as the
+one-at-a-time engine builds them (:mod:`.prompting`), and the admission queue is the same,
+with ``parallel`` requests running instead of one.
+
+Chosen with the ``engine_batching`` setting; the pool creates one or the other. This module
+does not decide what stays loaded (:mod:`.pool`) and does not decode (:mod:`.scheduler`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+from smallfirst.catalog import ModelSpec
+from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
+from smallfirst.engines.base import Chunk, GenerationRequest
+from smallfirst.engines.llama import LlamaEngine, kv_cache_bytes
+from smallfirst.engines.prompting import Prompter
+from smallfirst.engines.scheduler import Scheduler
+from smallfirst.engines.sequence import DONE, Sequence
+from smallfirst.errors import GenerationError, ShuttingDownError
+from smallfirst.settings import Settings
+
+__all__ = ["BatchedEngine"]
+
+log = logging.getLogger(__name__)
+
+
+class BatchedEngine(LlamaEngine):
+    """A local GGUF model decoding up to ``settings.parallel`` requests together.
+
+    It keeps the one-at-a-time engine's bookkeeping (admission, ``in_flight``,
+    ``memory_bytes``, prompts) so the pool and the server treat both alike.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        path: Path,
+        settings: Settings,
+        observer: AdmissionObserver | None = None,
+    ) -> None:
+        super().__init__(spec, path, settings, observer)
+        self.parallel = settings.parallel
+        self.admission = Admission(
+            spec.name, self.parallel, settings.max_queue, settings.queue_timeout_s, observer
+        )
+        self._model: Any = None
+        self._ctx: Any = None
+        self._scheduler: Scheduler | None = None
+        self._n_ctx_seq = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._scheduler is not None
+
+    @property
+    def n_ctx(self) -> int:
+        """The context of one request (each slot's share of the whole)."""
+        return self._n_ctx_seq or self._want_ctx()
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        return self._scheduler
+
+    def load(self) -> None:
+        """Load weights, create the context and start the scheduler (blocking)."""
+        with self._load_lock:
+            if self._scheduler is not None:
+                return
+            # llama.cpp's CPU backend here is built with OpenMP. With libgomp's default wait
+            # policy, idle team threads spin, and on a small busy machine they take the
+            # cores from the team that is computing: measured on 2 shared cores, one batched
+            # stream of SmolLM2 ran at 2.4 tok/s with the default and 40 tok/s with PASSIVE
+            # (bench/results/serving/engine-profile.md). libgomp reads it once, when llama_cpp
+            # is first imported; an operator's own value wins.
+            if "llama_cpp" in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
+                log.info("llama.cpp was loaded before the batched engine: OpenMP keeps spinning")
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            import llama_cpp  # heavy: imported only when a model is actually loaded
+            from llama_cpp import _internals
+            from llama_cpp._logger import set_verbose
+            from llama_cpp.llama_grammar import JSON_GBNF
+
+            # what Llama(verbose=False) does for the one-at-a-time engine: llama.cpp's log
+            # (a line per graph input at every step otherwise) goes nowhere
+            set_verbose(False)
+            llama_cpp.llama_backend_init()  # as Llama() does; idempotent
+            started = time.perf_counter()
+            model: Any = _internals.LlamaModel(
+                path_model=str(self.path),
+                params=llama_cpp.llama_model_default_params(),
+                verbose=False,
+            )
+            try:
+                ctx = _internals.LlamaContext(
+                    model=model, params=self._context_params(llama_cpp), verbose=False
+                )
+                metadata = model.metadata()
+                prompter = Prompter(self.spec, model, metadata)
+                scheduler = Scheduler(
+                    self.spec.name,
+                    model,
+                    ctx.ctx,
+                    parallel=self.parallel,
+                    n_batch=self._settings.n_batch,
+                    chunk_tokens=self._settings.prefill_chunk_tokens,
+                    json_gbnf=JSON_GBNF,
+                )
+            except BaseException:
+                model.close()
+                raise
+            n_ctx = int(llama_cpp.llama_n_ctx(ctx.ctx))
+            self._n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(ctx.ctx))
+            self.memory_bytes = self.path.stat().st_size + kv_cache_bytes(metadata, n_ctx)
+            self._model, self._ctx, self._prompter = model, ctx, prompter
+            self._scheduler = scheduler
+            log.info(
+                "loaded %s batched (%d slots of n_ctx=%d, threads=%d) in %.2f s",
+                self.spec.name,
+                self.parallel,
+                self._n_ctx_seq,
+                self._settings.threads,
+                time.perf_counter() - started,
+            )
+
+    def _context_params(self, llama_cpp: Any) -> Any:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self._want_ctx() * self.parallel
+        params.n_batch = self._settings.n_batch
+        params.n_ubatch = self._settings.n_batch
+        params.n_seq_max = self.parallel
+        # one KV stream per slot: attention reads only its own sequence's cells
+        params.kv_unified = False
+        params.n_threads = params.n_threads_batch = self._settings.threads
+        # as llama-cpp-python's Llama (the one-at-a-time engine): same numerics
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.no_perf = True
+        return params
+
+    def unload(self) -> None:
+        """Stop the scheduler and free the context and the weights (blocking)."""
+        with self._load_lock:
+            if self._scheduler is None:
+                return
+            self._scheduler.close()
+            self._ctx.close()
+            self._model.close()
+            self._scheduler = self._ctx = self._model = self._prompter = None
+            self._n_ctx_seq = 0
+            log.info("unloaded %s", self.spec.name)
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        self.in_flight += 1
+        self.last_used = time.monotonic()
+        ticket: Ticket | None = None
+        seq: Sequence | None = None
+        scheduler: Scheduler | None = None
+        try:
+            prompt, tokens = await self.prepare(request)
+            ticket = await self.admission.acquire()
+            scheduler = self._scheduler
+            if scheduler is None:
+                raise GenerationError(f"{self.spec.name} was unloaded")
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+
+            def emit(item: Any) -> None:
+                # The loop may be gone if the server shut down mid-generation.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+
+            seq = Sequence(
+                tokens,
+                request.sampling,
+                emit,
+                self.n_ctx,
+                meter=request.meter,
+                on_compute=request.on_compute,
+            )
+            running = seq
+
+            def abort() -> None:
+                running.cancel.set()
+                queue.put_nowait(ShuttingDownError(self.admission.shutdown_message(ended=True)))
+                if scheduler is not None:
+                    scheduler.wake()
+
+            ticket.on_abort = abort
+            scheduler.submit(seq)
+            if request.echo:
+                yield Chunk(text=prompt)
+            while True:
+                seq.wanted.set()
+                item = await queue.get()
+                if item is DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if seq is not None:
+                seq.cancel.set()
+                if scheduler is not None:
+                    scheduler.wake()
+            if ticket is not None:
+                self.admission.release(ticket)
+            self.in_flight -= 1
+            self.last_used = time.monotonic()

@@ -1,0 +1,70 @@
+"""What an in-process model is asked: the prompt text its chat template writes, and its tokens.
+
+Both in-process engines (one generation at a time, :mod:`.llama`; batched, :mod:`.batched`)
+build prompts the same way, so that the two give the same tokens to the same model: chat
+messages go through the model's own chat template from its GGUF metadata (plus a pre-filled
+``assistant_prefix``), a raw completion prompt is tokenized as is, starting from BOS when the
+model wants one. Text going back out is handled by :mod:`.text`.
+
+This module does not load models or run them; it wraps an already loaded llama.cpp model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smallfirst.catalog import ModelSpec
+from smallfirst.engines.base import GenerationRequest
+from smallfirst.errors import GenerationError, InvalidRequestError, UnsupportedError
+
+__all__ = ["Prompter"]
+
+
+class Prompter:
+    """Prompts and tokens for one loaded model (``model``: llama-cpp-python's LlamaModel)."""
+
+    def __init__(self, spec: ModelSpec, model: Any, metadata: dict[str, str]) -> None:
+        self.spec = spec
+        self.model = model
+        self.formatter: Any = None
+        if spec.chat:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            template = metadata.get("tokenizer.chat_template")
+            if not template:
+                raise GenerationError(f"{spec.name} has no chat template in its GGUF")
+            eos, bos = model.token_eos(), model.token_bos()
+            self.formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )
+
+    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
+        return list(self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+
+    def prompt_tokens(self, request: GenerationRequest) -> tuple[str, list[int]]:
+        """The prompt text the model sees, and its tokens."""
+        if request.messages is not None:
+            if self.formatter is None:
+                raise UnsupportedError(
+                    f"{self.spec.name} is a base model without a chat template; "
+                    "use /v1/completions",
+                    param="model",
+                )
+            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            prompt = self.formatter(messages=messages).prompt + (request.assistant_prefix or "")
+            # The template already wrote BOS where the model wants one.
+            return prompt, self.tokenize(prompt, add_bos=False, special=True)
+        prompt = request.prompt or ""
+        bos = int(self.model.token_bos())
+        tokens = self.tokenize(prompt, add_bos=bool(self.model.add_bos_token()), special=False)
+        if not tokens and bos != -1:
+            # an empty prompt starts from BOS, as llama-cpp-python's own server does:
+            # llama.cpp cannot sample with nothing evaluated (found by fuzzing)
+            tokens = [bos]
+        if not tokens:
+            raise InvalidRequestError(
+                "'prompt' is empty and this model has no BOS token", param="prompt"
+            )
+        return prompt, tokens

@@ -1,0 +1,125 @@
+"""Per-sequence sampling in llama.cpp's own sampler chain, and log-probabilities on request.
+
+The batched engine gives each sequence a llama.cpp sampler chain built from its request:
+repetition penalties (presence, frequency), the JSON grammar for ``response_format``
+``json_object``, then greedy at temperature 0, else top-p, temperature and a seeded draw.
+The chain is the one llama-cpp-python's ``Llama.generate`` builds for the one-at-a-time
+engine (same samplers, same order, same 64-token penalty window), so both engines sample
+alike. Sampling runs in C on the logits llama.cpp already holds; the logits are copied to
+Python only for a request that asked for log-probabilities.
+
+This module does not decode batches or keep sequences (see :mod:`.scheduler`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from smallfirst.engines.base import Sampling, TokenLogprob, TopLogprob
+
+__all__ = ["PENALTY_LAST_N", "SamplerChain", "logits_logprob", "token_logprob"]
+
+# llama-cpp-python's Llama(last_n_tokens_size=64): the one-at-a-time engine's window
+PENALTY_LAST_N = 64
+
+
+class SamplerChain:
+    """One sequence's llama.cpp sampler chain; ``close`` frees it (idempotent)."""
+
+    def __init__(self, sampling: Sampling, vocab: Any, n_vocab: int, json_gbnf: str) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        self.chain: Any = chain
+        add = llama_cpp.llama_sampler_chain_add
+        if sampling.presence_penalty or sampling.frequency_penalty:
+            add(
+                chain,
+                llama_cpp.llama_sampler_init_penalties(
+                    n_vocab,
+                    PENALTY_LAST_N,
+                    1.0,
+                    sampling.frequency_penalty,
+                    sampling.presence_penalty,
+                ),
+            )
+        if sampling.json_object:
+            grammar = llama_cpp.llama_sampler_init_grammar(
+                vocab, json_gbnf.encode("utf-8"), b"root"
+            )
+            if not grammar:
+                self.close()
+                raise RuntimeError("llama.cpp refused the JSON grammar")
+            add(chain, grammar)
+        if sampling.temperature == 0.0:
+            add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            seed = llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed
+            # as Llama._init_sampler: top_k 0 and min_p 0 are no-ops, typical 1.0 too
+            add(chain, llama_cpp.llama_sampler_init_top_k(0))
+            add(chain, llama_cpp.llama_sampler_init_typical(1.0, 1))
+            add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+            add(chain, llama_cpp.llama_sampler_init_min_p(0.0, 1))
+            add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
+            add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+
+    def sample(self, ctx: Any, index: int) -> int:
+        """Sample from the logits of batch row ``index`` (the chain also accepts the token)."""
+        return int(self._lib.llama_sampler_sample(self.chain, ctx, index))
+
+    def close(self) -> None:
+        if self.chain is not None:
+            self._lib.llama_sampler_free(self.chain)
+            self.chain = None
+
+
+def log_softmax(logits: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
+    """llama-cpp-python's ``Llama.logits_to_logprobs`` for one row."""
+    peak = np.amax(logits)
+    shifted = np.subtract(logits, peak if np.isfinite(peak) else 0, dtype=np.single)
+    with np.errstate(divide="ignore"):
+        total = np.log(np.sum(np.exp(shifted)))
+    return np.asarray(shifted - total, dtype=np.single)
+
+
+def logits_logprob(
+    logits: npt.NDArray[np.single],
+    token: int,
+    piece: bytes,
+    top: int,
+    detokenize: Callable[[list[int]], bytes],
+) -> TokenLogprob:
+    """The log-probability of ``token`` (and the ``top`` best) under one row of raw logits."""
+    logprobs = log_softmax(logits)
+    alternatives: tuple[TopLogprob, ...] = ()
+    if top:
+        best = np.argpartition(-logprobs, top)[:top]
+        best = best[np.argsort(-logprobs[best])]
+        alternatives = tuple(_top(detokenize([int(t)]), float(logprobs[t])) for t in best)
+    return TokenLogprob(
+        token=piece.decode("utf-8", errors="replace"),
+        logprob=float(logprobs[token]),
+        bytes=tuple(piece),
+        top=alternatives,
+    )
+
+
+def token_logprob(
+    ctx: Any, index: int, n_vocab: int, token: int, piece: bytes, top: int, model: Any
+) -> TokenLogprob:
+    """The log-probability of ``token`` under the raw logits of batch row ``index``."""
+    import llama_cpp
+
+    row = llama_cpp.llama_get_logits_ith(ctx, index)
+    logits = np.ctypeslib.as_array(ctypes.cast(row, ctypes.POINTER(ctypes.c_float)), (n_vocab,))
+    return logits_logprob(logits, token, piece, top, model.detokenize)
+
+
+def _top(piece: bytes, logprob: float) -> TopLogprob:
+    return TopLogprob(piece.decode("utf-8", errors="replace"), logprob, tuple(piece))

@@ -1,0 +1,288 @@
+"""Continuous batching: one thread per loaded model decodes every running sequence together.
+
+The scheduler owns one llama.cpp context with ``parallel`` sequence slots (each slot its own
+KV stream of the per-request context). Each step builds one batch: the next token of every
+sequence that is generating, then prompt tokens of sequences still reading their prompt, at
+most ``prefill_chunk_tokens`` each per step, so a request that joins with a long prompt does
+not stall the streams already running. After ``llama_decode`` each sequence that has logits
+samples its next token in its own llama.cpp sampler chain (:mod:`.sampling`).
+
+Prefix reuse: a sequence that finishes leaves its KV in its slot. A new request takes the
+free slot whose cached tokens share the longest prefix with its prompt, and evaluates only
+the rest (at least the prompt's last token, whose logits it samples from); the reused count
+is reported as ``cached_tokens``. A request whose client went away (``cancel``) leaves at
+the next step, and its slot's KV is cleared at once.
+
+Metering: after each step the time the process spent is split among the sequences in it by
+the tokens each contributed (``ComputeMeter.split_step``).
+
+Admission (how many may wait, for how long) is the engine's job (:mod:`.batched`): the
+scheduler runs whatever it is handed, ``parallel`` at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from smallfirst.engines.sampling import SamplerChain, token_logprob
+from smallfirst.engines.sequence import DONE, Sequence
+from smallfirst.errors import GenerationError, SmallfirstError
+
+__all__ = ["HANDOFF_WAIT_S", "Scheduler"]
+
+log = logging.getLogger(__name__)
+
+# How long a step waits for consumers to pick up its chunks (see LlamaEngine's hand-off:
+# an event loop that must preempt llama.cpp's threads to send each token stalls them).
+HANDOFF_WAIT_S = 0.005
+
+
+class Scheduler:
+    """Decodes up to ``parallel`` sequences of one model in one thread; ``close`` stops it."""
+
+    def __init__(
+        self,
+        name: str,
+        model: Any,
+        ctx: Any,
+        *,
+        parallel: int,
+        n_batch: int,
+        chunk_tokens: int,
+        json_gbnf: str,
+    ) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.name = name
+        self._model = model
+        self._ctx = ctx
+        self._vocab = model.vocab
+        self._n_vocab = int(model.n_vocab())
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self.parallel = parallel
+        self._n_batch = n_batch
+        self._chunk = max(1, min(chunk_tokens, n_batch))
+        self._json_gbnf = json_gbnf
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._cond = threading.Condition()
+        self._incoming: deque[Sequence] = deque()
+        self._active: list[Sequence] = []
+        self._slots: list[list[int]] = [[] for _ in range(parallel)]  # tokens in each slot's KV
+        self._slot_used = [0.0] * parallel
+        self._stopping = False
+        self.steps = 0
+        self._thread = threading.Thread(target=self._loop, name=f"batch-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, seq: Sequence) -> None:
+        with self._cond:
+            if self._stopping:
+                raise GenerationError(f"{self.name} is being unloaded")
+            self._incoming.append(seq)
+            self._cond.notify()
+
+    def wake(self) -> None:
+        """A consumer went away: let the loop notice now rather than at its next step."""
+        with self._cond:
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the thread; sequences still running end with an error. Frees the batch."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join()
+        if self._batch is not None:
+            self._lib.llama_batch_free(self._batch)
+            self._batch = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._incoming and not self._active:
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                joining: list[Sequence] = []
+                self._drop_cancelled()
+                while self._incoming and len(self._active) + len(joining) < self.parallel:
+                    joining.append(self._incoming.popleft())
+            try:
+                for seq in joining:
+                    self._join(seq)
+                if self._active:
+                    self._step()
+            except Exception as exc:  # a failed decode: end what ran, start clean
+                log.exception("batched decoding failed on %s", self.name)
+                for seq in list(self._active):
+                    self._leave(seq, GenerationError(f"generation failed on {self.name}: {exc}"))
+                self._lib.llama_memory_clear(self._memory, True)
+                self._slots = [[] for _ in range(self.parallel)]
+        for seq in [*self._active, *self._incoming]:
+            self._leave(seq, GenerationError(f"{self.name} was unloaded mid-generation"))
+        self._incoming.clear()
+
+    def _drop_cancelled(self) -> None:
+        for seq in list(self._active):
+            if seq.cancel.is_set():
+                log.info(
+                    "%s: consumer gone; stopped after %d tokens", self.name, len(seq.generated)
+                )
+                self._leave(seq, None, keep_kv=False)
+
+    def _free_slot(self, prompt: list[int]) -> tuple[int, int]:
+        """The free slot sharing the longest prefix with ``prompt`` (ties: least recently
+        used), and how many of its cached tokens can be reused."""
+        busy = {s.slot for s in self._active}
+        best, best_common = -1, -1
+        for slot in range(self.parallel):
+            if slot in busy:
+                continue
+            common = _common_prefix(self._slots[slot], prompt)
+            if common > best_common or (
+                common == best_common and self._slot_used[slot] < self._slot_used[best]
+            ):
+                best, best_common = slot, common
+        # the prompt's last token is always evaluated: its logits are sampled from
+        return best, min(best_common, len(prompt) - 1)
+
+    def _join(self, seq: Sequence) -> None:
+        if seq.cancel.is_set():
+            seq.send(DONE)
+            return
+        if seq.limit <= 0:
+            seq.finish = "length"
+            seq.send(seq.final_chunk())
+            seq.send(DONE)
+            return
+        slot, reuse = self._free_slot(seq.prompt)
+        self._lib.llama_memory_seq_rm(self._memory, slot, reuse, -1)
+        del self._slots[slot][reuse:]
+        seq.slot, seq.n_past, seq.cached = slot, reuse, reuse
+        seq.pending = seq.prompt[reuse:]
+        try:
+            seq.chain = SamplerChain(seq.sampling, self._vocab, self._n_vocab, self._json_gbnf)
+        except Exception as exc:
+            seq.send(GenerationError(f"could not set up sampling on {self.name}: {exc}"))
+            seq.send(DONE)
+            return
+        self._active.append(seq)
+        seq.set_active(True)
+
+    def _fill(self) -> list[tuple[Sequence, list[int]]]:
+        """Put this step's tokens in the batch: one per generating sequence, then prompt
+        chunks while there is room. Returns each contributor and the tokens it added."""
+        batch = self._batch
+        added: list[tuple[Sequence, list[int]]] = []
+        n = 0
+
+        def put(seq: Sequence, token: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = seq.n_past + seq.contributed
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq.slot
+            batch.logits[n] = logits
+            if logits:
+                seq.row = n
+            seq.contributed += 1
+            n += 1
+
+        for seq in self._active:
+            seq.row, seq.contributed = -1, 0
+            if seq.next_token is not None:
+                put(seq, seq.next_token, True)
+                added.append((seq, [seq.next_token]))
+        for seq in self._active:
+            room = min(self._n_batch - n, self._chunk)
+            if not seq.pending or room <= 0:
+                continue
+            part = seq.pending[:room]
+            for i, token in enumerate(part):
+                put(seq, token, i == len(part) - 1 and len(part) == len(seq.pending))
+            added.append((seq, part))
+        batch.n_tokens = n
+        return added
+
+    def _step(self) -> None:
+        added = self._fill()
+        if not added:
+            return
+        ret = self._lib.llama_decode(self._ctx, self._batch)
+        if ret != 0:
+            raise GenerationError(f"llama_decode returned {ret}")
+        self.steps += 1
+        now = time.monotonic()
+        for seq, tokens in added:
+            seq.n_past += len(tokens)
+            self._slots[seq.slot].extend(tokens)
+            self._slot_used[seq.slot] = now
+            if seq.pending:
+                del seq.pending[: len(tokens)]
+            else:
+                seq.next_token = None
+        metered = [seq for seq, _ in added if seq.meter is not None]
+        if metered and metered[0].meter is not None:
+            metered[0].meter.split_step([(s.meter, s.contributed) for s in metered if s.meter])
+        emitted: list[Sequence] = []
+        for seq, _ in added:
+            if seq.row < 0:
+                continue
+            self._sample(seq)
+            emitted.append(seq)
+            if seq.done:
+                self._leave(seq, None)
+        deadline = time.monotonic() + HANDOFF_WAIT_S
+        for seq in emitted:
+            seq.wanted.wait(max(0.0, deadline - time.monotonic()))
+
+    def _sample(self, seq: Sequence) -> None:
+        assert seq.chain is not None
+        token = seq.chain.sample(self._ctx, seq.row)
+        eog = bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+        piece = b"" if eog else self._model.detokenize([token])
+        logprob = None
+        if seq.sampling.logprobs and not eog:
+            logprob = token_logprob(
+                self._ctx,
+                seq.row,
+                self._n_vocab,
+                token,
+                piece,
+                seq.sampling.top_logprobs,
+                self._model,
+            )
+        seq.accept(token, eog, piece, logprob)
+
+    def _leave(self, seq: Sequence, error: SmallfirstError | None, *, keep_kv: bool = True) -> None:
+        """A sequence is done (or failed, or lost its client): free what it held."""
+        if seq in self._active:
+            self._active.remove(seq)
+        if seq.slot >= 0 and (error is not None or not keep_kv):
+            with contextlib.suppress(Exception):
+                self._lib.llama_memory_seq_rm(self._memory, seq.slot, -1, -1)
+            self._slots[seq.slot] = []
+        if seq.chain is not None:
+            seq.chain.close()
+            seq.chain = None
+        seq.set_active(False)
+        if error is not None:
+            seq.send(error)
+        elif seq.done:
+            seq.send(seq.final_chunk())
+        seq.send(DONE)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -1,0 +1,119 @@
+"""One request inside the batched engine: its prompt, its place in the KV cache, its output.
+
+A :class:`Sequence` is what the scheduler (:mod:`.scheduler`) keeps per request: the prompt
+tokens still to evaluate, how many positions of its slot's KV cache it fills, the token it
+sampled last (decoded at the next step), its sampler chain, and the text path out (UTF-8
+assembly and stop sequences held back, as the one-at-a-time engine does). It turns each
+sampled token into a :class:`~smallfirst.engines.base.Chunk` and knows when it is done:
+end of generation, a stop sequence, ``max_tokens`` or its share of the context.
+
+It also opens and closes the request's metering window, and hands chunks to the consumer
+through ``emit``. It does not touch llama.cpp: the scheduler decodes and samples.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from smallfirst.engines.base import Chunk, ComputeMeter, Sampling, TokenLogprob
+from smallfirst.engines.sampling import SamplerChain
+from smallfirst.engines.text import StopMatcher, Utf8Decoder
+from smallfirst.types import FinishReason, Usage
+
+__all__ = ["DONE", "Sequence"]
+
+DONE = object()
+"""The last item a sequence emits: nothing more will come."""
+
+
+class Sequence:
+    """A request's state between joining the batch and leaving it (scheduler thread only,
+    except ``cancel`` and ``wanted``, which the consumer sets)."""
+
+    def __init__(
+        self,
+        prompt: list[int],
+        sampling: Sampling,
+        emit: Callable[[Any], None],
+        n_ctx_seq: int,
+        *,
+        meter: ComputeMeter | None = None,
+        on_compute: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.prompt = prompt
+        self.sampling = sampling
+        self.emit = emit
+        self.meter = meter
+        self.on_compute = on_compute if meter is None else None
+        self.cancel = threading.Event()
+        self.wanted = threading.Event()  # the consumer took what was emitted last
+        limit = n_ctx_seq - len(prompt)
+        if sampling.max_tokens is not None:
+            limit = min(limit, sampling.max_tokens)
+        self.limit = limit
+        self.slot = -1
+        self.n_past = 0  # positions of this sequence in its slot's KV cache
+        self.cached = 0  # prompt tokens found in the slot's KV cache on joining
+        self.pending: list[int] = []  # prompt tokens not evaluated yet
+        self.next_token: int | None = None  # sampled, to be decoded at the next step
+        self.generated: list[int] = []
+        self.chain: SamplerChain | None = None
+        self.finish: FinishReason | None = None
+        self.active = False
+        self.row = -1  # batch row holding this sequence's logits in the current step
+        self.contributed = 0  # tokens this sequence put in the current step
+        self._stops = StopMatcher(sampling.stop)
+        self._decoder = Utf8Decoder()
+        self._stopped_by_sequence = False
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
+
+    def kv_tokens(self) -> list[int]:
+        """The tokens whose KV this sequence left in its slot (prompt, then its output)."""
+        return (self.prompt + self.generated)[: self.n_past]
+
+    def set_active(self, active: bool) -> None:
+        """Open or close the request's metering window (once each)."""
+        if active == self.active:
+            return
+        self.active = active
+        if self.meter is not None:
+            self.meter.set_active(active)
+        elif self.on_compute is not None:
+            self.on_compute(active)
+
+    def accept(self, token: int, eog: bool, piece: bytes, logprob: TokenLogprob | None) -> None:
+        """Take the token sampled for this sequence: emit its text, or finish."""
+        if eog:
+            self.finish = "stop"
+            return
+        self.generated.append(token)
+        text, hit = self._stops.feed(self._decoder.feed(piece))
+        logprobs = (logprob,) if logprob is not None else ()
+        if hit:
+            self.send(Chunk(text=text, logprobs=logprobs))
+            self.finish, self._stopped_by_sequence = "stop", True
+            return
+        if text or logprobs:
+            self.send(Chunk(text=text, logprobs=logprobs))
+        if len(self.generated) >= self.limit:
+            self.finish = "length"
+            return
+        self.next_token = token
+
+    def final_chunk(self) -> Chunk:
+        """The last chunk: what text was held back, the finish reason and the usage."""
+        tail = ""
+        if not self._stopped_by_sequence:
+            text, hit = self._stops.feed(self._decoder.flush())
+            tail = text if hit else text + self._stops.flush()
+        usage = Usage(len(self.prompt), len(self.generated), cached_tokens=self.cached)
+        return Chunk(text=tail, finish_reason=self.finish or "length", usage=usage)
+
+    def send(self, item: Any) -> None:
+        self.wanted.clear()
+        self.emit(item)

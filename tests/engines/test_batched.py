@@ -1,0 +1,261 @@
+"""The batched engine on a real model (SmolLM2-135M): batching, joining, leaving, reuse.
+
+Answers are compared between engines that start with empty KV caches, so that each
+comparison is of the same prompt evaluated the same way (a prompt found in a slot's cache
+is not re-read, which is the point of prefix reuse but not what these tests compare).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from smallfirst.catalog import Catalog
+from smallfirst.engines.base import ComputeMeter, GenerationRequest, Sampling
+from smallfirst.engines.batched import BatchedEngine
+from smallfirst.engines.llama import LlamaEngine
+from smallfirst.metering.meter import Accountant, EstimateConstants, local_energy, window_energy_j
+from smallfirst.settings import Settings
+from smallfirst.types import Message, Usage
+from tests.conftest import SMOL
+
+PROMPTS = [
+    "Write three sentences about the sea.",
+    "What is the capital of France? Explain briefly.",
+    "Name five colours and one thing of each colour.",
+    "Tell me a short story about a cat and a dog.",
+]
+
+
+def request(text: str, max_tokens: int = 32, **kw: Any) -> GenerationRequest:
+    meter = kw.pop("meter", None)
+    sampling = Sampling(**{"temperature": 0.0, "max_tokens": max_tokens, **kw})
+    return GenerationRequest(sampling=sampling, messages=(Message("user", text),), meter=meter)
+
+
+async def answer(engine: LlamaEngine, req: GenerationRequest) -> tuple[str, Usage | None, Any]:
+    parts, last = [], None
+    async for chunk in engine.generate(req):
+        parts.append(chunk.text)
+        last = chunk
+    assert last is not None
+    return "".join(parts), last.usage, last
+
+
+def make(settings: Settings, **over: Any) -> BatchedEngine:
+    s = settings.model_copy(update={"engine_batching": True, "parallel": 4, **over})
+    spec = Catalog(s).get(SMOL)
+    path = Catalog(s).file_path(spec)
+    assert path is not None
+    return BatchedEngine(spec, path, s)
+
+
+@pytest.fixture
+def engines(settings: Settings) -> Iterator[list[BatchedEngine]]:
+    made: list[BatchedEngine] = []
+    yield made
+    for engine in made:
+        engine.unload()
+
+
+def test_four_concurrent_streams_equal_each_alone(
+    settings: Settings, engines: list[BatchedEngine]
+) -> None:
+    async def main() -> None:
+        alone = []
+        for text in PROMPTS:  # each on a fresh engine: nothing cached, nothing beside it
+            engine = make(settings)
+            engines.append(engine)
+            alone.append(await answer(engine, request(text)))
+            engine.unload()
+        together_engine = make(settings)
+        engines.append(together_engine)
+        together = await asyncio.gather(*(answer(together_engine, request(t)) for t in PROMPTS))
+        assert [a[0] for a in together] == [a[0] for a in alone]
+        assert [a[1] for a in together] == [a[1] for a in alone]
+        assert together_engine.scheduler is not None
+        # they shared steps: fewer steps than tokens generated
+        generated = sum(a[1].completion_tokens for a in together if a[1])
+        assert together_engine.scheduler.steps < generated
+
+    asyncio.run(main())
+
+
+def test_a_stream_joining_mid_batch_corrupts_none(
+    settings: Settings, engines: list[BatchedEngine]
+) -> None:
+    # a prompt longer than a prefill chunk: it is read over several steps, beside the others
+    long_prompt = "Summarise this: " + "the quick brown fox jumps over the lazy dog. " * 30
+
+    async def main() -> None:
+        reference = []
+        for text, n in ((PROMPTS[0], 48), (PROMPTS[1], 48), (long_prompt, 16)):
+            engine = make(settings, prefill_chunk_tokens=32)
+            engines.append(engine)
+            reference.append((await answer(engine, request(text, n)))[0])
+            engine.unload()
+        engine = make(settings, prefill_chunk_tokens=32)
+        engines.append(engine)
+        streams = [engine.generate(request(t, 48)) for t in PROMPTS[:2]]
+        heads = [[(await anext(s)).text for _ in range(4)] for s in streams]
+
+        async def rest(stream: Any, head: list[str]) -> str:
+            return "".join(head + [c.text async for c in stream])
+
+        running = [asyncio.create_task(rest(s, h)) for s, h in zip(streams, heads, strict=True)]
+        joined = await answer(engine, request(long_prompt, 16))
+        assert await asyncio.gather(*running) == reference[:2]
+        assert joined[0] == reference[2]
+        assert joined[1] is not None and joined[1].prompt_tokens > 32 * 3
+
+    asyncio.run(main())
+
+
+def test_a_disconnect_frees_its_slot(settings: Settings, engines: list[BatchedEngine]) -> None:
+    async def main() -> None:
+        engine = make(settings, parallel=1)
+        engines.append(engine)
+        stream = engine.generate(request(PROMPTS[0], 200))
+        for _ in range(3):
+            await anext(stream)
+        await stream.aclose()  # the client went away
+        assert engine.admission.running == 0
+        # the only slot serves the next request, and the gone one's KV is cleared
+        text, usage, _ = await answer(engine, request(PROMPTS[1], 8))
+        assert text and usage is not None and usage.cached_tokens == 0
+        assert engine.scheduler is not None and engine.scheduler.steps < 200
+
+    asyncio.run(main())
+
+
+class CountingMeter:
+    """A ComputeMeter that counts the tokens each step charged it."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.active: list[bool] = []
+
+    def set_active(self, active: bool) -> None:
+        self.active.append(active)
+
+    def split_step(self, shares: Any) -> None:
+        for meter, n in shares:
+            if isinstance(meter, CountingMeter):
+                meter.tokens += n
+
+
+def test_second_turn_reuses_the_first_turns_kv(
+    settings: Settings, engines: list[BatchedEngine]
+) -> None:
+    async def main() -> None:
+        engine = make(settings)
+        engines.append(engine)
+        turn1 = [Message("system", "You are terse."), Message("user", PROMPTS[0])]
+        first = GenerationRequest(Sampling(temperature=0.0, max_tokens=24), tuple(turn1))
+        reply, usage1, _ = await answer(engine, first)
+        assert usage1 is not None and usage1.cached_tokens == 0
+        turn2 = (*turn1, Message("assistant", reply), Message("user", "And about rivers?"))
+        meter = CountingMeter()
+        second = GenerationRequest(Sampling(temperature=0.0, max_tokens=8), turn2, meter=meter)
+        _, usage2, last = await answer(engine, second)
+        assert usage2 is not None and usage2.cached_tokens is not None
+        assert usage2.cached_tokens >= usage1.prompt_tokens
+        # only the new tokens were evaluated: the rest of the prompt, then each output
+        # token fed back (the last one is never decoded when max_tokens ends it)
+        fed_back = usage2.completion_tokens - (1 if last.finish_reason == "length" else 0)
+        assert meter.tokens == usage2.prompt_tokens - usage2.cached_tokens + fed_back
+        assert meter.active == [True, False]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {"stop": ("sea",)},
+        {"logprobs": True, "top_logprobs": 3},
+        {"json_object": True},
+        {"temperature": 0.8, "seed": 7, "top_p": 0.9},
+        {"presence_penalty": 1.5, "frequency_penalty": 0.5},
+    ],
+)
+def test_same_answers_as_the_one_at_a_time_engine(
+    settings: Settings, engines: list[BatchedEngine], sampling: dict[str, Any]
+) -> None:
+    async def main() -> None:
+        batched = make(settings)
+        engines.append(batched)
+        spec, path = batched.spec, batched.path
+        single = LlamaEngine(spec, path, settings)
+        try:
+            want = await answer(single, request(PROMPTS[0], 24, **sampling))
+        finally:
+            single.unload()
+        got = await answer(batched, request(PROMPTS[0], 24, **sampling))
+        assert got[0] == want[0]
+        assert got[2].finish_reason == want[2].finish_reason
+        if sampling.get("logprobs"):
+            assert got[1] is not None and want[1] is not None
+        await batched_logprobs_match(batched, single, sampling)
+
+    asyncio.run(main())
+
+
+async def batched_logprobs_match(
+    batched: BatchedEngine, single: LlamaEngine, sampling: dict[str, Any]
+) -> None:
+    if not sampling.get("logprobs"):
+        return
+    single.load()
+    try:
+        mine = [c async for c in batched.generate(request(PROMPTS[1], 6, **sampling))]
+        theirs = [c async for c in single.generate(request(PROMPTS[1], 6, **sampling))]
+    finally:
+        single.unload()
+    ours = [lp for c in mine for lp in c.logprobs]
+    ref = [lp for c in theirs for lp in c.logprobs]
+    assert [lp.token for lp in ours] == [lp.token for lp in ref]
+    assert [lp.logprob for lp in ours] == pytest.approx([lp.logprob for lp in ref], abs=1e-3)
+    assert all(len(lp.top) == 3 for lp in ours)
+
+
+def test_shares_of_concurrent_generations_add_up_to_the_window(
+    settings: Settings, engines: list[BatchedEngine]
+) -> None:
+    constants = EstimateConstants(watts_per_thread=5.0, ram_w=3.0, source="test")
+    accountant = Accountant()
+
+    async def main() -> None:
+        engine = make(settings)
+        engines.append(engine)
+        await answer(engine, request("Hi", 2))  # load outside the window
+        slots = [accountant.slot() for _ in PROMPTS]
+        meters: list[ComputeMeter] = list(slots)
+        await asyncio.gather(
+            *(answer(engine, request(t, 24, meter=m)) for t, m in zip(PROMPTS, meters, strict=True))
+        )
+        energies = [local_energy(accountant, s, constants).energy_j or 0.0 for s in slots]
+        assert all(e > 0 for e in energies)
+        assert sum(energies) == pytest.approx(window_energy_j(accountant, constants), rel=1e-9)
+        assert sum(s.cpu_s for s in slots) == pytest.approx(accountant.active_cpu_s, rel=1e-9)
+
+    asyncio.run(main())
+
+
+def test_the_memory_budget_counts_the_kv_of_every_slot(
+    settings: Settings, engines: list[BatchedEngine]
+) -> None:
+    batched = make(settings, parallel=4)
+    engines.append(batched)
+    single = LlamaEngine(batched.spec, batched.path, settings)
+    batched.load()
+    single.load()
+    try:
+        weights = batched.path.stat().st_size
+        assert batched.n_ctx == single.n_ctx  # each request gets the context it had
+        assert batched.memory_bytes - weights == 4 * (single.memory_bytes - weights) > 0
+    finally:
+        single.unload()
