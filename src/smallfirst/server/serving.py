@@ -14,6 +14,10 @@ receipt, committed to the store *before* that chunk is sent; a stream that fails
 began ends with an error event (:mod:`.errors`), and a client that goes away stops the
 generation. :func:`serve` is the whole step for one named model.
 
+A request the response cache may keep (:mod:`.response_cache`) carries a :data:`Keep` on
+its ledger: it is handed the answer once, only when the request ends ``ok`` with a finish
+reason (never an error, a cancelled request or a stream cut short), after its receipt.
+
 This module does not choose models (:mod:`.choosing`) and does not run cascades
 (:mod:`.cascading`); it knows no HTTP routes.
 """
@@ -49,6 +53,7 @@ __all__ = [
     "DISCONNECT_POLL_S",
     "Answer",
     "Finish",
+    "Keep",
     "Ledger",
     "Metered",
     "Record",
@@ -77,6 +82,10 @@ class Answer:
     finish_reason: FinishReason | None
     usage: Usage | None
     logprobs: tuple[TokenLogprob, ...]
+
+
+Keep = Callable[[str, "Answer", Receipt | None], None]
+"""Hands a complete answer (the model that gave it, the answer, its receipt) to the cache."""
 
 
 def _tokens(usage: Usage | None) -> tuple[int, int] | None:
@@ -164,8 +173,11 @@ class Ledger:
         endpoint: str,
         stream: bool,
         choice: Choice,
+        *,
+        keep: Keep | None = None,
     ) -> None:
         self.metering = metering
+        self.keep = keep  # the response cache's, when the request may be kept
         self.record = record
         self.receipt_id = receipt_id
         self.endpoint = endpoint
@@ -216,6 +228,7 @@ class Ledger:
             route=json.dumps(route) if route else None,
             key_id=self.choice.caller[0] if self.choice.caller else None,
             key_name=self.choice.caller[1] if self.choice.caller else None,
+            cache="miss" if self.keep is not None else None,
         )
         receipt = self.metering.receipt(spec, slot, outcome, energy=energy)
         if cost_usd is not None:
@@ -308,10 +321,13 @@ def stream_response(
     rest: AsyncGenerator[Chunk, None],
     include_usage: bool,
     finish: Finish,
+    *,
+    keep: Keep | None = None,
 ) -> StreamingResponse:
-    """``first`` and then ``rest`` as server-sent events; ``finish`` settles the receipt."""
+    """``first`` and then ``rest`` as server-sent events; ``finish`` settles the receipt;
+    ``keep`` gets the whole answer when the stream ends well."""
     return ClosingStreamingResponse(
-        _sse(env, first, rest, include_usage, finish),
+        _sse(env, first, rest, include_usage, finish, keep),
         media_type="text/event-stream",
         headers={
             "x-smallfirst-model": env.model,
@@ -358,7 +374,7 @@ async def serve(
         def finish(status: str, usage: Usage | None) -> Receipt | None:
             return ledger.settle_generation(status, metered, usage)
 
-        return stream_response(env, first, stream, include_usage, finish)
+        return stream_response(env, first, stream, include_usage, finish, keep=ledger.keep)
     task = asyncio.create_task(metered.drain())
     if not await finished_or_gone(http, task):
         ledger.settle_generation("cancelled", metered, None)
@@ -370,6 +386,8 @@ async def serve(
             ledger.settle_generation("error", metered, None)
         raise
     receipt = ledger.settle_generation("ok", metered, answer.usage)
+    if ledger.keep is not None and answer.finish_reason is not None:
+        ledger.keep(metered.spec.name, answer, receipt)
     return body_response(env, answer, gen.sampling.logprobs, receipt)
 
 
@@ -384,10 +402,14 @@ async def _sse(
     stream: AsyncGenerator[Chunk, None],
     include_usage: bool,
     finish: Finish,
+    keep: Keep | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream's events; the receipt is committed before the client sees the end."""
     usage: Usage | None = None
     offset = 0
+    # the answer so far, for the cache only (a list append per token when it wants one)
+    parts: list[str] | None = [] if keep is not None else None
+    logprobs: list[TokenLogprob] = []
     chunk: Chunk | None = first
     status = "cancelled"
     try:
@@ -395,9 +417,15 @@ async def _sse(
             yield _event(stream_chunk(env, "", role=True))
         while chunk is not None:
             usage = chunk.usage or usage
+            if parts is not None:
+                parts.append(chunk.text)
+                logprobs.extend(chunk.logprobs)
             if chunk.finish_reason is not None:
                 receipt = finish("ok", usage)
                 status = "ok"
+                if keep is not None and parts is not None:
+                    answer = Answer("".join(parts), chunk.finish_reason, usage, tuple(logprobs))
+                    keep(env.model, answer, receipt)
                 last = stream_chunk(
                     env, chunk.text, chunk.finish_reason, chunk.logprobs, text_offset=offset
                 )
