@@ -59,6 +59,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         # "auto" without a fitted router means default_model here, so that tests of other
         # features are not steered by the packaged router; tests of it turn it on.
         default_router=False,
+        # Tests of other features must reach the engine; the cache would answer their
+        # repeated greedy requests. tests/server/test_cache_hits.py turns it on.
+        response_cache=False,
     )
     require_models(s, SMOL)
     return s

@@ -138,14 +138,16 @@ def running_gateway(
 ) -> Iterator[Gateway]:
     """Start ``smallfirst serve`` (config and log in ``log_dir``), wait for ``/health``.
 
-    ``settings`` and ``models`` go into a ``--config`` file named after ``name``; the
-    process is stopped when the block ends, however it ends.
+    ``settings`` and ``models`` go into a ``--config`` file named after ``name`` (the
+    response cache is off unless ``settings`` turns it on); the process is stopped when the
+    block ends, however it ends.
     """
     port = free_port()
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
-    config = None
-    if settings or models:
-        config = write_gateway_config(log_dir / f"{stem}.toml", settings or {}, models)
+    # Benchmarks measure the path to a model and repeat greedy requests: the response cache
+    # would answer those from memory. Only a script that measures the cache turns it on.
+    settings = {"response_cache": False, **(settings or {})}
+    config = write_gateway_config(log_dir / f"{stem}.toml", settings, models)
     cmd = gateway_command(port=port, default_model=default_model, threads=threads, config=config)
     with Child(name, cmd, log_path=log_dir / f"{stem}.log", env=env) as child:
         gateway = Gateway(child, port, cmd)

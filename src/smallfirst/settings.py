@@ -203,6 +203,19 @@ class Settings(BaseSettings):
         "streams keep flowing while it reads its prompt",
     )
 
+    # Response cache (issue #14): deterministic requests (greedy or seeded) asked again are
+    # answered from memory; bounded by entries, bytes and age (LRU).
+    response_cache: bool = Field(
+        default=True, description="answer a repeated greedy or seeded request from memory"
+    )
+    response_cache_max_entries: int = Field(default=1024, ge=1)
+    response_cache_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=4096, description="estimated size of the kept answers"
+    )
+    response_cache_ttl_s: float = Field(
+        default=3600.0, gt=0, description="how long an answer is reused"
+    )
+
     def fallbacks_for(self, model: str) -> tuple[str, ...]:
         """The models to try after ``model``: its [[models]] list, then the table's, once each."""
         declared = next((m.fallbacks for m in self.models if m.name == model), ())

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from smallfirst.dashboard.api import auto_bucket_s, pareto
-from smallfirst.metering.receipts import Receipt
+from smallfirst.metering.receipts import Overhead, Receipt
 from smallfirst.settings import Settings
 from smallfirst.store.eval_results import EvalResult, EvalStore
 from smallfirst.store.eval_summary import summarize
@@ -100,6 +100,11 @@ def seed_receipts(db: Path, n: int = 400, now: float | None = None) -> list[Rece
     ]
     store = SqliteStore(db)
     store.add_many(sorted(receipts, key=lambda r: r.created_at))
+    # two model loads, one in the last hour: overhead, billed to no request
+    for ago, model in ((600.0, SMOL), (7200.0, "qwen2.5-coder-0.5b-instruct")):
+        store.add_overhead(
+            Overhead(now - ago, "model_load", model, 0.7, 3.5, "estimated", 0.6, 1e-7, 5e-4)
+        )
     store.close()
     return receipts
 
@@ -236,6 +241,15 @@ def test_page_headline_equals_summary_charts_and_table(browser: Any, seeded: Liv
             # measured, estimated and profile energy all present: the total is "mixed"
             assert shown["method"] == "mixed"
             assert fields["energy_unknown"][1] == str(total["energy_unknown"])
+            overhead = get(seeded, "/smallfirst/v1/summary", **params).json()["overhead"]
+            shown_overhead = page.page.eval_on_selector_all(
+                "[data-overhead]", "ns => ns.map(n => [n.dataset.overhead, n.dataset.value])"
+            )
+            assert {k: json.loads(v) for k, v in shown_overhead} == {
+                "count": overhead["total"]["count"],
+                "energy_j": overhead["total"]["energy_j"],
+            }
+            assert overhead["total"]["count"] == (1 if period == "1h" else 2)
 
             # every chart drew data
             assert page.count("#chart-requests rect.point") > 0

@@ -103,3 +103,67 @@ def test_failed_requests_claim_no_savings() -> None:
         **{**FACTS, "status": "cancelled"},
     )
     assert r.saved_energy_j is None and r.prompt_tokens is None and r.energy_j == 5.0
+
+
+def test_answered_by_the_reference_saves_exactly_nothing() -> None:
+    # the report: three "Hello!" answered by the reference showed -204% saved,
+    # because a busy machine's actual joules were set against the quiet-machine profile
+    p = pricer()
+    busy = Energy(3.04 * (10 * 0.5 + 5 * 2.0), "estimated")  # 3.04x the profile's figure
+    r = p.make(spec=REF, energy=busy, tokens=(10, 5), duration_s=1.0, **FACTS)
+    assert r.baseline_rule == "answered-by-reference"
+    assert r.saved_energy_j == 0.0 and r.saved_cost_usd == 0.0 and r.saved_co2_g == 0.0
+    assert r.baseline_energy_j == r.energy_j and r.baseline_cost_usd == r.cost_usd
+    assert r.public()["baseline"]["rule"] == "answered-by-reference"
+
+
+def test_two_local_models_scale_the_actual_energy_by_their_profiles() -> None:
+    smol = Profile(SMOL.name, 0.1, 0.25, "measured", "bench")
+    p = pricer(profile_of={SMOL.name: smol}.get)
+    tokens = (100, 10)
+    ratio = (100 * 0.5 + 10 * 2.0) / (100 * 0.1 + 10 * 0.25)
+    for actual in (12.5, 40.0):  # quiet, then busy: the saved share stays the same
+        r = p.make(
+            spec=SMOL, energy=Energy(actual, "estimated"), tokens=tokens, duration_s=1.0, **FACTS
+        )
+        assert r.baseline_rule == "profile-ratio"
+        assert r.baseline_energy_j == pytest.approx(actual * ratio)
+        assert r.saved_energy_j == pytest.approx(actual * ratio - actual)
+        assert r.saved_energy_j / r.baseline_energy_j == pytest.approx(1 - 1 / ratio)  # type: ignore[operator]
+        assert "profiles" in (r.baseline_source or "")
+
+
+def test_a_missing_profile_or_a_cascade_falls_back_to_the_reference_profile() -> None:
+    smol = Profile(SMOL.name, 0.1, 0.25, "measured", "bench")
+    for p, like in ((pricer(), True), (pricer(profile_of={SMOL.name: smol}.get), False)):
+        r = p.make(
+            spec=SMOL,
+            energy=Energy(36.0, "estimated"),
+            tokens=(100, 10),
+            duration_s=1.0,
+            like_for_like=like,
+            **FACTS,
+        )
+        assert r.baseline_rule == "reference-profile"
+        assert r.baseline_energy_j == pytest.approx(70.0)
+    # a cascade ending on the reference still shows what its earlier attempts cost
+    r = pricer().make(
+        spec=REF,
+        energy=Energy(90.0, "estimated"),
+        tokens=(100, 10),
+        duration_s=1.0,
+        like_for_like=False,
+        **FACTS,
+    )
+    assert r.baseline_rule == "reference-profile" and r.saved_energy_j == pytest.approx(-20.0)
+
+
+def test_hosted_reference_names_the_price_rule() -> None:
+    r = pricer(reference=HOSTED, reference_profile=None).make(
+        spec=SMOL, energy=Energy(1.0, "estimated"), tokens=(10, 10), duration_s=1.0, **FACTS
+    )
+    assert r.baseline_rule == "hosted-price"
+    r = pricer(reference=None).make(
+        spec=SMOL, energy=Energy(1.0, "estimated"), tokens=(10, 10), duration_s=1.0, **FACTS
+    )
+    assert r.baseline_rule == "none" and r.saved_energy_j is None

@@ -40,6 +40,7 @@ def client_of(server: LiveServer) -> openai.OpenAI:
 def test_greedy_n3_gives_three_identical_choices(server: LiveServer) -> None:
     client = client_of(server)
     one = client.chat.completions.create(model=SMOL, messages=MSG, temperature=0, max_tokens=16)
+    # the n=1 answer is in the response cache by now: n=3 must not be answered from it
     three = client.chat.completions.create(
         model=SMOL, messages=MSG, temperature=0, max_tokens=16, n=3
     )

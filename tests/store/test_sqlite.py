@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from smallfirst.metering.receipts import Receipt
+from smallfirst.metering.receipts import Overhead, Receipt
 from smallfirst.store.sqlite import MIGRATIONS, SqliteStore, StoreError
 
 pytestmark = pytest.mark.fast
@@ -96,3 +96,24 @@ def test_pages_filters_and_summary(tmp_path: Path) -> None:
     by_model = {m["model"]: m for m in s["models"]}
     assert by_model["a"]["requests"] == 13 and by_model["b"]["requests"] == 13
     assert store.summary(model="b")["total"]["requests"] == 13
+
+
+def test_overhead_is_summed_apart_from_the_receipts(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.add(receipt(1))
+    assert store.summary()["overhead"]["total"]["count"] == 0
+    for at, model in ((1000.0, "m"), (1002.0, "m"), (1003.0, "n")):
+        store.add_overhead(Overhead(at, "model_load", model, 0.5, 2.0, "estimated", 0.4, 1e-6, 0.3))
+    summary = store.summary()
+    assert summary["total"]["energy_j"] == 1.0  # the receipt's alone
+    overhead = summary["overhead"]
+    assert overhead["total"]["count"] == 3 and overhead["total"]["energy_j"] == 6.0
+    assert [(i["model"], i["count"]) for i in overhead["items"]] == [("m", 2), ("n", 1)]
+    # the receipts' filters apply to it too
+    assert store.summary(since=1001.0)["overhead"]["total"]["count"] == 2
+    assert store.summary(model="n")["overhead"]["items"][0]["energy_j"] == 2.0
+
+
+def test_receipt_row_is_every_column(tmp_path: Path) -> None:
+    r = receipt(1)
+    assert list(r.row()) == Receipt.columns() and r.row()["id"] == "r1"

@@ -89,6 +89,12 @@ def cmd_usage(args: argparse.Namespace) -> int:
         f"{total['energy_profile_j'] / 3600:.4f} Wh from per-token profiles, "
         f"{total['energy_unknown']} requests unknown; savings are against the reference model"
     )
+    overhead = summary.get("overhead", {}).get("total")  # absent from an older gateway
+    if overhead and overhead["count"]:
+        print(
+            f"overhead, billed to no request: {overhead['count']} model loads, "
+            f"{overhead['energy_j'] / 3600:.4f} Wh"
+        )
     return 0
 
 

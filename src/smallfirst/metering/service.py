@@ -10,7 +10,11 @@ but arithmetic.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from smallfirst.catalog import Catalog, ModelSpec, Remote
@@ -23,7 +27,7 @@ from smallfirst.metering.meter import (
     local_energy,
 )
 from smallfirst.metering.pricing import REFERENCE_PRICES, Price, Profile, ProfileBook
-from smallfirst.metering.receipts import Pricer, Receipt
+from smallfirst.metering.receipts import Overhead, Pricer, Receipt
 from smallfirst.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,7 @@ class Outcome:
     route: str | None = None  # JSON
     key_id: str | None = None  # the API key that asked, if any
     key_name: str | None = None
+    cache: str | None = None  # "miss" when the response cache looked and will keep it
 
 
 def _price_only_spec(name: str) -> ModelSpec:
@@ -112,6 +117,7 @@ class Metering:
             prices=prices,
             reference=reference,
             reference_profile=self.profiles.get(reference.name) if reference else None,
+            profile_of=self.profiles.get,
         )
         log.info(
             "metering: energy %s; grid %s g/kWh (%s)",
@@ -160,6 +166,7 @@ class Metering:
             energy=energy if energy is not None else self.energy(spec, slot, outcome.tokens),
             tokens=outcome.tokens,
             duration_s=outcome.duration_s,
+            like_for_like=energy is None,
             id=outcome.receipt_id,
             created_at=outcome.created_at,
             endpoint=outcome.endpoint,
@@ -170,5 +177,45 @@ class Metering:
             predicted_quality=outcome.predicted_quality,
             route=outcome.route,
             key_id=outcome.key_id,
+            key_name=outcome.key_name,
+            cache=outcome.cache,
+        )
+
+    @contextlib.contextmanager
+    def overhead(self, kind: str, model: str, record: Callable[[Overhead], None]) -> Iterator[None]:
+        """Meter the work inside as overhead (billed to no request), in its own slot, and
+        hand its row to ``record`` when it ends, whether it worked or not."""
+        slot = self.accountant.slot()
+        created_at, started = time.time(), time.perf_counter()
+        slot.set_active(True)
+        try:
+            yield
+        finally:
+            energy = local_energy(self.accountant, slot, self.constants)
+            duration_s = time.perf_counter() - started
+            record(self.pricer.overhead(kind, model, energy, duration_s, created_at))
+
+    def lookup_slot(self) -> Slot:
+        """An accounting slot for work that runs no model (a cache lookup): metered the
+        same way as a generation, by the process's CPU time or the counters."""
+        return self.accountant.slot()
+
+    def hit_receipt(self, slot: Slot, outcome: Outcome, original: Receipt) -> Receipt:
+        """The receipt of a request answered from the response cache with ``original``'s
+        answer; ``slot`` metered the lookup."""
+        energy = dataclasses.replace(
+            local_energy(self.accountant, slot, self.constants),
+            note="a cache lookup: no model ran",
+        )
+        return self.pricer.hit(
+            original,
+            energy,
+            outcome.duration_s,
+            id=outcome.receipt_id,
+            created_at=outcome.created_at,
+            endpoint=outcome.endpoint,
+            stream=outcome.stream,
+            status=outcome.status,
+            key_id=outcome.key_id,  # who asked this time, not who asked first
             key_name=outcome.key_name,
         )

@@ -13,6 +13,7 @@ and rate limits (open until a key exists) are :mod:`.auth` and :mod:`.access`.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -20,14 +21,15 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from smallfirst._version import __version__
-from smallfirst.catalog import Catalog
+from smallfirst.catalog import Catalog, ModelSpec
 from smallfirst.dashboard.api import router as dashboard_router
 from smallfirst.engines.pool import EnginePool
-from smallfirst.metering.receipts import Receipt
+from smallfirst.metering.receipts import Overhead, Receipt
 from smallfirst.metering.service import Metering
 from smallfirst.server import errors, openapi
 from smallfirst.server.access import Access
 from smallfirst.server.auth import AuthMiddleware, check_bind
+from smallfirst.server.cache_hits import CacheFront
 from smallfirst.server.choosing import Chooser
 from smallfirst.server.completions import Completions
 from smallfirst.server.draining import Drain
@@ -37,19 +39,35 @@ from smallfirst.server.metrics import Metrics
 from smallfirst.server.models_api import router as models_router
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
 from smallfirst.server.receipts_api import router as receipts_router
+from smallfirst.server.response_cache import ResponseCache
 from smallfirst.settings import Settings
 from smallfirst.store.keys import KeyStore
 from smallfirst.store.sqlite import SqliteStore
 
 __all__ = ["create_app"]
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog(settings)
     metrics = Metrics()
-    pool = EnginePool(catalog, settings, observer=metrics)
     metering = Metering(settings, catalog) if settings.receipts else None
     store = SqliteStore(settings.db_path, synchronous=settings.store_synchronous)
+
+    def load_meter(spec: ModelSpec) -> contextlib.AbstractContextManager[object]:
+        # loading weights is overhead: a row of its own, billed to no request
+        if metering is None:
+            return contextlib.nullcontext()
+        return metering.overhead("model_load", spec.name, store_overhead)
+
+    def store_overhead(row: Overhead) -> None:
+        try:
+            store.add_overhead(row)
+        except Exception:
+            log.exception("could not store the overhead of loading %s", row.model)
+
+    pool = EnginePool(catalog, settings, observer=metrics, load_meter=load_meter)
     keys = KeyStore(settings.db_path, settings.data_dir, settings.store_synchronous)
     check_bind(settings, keys)  # no public bind without keys unless allow_anonymous
     drain = Drain(pool, settings.drain_timeout_s)
@@ -83,7 +101,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     chooser = app.state.chooser = Chooser(settings, pool)
     metrics.watch(chooser.health)
-    completions = Completions(pool, metering, record, chooser, access)
+    cache = (
+        CacheFront(
+            ResponseCache(
+                settings.response_cache_max_entries,
+                settings.response_cache_max_bytes,
+                settings.response_cache_ttl_s,
+            ),
+            metering,
+            record,
+        )
+        if settings.response_cache
+        else None
+    )
+    app.state.response_cache = cache.cache if cache is not None else None
+    completions = Completions(pool, metering, record, chooser, access, cache)
 
     @app.post("/v1/chat/completions", response_model=None, responses=openapi.CHAT)
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:

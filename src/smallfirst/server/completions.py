@@ -7,6 +7,12 @@ cascade), and hands it to the serving step with its fallbacks (:mod:`.fallbacks`
 cascade (:mod:`.cascading`). Anything refused here (an unknown model, an unsupported option, a
 malformed policy) is refused before a model is touched, so it stores nothing.
 
+With the response cache on (:mod:`.cache_hits`), a deterministic request is looked up
+first, before a model is even chosen: a hit is answered from memory, a miss is served as
+usual and kept when it completes. Cascades are not kept. A request with an API key is
+admitted first (its model, rate limits, budget reservation), then looked up among its own
+key's answers only; its hit's receipt settles the reservation like any receipt.
+
 It does not generate, meter or frame responses itself.
 """
 
@@ -21,6 +27,7 @@ from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import UnsupportedError
 from smallfirst.metering.service import Metering
 from smallfirst.server.access import Access
+from smallfirst.server.cache_hits import HEADER, CacheFront
 from smallfirst.server.cascading import Cascade, serve_cascade
 from smallfirst.server.choosing import Chooser, is_auto
 from smallfirst.server.fallbacks import serve_with_fallbacks
@@ -42,12 +49,14 @@ class Completions:
         record: Record,
         chooser: Chooser,
         access: Access | None = None,
+        cache: CacheFront | None = None,
     ) -> None:
         self.pool = pool
         self.metering = metering
         self.record = record
         self.chooser = chooser
         self.access = access
+        self.cache = cache
 
     async def handle(
         self, request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest
@@ -55,20 +64,39 @@ class Completions:
         gen = dataclasses.replace(body.to_generation(), stream=bool(body.stream))
         messages = gen.messages or (Message("user", gen.prompt or ""),)
         record = self.record
+        cache = self.cache if not self.pool.closing else None  # draining: no hits either
+        ck: str | None = None  # the cache key
         key = getattr(request.state, "api_key", None)  # set by server/auth once keys exist
         if key is None or self.access is None:
+            if cache is not None:  # looked up before a model is even chosen
+                ck, hit = cache.lookup(kind, body.model, gen, body.include_usage)
+                if hit is not None:
+                    return hit
             choice = self.chooser.choose(body.model, messages)
         else:  # the key's models, budget and rate limits (server/access)
             exclude = self.access.excluder(key, gen) if is_auto(body.model) else None
             choice = self.chooser.choose(body.model, messages, exclude)
             choice, record = self.access.admit(request.state, key, body.model, choice, gen, record)
+            if cache is not None:
+                # admitted as any request is (its hit's receipt settles the reservation), and
+                # scoped to the key: two keys never share an answer
+                ck, hit = cache.lookup(
+                    kind, body.model, gen, body.include_usage,
+                    scope=key.id, record=record, caller=choice.caller,
+                )  # fmt: skip
+                if hit is not None:
+                    return hit
         if choice.cascade is not None:
             if gen.n > 1:  # a cascade judges one answer per attempt
                 raise UnsupportedError("n > 1 is not supported with a cascade", param="n")
             env = Envelope(kind, choice.model)
             cascade = Cascade(self.pool, self.metering, record, choice, env, gen.stream)
-            return await serve_cascade(cascade, request, messages, gen, body.include_usage)
-        return await serve_with_fallbacks(
+            response = await serve_cascade(cascade, request, messages, gen, body.include_usage)
+            if cache is not None:
+                response.headers[HEADER] = "bypass"
+            return response
+        keep = cache.keeper(ck) if cache is not None and ck is not None else None
+        response = await serve_with_fallbacks(
             request,
             self.pool,
             self.chooser.health,
@@ -78,4 +106,8 @@ class Completions:
             self.metering,
             record,
             choice,
+            keep=keep,
         )
+        if cache is not None:
+            response.headers[HEADER] = "miss" if keep is not None else "bypass"
+        return response

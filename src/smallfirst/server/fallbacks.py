@@ -49,7 +49,7 @@ from smallfirst.metering.service import Metering
 from smallfirst.server.choosing import Choice
 from smallfirst.server.errors import describe
 from smallfirst.server.responses import Envelope, Kind
-from smallfirst.server.serving import Ledger, Record, endpoint_of, serve
+from smallfirst.server.serving import Keep, Ledger, Record, endpoint_of, serve
 
 __all__ = ["Tried", "falls_back", "serve_with_fallbacks"]
 
@@ -133,13 +133,16 @@ async def serve_with_fallbacks(
     metering: Metering | None,
     record: Record,
     choice: Choice,
+    *,
+    keep: Keep | None = None,
 ) -> Response:
-    """Answer with the first of the choice's model and fallbacks that can (see the module)."""
+    """Answer with the first of the choice's model and fallbacks that can (see the module);
+    ``keep`` (the response cache's) gets the answer when it completes."""
     models = [choice.model, *choice.fallbacks]
     alone = len(models) == 1  # without fallbacks a failure settles as it always has
     # one id, one receipt and one clock for the request, whichever model answers
     env = Envelope(kind, choice.model)
-    ledger = Ledger(metering, record, env.id, endpoint_of(env), gen.stream, choice)
+    ledger = Ledger(metering, record, env.id, endpoint_of(env), gen.stream, choice, keep=keep)
     tried: list[Tried] = []
     failure: Exception | None = None
     for index, model in enumerate(models):

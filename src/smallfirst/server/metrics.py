@@ -79,6 +79,12 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.cache = Counter(
+            "smallfirst_response_cache",
+            "Requests the response cache looked up, by result (hit, miss)",
+            ["model", "result"],
+            registry=r,
+        )
         self.duration = Histogram(
             "smallfirst_request_duration_seconds",
             "Request duration",
@@ -153,6 +159,8 @@ class Metrics:
             self.co2.labels(m).inc(receipt.co2_g)
         if receipt.saved_energy_j is not None and receipt.saved_energy_j > 0:
             self.saved_energy.labels(m).inc(receipt.saved_energy_j)
+        if receipt.cache is not None:
+            self.cache.labels(m, receipt.cache).inc()
         self.duration.labels(m).observe(receipt.duration_s)
         if receipt.ttft_s is not None:
             self.ttft.labels(m).observe(receipt.ttft_s)

@@ -75,6 +75,12 @@ _RECEIPT_HEADERS = {
         "description": "the receipt's id (GET /smallfirst/v1/receipts/{receipt_id})",
         "schema": {"type": "string"},
     },
+    "x-smallfirst-cache": {
+        "description": "the response cache: hit (answered from memory), miss (looked up; "
+        "kept if it completes) or bypass (not deterministic, or a cascade); absent when the "
+        "cache is off",
+        "schema": {"type": "string", "enum": ["hit", "miss", "bypass"]},
+    },
     **{
         f"x-smallfirst-{name}": {
             "description": f"{what} (bodies only; absent when receipts are off)",

@@ -95,6 +95,15 @@ class ReceiptBaseline(_Open):
     cost_usd: float | None
     co2_g: float | None
     source: str | None
+    rule: str | None = Field(
+        description="answered-by-reference (savings 0), profile-ratio, hosted-price, "
+        "reference-profile, cache-hit or none"
+    )
+
+
+class ReceiptCache(_Open):
+    status: str | None = Field(description="hit, miss, or null when not looked up")
+    reuses: str | None = Field(description="a hit: the receipt whose answer it reused")
 
 
 class ReceiptSavings(_Open):
@@ -122,6 +131,7 @@ class Receipt(_Open):
     carbon: ReceiptCarbon
     baseline: ReceiptBaseline
     savings: ReceiptSavings
+    cache: ReceiptCache
 
 
 # --- completions --------------------------------------------------------------------------
@@ -299,10 +309,33 @@ class _Filtered(_Open):
     model: str | None
 
 
+class OverheadTotals(_Open):
+    count: int
+    duration_s: float
+    energy_j: float
+    energy_unknown: int
+    cpu_s: float
+    cost_usd: float
+    co2_g: float
+
+
+class OverheadItem(OverheadTotals):
+    kind: str = Field(description="model_load: loading a model's weights")
+    model: str
+
+
+class Overhead(_Open):
+    """Work billed to no request (not in ``total``): loading models' weights."""
+
+    total: OverheadTotals
+    items: list[OverheadItem]
+
+
 class Summary(_Filtered):
     object: Literal["summary"]
     total: Totals
     models: list[ModelTotals]
+    overhead: Overhead
     keys: list[KeyTotals] | None = Field(default=None, description="with by=key")
 
 

@@ -14,6 +14,10 @@ receipt, committed to the store *before* that chunk is sent; a stream that fails
 began ends with an error event (:mod:`.errors`), and a client that goes away stops the
 generation. :func:`serve` is the whole step for one named model.
 
+A request the response cache may keep (:mod:`.response_cache`) carries a :data:`Keep` on
+its ledger: it is handed the answer once, only when the request ends ``ok`` with a finish
+reason (never an error, a cancelled request or a stream cut short), after its receipt.
+
 This module does not choose models (:mod:`.choosing`) and does not run cascades
 (:mod:`.cascading`); it knows no HTTP routes.
 """
@@ -49,6 +53,7 @@ __all__ = [
     "DISCONNECT_POLL_S",
     "Answer",
     "Finish",
+    "Keep",
     "Ledger",
     "Metered",
     "Record",
@@ -79,6 +84,10 @@ class Answer:
     logprobs: tuple[TokenLogprob, ...]
     # n > 1: the choices after the first (their own usage None: ``usage`` covers them all)
     more: tuple[Answer, ...] = ()
+
+
+Keep = Callable[[str, "Answer", Receipt | None], None]
+"""Hands a complete answer (the model that gave it, the answer, its receipt) to the cache."""
 
 
 def _tokens(usage: Usage | None) -> tuple[int, int] | None:
@@ -169,8 +178,11 @@ class Ledger:
         endpoint: str,
         stream: bool,
         choice: Choice,
+        *,
+        keep: Keep | None = None,
     ) -> None:
         self.metering = metering
+        self.keep = keep  # the response cache's, when the request may be kept
         self.record = record
         self.receipt_id = receipt_id
         self.endpoint = endpoint
@@ -221,6 +233,7 @@ class Ledger:
             route=json.dumps(route) if route else None,
             key_id=self.choice.caller[0] if self.choice.caller else None,
             key_name=self.choice.caller[1] if self.choice.caller else None,
+            cache="miss" if self.keep is not None else None,
         )
         receipt = self.metering.receipt(spec, slot, outcome, energy=energy)
         if cost_usd is not None:
@@ -316,13 +329,15 @@ def stream_response(
     rest: AsyncGenerator[Chunk, None],
     include_usage: bool,
     finish: Finish,
+    *,
+    keep: Keep | None = None,
     n: int = 1,
 ) -> StreamingResponse:
-    """``first`` and then ``rest`` as server-sent events; ``finish`` settles the receipt.
-    With ``n`` choices, each chunk names its choice's ``index`` and the last to finish ends
-    the stream."""
+    """``first`` and then ``rest`` as server-sent events; ``finish`` settles the receipt;
+    ``keep`` gets the whole answer when the stream ends well. With ``n`` choices, each chunk
+    names its choice's ``index`` and the last to finish ends the stream."""
     return ClosingStreamingResponse(
-        _sse(env, first, rest, include_usage, finish, n),
+        _sse(env, first, rest, include_usage, finish, keep, n),
         media_type="text/event-stream",
         headers={
             "x-smallfirst-model": env.model,
@@ -369,7 +384,7 @@ async def serve(
         def finish(status: str, usage: Usage | None) -> Receipt | None:
             return ledger.settle_generation(status, metered, usage)
 
-        return stream_response(env, first, stream, include_usage, finish, gen.n)
+        return stream_response(env, first, stream, include_usage, finish, keep=ledger.keep, n=gen.n)
     task = asyncio.create_task(metered.drain())
     if not await finished_or_gone(http, task):
         ledger.settle_generation("cancelled", metered, None)
@@ -381,6 +396,8 @@ async def serve(
             ledger.settle_generation("error", metered, None)
         raise
     receipt = ledger.settle_generation("ok", metered, answer.usage)
+    if ledger.keep is not None and answer.finish_reason is not None:
+        ledger.keep(metered.spec.name, answer, receipt)
     return body_response(env, answer, gen.sampling.logprobs, receipt)
 
 
@@ -389,18 +406,34 @@ def _event(data: dict[str, Any]) -> bytes:
     return b"data: " + body.encode() + b"\n\n"
 
 
+def _chunk_dict(env: Envelope, chunk: Chunk, text_offset: int) -> dict[str, Any]:
+    return stream_chunk(
+        env,
+        chunk.text,
+        chunk.finish_reason,
+        chunk.logprobs,
+        text_offset=text_offset,
+        index=chunk.index,
+    )
+
+
 async def _sse(
     env: Envelope,
     first: Chunk,
     stream: AsyncGenerator[Chunk, None],
     include_usage: bool,
     finish: Finish,
+    keep: Keep | None = None,
     n: int = 1,
 ) -> AsyncIterator[bytes]:
     """The stream's events; the receipt is committed before the client sees the end."""
     usage: Usage | None = None
     offsets = [0] * n  # text completions' logprobs: offsets into each choice's text
     open_choices = n
+    # the answer so far, for the cache only (a list append per token when it wants one;
+    # never with n > 1, which the cache does not keep)
+    parts: list[str] | None = [] if keep is not None else None
+    logprobs: list[TokenLogprob] = []
     chunk: Chunk | None = first
     status = "cancelled"
     try:
@@ -410,15 +443,11 @@ async def _sse(
         while chunk is not None:
             usage = chunk.usage or usage
             i = chunk.index
+            if parts is not None:
+                parts.append(chunk.text)
+                logprobs.extend(chunk.logprobs)
             if chunk.finish_reason is not None:
-                last = stream_chunk(
-                    env,
-                    chunk.text,
-                    chunk.finish_reason,
-                    chunk.logprobs,
-                    text_offset=offsets[i],
-                    index=i,
-                )
+                last = _chunk_dict(env, chunk, offsets[i])
                 open_choices -= 1
                 if open_choices > 0:  # n > 1: other choices run on
                     yield _event(last)
@@ -426,6 +455,9 @@ async def _sse(
                     continue
                 receipt = finish("ok", usage)
                 status = "ok"
+                if keep is not None and parts is not None:
+                    answer = Answer("".join(parts), chunk.finish_reason, usage, tuple(logprobs))
+                    keep(env.model, answer, receipt)
                 if include_usage:
                     yield _event(last)
                     last = usage_chunk(env, usage)
@@ -434,13 +466,9 @@ async def _sse(
                 yield _event(last)
                 break
             if chunk.logprobs or (i and chunk.text):
-                yield _event(
-                    stream_chunk(
-                        env, chunk.text, None, chunk.logprobs, text_offset=offsets[i], index=i
-                    )
-                )
+                yield _event(_chunk_dict(env, chunk, offsets[i]))
             elif chunk.text:
-                yield env.text_event(chunk.text)
+                yield env.text_event(chunk.text)  # the common case, rendered from a template
             offsets[i] += len(chunk.text)
             chunk = await anext(stream, None)
         else:

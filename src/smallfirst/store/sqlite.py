@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from smallfirst.errors import InvalidCursorError, StoreError
-from smallfirst.metering.receipts import Receipt
+from smallfirst.metering.receipts import Overhead, Receipt
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -149,6 +149,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE receipts ADD COLUMN key_name TEXT;
     CREATE INDEX receipts_key_created ON receipts (key_id, created_at);
     """,
+    # Issue 14: the savings rule and the response cache on receipts; work billed to no
+    # request (loading a model's weights) as overhead rows.
+    """
+    ALTER TABLE receipts ADD COLUMN baseline_rule TEXT;
+    ALTER TABLE receipts ADD COLUMN cache TEXT;
+    ALTER TABLE receipts ADD COLUMN cache_of TEXT;
+    CREATE TABLE overhead (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        model TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        energy_j REAL,
+        energy_method TEXT NOT NULL,
+        cpu_s REAL,
+        cost_usd REAL,
+        co2_g REAL
+    );
+    CREATE INDEX overhead_created ON overhead (created_at);
+    """,
 )
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -198,6 +218,18 @@ _SUMS = """
 """
 
 
+# Work billed to no request, per kind and model (not part of the receipts' totals).
+_OVERHEAD_SUMS = """
+    COUNT(*) AS count,
+    COALESCE(SUM(duration_s), 0) AS duration_s,
+    COALESCE(SUM(energy_j), 0) AS energy_j,
+    SUM(energy_j IS NULL) AS energy_unknown,
+    COALESCE(SUM(cpu_s), 0) AS cpu_s,
+    COALESCE(SUM(cost_usd), 0) AS cost_usd,
+    COALESCE(SUM(co2_g), 0) AS co2_g
+"""
+
+
 def connect(path: Path, synchronous: Synchronous = "NORMAL") -> sqlite3.Connection:
     """Open the database (WAL, autocommit) and bring its schema up to date."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +274,13 @@ class SqliteStore:
             self._conn.execute("BEGIN")
             self._conn.executemany(self._insert, [r.row() for r in receipts])
             self._conn.execute("COMMIT")
+
+    def add_overhead(self, overhead: Overhead) -> None:
+        """Store work billed to no request (a model load)."""
+        row = overhead.row()
+        sql = f"INSERT INTO overhead ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})"
+        with self._lock:
+            self._conn.execute(sql, row)
 
     def get(self, receipt_id: str) -> Receipt | None:
         with self._lock:
@@ -327,10 +366,25 @@ class SqliteStore:
                 if by_key
                 else None
             )
+            # overhead is no key's: one key's summary has none
+            owhere, oargs = self._where(since, until, model)
+            overhead = (
+                []
+                if key_id is not None
+                else self._conn.execute(
+                    f"SELECT kind, model, {_OVERHEAD_SUMS} FROM overhead{owhere} "
+                    "GROUP BY kind, model ORDER BY kind, model",
+                    oargs,
+                ).fetchall()
+            )
         models = [_totals(r) for r in per_model]
         # One pass over the receipts: every figure is a sum, so the total is the sum of the
         # groups (floats added exactly); a second scan for it doubled the cost on big tables.
-        out = {"total": _add_up(models) if empty is None else _totals(empty), "models": models}
+        out = {
+            "total": _add_up(models) if empty is None else _totals(empty),
+            "models": models,
+            "overhead": _overhead(overhead),
+        }
         if per_key is not None:
             out["keys"] = [_totals(r) for r in per_key]
         return out
@@ -348,6 +402,16 @@ def _receipt(row: sqlite3.Row) -> Receipt:
     data = {c: row[c] for c in Receipt.columns()}
     data["stream"] = bool(data["stream"])
     return Receipt(**data)
+
+
+def _overhead(rows: list[sqlite3.Row]) -> dict[str, Any]:
+    items = [{k: r[k] for k in r.keys()} for r in rows]  # noqa: SIM118 (Row is not a mapping)
+    total: dict[str, Any] = {"count": 0, "duration_s": 0.0, "energy_j": 0.0}
+    for key in ("count", "energy_unknown"):
+        total[key] = sum(int(i[key] or 0) for i in items)
+    for key in ("duration_s", "energy_j", "cpu_s", "cost_usd", "co2_g"):
+        total[key] = math.fsum(i[key] for i in items)
+    return {"total": total, "items": items}
 
 
 def _add_up(groups: list[dict[str, Any]]) -> dict[str, Any]:

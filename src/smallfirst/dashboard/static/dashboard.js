@@ -267,6 +267,13 @@
       setField(key, t[key], wh(t[key]));
     }
     setField("energy_unknown", t.energy_unknown, int(t.energy_unknown));
+    // loading weights is overhead, not any request's: shown beside the requests' energy
+    const o = (summary.overhead && summary.overhead.total) || { count: 0, energy_j: 0 };
+    for (const node of $$("[data-overhead]")) {
+      const key = node.dataset.overhead;
+      node.dataset.value = JSON.stringify(o[key]);
+      node.textContent = key === "count" ? int(o[key]) : wh(o[key]);
+    }
     setField("co2_g", t.co2_g, grams(t.co2_g));
     setField("saved_co2_g", t.saved_co2_g, grams(t.saved_co2_g));
     setField("cost_usd", t.cost_usd, usd(t.cost_usd));
