@@ -5,7 +5,9 @@ imported by a script. A generated ``model`` is almost never a name the gateway s
 every non-empty ``model`` is replaced by one of ``FUZZ_MODELS`` (comma-separated, picked by
 a hash of the body so that a run is reproducible), and integer token limits are capped at
 ``FUZZ_MAX_TOKENS`` (``max_tokens`` is set to it when neither limit is given) so that a case
-costs milliseconds on a CPU.
+costs milliseconds on a CPU. ``n`` > 1 (each choice a generation) is capped at 2, and set to
+1 for the ``stub`` upstream: remote models refuse ``n`` > 1 with a 400 by design, and left
+as drawn nearly every case on the stub would be that one 400.
 Everything else the fuzzer made is left as it is, invalid data included.
 """
 
@@ -36,6 +38,9 @@ def map_body(ctx: Any, body: Any) -> Any:
         value = body.get(name)
         if type(value) is int and value > cap:
             body[name] = cap
+    n = body.get("n")
+    if type(n) is int and n > 1:
+        body["n"] = 1 if body.get("model") == "stub" else 2
     if all(body.get(name) is None for name in _LIMITS):  # absent or null: no limit at all
         body["max_tokens"] = cap
     return body

@@ -8,6 +8,7 @@ is not re-read, which is the point of prefix reuse but not what these tests comp
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -259,3 +260,38 @@ def test_the_memory_budget_counts_the_kv_of_every_slot(
         assert batched.memory_bytes - weights == 4 * (single.memory_bytes - weights) > 0
     finally:
         single.unload()
+
+
+def test_choices_read_the_prompt_once_and_decode_together(
+    settings: Settings, engines: list[BatchedEngine]
+) -> None:
+    async def main() -> None:
+        engine = make(settings)
+        engines.append(engine)
+        req = dataclasses.replace(request(PROMPTS[0], 8), n=3)
+        texts = ["", "", ""]
+        finishes: dict[int, str | None] = {}
+        usage: Usage | None = None
+        async for chunk in engine.generate(req):
+            texts[chunk.index] += chunk.text
+            if chunk.finish_reason is not None:
+                finishes[chunk.index] = chunk.finish_reason
+            usage = chunk.usage or usage
+        alone, alone_usage, _ = await answer(make_fresh(), request(PROMPTS[0], 8))
+        assert texts == [alone] * 3
+        assert finishes == {0: "length", 1: "length", 2: "length"}
+        assert usage is not None and alone_usage is not None
+        assert usage.prompt_tokens == alone_usage.prompt_tokens
+        assert usage.completion_tokens == 3 * 8
+        assert engine.scheduler is not None
+        # the prompt once, then each choice's tokens but its last (length: never decoded),
+        # three to a step
+        assert engine.scheduler.tokens == usage.prompt_tokens + 3 * 7
+        assert engine.scheduler.steps == 1 + 7
+
+    def make_fresh() -> BatchedEngine:
+        fresh = make(settings)
+        engines.append(fresh)
+        return fresh
+
+    asyncio.run(main())

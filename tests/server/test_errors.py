@@ -80,7 +80,8 @@ BAD: list[tuple[Any, str | None]] = [
     ({"model": SMOL, "messages": MSG, "top_logprobs": 30, "logprobs": True}, "top_logprobs"),
     ({"model": SMOL, "messages": MSG, "top_logprobs": 2}, "top_logprobs"),
     ({"model": SMOL, "messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"model": SMOL, "messages": MSG, "n": 2}, "n"),
+    ({"model": SMOL, "messages": MSG, "n": 9}, "n"),  # above MAX_CHOICES
+    ({"model": SMOL, "messages": MSG, "n": 0}, "n"),
     ({"model": SMOL, "messages": MSG, "response_format": {"type": "yaml"}}, "response_format.type"),
     ({"model": SMOL, "messages": MSG, "tools": [{"type": "function"}]}, "tools"),
     # found by fuzzing: a boolean or a string where a number or boolean belongs was coerced

@@ -4,7 +4,8 @@ An engine runs one model. ``generate`` is an async iterator of :class:`Chunk`; i
 a :class:`~smallfirst.errors.SmallfirstError` *before its first chunk* for anything that is
 the request's fault (a :class:`~smallfirst.errors.ContextLengthError`, say), so the server
 can still answer with a proper status code, and later only for failures mid-generation.
-The last chunk carries ``finish_reason`` and ``usage``.
+The last chunk carries ``finish_reason`` and ``usage``; with ``n`` > 1 every choice ends with
+its own ``finish_reason`` and only the very last chunk carries ``usage`` (see :class:`Chunk`).
 
 This module holds only data types and the protocol; it imports no inference library.
 """
@@ -60,6 +61,8 @@ class GenerationRequest:
     # (the model continues it; it is not part of the output). In-process models only.
     assistant_prefix: str | None = None
     echo: bool = False
+    # choices to generate (OpenAI's ``n``): chunks then carry their choice's ``index``
+    n: int = 1
     stream: bool = True  # a hint: remote engines ask a non-streaming client's upstream for one body
     # Called with True when an in-process engine starts computing for this request (it holds
     # the model) and False when it stops: the meter's attribution window.
@@ -92,6 +95,10 @@ class Chunk:
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    # which choice of an ``n`` > 1 request this belongs to. Each choice ends with its own
+    # ``finish_reason``; only the chunk that ends the last choice carries ``usage``, for all
+    # of them (the prompt once, the completion tokens summed).
+    index: int = 0
 
 
 class Engine(Protocol):

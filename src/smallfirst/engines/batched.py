@@ -17,23 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
 from smallfirst.engines.base import Chunk, GenerationRequest
+from smallfirst.engines.choices import combined, in_groups, seeded
 from smallfirst.engines.llama import LlamaEngine, kv_cache_bytes
 from smallfirst.engines.prompting import Prompter
 from smallfirst.engines.scheduler import Scheduler
 from smallfirst.engines.sequence import DONE, Sequence
 from smallfirst.errors import GenerationError, ShuttingDownError
 from smallfirst.settings import Settings
+from smallfirst.types import Usage
 
 __all__ = ["BatchedEngine"]
 
@@ -164,11 +167,19 @@ class BatchedEngine(LlamaEngine):
             self._n_ctx_seq = 0
             log.info("unloaded %s", self.spec.name)
 
-    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """The request's chunks; ``n`` > 1 choices decode together, ``parallel`` at a time."""
+        if request.n > 1:
+            return in_groups(self._generate_group, request, self.parallel)
+        return self._generate_group(request)
+
+    async def _generate_group(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """``request.n`` (at most ``parallel``) choices of one prompt, decoded in one batch:
+        the first reads the prompt and the others copy its KV (see the scheduler)."""
         self.in_flight += 1
         self.last_used = time.monotonic()
         ticket: Ticket | None = None
-        seq: Sequence | None = None
+        seqs: list[Sequence] = []
         scheduler: Scheduler | None = None
         try:
             prompt, tokens = await self.prepare(request)
@@ -177,47 +188,77 @@ class BatchedEngine(LlamaEngine):
             if scheduler is None:
                 raise GenerationError(f"{self.spec.name} was unloaded")
             loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[Any] = asyncio.Queue()
+            queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+            window = [0]  # the choices' sequences open and close one metering window
 
-            def emit(item: Any) -> None:
-                # The loop may be gone if the server shut down mid-generation.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            def emitter(index: int) -> Callable[[Any], None]:
+                def emit(item: Any) -> None:
+                    # The loop may be gone if the server shut down mid-generation.
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(queue.put_nowait, (index, item))
 
-            seq = Sequence(
-                tokens,
-                request.sampling,
-                emit,
-                self.n_ctx,
-                meter=request.meter,
-                on_compute=request.on_compute,
-            )
-            running = seq
+                return emit
+
+            seqs = [
+                Sequence(
+                    tokens,
+                    seeded(request.sampling, i),
+                    emitter(i),
+                    self.n_ctx,
+                    meter=request.meter,
+                    on_compute=request.on_compute,
+                    window=window,
+                )
+                for i in range(request.n)
+            ]
+            running = seqs
 
             def abort() -> None:
-                running.cancel.set()
-                queue.put_nowait(ShuttingDownError(self.admission.shutdown_message(ended=True)))
+                for seq in running:
+                    seq.cancel.set()
+                error = ShuttingDownError(self.admission.shutdown_message(ended=True))
+                queue.put_nowait((0, error))
                 if scheduler is not None:
                     scheduler.wake()
 
             ticket.on_abort = abort
-            scheduler.submit(seq)
+            scheduler.submit(seqs)
             if request.echo:
-                yield Chunk(text=prompt)
-            while True:
-                seq.wanted.set()
-                item = await queue.get()
-                if item is DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+                for i in range(request.n):
+                    yield Chunk(text=prompt, index=i)
+            async for chunk in _gather(seqs, queue):
+                yield chunk
         finally:
-            if seq is not None:
+            for seq in seqs:
                 seq.cancel.set()
-                if scheduler is not None:
-                    scheduler.wake()
+            if seqs and scheduler is not None:
+                scheduler.wake()
             if ticket is not None:
                 self.admission.release(ticket)
             self.in_flight -= 1
             self.last_used = time.monotonic()
+
+
+async def _gather(
+    seqs: list[Sequence], queue: asyncio.Queue[tuple[int, Any]]
+) -> AsyncGenerator[Chunk, None]:
+    """The chunks of a group's sequences in the order they come, indexed by choice; the
+    chunk that ends the last choice carries the usage of all of them."""
+    running = len(seqs)
+    usages: list[Usage] = []
+    while running:
+        for seq in seqs:
+            seq.wanted.set()
+        index, item = await queue.get()
+        if item is DONE:
+            running -= 1
+            continue
+        if isinstance(item, BaseException):
+            raise item
+        if len(seqs) > 1:
+            if item.usage is not None:
+                usages.append(item.usage)
+                usage = combined(usages) if len(usages) == len(seqs) else None
+                item = dataclasses.replace(item, usage=usage)
+            item = dataclasses.replace(item, index=index)
+        yield item

@@ -35,6 +35,7 @@ import numpy as np
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
 from smallfirst.engines.base import Chunk, GenerationRequest, Sampling, TokenLogprob
+from smallfirst.engines.choices import in_groups
 from smallfirst.engines.prompting import Prompter
 from smallfirst.engines.sampling import logits_logprob
 from smallfirst.engines.text import StopMatcher, Utf8Decoder
@@ -156,7 +157,13 @@ class LlamaEngine:
             raise ContextLengthError(len(tokens), n_ctx, max_tokens)
         return prompt, tokens
 
-    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """The request's chunks; ``n`` > 1 choices run one after another (:mod:`.choices`)."""
+        if request.n > 1:
+            return in_groups(self._generate_one, request, 1)
+        return self._generate_one(request)
+
+    async def _generate_one(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         self.in_flight += 1
         self.last_used = time.monotonic()
         cancel = threading.Event()

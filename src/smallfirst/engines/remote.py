@@ -204,6 +204,12 @@ class RemoteEngine:
                 f"{self.spec.name}: a prefilled assistant reply needs an in-process model",
                 param="model",
             )
+        if request.n > 1:
+            # the upstream's choices would come back interleaved in its own framing; relaying
+            # them is not done yet
+            raise UnsupportedError(
+                f"{self.spec.name}: n > 1 needs an in-process model; send n=1", param="n"
+            )
         path = "/chat/completions" if request.messages is not None else "/completions"
         body = request_body(self.remote.model_id, request)
         name = self.spec.name

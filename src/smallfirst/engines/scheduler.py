@@ -13,6 +13,12 @@ the rest (at least the prompt's last token, whose logits it samples from); the r
 is reported as ``cached_tokens``. A request whose client went away (``cancel``) leaves at
 the next step, and its slot's KV is cleared at once.
 
+Choices (``n`` > 1): the sequences of one request join together, when there are slots for
+all of them. The first reads the prompt; the others wait, and at the step where its prompt
+is read they copy its slot's KV (``llama_memory_seq_cp``), sample their first token from the
+same logits with their own sampler chains, and from then on decode in the batch like any
+other sequence: the prompt is evaluated once for all of them.
+
 Metering: after each step the time the process spent is split among the sequences in it by
 the tokens each contributed (``ComputeMeter.split_step``).
 
@@ -71,20 +77,23 @@ class Scheduler:
         self._json_gbnf = json_gbnf
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._cond = threading.Condition()
-        self._incoming: deque[Sequence] = deque()
+        self._incoming: deque[list[Sequence]] = deque()  # groups: a request's choices
         self._active: list[Sequence] = []
         self._slots: list[list[int]] = [[] for _ in range(parallel)]  # tokens in each slot's KV
         self._slot_used = [0.0] * parallel
         self._stopping = False
         self.steps = 0
+        self.tokens = 0  # tokens put through llama_decode (prompt and generated), all steps
         self._thread = threading.Thread(target=self._loop, name=f"batch-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, seq: Sequence) -> None:
+    def submit(self, seqs: Sequence | list[Sequence]) -> None:
+        """Queue a request's sequence, or its choices' (at most ``parallel``) to join together."""
+        group = seqs if isinstance(seqs, list) else [seqs]
         with self._cond:
             if self._stopping:
                 raise GenerationError(f"{self.name} is being unloaded")
-            self._incoming.append(seq)
+            self._incoming.append(group)
             self._cond.notify()
 
     def wake(self) -> None:
@@ -109,13 +118,15 @@ class Scheduler:
                     self._cond.wait()
                 if self._stopping:
                     break
-                joining: list[Sequence] = []
+                joining: list[list[Sequence]] = []
                 self._drop_cancelled()
-                while self._incoming and len(self._active) + len(joining) < self.parallel:
+                room = self.parallel - len(self._active)
+                while self._incoming and len(self._incoming[0]) <= room:
+                    room -= len(self._incoming[0])
                     joining.append(self._incoming.popleft())
             try:
-                for seq in joining:
-                    self._join(seq)
+                for group in joining:
+                    self._join_group(group)
                 if self._active:
                     self._step()
             except Exception as exc:  # a failed decode: end what ran, start clean
@@ -124,7 +135,7 @@ class Scheduler:
                     self._leave(seq, GenerationError(f"generation failed on {self.name}: {exc}"))
                 self._lib.llama_memory_clear(self._memory, True)
                 self._slots = [[] for _ in range(self.parallel)]
-        for seq in [*self._active, *self._incoming]:
+        for seq in [*self._active, *(s for group in self._incoming for s in group)]:
             self._leave(seq, GenerationError(f"{self.name} was unloaded mid-generation"))
         self._incoming.clear()
 
@@ -152,7 +163,15 @@ class Scheduler:
         # the prompt's last token is always evaluated: its logits are sampled from
         return best, min(best_common, len(prompt) - 1)
 
-    def _join(self, seq: Sequence) -> None:
+    def _join_group(self, group: list[Sequence]) -> None:
+        leader = group[0]
+        self._join(leader)
+        for seq in group[1:]:
+            # a choice copies the first one's KV once that has read the prompt; if the first
+            # could not join, it reads the prompt itself
+            self._join(seq, leader if leader in self._active else None)
+
+    def _join(self, seq: Sequence, leader: Sequence | None = None) -> None:
         if seq.cancel.is_set():
             seq.send(DONE)
             return
@@ -162,10 +181,14 @@ class Scheduler:
             seq.send(DONE)
             return
         slot, reuse = self._free_slot(seq.prompt)
+        if leader is not None:
+            reuse = 0  # the slot is overwritten by the leader's KV
+            seq.leader = leader
+            leader.followers.append(seq)
         self._lib.llama_memory_seq_rm(self._memory, slot, reuse, -1)
         del self._slots[slot][reuse:]
         seq.slot, seq.n_past, seq.cached = slot, reuse, reuse
-        seq.pending = seq.prompt[reuse:]
+        seq.pending = seq.prompt[reuse:] if leader is None else []
         try:
             seq.chain = SamplerChain(seq.sampling, self._vocab, self._n_vocab, self._json_gbnf)
         except Exception as exc:
@@ -218,6 +241,7 @@ class Scheduler:
         if ret != 0:
             raise GenerationError(f"llama_decode returned {ret}")
         self.steps += 1
+        self.tokens += self._batch.n_tokens
         now = time.monotonic()
         for seq, tokens in added:
             seq.n_past += len(tokens)
@@ -236,11 +260,31 @@ class Scheduler:
                 continue
             self._sample(seq)
             emitted.append(seq)
+            if seq.followers:
+                emitted.extend(self._follow(seq))
             if seq.done:
                 self._leave(seq, None)
         deadline = time.monotonic() + HANDOFF_WAIT_S
         for seq in emitted:
             seq.wanted.wait(max(0.0, deadline - time.monotonic()))
+
+    def _follow(self, leader: Sequence) -> list[Sequence]:
+        """``leader`` has read the prompt: its waiting choices copy its KV and sample their
+        first token from its logits. Returns those that sampled."""
+        followers, leader.followers = leader.followers, []
+        sampled = []
+        for seq in followers:
+            seq.leader = None
+            if seq not in self._active:  # its client went away meanwhile
+                continue
+            self._lib.llama_memory_seq_cp(self._memory, leader.slot, seq.slot, -1, -1)
+            self._slots[seq.slot] = list(self._slots[leader.slot])
+            seq.n_past, seq.cached, seq.row = leader.n_past, leader.cached, leader.row
+            self._sample(seq)
+            sampled.append(seq)
+            if seq.done:
+                self._leave(seq, None)
+        return sampled
 
     def _sample(self, seq: Sequence) -> None:
         assert seq.chain is not None

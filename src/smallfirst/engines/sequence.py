@@ -41,12 +41,20 @@ class Sequence:
         *,
         meter: ComputeMeter | None = None,
         on_compute: Callable[[bool], None] | None = None,
+        window: list[int] | None = None,
     ) -> None:
         self.prompt = prompt
         self.sampling = sampling
         self.emit = emit
         self.meter = meter
         self.on_compute = on_compute if meter is None else None
+        # shared by the sequences of one request's choices: how many of them are active, so
+        # that the request's metering window opens with the first and closes with the last
+        self.window = window if window is not None else [0]
+        # a choice that waits for another sequence of its request to read the prompt, then
+        # copies its KV (the scheduler's group join)
+        self.leader: Sequence | None = None
+        self.followers: list[Sequence] = []  # the choices waiting on this one's prompt
         self.cancel = threading.Event()
         self.wanted = threading.Event()  # the consumer took what was emitted last
         limit = n_ctx_seq - len(prompt)
@@ -81,6 +89,9 @@ class Sequence:
         if active == self.active:
             return
         self.active = active
+        self.window[0] += 1 if active else -1
+        if self.window[0] != (1 if active else 0):
+            return
         if self.meter is not None:
             self.meter.set_active(active)
         elif self.on_compute is not None:

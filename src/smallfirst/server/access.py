@@ -147,6 +147,7 @@ class Access:
         completion = gen.sampling.max_tokens
         if completion is None:
             completion = self._context(spec)
+        completion *= gen.n  # every choice may run to the limit
         profile = self.metering.profiles.get(spec.name)
         energy_j = None
         if profile is not None:

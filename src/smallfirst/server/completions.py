@@ -24,6 +24,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from smallfirst.engines.pool import EnginePool
+from smallfirst.errors import UnsupportedError
 from smallfirst.metering.service import Metering
 from smallfirst.server.access import Access
 from smallfirst.server.cache_hits import HEADER, CacheFront
@@ -86,6 +87,8 @@ class Completions:
                 if hit is not None:
                     return hit
         if choice.cascade is not None:
+            if gen.n > 1:  # a cascade judges one answer per attempt
+                raise UnsupportedError("n > 1 is not supported with a cascade", param="n")
             env = Envelope(kind, choice.model)
             cascade = Cascade(self.pool, self.metering, record, choice, env, gen.stream)
             response = await serve_cascade(cascade, request, messages, gen, body.include_usage)

@@ -1,14 +1,14 @@
 """OpenAI's request bodies, validated at the edge, and turned into engine requests.
 
 Pydantic checks types and ranges (a violation is a 400 naming the parameter); the
-``to_generation`` methods check what pydantic cannot express (``n`` > 1, unsupported
-features) and build the frozen :class:`~smallfirst.engines.base.GenerationRequest` that the
-engines take. Unknown extra fields are accepted and ignored, as OpenAI-compatible servers
-usually do, so clients that send newer parameters keep working.
+``to_generation`` methods check what pydantic cannot express (unsupported features) and
+build the frozen :class:`~smallfirst.engines.base.GenerationRequest` that the engines take.
+Unknown extra fields are accepted and ignored, as OpenAI-compatible servers usually do, so
+clients that send newer parameters keep working.
 
 Responses are built as plain dicts in :mod:`smallfirst.server.responses` (hot path). What
 these models document in ``/openapi.json`` is what is served: options that pydantic lets
-through only for ``to_generation`` to refuse them by name (``n`` > 1, tools, ``json_schema``,
+through only for ``to_generation`` to refuse them by name (tools, ``json_schema``,
 ``suffix``, non-text parts) are documented as refused.
 """
 
@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from smallfirst.engines.base import GenerationRequest, Sampling
+from smallfirst.engines.choices import MAX_CHOICES
 from smallfirst.errors import InvalidRequestError, UnsupportedError
 from smallfirst.types import Message
 
@@ -83,7 +84,9 @@ class _Sampled(_Edge):
     model: str = Field(min_length=1)
     temperature: Temperature | None = None
     top_p: TopP | None = None
-    n: PositiveInt | None = Field(None, json_schema_extra={"maximum": 1})  # n > 1: a 400
+    # choices: a whole generation each, so capped (a 400 above); a seeded request's choice i
+    # is sampled with seed + i
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES, strict=True)] | None = None
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     stop: Stop = None
@@ -92,8 +95,6 @@ class _Sampled(_Edge):
     frequency_penalty: Penalty | None = None
 
     def _common(self) -> dict[str, Any]:
-        if self.n not in (None, 1):
-            raise UnsupportedError("n > 1 is not supported by this server; send n=1", param="n")
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return {
             "temperature": 1.0 if self.temperature is None else self.temperature,
@@ -145,7 +146,7 @@ class ChatCompletionRequest(_Sampled):
             top_logprobs=self.top_logprobs or 0,
             json_object=fmt == "json_object",
         )
-        return GenerationRequest(sampling=sampling, messages=messages)
+        return GenerationRequest(sampling=sampling, messages=messages, n=self.n or 1)
 
 
 class CompletionRequest(_Sampled):
@@ -168,4 +169,4 @@ class CompletionRequest(_Sampled):
             logprobs=self.logprobs is not None,
             top_logprobs=self.logprobs or 0,
         )
-        return GenerationRequest(sampling=sampling, prompt=prompt, echo=self.echo)
+        return GenerationRequest(sampling=sampling, prompt=prompt, echo=self.echo, n=self.n or 1)

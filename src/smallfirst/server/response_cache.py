@@ -51,7 +51,10 @@ _SAMPLING_FIELDS = dataclasses.fields(Sampling)
 
 
 def cacheable(request: GenerationRequest) -> bool:
-    """Whether the answer is the same every time: greedy, or sampled with a seed."""
+    """Whether the answer is the same every time: greedy, or sampled with a seed. One
+    choice only: an entry holds one answer (``n`` > 1 is generated every time)."""
+    if request.n != 1:
+        return False
     return request.sampling.temperature == 0 or request.sampling.seed is not None
 
 

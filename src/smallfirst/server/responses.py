@@ -102,32 +102,49 @@ def text_logprobs(
     }
 
 
+Choice = tuple[str, str | None, list[TokenLogprob] | None]
+"""One choice of a whole answer: its text, finish reason and logprobs (None: not asked)."""
+
+
 def full_response(
     env: Envelope,
     text: str,
     finish_reason: str | None,
     usage: Usage | None,
     logprobs: list[TokenLogprob] | None,
+    more: tuple[Choice, ...] = (),
+) -> dict[str, Any]:
+    """The whole answer; ``more`` are the choices after the first (``n`` > 1)."""
+    choices = [
+        _choice(env, index, *choice)
+        for index, choice in enumerate(((text, finish_reason, logprobs), *more))
+    ]
+    body = env.head("chat.completion" if env.kind == "chat" else "text_completion")
+    body["choices"] = choices
+    body["usage"] = usage_dict(usage)
+    return body
+
+
+def _choice(
+    env: Envelope,
+    index: int,
+    text: str,
+    finish_reason: str | None,
+    logprobs: list[TokenLogprob] | None,
 ) -> dict[str, Any]:
     if env.kind == "chat":
-        choice: dict[str, Any] = {
-            "index": 0,
+        return {
+            "index": index,
             "message": {"role": "assistant", "content": text, "refusal": None},
             "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
             "finish_reason": finish_reason,
         }
-        body = env.head("chat.completion")
-    else:
-        choice = {
-            "index": 0,
-            "text": text,
-            "logprobs": text_logprobs(logprobs, 0) if logprobs is not None else None,
-            "finish_reason": finish_reason,
-        }
-        body = env.head("text_completion")
-    body["choices"] = [choice]
-    body["usage"] = usage_dict(usage)
-    return body
+    return {
+        "index": index,
+        "text": text,
+        "logprobs": text_logprobs(logprobs, 0) if logprobs is not None else None,
+        "finish_reason": finish_reason,
+    }
 
 
 def stream_chunk(
@@ -137,6 +154,7 @@ def stream_chunk(
     logprobs: tuple[TokenLogprob, ...] = (),
     role: bool = False,
     text_offset: int = 0,
+    index: int = 0,
 ) -> dict[str, Any]:
     if env.kind == "chat":
         delta: dict[str, Any] = {}
@@ -145,7 +163,7 @@ def stream_chunk(
         if text is not None:
             delta["content"] = text
         choice: dict[str, Any] = {
-            "index": 0,
+            "index": index,
             "delta": delta,
             "logprobs": chat_logprobs(logprobs) if logprobs else None,
             "finish_reason": finish_reason,
@@ -153,7 +171,7 @@ def stream_chunk(
         body = env.head("chat.completion.chunk")
     else:
         choice = {
-            "index": 0,
+            "index": index,
             "text": text or "",
             "logprobs": text_logprobs(logprobs, text_offset) if logprobs else None,
             "finish_reason": finish_reason,

@@ -82,6 +82,8 @@ class Answer:
     finish_reason: FinishReason | None
     usage: Usage | None
     logprobs: tuple[TokenLogprob, ...]
+    # n > 1: the choices after the first (their own usage None: ``usage`` covers them all)
+    more: tuple[Answer, ...] = ()
 
 
 Keep = Callable[[str, "Answer", Receipt | None], None]
@@ -128,21 +130,24 @@ class Metered:
 
     async def drain(self) -> Answer:
         """Run the generation to its end; usage and timing stay readable if it fails."""
-        parts: list[str] = []
-        logprobs: list[TokenLogprob] = []
-        finish: FinishReason | None = None
+        n = self.request.n
+        parts: list[list[str]] = [[] for _ in range(n)]
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+        finish: list[FinishReason | None] = [None] * n
         stream = self.chunks()
         try:
             async for chunk in stream:
                 self.mark_first()
-                parts.append(chunk.text)
-                logprobs.extend(chunk.logprobs)
-                finish = chunk.finish_reason or finish
+                i = chunk.index
+                parts[i].append(chunk.text)
+                logprobs[i].extend(chunk.logprobs)
+                finish[i] = chunk.finish_reason or finish[i]
                 self.usage = chunk.usage or self.usage
         finally:
             await stream.aclose()
             self.ended_at = time.perf_counter()
-        return Answer("".join(parts), finish, self.usage, tuple(logprobs))
+        answers = [Answer("".join(parts[i]), finish[i], None, tuple(logprobs[i])) for i in range(n)]
+        return dataclasses.replace(answers[0], usage=self.usage, more=tuple(answers[1:]))
 
     def energy(self) -> Energy:
         """The energy this generation spent so far (the slot's, else the model's profile)."""
@@ -288,6 +293,9 @@ def body_response(
         answer.finish_reason,
         answer.usage,
         list(answer.logprobs) if logprobs else None,
+        tuple(
+            (a.text, a.finish_reason, list(a.logprobs) if logprobs else None) for a in answer.more
+        ),
     )
     if receipt is None:
         return JSONResponse(payload, headers={"x-smallfirst-model": env.model})
@@ -323,11 +331,13 @@ def stream_response(
     finish: Finish,
     *,
     keep: Keep | None = None,
+    n: int = 1,
 ) -> StreamingResponse:
     """``first`` and then ``rest`` as server-sent events; ``finish`` settles the receipt;
-    ``keep`` gets the whole answer when the stream ends well."""
+    ``keep`` gets the whole answer when the stream ends well. With ``n`` choices, each chunk
+    names its choice's ``index`` and the last to finish ends the stream."""
     return ClosingStreamingResponse(
-        _sse(env, first, rest, include_usage, finish, keep),
+        _sse(env, first, rest, include_usage, finish, keep, n),
         media_type="text/event-stream",
         headers={
             "x-smallfirst-model": env.model,
@@ -374,7 +384,7 @@ async def serve(
         def finish(status: str, usage: Usage | None) -> Receipt | None:
             return ledger.settle_generation(status, metered, usage)
 
-        return stream_response(env, first, stream, include_usage, finish, keep=ledger.keep)
+        return stream_response(env, first, stream, include_usage, finish, keep=ledger.keep, n=gen.n)
     task = asyncio.create_task(metered.drain())
     if not await finished_or_gone(http, task):
         ledger.settle_generation("cancelled", metered, None)
@@ -396,6 +406,17 @@ def _event(data: dict[str, Any]) -> bytes:
     return b"data: " + body.encode() + b"\n\n"
 
 
+def _chunk_dict(env: Envelope, chunk: Chunk, text_offset: int) -> dict[str, Any]:
+    return stream_chunk(
+        env,
+        chunk.text,
+        chunk.finish_reason,
+        chunk.logprobs,
+        text_offset=text_offset,
+        index=chunk.index,
+    )
+
+
 async def _sse(
     env: Envelope,
     first: Chunk,
@@ -403,32 +424,40 @@ async def _sse(
     include_usage: bool,
     finish: Finish,
     keep: Keep | None = None,
+    n: int = 1,
 ) -> AsyncIterator[bytes]:
     """The stream's events; the receipt is committed before the client sees the end."""
     usage: Usage | None = None
-    offset = 0
-    # the answer so far, for the cache only (a list append per token when it wants one)
+    offsets = [0] * n  # text completions' logprobs: offsets into each choice's text
+    open_choices = n
+    # the answer so far, for the cache only (a list append per token when it wants one;
+    # never with n > 1, which the cache does not keep)
     parts: list[str] | None = [] if keep is not None else None
     logprobs: list[TokenLogprob] = []
     chunk: Chunk | None = first
     status = "cancelled"
     try:
         if env.kind == "chat":
-            yield _event(stream_chunk(env, "", role=True))
+            for i in range(n):
+                yield _event(stream_chunk(env, "", role=True, index=i))
         while chunk is not None:
             usage = chunk.usage or usage
+            i = chunk.index
             if parts is not None:
                 parts.append(chunk.text)
                 logprobs.extend(chunk.logprobs)
             if chunk.finish_reason is not None:
+                last = _chunk_dict(env, chunk, offsets[i])
+                open_choices -= 1
+                if open_choices > 0:  # n > 1: other choices run on
+                    yield _event(last)
+                    chunk = await anext(stream, None)
+                    continue
                 receipt = finish("ok", usage)
                 status = "ok"
                 if keep is not None and parts is not None:
                     answer = Answer("".join(parts), chunk.finish_reason, usage, tuple(logprobs))
                     keep(env.model, answer, receipt)
-                last = stream_chunk(
-                    env, chunk.text, chunk.finish_reason, chunk.logprobs, text_offset=offset
-                )
                 if include_usage:
                     yield _event(last)
                     last = usage_chunk(env, usage)
@@ -436,13 +465,11 @@ async def _sse(
                     last["smallfirst"] = receipt.public()
                 yield _event(last)
                 break
-            if chunk.logprobs:
-                yield _event(
-                    stream_chunk(env, chunk.text, None, chunk.logprobs, text_offset=offset)
-                )
+            if chunk.logprobs or (i and chunk.text):
+                yield _event(_chunk_dict(env, chunk, offsets[i]))
             elif chunk.text:
-                yield env.text_event(chunk.text)
-            offset += len(chunk.text)
+                yield env.text_event(chunk.text)  # the common case, rendered from a template
+            offsets[i] += len(chunk.text)
             chunk = await anext(stream, None)
         else:
             # the engine ended without a finish reason (an upstream that just stopped)
