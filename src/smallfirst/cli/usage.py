@@ -13,14 +13,8 @@ def _fmt(value: float | None, unit: str, digits: int = 3) -> str:
     return "-" if value is None else f"{value:,.{digits}f} {unit}".strip()
 
 
-def cmd_usage(args: argparse.Namespace) -> int:
-    from smallfirst.server.receipts_api import parse_time
-
-    settings = settings_from(args)
-    try:
-        since = parse_time(args.since, "since")
-    except Exception as exc:
-        raise SystemExit(f"smallfirst: {getattr(exc, 'message', exc)}") from None
+def _fetch_summary(args: argparse.Namespace, settings: Any, since: float | None) -> Any:
+    """The summary from a running gateway (``--url``) or from the local database."""
     if args.url:
         import httpx
 
@@ -35,15 +29,27 @@ def cmd_usage(args: argparse.Namespace) -> int:
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise SystemExit(f"smallfirst: could not read {args.url}: {exc}") from None
-        summary = response.json()
-    else:
-        from smallfirst.store.sqlite import SqliteStore
+        return response.json()
+    from smallfirst.store.sqlite import SqliteStore
 
-        if not settings.db_path.exists():
-            raise SystemExit(f"smallfirst: no receipts yet ({settings.db_path} does not exist)")
-        store = SqliteStore(settings.db_path)
-        summary = store.summary(since=since, by_key=args.by_key)
+    if not settings.db_path.exists():
+        raise SystemExit(f"smallfirst: no receipts yet ({settings.db_path} does not exist)")
+    store = SqliteStore(settings.db_path)
+    try:
+        return store.summary(since=since, by_key=args.by_key)
+    finally:
         store.close()
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from smallfirst.server.receipts_api import parse_time
+
+    settings = settings_from(args)
+    try:
+        since = parse_time(args.since, "since")
+    except Exception as exc:
+        raise SystemExit(f"smallfirst: {getattr(exc, 'message', exc)}") from None
+    summary = _fetch_summary(args, settings, since)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

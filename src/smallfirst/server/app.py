@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -47,6 +47,20 @@ from smallfirst.store.sqlite import SqliteStore
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+
+def _cache_front(
+    settings: Settings, metering: Metering | None, record: Callable[[Receipt], None]
+) -> CacheFront | None:
+    """The response cache in front of the models, or None when it is off."""
+    if not settings.response_cache:
+        return None
+    bounds = ResponseCache(
+        settings.response_cache_max_entries,
+        settings.response_cache_max_bytes,
+        settings.response_cache_ttl_s,
+    )
+    return CacheFront(bounds, metering, record)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -101,19 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     chooser = app.state.chooser = Chooser(settings, pool)
     metrics.watch(chooser.health)
-    cache = (
-        CacheFront(
-            ResponseCache(
-                settings.response_cache_max_entries,
-                settings.response_cache_max_bytes,
-                settings.response_cache_ttl_s,
-            ),
-            metering,
-            record,
-        )
-        if settings.response_cache
-        else None
-    )
+    cache = _cache_front(settings, metering, record)
     app.state.response_cache = cache.cache if cache is not None else None
     completions = Completions(pool, metering, record, chooser, access, cache)
 
