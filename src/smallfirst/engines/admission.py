@@ -221,32 +221,33 @@ async def guarded(admission: Admission, inner: AsyncGenerator[T, None]) -> Async
         await inner.aclose()
         raise
     task = asyncio.current_task()
-    state = {"waiting": False, "aborted": False}
+    waiting = aborted = False
 
     def abort() -> None:
-        if state["aborted"]:
+        nonlocal aborted
+        if aborted:
             return
-        state["aborted"] = True
-        if state["waiting"] and task is not None:
+        aborted = True
+        if waiting and task is not None:
             task.cancel()  # only while it waits on ``inner``: never mid-send to the client
 
     ticket.on_abort = abort
     try:
         while True:
-            if state["aborted"]:
+            if aborted:
                 raise ShuttingDownError(admission.shutdown_message(ended=True))
-            state["waiting"] = True
+            waiting = True
             try:
                 item = await anext(inner)
             except StopAsyncIteration:
                 return
             except asyncio.CancelledError:
-                if not state["aborted"] or task is None:
+                if not aborted or task is None:
                     raise
                 task.uncancel()
                 raise ShuttingDownError(admission.shutdown_message(ended=True)) from None
             finally:
-                state["waiting"] = False
+                waiting = False
             yield item
     finally:
         try:
