@@ -189,7 +189,7 @@ class Settings(BaseSettings):
 
     # Batched in-process engine: continuous batching and prefix reuse (issue #14).
     engine_batching: bool = Field(
-        default=False,
+        default=True,
         description="serve local models with the batched engine (one context, `parallel` "
         "sequences decoded together, prompt prefixes reused); off: one generation at a time",
     )
@@ -201,6 +201,11 @@ class Settings(BaseSettings):
         ge=1,
         description="prompt tokens a joining request evaluates per step, so running "
         "streams keep flowing while it reads its prompt",
+    )
+    prefix_reuse: bool = Field(
+        default=True,
+        description="a request reuses the KV a finished request left in a slot for their "
+        "common prompt prefix; off: every prompt is read in full (for timing isolation)",
     )
 
     # Response cache (issue #14): deterministic requests (greedy or seeded) asked again are

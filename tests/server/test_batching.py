@@ -86,8 +86,8 @@ def test_four_concurrent_streams_equal_each_alone(
     assert all(together)
 
 
-def test_second_turn_reports_cached_tokens(gateway: LiveServer) -> None:
-    client = client_of(gateway)
+def two_turns(client: openai.OpenAI, *, reuse: bool) -> str:
+    """A two-turn chat; checks what the second turn reports as cached, returns its answer."""
     turn1: list[Any] = [{"role": "user", "content": PROMPTS[0]}]
     first = client.chat.completions.create(model=SMOL, messages=turn1, temperature=0, max_tokens=16)
     assert first.usage is not None and first.usage.prompt_tokens_details is not None
@@ -100,8 +100,24 @@ def test_second_turn_reports_cached_tokens(gateway: LiveServer) -> None:
     second = client.chat.completions.create(model=SMOL, messages=turn2, temperature=0, max_tokens=8)
     assert second.usage is not None and second.usage.prompt_tokens_details is not None
     cached = second.usage.prompt_tokens_details.cached_tokens
+    if not reuse:
+        assert cached == 0
+        return second.choices[0].message.content or ""
     assert cached is not None and cached >= first.usage.prompt_tokens
     assert cached < second.usage.prompt_tokens
+    return second.choices[0].message.content or ""
+
+
+def test_second_turn_reports_cached_tokens(gateway: LiveServer) -> None:
+    # the first turn's cached_tokens is 0: the load's warm-up leaves no prefix behind
+    assert two_turns(client_of(gateway), reuse=True)
+
+
+def test_with_prefix_reuse_off_every_prompt_is_read_in_full(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with LiveServer(batched(settings, tmp_path, prefix_reuse=False)) as server:
+        assert two_turns(client_of(server), reuse=False)
 
 
 def test_a_hang_up_frees_the_slot(settings: Settings, tmp_path: Path) -> None:

@@ -122,6 +122,7 @@ class BatchedEngine(LlamaEngine):
                     parallel=self.parallel,
                     n_batch=self._settings.n_batch,
                     chunk_tokens=self._settings.prefill_chunk_tokens,
+                    reuse_prefixes=self._settings.prefix_reuse,
                     json_gbnf=JSON_GBNF,
                 )
             except BaseException:
@@ -166,6 +167,11 @@ class BatchedEngine(LlamaEngine):
             self._scheduler = self._ctx = self._model = self._prompter = None
             self._n_ctx_seq = 0
             log.info("unloaded %s", self.spec.name)
+
+    def forget_prefixes(self) -> None:
+        """Drop the KV that finished requests left for prefix reuse (no-op when unloaded)."""
+        if self._scheduler is not None:
+            self._scheduler.forget()
 
     def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """The request's chunks; ``n`` > 1 choices decode together, ``parallel`` at a time."""

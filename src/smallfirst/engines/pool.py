@@ -157,12 +157,7 @@ WARM_UP_TEXT = GenerationRequest(sampling=_ONE_TOKEN, prompt="Hello")
 
 
 def _warm_up_request(engine: LlamaEngine) -> GenerationRequest:
-    # The batched engine keeps a finished prompt's KV in its slot for the next request: a
-    # chat warm-up would become the next chat request's cached prefix (the template's
-    # system prompt), so it gets the plain prompt and its first chat request does the rest.
-    if engine.spec.chat and not isinstance(engine, BatchedEngine):
-        return WARM_UP_CHAT
-    return WARM_UP_TEXT
+    return WARM_UP_CHAT if engine.spec.chat else WARM_UP_TEXT
 
 
 async def _warm_up(engine: LlamaEngine) -> None:
@@ -176,3 +171,6 @@ async def _warm_up(engine: LlamaEngine) -> None:
         log.warning("warming up %s failed: %s", engine.spec.name, exc)
     finally:
         await stream.aclose()
+        if isinstance(engine, BatchedEngine):
+            # its KV would be the first request's cached prefix: reuse nobody asked for
+            engine.forget_prefixes()

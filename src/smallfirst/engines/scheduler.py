@@ -10,8 +10,9 @@ samples its next token in its own llama.cpp sampler chain (:mod:`.sampling`).
 Prefix reuse: a sequence that finishes leaves its KV in its slot. A new request takes the
 free slot whose cached tokens share the longest prefix with its prompt, and evaluates only
 the rest (at least the prompt's last token, whose logits it samples from); the reused count
-is reported as ``cached_tokens``. A request whose client went away (``cancel``) leaves at
-the next step, and its slot's KV is cleared at once.
+is reported as ``cached_tokens``. The ``prefix_reuse`` setting off makes every prompt read in
+full. A request whose client went away (``cancel``) leaves at the next step, and its slot's
+KV is cleared at once.
 
 Choices (``n`` > 1): the sequences of one request join together, when there are slots for
 all of them. The first reads the prompt; the others wait, and at the step where its prompt
@@ -61,6 +62,7 @@ class Scheduler:
         n_batch: int,
         chunk_tokens: int,
         json_gbnf: str,
+        reuse_prefixes: bool = True,
     ) -> None:
         import llama_cpp
 
@@ -75,6 +77,7 @@ class Scheduler:
         self._n_batch = n_batch
         self._chunk = max(1, min(chunk_tokens, n_batch))
         self._json_gbnf = json_gbnf
+        self._reuse = reuse_prefixes
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._cond = threading.Condition()
         self._incoming: deque[list[Sequence]] = deque()  # groups: a request's choices
@@ -82,6 +85,7 @@ class Scheduler:
         self._slots: list[list[int]] = [[] for _ in range(parallel)]  # tokens in each slot's KV
         self._slot_used = [0.0] * parallel
         self._stopping = False
+        self._forget = False
         self.steps = 0
         self.tokens = 0  # tokens put through llama_decode (prompt and generated), all steps
         self._thread = threading.Thread(target=self._loop, name=f"batch-{name}", daemon=True)
@@ -94,6 +98,12 @@ class Scheduler:
             if self._stopping:
                 raise GenerationError(f"{self.name} is being unloaded")
             self._incoming.append(group)
+            self._cond.notify()
+
+    def forget(self) -> None:
+        """Drop the cached prefix of every idle slot (the warm-up's prompt is nobody's)."""
+        with self._cond:
+            self._forget = True
             self._cond.notify()
 
     def wake(self) -> None:
@@ -114,10 +124,13 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self._incoming and not self._active:
+                while not (self._stopping or self._incoming or self._active or self._forget):
                     self._cond.wait()
                 if self._stopping:
                     break
+                if self._forget:
+                    self._forget = False
+                    self._clear_idle_slots()
                 joining: list[list[Sequence]] = []
                 self._drop_cancelled()
                 room = self.parallel - len(self._active)
@@ -147,6 +160,13 @@ class Scheduler:
                 )
                 self._leave(seq, None, keep_kv=False)
 
+    def _clear_idle_slots(self) -> None:
+        busy = {s.slot for s in self._active}
+        for slot in range(self.parallel):
+            if slot not in busy and self._slots[slot]:
+                self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+                self._slots[slot] = []
+
     def _free_slot(self, prompt: list[int]) -> tuple[int, int]:
         """The free slot sharing the longest prefix with ``prompt`` (ties: least recently
         used), and how many of its cached tokens can be reused."""
@@ -160,6 +180,8 @@ class Scheduler:
                 common == best_common and self._slot_used[slot] < self._slot_used[best]
             ):
                 best, best_common = slot, common
+        if not self._reuse:
+            return best, 0
         # the prompt's last token is always evaluated: its logits are sampled from
         return best, min(best_common, len(prompt) - 1)
 
