@@ -15,8 +15,8 @@ and client count, medians over the rounds:
   ``llama_sampler_sample`` (the sampler chain) and in everything else (Python: the token
   loop, detokenizing, stop sequences, handing the chunk to the event loop).
 
-Both engines run with ``OMP_WAIT_POLICY=PASSIVE`` (unless set otherwise), the policy the
-batched engine sets for the process: see engines/batched.py.
+Both engines run with the OpenMP wait the engines set for the process (a short spin,
+``GOMP_SPINCOUNT=1000``, unless the environment sets a policy): see engines/openmp.py.
 
 Targets from issue #14: batched one stream >= the old engine's (per-stream speed must not
 drop); batched CPU per token at 4 clients <= 0.8 x its own at 1 client.
@@ -27,16 +27,11 @@ drop); batched CPU per token at 4 clients <= 0.8 x its own at 1 client.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
-
-# Both engines run under the OpenMP wait policy the batched engine sets when it is the first
-# to load llama.cpp (see engines/batched.py); libgomp reads it once, at import.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from harness import script
 from harness.gateway import model_path
@@ -45,6 +40,7 @@ from smallfirst.catalog import Catalog
 from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.batched import BatchedEngine
 from smallfirst.engines.llama import LlamaEngine
+from smallfirst.engines.openmp import tame_openmp
 from smallfirst.settings import Settings
 from smallfirst.types import Message
 
@@ -177,6 +173,7 @@ def summary(results: list[dict[str, Any]], clients: list[int]) -> list[dict[str,
 
 
 def main() -> int:
+    tame_openmp()  # the engines' OpenMP wait (engines/openmp.py), before llama_cpp loads
     p = script.parser(__doc__, area="serving", quick="the smallest model, 2 rounds, 32 tokens")
     p.add_argument("--models", nargs="+", help="catalog model names (default: SmolLM2, Qwen-0.5B)")
     p.add_argument("--clients", nargs="+", type=int, default=[1, 2, 4])

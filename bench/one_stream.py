@@ -3,7 +3,7 @@
 Issue #14 asks that per-stream speed not drop because of batching; the first batched run
 measured one stream at 0.86x the old engine (bench/results/serving/engine-profile.md). This
 script loads, side by side in one process (same GGUF, n_ctx 2048 per request, ``--threads``,
-``OMP_WAIT_POLICY=PASSIVE`` for all, as bench/batching_throughput.py), the one-at-a-time
+the OpenMP wait the engines set, as bench/batching_throughput.py), the one-at-a-time
 engine and batched engines that each change one suspect:
 
 * ``batched``: as served (``parallel`` 4 slots, one KV stream per slot, flash attention off);
@@ -28,8 +28,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench/batching_throughput.py
-
 from batching_throughput import Hooks, measure, request
 from harness import script
 from harness.gateway import model_path
@@ -37,6 +35,7 @@ from harness.stats import fmt, median, ratio
 from smallfirst.catalog import Catalog, ModelSpec
 from smallfirst.engines.batched import BatchedEngine
 from smallfirst.engines.llama import LlamaEngine
+from smallfirst.engines.openmp import tame_openmp
 from smallfirst.settings import Settings
 
 OLD = "one-at-a-time"
@@ -83,6 +82,7 @@ def steps_of(engine: LlamaEngine) -> int:
 
 
 def main() -> int:
+    tame_openmp()  # the engines' OpenMP wait (engines/openmp.py), before llama_cpp loads
     p = script.parser(__doc__, area="serving", quick="4 rounds, 32 tokens")
     p.add_argument("--model", default="smollm2-135m-instruct", help="catalog model name")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads, every engine")
@@ -146,7 +146,9 @@ def main() -> int:
     ]
     notes = [
         f"{args.model}, {args.rounds} rounds, {args.max_tokens} tokens, greedy, 1 client, "
-        f"{args.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}",
+        f"{args.threads} threads, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}, "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '-')}",
         "/ old: each round's tok/s over the one-at-a-time engine's in that round, median",
     ]
     run.finish(

@@ -19,8 +19,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
-import sys
 import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
@@ -31,6 +29,7 @@ from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
 from smallfirst.engines.base import Chunk, GenerationRequest
 from smallfirst.engines.choices import combined, in_groups, seeded
 from smallfirst.engines.llama import LlamaEngine, kv_cache_bytes
+from smallfirst.engines.openmp import tame_openmp
 from smallfirst.engines.prompting import Prompter
 from smallfirst.engines.scheduler import Scheduler
 from smallfirst.engines.sequence import DONE, Sequence
@@ -85,15 +84,7 @@ class BatchedEngine(LlamaEngine):
         with self._load_lock:
             if self._scheduler is not None:
                 return
-            # llama.cpp's CPU backend here is built with OpenMP. With libgomp's default wait
-            # policy, idle team threads spin, and on a small busy machine they take the
-            # cores from the team that is computing: measured on 2 shared cores, one batched
-            # stream of SmolLM2 ran at 2.4 tok/s with the default and 40 tok/s with PASSIVE
-            # (bench/results/serving/engine-profile.md). libgomp reads it once, when llama_cpp
-            # is first imported; an operator's own value wins.
-            if "llama_cpp" in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
-                log.info("llama.cpp was loaded before the batched engine: OpenMP keeps spinning")
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            tame_openmp()  # before llama_cpp's first import: see engines/openmp.py
             import llama_cpp  # heavy: imported only when a model is actually loaded
             from llama_cpp import _internals
             from llama_cpp._logger import set_verbose

@@ -36,6 +36,7 @@ from smallfirst.catalog import ModelSpec
 from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
 from smallfirst.engines.base import Chunk, GenerationRequest, Sampling, TokenLogprob
 from smallfirst.engines.choices import in_groups
+from smallfirst.engines.openmp import tame_openmp
 from smallfirst.engines.prompting import Prompter
 from smallfirst.engines.sampling import logits_logprob
 from smallfirst.engines.text import StopMatcher, Utf8Decoder
@@ -96,6 +97,7 @@ class LlamaEngine:
         with self._load_lock:
             if self._llm is not None:
                 return
+            tame_openmp()  # before llama_cpp's first import: see engines/openmp.py
             import llama_cpp  # heavy: imported only when a model is actually loaded
 
             started = time.perf_counter()

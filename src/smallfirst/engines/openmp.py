@@ -1,0 +1,39 @@
+"""How llama.cpp's OpenMP threads wait between the steps of a forward pass.
+
+The llama.cpp in llama-cpp-python's wheel is built with OpenMP (libgomp). Between the
+operations of a graph, and after each one, its threads wait for each other; how they wait is
+read from the environment once, when libgomp loads with llama_cpp:
+
+- libgomp's default spins for a long while (``GOMP_SPINCOUNT`` 300,000) before sleeping. On
+  an idle machine that is fastest; on a busy one the spinning threads take the cores from
+  the ones that have work, and decoding crawls at several times the CPU time per token.
+- ``OMP_WAIT_POLICY=PASSIVE`` sleeps at once: safe under load, but every wait becomes a
+  futex wake-up, which costs about 0.55x the speed on an idle 2-core machine.
+- A short spin (``GOMP_SPINCOUNT=1000``) kept most of the idle speed and PASSIVE's
+  behaviour under load (bench/results/serving/engine-profile.md).
+
+:func:`tame_openmp` sets that short spin unless the operator set either variable. It must
+run before llama_cpp is first imported; it does not change a libgomp already loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+__all__ = ["SPIN_COUNT", "tame_openmp"]
+
+log = logging.getLogger(__name__)
+
+SPIN_COUNT = "1000"
+
+
+def tame_openmp() -> None:
+    """Give libgomp a short spin before it sleeps, unless the environment says otherwise."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return
+    if "llama_cpp" in sys.modules:
+        log.info("llama.cpp was loaded before its wait policy was set: OpenMP keeps its default")
+        return
+    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
