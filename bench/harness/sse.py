@@ -44,6 +44,7 @@ class StreamStats:
     chunks: int = 0  # chunks with content
     usage_tokens: int | None = None  # completion_tokens from the usage chunk, if sent
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens, if sent
     finish_reason: str | None = None
     text: str = ""
 
@@ -65,6 +66,7 @@ class StreamStats:
             "token_count_source": "usage" if self.usage_tokens is not None else "chunks",
             "content_chunks": self.chunks,
             "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
             "finish_reason": self.finish_reason,
             "ttft_ms": round(self.ttft_s * 1000, 3),
             "decode_s": None
@@ -108,7 +110,7 @@ def stream_chat(
     first: float | None = None
     last: float | None = None
     finish: str | None = None
-    usage: dict[str, int] = {}
+    usage: dict[str, Any] = {}
     start = time.perf_counter()
     with client.stream("POST", "/chat/completions", json=body) as response:
         if response.status_code != 200:
@@ -137,6 +139,7 @@ def stream_chat(
         chunks=len(parts),
         usage_tokens=usage.get("completion_tokens"),
         prompt_tokens=usage.get("prompt_tokens"),
+        cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
         finish_reason=finish,
         text="".join(parts),
     )
