@@ -18,6 +18,7 @@ from smallfirst.catalog import Catalog
 from smallfirst.engines.base import ComputeMeter, GenerationRequest, Sampling
 from smallfirst.engines.batched import BatchedEngine
 from smallfirst.engines.llama import LlamaEngine
+from smallfirst.engines.scheduler import DECODE_TOKEN_WEIGHT
 from smallfirst.metering.meter import Accountant, EstimateConstants, local_energy, window_energy_j
 from smallfirst.settings import Settings
 from smallfirst.types import Message, Usage
@@ -165,9 +166,11 @@ def test_second_turn_reuses_the_first_turns_kv(
         assert usage2 is not None and usage2.cached_tokens is not None
         assert usage2.cached_tokens >= usage1.prompt_tokens
         # only the new tokens were evaluated: the rest of the prompt, then each output
-        # token fed back (the last one is never decoded when max_tokens ends it)
+        # token fed back (the last one is never decoded when max_tokens ends it), each of
+        # those weighing DECODE_TOKEN_WEIGHT prompt tokens in the step's split
         fed_back = usage2.completion_tokens - (1 if last.finish_reason == "length" else 0)
-        assert meter.tokens == usage2.prompt_tokens - usage2.cached_tokens + fed_back
+        read = usage2.prompt_tokens - usage2.cached_tokens
+        assert meter.tokens == read + DECODE_TOKEN_WEIGHT * fed_back
         assert meter.active == [True, False]
 
     asyncio.run(main())

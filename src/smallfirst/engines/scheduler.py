@@ -21,7 +21,8 @@ same logits with their own sampler chains, and from then on decode in the batch 
 other sequence: the prompt is evaluated once for all of them.
 
 Metering: after each step the time the process spent is split among the sequences in it by
-the tokens each contributed (``ComputeMeter.split_step``).
+the tokens each contributed (``ComputeMeter.split_step``), a decoded token weighing
+:data:`DECODE_TOKEN_WEIGHT` prompt tokens.
 
 Admission (how many may wait, for how long) is the engine's job (:mod:`.batched`): the
 scheduler runs whatever it is handed, ``parallel`` at a time.
@@ -40,13 +41,17 @@ from smallfirst.engines.sampling import SamplerChain, token_logprob
 from smallfirst.engines.sequence import DONE, Sequence
 from smallfirst.errors import GenerationError, SmallfirstError
 
-__all__ = ["HANDOFF_WAIT_S", "Scheduler"]
+__all__ = ["DECODE_TOKEN_WEIGHT", "HANDOFF_WAIT_S", "Scheduler"]
 
 log = logging.getLogger(__name__)
 
 # How long a step waits for consumers to pick up its chunks (see LlamaEngine's hand-off:
 # an event loop that must preempt llama.cpp's threads to send each token stalls them).
 HANDOFF_WAIT_S = 0.005
+
+# A decoded token (its logits computed, its attention over the whole sequence) costs about
+# three prompt tokens inside one step: bench/step_weights.py measured 3.07 on Qwen-0.5B.
+DECODE_TOKEN_WEIGHT = 3
 
 
 class Scheduler:
@@ -244,6 +249,7 @@ class Scheduler:
             if seq.next_token is not None:
                 put(seq, seq.next_token, True)
                 added.append((seq, [seq.next_token]))
+                seq.weight = DECODE_TOKEN_WEIGHT
         for seq in self._active:
             room = min(self._n_batch - n, self._chunk)
             if not seq.pending or room <= 0:
@@ -252,6 +258,7 @@ class Scheduler:
             for i, token in enumerate(part):
                 put(seq, token, i == len(part) - 1 and len(part) == len(seq.pending))
             added.append((seq, part))
+            seq.weight = len(part)
         batch.n_tokens = n
         return added
 
@@ -275,7 +282,7 @@ class Scheduler:
                 seq.next_token = None
         metered = [seq for seq, _ in added if seq.meter is not None]
         if metered and metered[0].meter is not None:
-            metered[0].meter.split_step([(s.meter, s.contributed) for s in metered if s.meter])
+            metered[0].meter.split_step([(s.meter, s.weight) for s in metered if s.meter])
         emitted: list[Sequence] = []
         for seq, _ in added:
             if seq.row < 0:

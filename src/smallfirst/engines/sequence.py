@@ -72,6 +72,7 @@ class Sequence:
         self.active = False
         self.row = -1  # batch row holding this sequence's logits in the current step
         self.contributed = 0  # tokens this sequence put in the current step
+        self.weight = 0  # its metering weight in the step (see scheduler.DECODE_TOKEN_WEIGHT)
         self._stops = StopMatcher(sampling.stop)
         self._decoder = Utf8Decoder()
         self._stopped_by_sequence = False
