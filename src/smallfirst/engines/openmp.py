@@ -5,12 +5,12 @@ operations of a graph, and after each one, its threads wait for each other; how 
 read from the environment once, when libgomp loads with llama_cpp:
 
 - libgomp's default spins for a long while (``GOMP_SPINCOUNT`` 300,000) before sleeping. On
-  an idle machine that is fastest; on a busy one the spinning threads take the cores from
+  a quiet machine that is fastest; on a busy one the spinning threads take the cores from
   the ones that have work, and decoding crawls at several times the CPU time per token.
 - ``OMP_WAIT_POLICY=PASSIVE`` sleeps at once: safe under load, but every wait becomes a
-  futex wake-up, which costs about 0.55x the speed on an idle 2-core machine.
-- A short spin (``GOMP_SPINCOUNT=1000``) kept most of the idle speed and PASSIVE's
-  behaviour under load (bench/results/serving/engine-profile.md).
+  futex wake-up, and on a quiet machine one stream runs much slower.
+- A short spin (``GOMP_SPINCOUNT=1000``) kept most of the default's speed on a quiet machine
+  and PASSIVE's behaviour under load (figures in bench/results/serving/peers.md).
 
 :func:`tame_openmp` sets that short spin unless the operator set either variable. It must
 run before llama_cpp is first imported; it does not change a libgomp already loaded.
