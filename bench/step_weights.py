@@ -34,7 +34,9 @@ import numpy as np
 from harness import script
 from harness.gateway import model_path
 from harness.stats import fmt, median
+from smallfirst.engines.batched import context_params
 from smallfirst.engines.openmp import tame_openmp
+from smallfirst.settings import Settings
 
 PROMPT_LEN = 64
 
@@ -53,14 +55,9 @@ class Context:
         self.model: Any = _internals.LlamaModel(
             path_model=path, params=llama_cpp.llama_model_default_params(), verbose=False
         )
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = 2048 * parallel
-        params.n_batch = params.n_ubatch = 512
-        params.n_seq_max = parallel
-        params.kv_unified = False
-        params.n_threads = params.n_threads_batch = threads
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        params.no_perf = True
+        # the batched engine's own parameters, so the shape measured is the one served
+        settings = Settings(n_ctx=2048, n_batch=512, n_threads=threads, parallel=parallel)
+        params = context_params(llama_cpp, 2048, parallel, settings)
         self.ctx: Any = _internals.LlamaContext(model=self.model, params=params, verbose=False)
         self.memory = llama_cpp.llama_get_memory(self.ctx.ctx)
         self.batch = llama_cpp.llama_batch_init(512, 0, 1)

@@ -84,18 +84,13 @@ def burst(url: str, pid: int, bodies: list[dict[str, Any]], stream: bool = False
     errors: list[str] = []
 
     def one(i: int) -> None:
+        b = bodies[i]
         try:
             if stream:
                 with openai_client(url + "/v1", 900) as client:
-                    b = bodies[i]
-                    stats = stream_chat(client, b["model"], b["messages"], b["max_tokens"])
-                streams[i] = stats
-                answers[i] = {
-                    "usage": {"completion_tokens": stats.tokens},
-                    "choices": [{"message": {"content": stats.text}}],
-                }
+                    streams[i] = stream_chat(client, b["model"], b["messages"], b["max_tokens"])
                 return
-            r = httpx.post(url + "/v1/chat/completions", json=bodies[i], timeout=900)
+            r = httpx.post(url + "/v1/chat/completions", json=b, timeout=900)
             r.raise_for_status()
             answers[i] = r.json()
         except Exception as exc:
@@ -112,18 +107,24 @@ def burst(url: str, pid: int, bodies: list[dict[str, Any]], stream: bool = False
     cpu = process_cpu_seconds(pid) - cpu
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed: {errors[0]}")
-    tokens = sum(a["usage"]["completion_tokens"] for a in answers)
+    done = [st for st in streams if st is not None]
+    if stream:
+        texts = [st.text for st in done]
+        tokens = sum(st.tokens for st in done)
+    else:
+        texts = [a["choices"][0]["message"]["content"] for a in answers]
+        tokens = sum(a["usage"]["completion_tokens"] for a in answers)
     receipts = [a["smallfirst"] for a in answers if "smallfirst" in a]
     energy = sum(r["energy"]["energy_j"] for r in receipts) if receipts else None
     return {
         "tokens": tokens,
         "wall_s": wall,
         "tok_s": ratio(tokens, wall),
-        "decode_tok_s": sum(st.decode_tps for st in streams if st) if stream else None,
+        "decode_tok_s": sum(st.decode_tps for st in done) if stream else None,
         "cpu_ms_per_token": ratio(cpu * 1000, tokens),
         "energy_j_per_token": ratio(energy, tokens) if energy is not None else None,
         "energy_methods": sorted({r["energy"]["method"] for r in receipts}),
-        "texts": [a["choices"][0]["message"]["content"] for a in answers],
+        "texts": texts,
     }
 
 
@@ -223,7 +224,7 @@ def _port(child: Child) -> int:
     return int(child.cmd[child.cmd.index("--port") + 1])
 
 
-def args_stream(runs: list[dict[str, Any]]) -> bool:
+def streamed(runs: list[dict[str, Any]]) -> bool:
     return any(r.get("decode_tok_s") is not None for r in runs)
 
 
@@ -244,7 +245,7 @@ def summary(result: dict[str, Any], clients: list[int]) -> list[dict[str, Any]]:
         row["ours/server"] = median([ratio(r["tok_s"], theirs[r["round"]]["tok_s"]) for r in ours])
         row["batched_bench_s_tg"] = median([rates[n] for rates in result["batched_bench_s_tg"]])
         row["ours/batched_bench"] = ratio(row["smallfirst:tok_s"], row["batched_bench_s_tg"])
-        if args_stream(runs):
+        if streamed(runs):
             # decode only on both sides: the fair comparison with S_TG
             row["smallfirst:decode_tok_s"] = median([r["decode_tok_s"] for r in ours])
             row["ours decode/batched_bench"] = ratio(

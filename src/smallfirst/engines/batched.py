@@ -37,7 +37,7 @@ from smallfirst.errors import GenerationError, ShuttingDownError
 from smallfirst.settings import Settings
 from smallfirst.types import Usage
 
-__all__ = ["BatchedEngine"]
+__all__ = ["BatchedEngine", "context_params"]
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +134,8 @@ class BatchedEngine(LlamaEngine):
             )
 
     def _context_params(self, llama_cpp: Any) -> Any:
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self._want_ctx() * self.parallel
-        params.n_batch = self._settings.n_batch
-        params.n_ubatch = self._settings.n_batch
-        params.n_seq_max = self.parallel
-        # one KV stream per slot: attention reads only its own sequence's cells
-        params.kv_unified = False
-        params.n_threads = params.n_threads_batch = self._settings.threads
-        # as llama-cpp-python's Llama (the one-at-a-time engine): same numerics
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        params.no_perf = True
-        return params
+        # a method so that bench/one_stream.py can vary one parameter
+        return context_params(llama_cpp, self._want_ctx(), self.parallel, self._settings)
 
     def unload(self) -> None:
         """Stop the scheduler and free the context and the weights (blocking)."""
@@ -160,7 +150,7 @@ class BatchedEngine(LlamaEngine):
             log.info("unloaded %s", self.spec.name)
 
     def forget_prefixes(self) -> None:
-        """Drop the KV that finished requests left for prefix reuse (no-op when unloaded)."""
+        """Drop the KV that finished requests left for prefix reuse (none when unloaded)."""
         if self._scheduler is not None:
             self._scheduler.forget()
 
@@ -234,6 +224,23 @@ class BatchedEngine(LlamaEngine):
                 self.admission.release(ticket)
             self.in_flight -= 1
             self.last_used = time.monotonic()
+
+
+def context_params(llama_cpp: Any, n_ctx_seq: int, parallel: int, settings: Settings) -> Any:
+    """The llama.cpp context parameters of a batched engine: ``parallel`` slots of
+    ``n_ctx_seq`` cells each (also what bench/step_weights.py measures on)."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx_seq * parallel
+    params.n_batch = settings.n_batch
+    params.n_ubatch = settings.n_batch
+    params.n_seq_max = parallel
+    # one KV stream per slot: attention reads only its own sequence's cells
+    params.kv_unified = False
+    params.n_threads = params.n_threads_batch = settings.threads
+    # as llama-cpp-python's Llama (the one-at-a-time engine): same numerics
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    params.no_perf = True
+    return params
 
 
 async def _gather(

@@ -92,6 +92,10 @@ class LlamaEngine:
     def _want_ctx(self) -> int:
         return min(self._settings.n_ctx, self.spec.context_length)
 
+    def forget_prefixes(self) -> None:
+        """Drop prompt KV kept for reuse by later requests; this engine keeps none of its own
+        (llama-cpp-python's ``Llama`` manages its cache), the batched engine does."""
+
     def load(self) -> None:
         """Load weights and create the context (blocking; call from a worker thread)."""
         with self._load_lock:

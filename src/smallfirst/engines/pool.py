@@ -171,6 +171,5 @@ async def _warm_up(engine: LlamaEngine) -> None:
         log.warning("warming up %s failed: %s", engine.spec.name, exc)
     finally:
         await stream.aclose()
-        if isinstance(engine, BatchedEngine):
-            # its KV would be the first request's cached prefix: reuse nobody asked for
-            engine.forget_prefixes()
+        # its KV would be the first request's cached prefix: reuse nobody asked for
+        engine.forget_prefixes()

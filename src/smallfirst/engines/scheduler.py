@@ -169,8 +169,12 @@ class Scheduler:
         busy = {s.slot for s in self._active}
         for slot in range(self.parallel):
             if slot not in busy and self._slots[slot]:
-                self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
-                self._slots[slot] = []
+                self._clear_slot(slot)
+
+    def _clear_slot(self, slot: int) -> None:
+        with contextlib.suppress(Exception):
+            self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+        self._slots[slot] = []
 
     def _free_slot(self, prompt: list[int]) -> tuple[int, int]:
         """The free slot sharing the longest prefix with ``prompt`` (ties: least recently
@@ -338,9 +342,7 @@ class Scheduler:
         if seq in self._active:
             self._active.remove(seq)
         if seq.slot >= 0 and (error is not None or not keep_kv):
-            with contextlib.suppress(Exception):
-                self._lib.llama_memory_seq_rm(self._memory, seq.slot, -1, -1)
-            self._slots[seq.slot] = []
+            self._clear_slot(seq.slot)
         if seq.chain is not None:
             seq.chain.close()
             seq.chain = None
