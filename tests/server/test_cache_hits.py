@@ -212,8 +212,15 @@ def test_reference_answers_save_nothing_and_loading_is_overhead(
     # the session settings: the cache is off, so all three reach the engine
     # one thread: two threads spin-wait on each other, and on a busy machine that makes
     # CPU time too noisy to compare one request with another
+    # prefix reuse off: the three identical prompts would let the later two skip reading
+    # the prompt, and the first would look dearer for a reason that is not the load
     fresh = settings.model_copy(
-        update={"data_dir": tmp_path, "reference_model": SMOL, "n_threads": 1}
+        update={
+            "data_dir": tmp_path,
+            "reference_model": SMOL,
+            "n_threads": 1,
+            "prefix_reuse": False,
+        }
     )
     with LiveServer(fresh) as server:
         summary = httpx.get(server.url + "/smallfirst/v1/summary").json()
