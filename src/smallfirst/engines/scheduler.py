@@ -7,12 +7,16 @@ most ``prefill_chunk_tokens`` each per step, so a request that joins with a long
 not stall the streams already running. After ``llama_decode`` each sequence that has logits
 samples its next token in its own llama.cpp sampler chain (:mod:`.sampling`).
 
-Prefix reuse: a sequence that finishes leaves its KV in its slot. A new request takes the
-free slot whose cached tokens share the longest prefix with its prompt, and evaluates only
-the rest (at least the prompt's last token, whose logits it samples from); the reused count
-is reported as ``cached_tokens``. The ``prefix_reuse`` setting off makes every prompt read in
-full. A request whose client went away (``cancel``) leaves at the next step, and its slot's
-KV is cleared at once.
+Slots and passes: llama.cpp computes a batch in one pass over the weights per run of
+consecutive slot ids, so the batch is laid out in slot order, and a new request takes the
+slot :func:`~smallfirst.engines.slots.choose_slot` picks: the one that saves most, counting
+both the prompt tokens its cached prefix spares and the passes a split would add.
+
+Prefix reuse: a sequence that finishes leaves its KV in its slot; a new request that takes it
+evaluates only the rest of its prompt (at least the last token, whose logits it samples
+from), and the reused count is reported as ``cached_tokens``. The ``prefix_reuse`` setting
+off makes every prompt read in full. A request whose client went away (``cancel``) leaves at
+the next step, and its slot's KV is cleared at once.
 
 Choices (``n`` > 1): the sequences of one request join together, when there are slots for
 all of them. The first reads the prompt; the others wait, and at the step where its prompt
@@ -39,6 +43,7 @@ from typing import Any
 
 from smallfirst.engines.sampling import SamplerChain, token_logprob
 from smallfirst.engines.sequence import DONE, Sequence
+from smallfirst.engines.slots import choose_slot
 from smallfirst.errors import GenerationError, SmallfirstError
 
 __all__ = ["DECODE_TOKEN_WEIGHT", "HANDOFF_WAIT_S", "Scheduler"]
@@ -176,24 +181,6 @@ class Scheduler:
             self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
         self._slots[slot] = []
 
-    def _free_slot(self, prompt: list[int]) -> tuple[int, int]:
-        """The free slot sharing the longest prefix with ``prompt`` (ties: least recently
-        used), and how many of its cached tokens can be reused."""
-        busy = {s.slot for s in self._active}
-        best, best_common = -1, -1
-        for slot in range(self.parallel):
-            if slot in busy:
-                continue
-            common = _common_prefix(self._slots[slot], prompt)
-            if common > best_common or (
-                common == best_common and self._slot_used[slot] < self._slot_used[best]
-            ):
-                best, best_common = slot, common
-        if not self._reuse:
-            return best, 0
-        # the prompt's last token is always evaluated: its logits are sampled from
-        return best, min(best_common, len(prompt) - 1)
-
     def _join_group(self, group: list[Sequence]) -> None:
         leader = group[0]
         self._join(leader)
@@ -211,9 +198,15 @@ class Scheduler:
             seq.send(seq.final_chunk())
             seq.send(DONE)
             return
-        slot, reuse = self._free_slot(seq.prompt)
+        busy = {s.slot for s in self._active}
+        # a choice's slot is overwritten by its leader's KV: nothing of it is reused
+        reuse_prefix = self._reuse and leader is None
+        choice = choose_slot(
+            self._slots, self._slot_used, busy, seq.prompt, seq.limit, reuse_prefixes=reuse_prefix
+        )
+        assert choice is not None  # the loop admits no more than there are free slots
+        slot, reuse = choice.slot, choice.reuse
         if leader is not None:
-            reuse = 0  # the slot is overwritten by the leader's KV
             seq.leader = leader
             leader.followers.append(seq)
         self._lib.llama_memory_seq_rm(self._memory, slot, reuse, -1)
@@ -248,14 +241,19 @@ class Scheduler:
             seq.contributed += 1
             n += 1
 
-        for seq in self._active:
+        # in slot order, so that llama.cpp makes one pass per run of consecutive slots; the
+        # room for prompt chunks leaves a place for every decode token still to come
+        ordered = sorted(self._active, key=lambda s: s.slot)
+        decoding = sum(1 for seq in ordered if seq.next_token is not None)
+        for seq in ordered:
             seq.row, seq.contributed = -1, 0
             if seq.next_token is not None:
                 put(seq, seq.next_token, True)
                 added.append((seq, [seq.next_token]))
                 seq.weight = DECODE_TOKEN_WEIGHT
-        for seq in self._active:
-            room = min(self._n_batch - n, self._chunk)
+                decoding -= 1
+                continue
+            room = min(self._n_batch - n - decoding, self._chunk)
             if not seq.pending or room <= 0:
                 continue
             part = seq.pending[:room]
@@ -352,12 +350,3 @@ class Scheduler:
         elif seq.done:
             seq.send(seq.final_chunk())
         seq.send(DONE)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
