@@ -66,6 +66,14 @@ def assert_error(
         assert err["code"] == code
 
 
+def with_format(response_format: Any) -> dict[str, Any]:
+    return {"model": SMOL, "messages": MSG, "response_format": response_format}
+
+
+def json_schema(schema: Any) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+
+
 BAD: list[tuple[Any, str | None]] = [
     ({"model": SMOL}, "messages"),
     ({"model": SMOL, "messages": []}, "messages"),
@@ -84,6 +92,33 @@ BAD: list[tuple[Any, str | None]] = [
     ({"model": SMOL, "messages": MSG, "n": 0}, "n"),
     ({"model": SMOL, "messages": MSG, "response_format": {"type": "yaml"}}, "response_format.type"),
     ({"model": SMOL, "messages": MSG, "tools": [{"type": "function"}]}, "tools"),
+    # response_format json_schema: malformed, or asking what the grammar cannot enforce
+    (with_format({"type": "json_schema"}), "response_format.json_schema"),
+    (
+        with_format({"type": "json_schema", "json_schema": {"schema": {}}}),
+        "response_format.json_schema.name",
+    ),
+    (
+        with_format({"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}),
+        "response_format.json_schema.name",
+    ),
+    (
+        with_format({"type": "json_schema", "json_schema": {"name": "a"}}),
+        "response_format.json_schema.schema",
+    ),
+    (
+        with_format({"type": "json_schema", "json_schema": {"name": "a", "schema": []}}),
+        "response_format.json_schema.schema",
+    ),
+    (
+        with_format(
+            {"type": "json_schema", "json_schema": {"name": "a", "schema": {}, "strict": 1}}
+        ),
+        "response_format.json_schema.strict",
+    ),
+    (with_format(json_schema({"type": "integer", "minimum": 1})), "response_format"),
+    (with_format(json_schema({"type": "string", "format": "email"})), "response_format"),
+    (with_format(json_schema({"$ref": "#/nowhere"})), "response_format"),
     # found by fuzzing: a boolean or a string where a number or boolean belongs was coerced
     ({"model": SMOL, "messages": MSG, "temperature": False}, "temperature"),
     ({"model": SMOL, "messages": MSG, "max_tokens": "5"}, "max_tokens"),
