@@ -194,6 +194,7 @@ SCHEMA_GRAMMAR = schema_grammar(
         {"logprobs": True, "top_logprobs": 3},
         {"grammar": json_object_grammar()},
         {"grammar": SCHEMA_GRAMMAR},
+        {"logit_bias": ((28, 4.0), (30, -100.0), (1100, 2.5))},
         {"temperature": 0.8, "seed": 7, "top_p": 0.9},
         {"presence_penalty": 1.5, "frequency_penalty": 0.5},
     ],

@@ -124,6 +124,8 @@ def test_what_the_grammar_would_not_enforce_is_refused_by_name(schema: Any, name
 MALFORMED: list[Any] = [
     [],
     {"type": "strings"},
+    {"type": {"not": "hashable"}},
+    {"type": [["string"]]},
     {"type": "object", "properties": [], "required": []},
     {"type": "object", "properties": {}, "required": "a"},
     {"enum": []},

@@ -172,6 +172,7 @@ def test_request_body_round_trip() -> None:
             logprobs=True,
             top_logprobs=2,
             grammar="root ::= object",  # for in-process engines only: not sent
+            logit_bias=((7, -100.0), (42, 2.5)),
             response_format='{"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}',
         ),
         messages=(Message("user", "hi"),),
@@ -184,6 +185,7 @@ def test_request_body_round_trip() -> None:
         "json_schema": {"name": "x", "schema": {}},
     }
     assert body["top_logprobs"] == 2 and "grammar" not in body
+    assert body["logit_bias"] == {"7": -100.0, "42": 2.5}
     assert "seed" not in body
     chunk = parse_chunk(
         {

@@ -119,6 +119,21 @@ BAD: list[tuple[Any, str | None]] = [
     (with_format(json_schema({"type": "integer", "minimum": 1})), "response_format"),
     (with_format(json_schema({"type": "string", "format": "email"})), "response_format"),
     (with_format(json_schema({"$ref": "#/nowhere"})), "response_format"),
+    # conformance (#16): as OpenAI answers
+    ({"model": SMOL, "messages": MSG, "stream_options": {"include_usage": True}}, "stream_options"),
+    (
+        {"model": SMOL, "messages": MSG, "stream": False, "stream_options": {}},
+        "stream_options",
+    ),
+    ({"model": SMOL, "messages": MSG, "seed": 2**63}, "seed"),
+    ({"model": SMOL, "messages": MSG, "seed": -(2**63) - 1}, "seed"),
+    ({"model": SMOL, "prompt": "x", "seed": 2**64}, "seed"),
+    ({"model": SMOL, "messages": MSG, "logit_bias": {"10": 101}}, "logit_bias.10"),
+    ({"model": SMOL, "messages": MSG, "logit_bias": {"10": -100.5}}, "logit_bias.10"),
+    ({"model": SMOL, "messages": MSG, "logit_bias": {"10": True}}, "logit_bias.10"),
+    ({"model": SMOL, "messages": MSG, "logit_bias": {"ten": 1}}, None),
+    ({"model": SMOL, "messages": MSG, "logit_bias": {"-1": 1}}, None),
+    ({"model": SMOL, "messages": MSG, "logit_bias": [1]}, "logit_bias"),
     # found by fuzzing: a boolean or a string where a number or boolean belongs was coerced
     ({"model": SMOL, "messages": MSG, "temperature": False}, "temperature"),
     ({"model": SMOL, "messages": MSG, "max_tokens": "5"}, "max_tokens"),
@@ -136,7 +151,8 @@ BAD: list[tuple[Any, str | None]] = [
 def test_invalid_parameters_are_400_naming_the_param(
     fresh: TestClient, body: Any, param: str
 ) -> None:
-    assert_error(post(fresh, body), 400, param=param)
+    path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+    assert_error(post(fresh, body, path), 400, param=param)
 
 
 @pytest.mark.fast

@@ -48,6 +48,7 @@ def test_everything_that_changes_the_answer_changes_the_key() -> None:
         ("logprobs", True),
         ("top_logprobs", 2),
         ("grammar", "root ::= object"),
+        ("logit_bias", ((10, 5.0),)),
         # same grammar, another response_format (a json_schema's name, say)
         ("response_format", '{"type": "json_object"}'),
     ]:

@@ -83,7 +83,7 @@ def schema_grammar(schema: Any, param: str) -> str:
 
     try:
         gbnf = str(json_schema_to_gbnf(json.dumps(cleaned)))
-    except (AssertionError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+    except Exception as exc:  # the converter's own asserts and lookups on client input
         raise UnsupportedError(
             f"the JSON schema cannot be turned into a grammar: {exc}", param=param
         ) from exc
@@ -150,10 +150,10 @@ class _Walk:
             alts = self.schemas(s["anyOf"], f"{path}/anyOf")
             return {"anyOf"}, {"anyOf": lambda d: self.each(alts, f"{path}/anyOf", d)}
         if isinstance(kind, list):
-            if not kind or any(t not in JSON_TYPES for t in kind):
+            if not kind or any(not isinstance(t, str) or t not in JSON_TYPES for t in kind):
                 raise self.bad(f"{path}/type must list JSON types")
             return {"type"}, {}
-        if kind is not None and kind not in JSON_TYPES:
+        if kind is not None and (not isinstance(kind, str) or kind not in JSON_TYPES):
             raise self.bad(f"{path}/type {kind!r} is not a JSON type")
         if "const" in s or "enum" in s:
             values = [s["const"]] if "const" in s else s["enum"]

@@ -284,6 +284,7 @@ class LlamaEngine:
                 frequency_penalty=sampling.frequency_penalty,
                 presence_penalty=sampling.presence_penalty,
                 grammar=grammar,
+                logits_processor=_biased(sampling.logit_bias),
             ):
                 if cancel.is_set():
                     log.info(
@@ -333,6 +334,24 @@ def _grammar(gbnf: str | None) -> Any:
     from llama_cpp.llama_grammar import LlamaGrammar
 
     return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+def _biased(logit_bias: tuple[tuple[int, float], ...]) -> Any:
+    """``logit_bias`` as llama-cpp-python's logits processor: the first sampler of its chain,
+    as llama.cpp's logit-bias sampler is the batched engine's first (same answers)."""
+    if not logit_bias:
+        return None
+    from llama_cpp import LogitsProcessorList
+
+    ids = np.array([t for t, _ in logit_bias], dtype=np.intc)
+    values = np.array([b for _, b in logit_bias], dtype=np.single)
+
+    def bias(_input_ids: Any, scores: Any) -> Any:
+        # first in the chain: the candidates are still the whole vocabulary in id order
+        scores[ids] += values
+        return scores
+
+    return LogitsProcessorList([bias])
 
 
 def kv_cache_bytes(meta: dict[str, str], n_ctx: int) -> int:

@@ -1,7 +1,7 @@
 """Per-sequence sampling in llama.cpp's own sampler chain, and log-probabilities on request.
 
 The batched engine gives each sequence a llama.cpp sampler chain built from its request:
-repetition penalties (presence, frequency), the request's grammar (JSON for
+``logit_bias``, repetition penalties (presence, frequency), the request's grammar (JSON for
 ``response_format``, see :mod:`.grammars`), then greedy at temperature 0, else top-p,
 temperature and a seeded draw.
 The chain is the one llama-cpp-python's ``Llama.generate`` builds for the one-at-a-time
@@ -39,6 +39,13 @@ class SamplerChain:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self.chain: Any = chain
         add = llama_cpp.llama_sampler_chain_add
+        if sampling.logit_bias:
+            # first, as llama.cpp's common sampler puts it (llama.cpp copies the array)
+            n = len(sampling.logit_bias)
+            biases = (llama_cpp.llama_logit_bias * n)(
+                *(llama_cpp.llama_logit_bias(t, b) for t, b in sampling.logit_bias)
+            )
+            add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, n, biases))
         if sampling.presence_penalty or sampling.frequency_penalty:
             add(
                 chain,

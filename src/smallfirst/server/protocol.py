@@ -33,6 +33,13 @@ Penalty = Annotated[float, Field(ge=-2.0, le=2.0, strict=True)]
 PositiveInt = Annotated[int, Field(ge=1, strict=True)]
 StrictBool = Annotated[bool, Field(strict=True)]
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
+# OpenAI's range; a seed is a signed 64-bit integer
+Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1, strict=True)]
+# token id (as a string, as OpenAI's keys are) -> a bias added to its logit; ids past the
+# model's vocabulary are refused by the engine, which knows it
+TokenId = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]
+Bias = Annotated[float, Field(ge=-100.0, le=100.0, strict=True)]
+LogitBias = Annotated[dict[TokenId, Bias], Field(max_length=1024)]
 
 
 class _Edge(BaseModel):
@@ -113,15 +120,25 @@ class _Sampled(_Edge):
     # is sampled with seed + i
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES, strict=True)] | None = None
     stream: StrictBool | None = False
-    stream_options: StreamOptions | None = None
+    # only with stream: true (a 400 otherwise, as OpenAI answers)
+    stream_options: StreamOptions | None = Field(
+        None, description="Only when `stream` is true; a 400 otherwise."
+    )
     stop: Stop = None
-    seed: Annotated[int, Field(strict=True)] | None = None
+    seed: Seed | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+    logit_bias: LogitBias | None = None
 
     def _common(self) -> dict[str, Any]:
+        if self.stream_options is not None and not self.stream:
+            raise InvalidRequestError(
+                "stream_options is only allowed when stream is true", param="stream_options"
+            )
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        bias = sorted((int(token), float(v)) for token, v in (self.logit_bias or {}).items())
         return {
+            "logit_bias": tuple(bias),
             "temperature": 1.0 if self.temperature is None else self.temperature,
             "top_p": 1.0 if self.top_p is None else self.top_p,
             "stop": stop,
