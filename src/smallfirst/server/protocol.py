@@ -39,7 +39,9 @@ Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1, strict=True)]
 # model's vocabulary are refused by the engine, which knows it
 TokenId = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]
 Bias = Annotated[float, Field(ge=-100.0, le=100.0, strict=True)]
-LogitBias = Annotated[dict[TokenId, Bias], Field(max_length=1024)]
+LogitBias = Annotated[
+    dict[TokenId, Bias], Field(max_length=1024, json_schema_extra={"additionalProperties": False})
+]
 
 
 class _Edge(BaseModel):
@@ -89,7 +91,12 @@ class JsonSchemaFormat(_Edge):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
     # required here (OpenAI lets it out): the grammar is built from it
-    schema_: dict[str, Any] = Field(alias="schema")
+    schema_: dict[str, Any] = Field(
+        alias="schema",
+        description="Enforced by a grammar on local models. Keywords it cannot enforce "
+        "(number ranges, oneOf, allOf, not, uniqueItems, formats other than uuid, date, "
+        "time and date-time ...) are a 400 naming them.",
+    )
     # the grammar holds the output to the schema either way
     strict: StrictBool | None = None
 
