@@ -9,7 +9,13 @@ import pytest
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel
 
-from smallfirst.engines.grammars import MAX_SCHEMA_DEPTH, json_object_grammar, schema_grammar
+from smallfirst.engines.grammars import (
+    MAX_OPTIONAL_PROPERTIES,
+    MAX_SCHEMA_BYTES,
+    MAX_SCHEMA_DEPTH,
+    json_object_grammar,
+    schema_grammar,
+)
 from smallfirst.errors import InvalidRequestError, UnsupportedError
 
 
@@ -152,6 +158,17 @@ def test_depth_is_bounded() -> None:
         deep = {"type": "array", "items": deep}
     with pytest.raises(UnsupportedError, match="deeper"):
         grammar(deep)
+
+
+@pytest.mark.fast
+def test_size_is_bounded() -> None:
+    many = {f"p{i}": {"type": "integer"} for i in range(MAX_OPTIONAL_PROPERTIES + 1)}
+    with pytest.raises(UnsupportedError, match="optional properties"):
+        grammar({"type": "object", "properties": many})
+    # all required: no square growth, served
+    assert grammar({"type": "object", "properties": many, "required": list(many)})
+    with pytest.raises(UnsupportedError, match="longer than"):
+        grammar({"enum": ["x" * 100] * (MAX_SCHEMA_BYTES // 100)})
 
 
 @pytest.mark.fast
