@@ -17,6 +17,7 @@ import pytest
 from smallfirst.catalog import Catalog
 from smallfirst.engines.base import ComputeMeter, GenerationRequest, Sampling
 from smallfirst.engines.batched import BatchedEngine
+from smallfirst.engines.grammars import json_object_grammar, schema_grammar
 from smallfirst.engines.llama import LlamaEngine
 from smallfirst.engines.scheduler import DECODE_TOKEN_WEIGHT
 from smallfirst.metering.meter import Accountant, EstimateConstants, local_energy, window_energy_j
@@ -176,12 +177,24 @@ def test_second_turn_reuses_the_first_turns_kv(
     asyncio.run(main())
 
 
+SCHEMA_GRAMMAR = schema_grammar(
+    {
+        "type": "object",
+        "properties": {"colour": {"enum": ["red", "blue"]}, "waves": {"type": "integer"}},
+        "required": ["colour", "waves"],
+    },
+    param="response_format",
+)
+
+
 @pytest.mark.parametrize(
     "sampling",
     [
         {"stop": ("sea",)},
         {"logprobs": True, "top_logprobs": 3},
-        {"json_object": True},
+        {"grammar": json_object_grammar()},
+        {"grammar": SCHEMA_GRAMMAR},
+        {"logit_bias": ((28, 4.0), (30, -100.0), (1100, 2.5))},
         {"temperature": 0.8, "seed": 7, "top_p": 0.9},
         {"presence_penalty": 1.5, "frequency_penalty": 0.5},
     ],

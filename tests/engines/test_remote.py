@@ -171,13 +171,21 @@ def test_request_body_round_trip() -> None:
             stop=("\n",),
             logprobs=True,
             top_logprobs=2,
-            json_object=True,
+            grammar="root ::= object",  # for in-process engines only: not sent
+            logit_bias=((7, -100.0), (42, 2.5)),
+            response_format='{"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}',
         ),
         messages=(Message("user", "hi"),),
     )
     body = request_body("up", req)
     assert body["model"] == "up" and body["stream"] is True and body["stop"] == ["\n"]
-    assert body["response_format"] == {"type": "json_object"} and body["top_logprobs"] == 2
+    # the client's response_format goes on unchanged (the upstream enforces it)
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "x", "schema": {}},
+    }
+    assert body["top_logprobs"] == 2 and "grammar" not in body
+    assert body["logit_bias"] == {"7": -100.0, "42": 2.5}
     assert "seed" not in body
     chunk = parse_chunk(
         {

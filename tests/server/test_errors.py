@@ -66,6 +66,14 @@ def assert_error(
         assert err["code"] == code
 
 
+def with_format(response_format: Any) -> dict[str, Any]:
+    return {"model": SMOL, "messages": MSG, "response_format": response_format}
+
+
+def json_schema(schema: Any) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+
+
 BAD: list[tuple[Any, str | None]] = [
     ({"model": SMOL}, "messages"),
     ({"model": SMOL, "messages": []}, "messages"),
@@ -84,6 +92,48 @@ BAD: list[tuple[Any, str | None]] = [
     ({"model": SMOL, "messages": MSG, "n": 0}, "n"),
     ({"model": SMOL, "messages": MSG, "response_format": {"type": "yaml"}}, "response_format.type"),
     ({"model": SMOL, "messages": MSG, "tools": [{"type": "function"}]}, "tools"),
+    # response_format json_schema: malformed, or asking what the grammar cannot enforce
+    (with_format({"type": "json_schema"}), "response_format.json_schema"),
+    (
+        with_format({"type": "json_schema", "json_schema": {"schema": {}}}),
+        "response_format.json_schema.name",
+    ),
+    (
+        with_format({"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}),
+        "response_format.json_schema.name",
+    ),
+    (
+        with_format({"type": "json_schema", "json_schema": {"name": "a"}}),
+        "response_format.json_schema.schema",
+    ),
+    (
+        with_format({"type": "json_schema", "json_schema": {"name": "a", "schema": []}}),
+        "response_format.json_schema.schema",
+    ),
+    (
+        with_format(
+            {"type": "json_schema", "json_schema": {"name": "a", "schema": {}, "strict": 1}}
+        ),
+        "response_format.json_schema.strict",
+    ),
+    (with_format(json_schema({"type": "integer", "minimum": 1})), "response_format"),
+    (with_format(json_schema({"type": "string", "format": "email"})), "response_format"),
+    (with_format(json_schema({"$ref": "#/nowhere"})), "response_format"),
+    # conformance (#16): as OpenAI answers
+    ({"model": SMOL, "messages": MSG, "stream_options": {"include_usage": True}}, "stream_options"),
+    (
+        {"model": SMOL, "messages": MSG, "stream": False, "stream_options": {}},
+        "stream_options",
+    ),
+    ({"model": SMOL, "messages": MSG, "seed": 2**63}, "seed"),
+    ({"model": SMOL, "messages": MSG, "seed": -(2**63) - 1}, "seed"),
+    ({"model": SMOL, "prompt": "x", "seed": 2**64}, "seed"),
+    ({"model": SMOL, "messages": MSG, "logit_bias": {"10": 101}}, "logit_bias.10"),
+    ({"model": SMOL, "messages": MSG, "logit_bias": {"10": -100.5}}, "logit_bias.10"),
+    ({"model": SMOL, "messages": MSG, "logit_bias": {"10": True}}, "logit_bias.10"),
+    ({"model": SMOL, "messages": MSG, "logit_bias": {"ten": 1}}, None),
+    ({"model": SMOL, "messages": MSG, "logit_bias": {"-1": 1}}, None),
+    ({"model": SMOL, "messages": MSG, "logit_bias": [1]}, "logit_bias"),
     # found by fuzzing: a boolean or a string where a number or boolean belongs was coerced
     ({"model": SMOL, "messages": MSG, "temperature": False}, "temperature"),
     ({"model": SMOL, "messages": MSG, "max_tokens": "5"}, "max_tokens"),
@@ -101,7 +151,8 @@ BAD: list[tuple[Any, str | None]] = [
 def test_invalid_parameters_are_400_naming_the_param(
     fresh: TestClient, body: Any, param: str
 ) -> None:
-    assert_error(post(fresh, body), 400, param=param)
+    path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+    assert_error(post(fresh, body, path), 400, param=param)
 
 
 @pytest.mark.fast

@@ -22,8 +22,11 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "fuzz_openapi.py"
 
 
 def test_short_fuzz_finds_no_5xx_and_no_schema_break(tmp_path: Path) -> None:
+    # Only 3 to 5 of the drawn bodies reach a model, and a hash of each picks which: with
+    # the request schema of #16 (logit_bias, json_schema), seed 1 sent all four to SmolLM2
+    # and none to the stub (seeds 2, 3 and 4: both, no failure on any).
     run = subprocess.run(
-        [sys.executable, str(BENCH), "--cases", "40", "--seed", "1", "--out", str(tmp_path)],
+        [sys.executable, str(BENCH), "--cases", "40", "--seed", "2", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,

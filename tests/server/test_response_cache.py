@@ -47,7 +47,10 @@ def test_everything_that_changes_the_answer_changes_the_key() -> None:
         ("frequency_penalty", 0.1),
         ("logprobs", True),
         ("top_logprobs", 2),
-        ("json_object", True),
+        ("grammar", "root ::= object"),
+        ("logit_bias", ((10, 5.0),)),
+        # same grammar, another response_format (a json_schema's name, say)
+        ("response_format", '{"type": "json_object"}'),
     ]:
         sampling = dataclasses.replace(GREEDY.sampling, **{field: value})
         variants.append(cache_key("chat", "m", dataclasses.replace(GREEDY, sampling=sampling)))

@@ -33,7 +33,15 @@ class Sampling:
     frequency_penalty: float = 0.0
     logprobs: bool = False
     top_logprobs: int = 0
-    json_object: bool = False
+    # GBNF text (root rule ``root``) an in-process engine holds its output to: JSON for
+    # response_format json_object and json_schema (see :mod:`.grammars`), or any other
+    # grammar a feature builds. None: unconstrained.
+    grammar: str | None = None
+    # (token id, bias added to its logit), ids ascending; OpenAI's logit_bias
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    # the client's response_format as JSON text, for remote engines to pass on unchanged;
+    # None for plain text
+    response_format: str | None = None
 
 
 class ComputeMeter(Protocol):

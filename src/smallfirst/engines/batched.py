@@ -88,7 +88,6 @@ class BatchedEngine(LlamaEngine):
             import llama_cpp  # heavy: imported only when a model is actually loaded
             from llama_cpp import _internals
             from llama_cpp._logger import set_verbose
-            from llama_cpp.llama_grammar import JSON_GBNF
 
             # what Llama(verbose=False) does for the one-at-a-time engine: llama.cpp's log
             # (a line per graph input at every step otherwise) goes nowhere
@@ -114,7 +113,6 @@ class BatchedEngine(LlamaEngine):
                     n_batch=self._settings.n_batch,
                     chunk_tokens=self._settings.prefill_chunk_tokens,
                     reuse_prefixes=self._settings.prefix_reuse,
-                    json_gbnf=JSON_GBNF,
                 )
             except BaseException:
                 model.close()

@@ -70,7 +70,6 @@ class LlamaEngine:
         self._settings = settings
         self._llm: Any = None
         self._prompter: Prompter | None = None
-        self._json_grammar: Any = None
         self._gen_lock = threading.Lock()  # one generation per llama.cpp context
         self._load_lock = threading.Lock()
         # one generation at a time: the lock below is then never contended for long
@@ -267,7 +266,7 @@ class LlamaEngine:
         if sampling.max_tokens is not None:
             limit = min(limit, sampling.max_tokens)
         llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
-        grammar = self._grammar() if sampling.json_object else None
+        grammar = _grammar(sampling.grammar)
         stops = StopMatcher(sampling.stop)
         decoder = Utf8Decoder()
         generated = 0
@@ -285,6 +284,7 @@ class LlamaEngine:
                 frequency_penalty=sampling.frequency_penalty,
                 presence_penalty=sampling.presence_penalty,
                 grammar=grammar,
+                logits_processor=_biased(sampling.logit_bias),
             ):
                 if cancel.is_set():
                     log.info(
@@ -320,18 +320,38 @@ class LlamaEngine:
             )
         )
 
-    def _grammar(self) -> Any:
-        if self._json_grammar is None:
-            from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
-            self._json_grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return self._json_grammar
-
     def _logprob(self, llm: Any, token: int, piece: bytes, n_vocab: int, top: int) -> TokenLogprob:
         # With logits_all off, llama.cpp keeps the logits of the last evaluated position:
         # exactly the distribution this token was sampled from.
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
         return logits_logprob(logits, token, piece, top, llm.detokenize)
+
+
+def _grammar(gbnf: str | None) -> Any:
+    # built per request: llama-cpp-python parses it when Llama.generate sets up its sampler
+    if not gbnf:
+        return None
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+def _biased(logit_bias: tuple[tuple[int, float], ...]) -> Any:
+    """``logit_bias`` as llama-cpp-python's logits processor: the first sampler of its chain,
+    as llama.cpp's logit-bias sampler is the batched engine's first (same answers)."""
+    if not logit_bias:
+        return None
+    from llama_cpp import LogitsProcessorList
+
+    ids = np.array([t for t, _ in logit_bias], dtype=np.intc)
+    values = np.array([b for _, b in logit_bias], dtype=np.single)
+
+    def bias(_input_ids: Any, scores: Any) -> Any:
+        # first in the chain: the candidates are still the whole vocabulary in id order
+        scores[ids] += values
+        return scores
+
+    return LogitsProcessorList([bias])
 
 
 def kv_cache_bytes(meta: dict[str, str], n_ctx: int) -> int:

@@ -44,7 +44,15 @@ class Prompter:
         return list(self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
     def prompt_tokens(self, request: GenerationRequest) -> tuple[str, list[int]]:
-        """The prompt text the model sees, and its tokens."""
+        """The prompt text the model sees, and its tokens (and a 400 for a ``logit_bias``
+        token this model does not have)."""
+        bias = request.sampling.logit_bias
+        if bias and bias[-1][0] >= int(self.model.n_vocab()):  # ids ascending
+            raise InvalidRequestError(
+                f"logit_bias names token {bias[-1][0]}; {self.spec.name} has "
+                f"{self.model.n_vocab()} tokens",
+                param="logit_bias",
+            )
         if request.messages is not None:
             if self.formatter is None:
                 raise UnsupportedError(

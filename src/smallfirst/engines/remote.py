@@ -74,8 +74,10 @@ def request_body(model_id: str, request: GenerationRequest) -> dict[str, Any]:
         "frequency_penalty": s.frequency_penalty or None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
-    if s.json_object:
-        body["response_format"] = {"type": "json_object"}
+    if s.logit_bias:
+        body["logit_bias"] = {str(token): bias for token, bias in s.logit_bias}
+    if s.response_format is not None:
+        body["response_format"] = json.loads(s.response_format)  # as the client sent it
     if s.logprobs:
         if request.messages is not None:
             body["logprobs"] = True

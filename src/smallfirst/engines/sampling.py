@@ -1,8 +1,9 @@
 """Per-sequence sampling in llama.cpp's own sampler chain, and log-probabilities on request.
 
 The batched engine gives each sequence a llama.cpp sampler chain built from its request:
-repetition penalties (presence, frequency), the JSON grammar for ``response_format``
-``json_object``, then greedy at temperature 0, else top-p, temperature and a seeded draw.
+``logit_bias``, repetition penalties (presence, frequency), the request's grammar (JSON for
+``response_format``, see :mod:`.grammars`), then greedy at temperature 0, else top-p,
+temperature and a seeded draw.
 The chain is the one llama-cpp-python's ``Llama.generate`` builds for the one-at-a-time
 engine (same samplers, same order, same 64-token penalty window), so both engines sample
 alike. Sampling runs in C on the logits llama.cpp already holds; the logits are copied to
@@ -31,13 +32,20 @@ PENALTY_LAST_N = 64
 class SamplerChain:
     """One sequence's llama.cpp sampler chain; ``close`` frees it (idempotent)."""
 
-    def __init__(self, sampling: Sampling, vocab: Any, n_vocab: int, json_gbnf: str) -> None:
+    def __init__(self, sampling: Sampling, vocab: Any, n_vocab: int) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self.chain: Any = chain
         add = llama_cpp.llama_sampler_chain_add
+        if sampling.logit_bias:
+            # first, as llama.cpp's common sampler puts it (llama.cpp copies the array)
+            n = len(sampling.logit_bias)
+            biases = (llama_cpp.llama_logit_bias * n)(
+                *(llama_cpp.llama_logit_bias(t, b) for t, b in sampling.logit_bias)
+            )
+            add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, n, biases))
         if sampling.presence_penalty or sampling.frequency_penalty:
             add(
                 chain,
@@ -49,13 +57,13 @@ class SamplerChain:
                     sampling.presence_penalty,
                 ),
             )
-        if sampling.json_object:
+        if sampling.grammar:
             grammar = llama_cpp.llama_sampler_init_grammar(
-                vocab, json_gbnf.encode("utf-8"), b"root"
+                vocab, sampling.grammar.encode("utf-8"), b"root"
             )
             if not grammar:
                 self.close()
-                raise RuntimeError("llama.cpp refused the JSON grammar")
+                raise RuntimeError("llama.cpp refused the request's grammar")
             add(chain, grammar)
         if sampling.temperature == 0.0:
             add(chain, llama_cpp.llama_sampler_init_greedy())

@@ -71,7 +71,6 @@ class Scheduler:
         parallel: int,
         n_batch: int,
         chunk_tokens: int,
-        json_gbnf: str,
         reuse_prefixes: bool = True,
     ) -> None:
         import llama_cpp
@@ -86,7 +85,6 @@ class Scheduler:
         self.parallel = parallel
         self._n_batch = n_batch
         self._chunk = max(1, min(chunk_tokens, n_batch))
-        self._json_gbnf = json_gbnf
         self._reuse = reuse_prefixes
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._cond = threading.Condition()
@@ -214,7 +212,7 @@ class Scheduler:
         seq.slot, seq.n_past, seq.cached = slot, reuse, reuse
         seq.pending = seq.prompt[reuse:] if leader is None else []
         try:
-            seq.chain = SamplerChain(seq.sampling, self._vocab, self._n_vocab, self._json_gbnf)
+            seq.chain = SamplerChain(seq.sampling, self._vocab, self._n_vocab)
         except Exception as exc:
             seq.send(GenerationError(f"could not set up sampling on {self.name}: {exc}"))
             seq.send(DONE)

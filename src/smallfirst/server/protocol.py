@@ -8,18 +8,21 @@ clients that send newer parameters keep working.
 
 Responses are built as plain dicts in :mod:`smallfirst.server.responses` (hot path). What
 these models document in ``/openapi.json`` is what is served: options that pydantic lets
-through only for ``to_generation`` to refuse them by name (tools, ``json_schema``,
-``suffix``, non-text parts) are documented as refused.
+through only for ``to_generation`` to refuse them by name (tools, ``suffix``, non-text
+parts) are documented as refused. ``response_format`` ``json_schema`` is served: its schema
+becomes a grammar (:mod:`smallfirst.engines.grammars`, which refuses what it cannot enforce).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.choices import MAX_CHOICES
+from smallfirst.engines.grammars import json_object_grammar, schema_grammar
 from smallfirst.errors import InvalidRequestError, UnsupportedError
 from smallfirst.types import Message
 
@@ -30,6 +33,15 @@ Penalty = Annotated[float, Field(ge=-2.0, le=2.0, strict=True)]
 PositiveInt = Annotated[int, Field(ge=1, strict=True)]
 StrictBool = Annotated[bool, Field(strict=True)]
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
+# OpenAI's range; a seed is a signed 64-bit integer
+Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1, strict=True)]
+# token id (as a string, as OpenAI's keys are) -> a bias added to its logit; ids past the
+# model's vocabulary are refused by the engine, which knows it
+TokenId = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]
+Bias = Annotated[float, Field(ge=-100.0, le=100.0, strict=True)]
+LogitBias = Annotated[
+    dict[TokenId, Bias], Field(max_length=1024, json_schema_extra={"additionalProperties": False})
+]
 
 
 class _Edge(BaseModel):
@@ -74,10 +86,37 @@ class StreamOptions(_Edge):
     include_usage: StrictBool = False
 
 
-class ResponseFormat(_Edge):
-    type: Literal["text", "json_object", "json_schema"] = Field(
-        json_schema_extra={"enum": ["text", "json_object"]}  # json_schema: a 400, see below
+class JsonSchemaFormat(_Edge):
+    # OpenAI's rule for the name
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    # required here (OpenAI lets it out): the grammar is built from it
+    schema_: dict[str, Any] = Field(
+        alias="schema",
+        description="Enforced by a grammar on local models. Keywords it cannot enforce "
+        "(number ranges, oneOf, allOf, not, uniqueItems, formats other than uuid, date, "
+        "time and date-time ...) are a 400 naming them.",
     )
+    # the grammar holds the output to the schema either way
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(_Edge):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def grammar(self) -> str | None:
+        """The GBNF that holds the reply to this format (None for text)."""
+        if self.type == "json_object":
+            return json_object_grammar()
+        if self.type == "json_schema":
+            if self.json_schema is None:
+                raise InvalidRequestError(
+                    "response_format json_schema needs a json_schema object",
+                    param="response_format.json_schema",
+                )
+            return schema_grammar(self.json_schema.schema_, param="response_format")
+        return None
 
 
 class _Sampled(_Edge):
@@ -88,15 +127,25 @@ class _Sampled(_Edge):
     # is sampled with seed + i
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES, strict=True)] | None = None
     stream: StrictBool | None = False
-    stream_options: StreamOptions | None = None
+    # only with stream: true (a 400 otherwise, as OpenAI answers)
+    stream_options: StreamOptions | None = Field(
+        None, description="Only when `stream` is true; a 400 otherwise."
+    )
     stop: Stop = None
-    seed: Annotated[int, Field(strict=True)] | None = None
+    seed: Seed | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+    logit_bias: LogitBias | None = None
 
     def _common(self) -> dict[str, Any]:
+        if self.stream_options is not None and not self.stream:
+            raise InvalidRequestError(
+                "stream_options is only allowed when stream is true", param="stream_options"
+            )
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        bias = sorted((int(token), float(v)) for token, v in (self.logit_bias or {}).items())
         return {
+            "logit_bias": tuple(bias),
             "temperature": 1.0 if self.temperature is None else self.temperature,
             "top_p": 1.0 if self.top_p is None else self.top_p,
             "stop": stop,
@@ -130,12 +179,8 @@ class ChatCompletionRequest(_Sampled):
             raise InvalidRequestError(
                 "top_logprobs requires logprobs to be true", param="top_logprobs"
             )
-        fmt = self.response_format.type if self.response_format else "text"
-        if fmt == "json_schema":
-            raise UnsupportedError(
-                "response_format json_schema is not supported yet; use json_object",
-                param="response_format",
-            )
+        fmt = self.response_format
+        grammar = fmt.grammar() if fmt is not None else None
         messages = tuple(
             Message(role=m.role, content=m.text(i)) for i, m in enumerate(self.messages)
         )
@@ -144,9 +189,15 @@ class ChatCompletionRequest(_Sampled):
             max_tokens=self.max_completion_tokens or self.max_tokens,
             logprobs=bool(self.logprobs),
             top_logprobs=self.top_logprobs or 0,
-            json_object=fmt == "json_object",
+            grammar=grammar,
+            # passed on to remote engines as sent (None for text, the default)
+            response_format=None if grammar is None or fmt is None else _as_sent(fmt),
         )
         return GenerationRequest(sampling=sampling, messages=messages, n=self.n or 1)
+
+
+def _as_sent(fmt: ResponseFormat) -> str:
+    return json.dumps(fmt.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
 
 
 class CompletionRequest(_Sampled):
