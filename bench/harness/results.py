@@ -21,7 +21,16 @@ from harness.stats import markdown_table
 __all__ = ["AREAS", "RESULTS_DIR", "results_dir", "write_results"]
 
 RESULTS_DIR = BENCH_DIR / "results"
-AREAS = ("serving", "metering", "routing", "evals", "dashboard", "resilience", "access")
+AREAS = (
+    "serving",
+    "metering",
+    "routing",
+    "evals",
+    "dashboard",
+    "resilience",
+    "access",
+    "embeddings",
+)
 
 
 def results_dir(area: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import numpy as np
 import pytest
 
@@ -13,7 +14,7 @@ from smallfirst.engines.embedding import EMBEDDING_SUFFIX, EmbeddingEngine, pack
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import EmbeddingInputTooLongError, UnsupportedError
 from smallfirst.settings import Settings, UserModel
-from tests.conftest import SMOL
+from tests.conftest import SMOL, LiveServer
 
 
 @pytest.mark.fast
@@ -56,3 +57,18 @@ async def _load_and_embed(settings: Settings) -> None:
             engine.token_lists([[1] * (engine.n_ctx + 1)])
     finally:
         await pool.aclose()
+
+
+def test_the_embedding_context_counts_in_the_memory_budget(settings: Settings) -> None:
+    # a budget below any one model: each load first unloads whatever is idle
+    with LiveServer(settings.model_copy(update={"memory_budget_mb": 1})) as server:
+
+        def loaded_after(path: str, body: dict[str, object]) -> list[str]:
+            httpx.post(server.url + path, json={"model": SMOL, **body}, timeout=120)
+            models: list[str] = httpx.get(server.url + "/health").json()["models_loaded"]
+            return models
+
+        chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+        assert loaded_after("/v1/chat/completions", chat) == [SMOL]
+        assert loaded_after("/v1/embeddings", {"input": "hi"}) == [SMOL + EMBEDDING_SUFFIX]
+        assert loaded_after("/v1/chat/completions", chat) == [SMOL]

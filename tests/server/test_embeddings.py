@@ -195,6 +195,13 @@ def test_a_model_that_does_not_embed_is_refused_with_one_that_does(bare: LiveSer
 
 
 @pytest.mark.fast
+def test_the_model_list_says_which_models_embed(bare: LiveServer) -> None:
+    models = {m["id"]: m["smallfirst"] for m in httpx.get(bare.url + "/v1/models").json()["data"]}
+    assert models[SMOL]["embeds"] is True
+    assert models["remote-chat"]["embeds"] is False
+
+
+@pytest.mark.fast
 def test_the_route_is_documented(bare: LiveServer) -> None:
     doc = httpx.get(bare.url + "/openapi.json").json()
     post = doc["paths"]["/v1/embeddings"]["post"]
