@@ -234,6 +234,14 @@ class Settings(BaseSettings):
     embedding_max_inputs: int = Field(
         default=2048, ge=1, description="inputs one embeddings request may carry (OpenAI's cap)"
     )
+    # small: an embedding context keeps an output row per token of its batch, vocabulary-wide
+    # (Qwen2.5-1.5B at 4096 tokens: 4.3 GB resident after one 2,000-token input)
+    embedding_n_ctx: int = Field(
+        default=512,
+        ge=16,
+        description="tokens one embedding input may have (the embedding context, capped by "
+        "the model's); a longer input is a 400",
+    )
 
     def fallbacks_for(self, model: str) -> tuple[str, ...]:
         """The models to try after ``model``: its [[models]] list, then the table's, once each."""

@@ -59,12 +59,13 @@ def test_a_batch_comes_back_indexed_in_order_as_unit_vectors(client: openai.Open
     got = vectors(r)
     assert all(v.shape == (576,) for v in got)  # SmolLM2-135M's hidden size
     assert all(np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5) for v in got)
-    # the same text in two places of a batch gets the same vector; different texts do not
-    assert np.allclose(got[0], got[4], atol=1e-5)
-    assert not np.allclose(got[0], got[1], atol=1e-2)
+    # the same text in two places of a batch gets the same vector (to llama.cpp's rounding,
+    # which differs with a row's place in the batch); different texts do not
+    assert float(got[0] @ got[4]) > 0.9999
+    assert float(got[0] @ got[1]) < 0.99
     # each input alone gives what it gave in the batch (packing does not mix sequences)
     alone = vectors(client.embeddings.create(model=SMOL, input=TAXES, encoding_format="float"))
-    assert np.allclose(alone[0], got[1], atol=1e-4)
+    assert float(alone[0] @ got[1]) > 0.9999
 
 
 def test_base64_decodes_to_the_float_vector(gateway: LiveServer) -> None:
@@ -79,7 +80,7 @@ def test_the_sdk_default_base64_round_trip(client: openai.OpenAI) -> None:
     # the openai SDK asks for base64 unless told otherwise and decodes it itself
     sdk = vectors(client.embeddings.create(model=SMOL, input=CAT))
     floats = vectors(client.embeddings.create(model=SMOL, input=CAT, encoding_format="float"))
-    assert np.allclose(sdk[0], floats[0], atol=1e-6)
+    assert np.allclose(sdk[0], floats[0], atol=1e-6)  # the same request twice: the same vector
 
 
 def test_token_arrays_embed_as_their_text_does(client: openai.OpenAI, settings: Settings) -> None:
@@ -90,8 +91,8 @@ def test_token_arrays_embed_as_their_text_does(client: openai.OpenAI, settings: 
     one = client.embeddings.create(model=SMOL, input=cat, encoding_format="float")
     many = client.embeddings.create(model=SMOL, input=[cat, taxes], encoding_format="float")
     assert len(one.data) == 1 and one.usage.prompt_tokens == len(cat)
-    assert np.allclose(vectors(one)[0], text[0], atol=1e-4)
-    assert np.allclose(vectors(many)[1], text[1], atol=1e-4)
+    assert float(vectors(one)[0] @ text[0]) > 0.9999
+    assert float(vectors(many)[1] @ text[1]) > 0.9999
 
 
 def test_usage_counts_the_input_tokens_and_the_receipt_is_stored(
@@ -121,8 +122,19 @@ def test_usage_counts_the_input_tokens_and_the_receipt_is_stored(
         assert httpx.get(gateway.url + path).status_code == 200, path
 
 
+def test_without_receipts_the_body_has_none(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    update = {"data_dir": tmp_path_factory.mktemp("no-receipts"), "receipts": False}
+    with LiveServer(settings.model_copy(update=update)) as live:
+        r = raw(live, {"model": SMOL, "input": CAT})
+        assert r.status_code == 200 and "smallfirst" not in r.json()
+        assert r.headers["x-smallfirst-model"] == SMOL
+        assert len(r.json()["data"][0]["embedding"]) == 576
+
+
 def test_an_input_longer_than_the_context_is_a_400(gateway: LiveServer) -> None:
-    long = "word " * 3000  # past the tests' n_ctx of 2048
+    long = "word " * 1000  # past the embedding context (embedding_n_ctx, 512)
     r = raw(gateway, {"model": SMOL, "input": ["fine", long]})
     assert r.status_code == 400
     error = r.json()["error"]

@@ -9,8 +9,11 @@ Inputs are token lists (the server tokenizes text with :meth:`EmbeddingEngine.to
 the model's own tokenizer with its own BOS convention, as llama.cpp's server does). One
 request's inputs are packed into as few ``llama_decode`` calls as the context allows: as
 many whole sequences per call as fit ``n_batch`` tokens (the physical batch is as large as
-the context, because a pooled sequence must be computed in one piece). Requests take turns
-behind the engine's admission, one at a time, like the one-at-a-time chat engine.
+the context, because a pooled sequence must be computed in one piece). The context is
+``embedding_n_ctx`` tokens, small: llama.cpp keeps a vocabulary-wide output row for every
+token of a batch in embedding mode, and its size is counted in the engine's memory.
+Requests take turns behind the engine's admission, one at a time, like the one-at-a-time
+chat engine.
 
 It is a :class:`~smallfirst.engines.llama.LlamaEngine` so that the pool counts its memory,
 unloads it when idle and closes its admission at shutdown like any local model; it does
@@ -83,6 +86,17 @@ class EmbeddingEngine(LlamaEngine):
         self.admission = Admission(
             spec.name + EMBEDDING_SUFFIX, 1, settings.max_queue, settings.queue_timeout_s, observer
         )
+
+    def _want_ctx(self) -> int:
+        return min(self._settings.embedding_n_ctx, self.spec.context_length)
+
+    def load(self) -> None:
+        fresh = not self.loaded
+        super().load()
+        if fresh and self._llm is not None:
+            # llama.cpp keeps a float per vocabulary entry for every token of a batch (each
+            # is an output in embedding mode), and its hidden state: the bulk, past the KV
+            self.memory_bytes += 4 * self.n_ctx * (self.n_vocab + self.n_embd)
 
     def _open(self, llama_cpp: Any, **params: Any) -> Any:
         n_ctx = self._want_ctx()

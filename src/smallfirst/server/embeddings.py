@@ -99,7 +99,8 @@ def encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
     as_f32 = vector.astype("<f4", copy=False)
     if encoding_format == "base64":
         return base64.b64encode(as_f32.tobytes()).decode("ascii")
-    return [float(x) for x in as_f32.tolist()]
+    floats: list[float] = as_f32.tolist()  # Python floats, each exactly its float32
+    return floats
 
 
 def budget_request(inputs: list[str] | list[list[int]]) -> GenerationRequest:
