@@ -236,3 +236,16 @@ def test_api_keys_apply(settings: Settings, tmp_path_factory: pytest.TempPathFac
             live.url + "/v1/embeddings", json=body, headers={"authorization": f"Bearer {secret}"}
         )
         assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+
+
+def test_concurrent_requests_take_turns_and_each_gets_its_own_vectors(
+    client: openai.OpenAI,
+) -> None:
+    import concurrent.futures
+
+    texts = [CAT, TAXES, CAT_AGAIN, "Tomorrow it will rain."]
+    alone = [vectors(client.embeddings.create(model=SMOL, input=t))[0] for t in texts]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda t: client.embeddings.create(model=SMOL, input=t), texts))
+    for mine, theirs in zip(alone, together, strict=True):
+        assert float(mine @ vectors(theirs)[0]) > 0.9999
