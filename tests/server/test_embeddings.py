@@ -249,3 +249,17 @@ def test_concurrent_requests_take_turns_and_each_gets_its_own_vectors(
         together = list(pool.map(lambda t: client.embeddings.create(model=SMOL, input=t), texts))
     for mine, theirs in zip(alone, together, strict=True):
         assert float(mine @ vectors(theirs)[0]) > 0.9999
+
+
+def test_a_client_that_goes_away_stops_it_and_leaves_a_cancelled_receipt(
+    gateway: LiveServer,
+) -> None:
+    store = gateway.app.state.store
+    before = {r.id for r in store.list(limit=100).receipts}
+    many = {"model": SMOL, "input": ["The cat sat on the mat by the warm fire."] * 2048}
+    with pytest.raises(httpx.TimeoutException):  # ~25,000 tokens: seconds even on a fast core
+        httpx.post(gateway.url + "/v1/embeddings", json=many, timeout=1.0)
+    # the next request is served once the decode in progress ends, not after all 2048 inputs
+    assert raw(gateway, {"model": SMOL, "input": CAT}).status_code == 200
+    new = [r for r in store.list(limit=100).receipts if r.id not in before]
+    assert [r.status for r in new if r.endpoint == "embeddings"].count("cancelled") == 1

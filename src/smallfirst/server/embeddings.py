@@ -177,7 +177,7 @@ class Embeddings:
         slot = self.metering.slot(spec) if self.metering else None
         task = asyncio.create_task(engine.embed(tokens, slot.set_active if slot else None))
         if not await finished_or_gone(request, task):
-            ledger.settle("cancelled", spec, usage, slot=slot)
+            ledger.settle("cancelled", spec, None, slot=slot)  # as chat: no usage
             return Response(status_code=499)
         try:
             vectors = task.result()
