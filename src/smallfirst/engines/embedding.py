@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 EMBEDDING_SUFFIX = " (embeddings)"
 """Added to a model's name where its embedding context is named apart from its chat one
-(the pool's engines, the admission queue's metrics)."""
+(the pool's engines, the admission queue's metrics); model names hold no spaces, so it
+never names a model of its own."""
 
 Vectors = list[np.ndarray]
 
