@@ -47,3 +47,24 @@ def test_wrong_size_is_not_installed(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"truncated")
     assert not catalog.is_installed(spec)
+
+
+def test_which_models_embed(tmp_path: Path) -> None:
+    # every built-in GGUF embeds in llama.cpp's embedding mode; the default is one of them
+    assert all(s.embeds for s in BUILTIN_MODELS)
+    assert Settings().embedding_model in {s.name for s in BUILTIN_MODELS}
+    gguf = tmp_path / "mine.gguf"
+    gguf.write_bytes(b"GGUF")
+    catalog = Catalog(
+        Settings(
+            data_dir=tmp_path,
+            models=(
+                UserModel(name="mine", path=gguf, embeds=True),
+                UserModel(name="hosted", base_url="http://127.0.0.1:1/v1"),
+            ),
+        )
+    )
+    assert catalog.get("mine").embeds and not catalog.get("hosted").embeds
+    # embeddings run in-process: a remote model cannot be declared to embed
+    with pytest.raises(ValueError, match="only a local model"):
+        UserModel(name="up", base_url="http://127.0.0.1:1/v1", embeds=True)

@@ -30,6 +30,7 @@ AREAS = (
     "resilience",
     "access",
     "structured",
+    "embeddings",
 )
 
 

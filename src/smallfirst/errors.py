@@ -21,6 +21,7 @@ __all__ = [
     "ContextLengthError",
     "DataError",
     "DataUnavailableError",
+    "EmbeddingInputTooLongError",
     "EngineError",
     "EvaluationError",
     "GenerationError",
@@ -114,6 +115,23 @@ class ContextLengthError(EngineError):
         self.prompt_tokens = prompt_tokens
         self.limit = limit
         self.max_tokens = max_tokens
+
+
+class EmbeddingInputTooLongError(ContextLengthError):
+    """One input of an embeddings request has more tokens than the model embeds at once."""
+
+    def __init__(self, index: int, tokens: int, limit: int) -> None:
+        # the message names the input, not a prompt and max_tokens: ContextLengthError's
+        # own wording is for completions
+        EngineError.__init__(
+            self,
+            f"This model's maximum context length is {limit} tokens. However, input[{index}] "
+            f"has {tokens} tokens. Please shorten it.",
+            param="input",
+        )
+        self.prompt_tokens = tokens
+        self.limit = limit
+        self.max_tokens = None
 
 
 class GenerationError(EngineError):

@@ -44,6 +44,8 @@ class UserModel(BaseModel):
     api_key_env: str | None = None
     context_length: int = Field(default=4096, gt=0)
     chat: bool = True
+    # serves /v1/embeddings (a local GGUF only: embeddings run in-process)
+    embeds: bool = False
     price_input_per_mtok_usd: float | None = Field(default=None, ge=0)
     price_output_per_mtok_usd: float | None = Field(default=None, ge=0)
     parameters: str | None = None
@@ -55,6 +57,8 @@ class UserModel(BaseModel):
     def _one_kind(self) -> UserModel:
         if (self.path is None) == (self.base_url is None):
             raise ValueError(f"model {self.name!r}: give exactly one of 'path' or 'base_url'")
+        if self.embeds and self.base_url is not None:
+            raise ValueError(f"model {self.name!r}: only a local model ('path') can embed")
         return self
 
 
@@ -219,6 +223,24 @@ class Settings(BaseSettings):
     )
     response_cache_ttl_s: float = Field(
         default=3600.0, gt=0, description="how long an answer is reused"
+    )
+
+    # Embeddings (issue #16): /v1/embeddings, served in-process in llama.cpp's embedding
+    # mode (mean pooling, L2-normalised) by the catalog's models that embed.
+    embedding_model: str = Field(
+        default="smollm2-135m-instruct",
+        description="the model that embeds for 'auto' (chosen by bench/embedding_similarity.py)",
+    )
+    embedding_max_inputs: int = Field(
+        default=2048, ge=1, description="inputs one embeddings request may carry (OpenAI's cap)"
+    )
+    # small: an embedding context keeps an output row per token of its batch, vocabulary-wide
+    # (Qwen2.5-1.5B at 4096 tokens: 4.3 GB resident after one 2,000-token input)
+    embedding_n_ctx: int = Field(
+        default=512,
+        ge=16,
+        description="tokens one embedding input may have (the embedding context, capped by "
+        "the model's); a longer input is a 400",
     )
 
     def fallbacks_for(self, model: str) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ USAGE = {"include_usage": True}
 ROUTES = {
     ("/v1/chat/completions", "post"),
     ("/v1/completions", "post"),
+    ("/v1/embeddings", "post"),
     ("/v1/models", "get"),
     ("/health", "get"),
     ("/metrics", "get"),
@@ -134,6 +135,7 @@ def test_every_route_is_documented_with_its_request_model(
     assert bodies == {
         "/v1/chat/completions": "#/components/schemas/ChatCompletionRequest",
         "/v1/completions": "#/components/schemas/CompletionRequest",
+        "/v1/embeddings": "#/components/schemas/EmbeddingRequest",
     }
 
 
@@ -174,7 +176,7 @@ def _completions(checker: Checker, client: TestClient, path: str, body: dict[str
 def test_real_responses_validate_against_the_schema(
     app_client: TestClient, checker: Checker
 ) -> None:
-    chat, text = "/v1/chat/completions", "/v1/completions"
+    chat, text, embed = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
     _completions(checker, app_client, chat, {"model": "stub", "messages": MSG})
     _completions(
         checker,
@@ -195,6 +197,9 @@ def test_real_responses_validate_against_the_schema(
         (chat, {"model": "gone", "messages": MSG}, 502),
         (text, {"model": "stub", "prompt": "x", "suffix": "y"}, 400),
         (text, {"model": "gone", "prompt": "x", "stream": True}, 502),
+        (embed, {"model": "stub", "input": "x"}, 400),  # a model that does not embed
+        (embed, {"model": "nope", "input": "x"}, 404),
+        (embed, {"model": "stub", "input": []}, 400),
     ]
     for path, body, status in refused:
         r = app_client.post(path, json=body)
@@ -265,7 +270,12 @@ def test_smollm2_bodies_match_the_schema(gateway: LiveServer, tmp_path: Path) ->
                 r = http.post(path, json={**body, "stream": stream})
                 assert r.status_code == 200, r.text
                 checker.check(r, path, "post")
-        assert len(checker.seen) == 2
+        for encoding in ("float", "base64"):
+            embed = {"model": "smollm2-135m-instruct", "input": ["a", "b"]}
+            r = http.post("/v1/embeddings", json={**embed, "encoding_format": encoding})
+            assert r.status_code == 200, r.text
+            checker.check(r, "/v1/embeddings", "post")
+        assert len(checker.seen) == 3
 
 
 @pytest.mark.fast

@@ -80,6 +80,8 @@ class LlamaEngine:
         self.last_used = time.monotonic()
         self.memory_bytes = path.stat().st_size if path.exists() else 0
 
+    purpose = ""  # said after the model's name where it is logged (" for embeddings")
+
     @property
     def loaded(self) -> bool:
         return self._llm is not None
@@ -104,15 +106,7 @@ class LlamaEngine:
             import llama_cpp  # heavy: imported only when a model is actually loaded
 
             started = time.perf_counter()
-            threads = self._settings.threads
-            llm = llama_cpp.Llama(
-                model_path=str(self.path),
-                n_ctx=self._want_ctx(),
-                n_batch=self._settings.n_batch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                verbose=False,
-            )
+            llm = self._open(llama_cpp)
             try:
                 self._prompter = Prompter(self.spec, llm._model, llm.metadata)
             except BaseException:
@@ -123,12 +117,26 @@ class LlamaEngine:
             )
             self._llm = llm
             log.info(
-                "loaded %s (n_ctx=%d, threads=%d) in %.2f s",
+                "loaded %s%s (n_ctx=%d, threads=%d) in %.2f s",
                 self.spec.name,
+                self.purpose,
                 llm.n_ctx(),
-                threads,
+                self._settings.threads,
                 time.perf_counter() - started,
             )
+
+    def _open(self, llama_cpp: Any, **params: Any) -> Any:
+        """The ``llama_cpp.Llama`` this engine runs: weights and a context for generating;
+        ``params`` change the context's (the embedding engine's)."""
+        threads = self._settings.threads
+        defaults: dict[str, Any] = {
+            "n_ctx": self._want_ctx(),
+            "n_batch": self._settings.n_batch,
+            "n_threads": threads,
+            "n_threads_batch": threads,
+            "verbose": False,
+        }
+        return llama_cpp.Llama(model_path=str(self.path), **{**defaults, **params})
 
     def unload(self) -> None:
         """Free the model once no generation holds it (blocking)."""

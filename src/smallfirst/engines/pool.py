@@ -16,6 +16,11 @@ one thread: 0.45 CPU-s for the first 12-token chat answer, 0.20 s for each one a
 0.25 s to map the weights), and that work belongs to the load, not to whichever request
 comes first.
 
+A model that embeds gets a second engine for ``/v1/embeddings`` on first use
+(:meth:`EnginePool.embedder`, named ``<model> (embeddings)``): its own llama.cpp context in
+embedding mode, loaded, budgeted and unloaded like any local model, and warmed up with one
+short input.
+
 The pool also opens and closes the gate for a graceful shutdown: it tells every engine's
 admission to refuse new requests, and at the drain deadline to end the rest.
 
@@ -27,19 +32,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from smallfirst.catalog import Catalog, ModelSpec
 from smallfirst.engines.admission import AdmissionObserver
 from smallfirst.engines.base import Engine, GenerationRequest, Sampling
 from smallfirst.engines.batched import BatchedEngine
+from smallfirst.engines.embedding import EMBEDDING_SUFFIX, EmbeddingEngine
 from smallfirst.engines.llama import LlamaEngine
 from smallfirst.engines.remote import RemoteEngine
-from smallfirst.errors import ShuttingDownError, UnknownModelError
+from smallfirst.errors import ShuttingDownError, UnknownModelError, UnsupportedError
 from smallfirst.settings import Settings
 from smallfirst.types import Message
 
 log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=LlamaEngine)
 
 LoadMeter = Callable[[ModelSpec], contextlib.AbstractContextManager[object]]
 """Wraps the loading of one model's weights (the server's: metered as overhead)."""
@@ -70,11 +79,7 @@ class EnginePool:
         """The engine for ``name``, loaded and ready; UnknownModelError if it cannot run here."""
         engine = self._engines.get(name)
         if engine is None:
-            if self.closing:
-                raise ShuttingDownError("The server is shutting down; it takes no new requests.")
-            if name not in self.catalog or not self.catalog.is_installed(self.catalog.get(name)):
-                raise UnknownModelError(name, f"model {name!r} is not known or not installed here")
-            spec = self.catalog.get(name)
+            spec = self._runnable(name)
             if spec.remote is not None:
                 engine = RemoteEngine(spec, self.settings, self.observer)
             else:
@@ -85,14 +90,45 @@ class EnginePool:
                 engine = local(spec, path, self.settings, self.observer)
             engine = self._engines.setdefault(name, engine)
         if isinstance(engine, LlamaEngine) and not engine.loaded:
-            async with self._lock:
-                if not engine.loaded:
-                    await self._make_room(engine)
-                    meter = self.load_meter or _unmetered
-                    with meter(engine.spec):
-                        await asyncio.to_thread(engine.load)
-                        await _warm_up(engine)
+            await self._load(engine, _warm_up)
         return engine
+
+    def _runnable(self, name: str) -> ModelSpec:
+        """``name``'s spec when a new engine may start for it: refused while shutting down,
+        UnknownModelError when the model is not known or not installed here."""
+        if self.closing:
+            raise ShuttingDownError("The server is shutting down; it takes no new requests.")
+        if name not in self.catalog or not self.catalog.is_installed(self.catalog.get(name)):
+            raise UnknownModelError(name, f"model {name!r} is not known or not installed here")
+        return self.catalog.get(name)
+
+    async def embedder(self, name: str) -> EmbeddingEngine:
+        """``name``'s embedding context, loaded and ready (its own engine, apart from the
+        model's chat one); UnknownModelError if the model cannot run here, UnsupportedError
+        if it does not embed."""
+        key = name + EMBEDDING_SUFFIX
+        engine = self._engines.get(key)
+        if engine is None:
+            spec = self._runnable(name)
+            path = self.catalog.file_path(spec)
+            if not spec.embeds or path is None:
+                raise UnsupportedError(f"{name} does not embed", param="model")
+            engine = EmbeddingEngine(spec, path, self.settings, self.observer)
+            engine = self._engines.setdefault(key, engine)
+        assert isinstance(engine, EmbeddingEngine)
+        if not engine.loaded:
+            await self._load(engine, _warm_up_embedding)
+        return engine
+
+    async def _load(self, engine: E, warm_up: Callable[[E], Awaitable[None]]) -> None:
+        """Load ``engine`` within the memory budget, metered as overhead, then warm it up."""
+        async with self._lock:
+            if not engine.loaded:
+                await self._make_room(engine)
+                meter = self.load_meter or _unmetered
+                with meter(engine.spec):
+                    await asyncio.to_thread(engine.load)
+                    await warm_up(engine)
 
     def loaded_bytes(self) -> int:
         return sum(
@@ -158,6 +194,15 @@ WARM_UP_TEXT = GenerationRequest(sampling=_ONE_TOKEN, prompt="Hello")
 
 def _warm_up_request(engine: LlamaEngine) -> GenerationRequest:
     return WARM_UP_CHAT if engine.spec.chat else WARM_UP_TEXT
+
+
+async def _warm_up_embedding(engine: EmbeddingEngine) -> None:
+    """One short input through a fresh embedding context (the first decode's one-time work
+    belongs to the load, as a chat model's first token does)."""
+    try:
+        await engine.embed([engine.tokenize("Hello")])
+    except Exception as exc:
+        log.warning("warming up %s for embeddings failed: %s", engine.spec.name, exc)
 
 
 async def _warm_up(engine: LlamaEngine) -> None:

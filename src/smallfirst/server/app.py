@@ -33,6 +33,7 @@ from smallfirst.server.cache_hits import CacheFront
 from smallfirst.server.choosing import Chooser
 from smallfirst.server.completions import Completions
 from smallfirst.server.draining import Drain
+from smallfirst.server.embeddings import EmbeddingRequest, Embeddings
 from smallfirst.server.keys_api import router as keys_router
 from smallfirst.server.limits import BodyLimitMiddleware
 from smallfirst.server.metrics import Metrics
@@ -126,6 +127,12 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/completions", response_model=None, responses=openapi.TEXT)
     async def text_completions(request: Request, body: CompletionRequest) -> Response:
         return await completions.handle(request, "text", body)
+
+    embeddings = Embeddings(settings, catalog, pool, metering, record, access)
+
+    @app.post("/v1/embeddings", response_model=None, responses=openapi.EMBEDDINGS)
+    async def create_embeddings(request: Request, body: EmbeddingRequest) -> Response:
+        return await embeddings.handle(request, body)
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS)
     async def prometheus() -> Response:

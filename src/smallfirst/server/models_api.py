@@ -64,6 +64,7 @@ def models_listing(
                     "quantization": spec.quantization,
                     "context_length": spec.context_length,
                     "chat": spec.chat,
+                    "embeds": spec.embeds,  # serves /v1/embeddings
                     "engine": "remote" if spec.is_remote else "llama.cpp",
                 },
             )

@@ -26,6 +26,7 @@ from smallfirst.server import schemas
 __all__ = [
     "CHAT",
     "COMPLETION_ERRORS",
+    "EMBEDDINGS",
     "ERROR_DESCRIPTIONS",
     "METRICS",
     "TEXT",
@@ -40,9 +41,10 @@ __all__ = [
 Responses = dict[int | str, dict[str, Any]]
 
 ERROR_DESCRIPTIONS = {
-    400: "Invalid request; `param` names the parameter at fault. On the completion "
-    "endpoints also malformed JSON, an unsupported option, or a prompt longer than the "
-    "model's context (`context_length_exceeded`).",
+    400: "Invalid request; `param` names the parameter at fault. On the completion and "
+    "embeddings endpoints also malformed JSON, an unsupported option (a model that does not "
+    "embed, `dimensions`), or a prompt or input longer than the model's context "
+    "(`context_length_exceeded`).",
     401: "Once API keys exist (docs/access.md): no key, or an unknown, expired or revoked "
     "one (`invalid_api_key`), or a client key on an admin route (`insufficient_permissions`).",
     403: "The API key may not use this model (`model_not_allowed`).",
@@ -186,6 +188,16 @@ TEXT: Responses = {
         "The completion, with its receipt in `smallfirst` and `x-smallfirst-*` headers.",
     ),
     **COMPLETION_ERRORS,
+}
+EMBEDDINGS: Responses = {
+    200: {
+        "model": schemas.EmbeddingList,
+        "description": "One vector per input, in order, with the receipt in `smallfirst` "
+        "and `x-smallfirst-*` headers.",
+        # the response cache keeps no embeddings
+        "headers": {k: v for k, v in _RECEIPT_HEADERS.items() if k != "x-smallfirst-cache"},
+    },
+    **errors(400, 401, 403, 404, 413, 429, 500, 503),
 }
 METRICS: Responses = {
     200: {"description": "Prometheus metrics, text exposition format."},

@@ -23,6 +23,7 @@ __all__ = [
     "DashboardFrontier",
     "DashboardMeta",
     "DashboardTimeseries",
+    "EmbeddingList",
     "ErrorBody",
     "Health",
     "KeyTotals",
@@ -242,6 +243,31 @@ class TextCompletionChunk(_Head):
     choices: list[TextChoice]
     usage: Usage | None = None
     smallfirst: Receipt | None = None
+
+
+# --- embeddings ---------------------------------------------------------------------------
+
+
+class Embedding(_Closed):
+    object: Literal["embedding"]
+    index: int = Field(description="the input's position in the request")
+    embedding: list[float] | str = Field(
+        description="the unit vector (mean-pooled, L2-normalised): floats, or with "
+        "encoding_format base64 the base64 of its little-endian float32 bytes"
+    )
+
+
+class EmbeddingUsage(_Closed):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(_Closed):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str = Field(description="the model that embedded (for auto, the default one)")
+    usage: EmbeddingUsage
+    smallfirst: Receipt | None = Field(None, description="absent when receipts are off")
 
 
 # --- models and health --------------------------------------------------------------------
