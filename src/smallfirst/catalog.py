@@ -55,6 +55,10 @@ class ModelSpec:
     # serves /v1/embeddings: mean-pooled, L2-normalised hidden states in llama.cpp's
     # embedding mode (in-process models only; bench/embedding_similarity.py measured them)
     embeds: bool = False
+    # calls functions: its chat template renders ``tools`` and it writes Hermes-style
+    # ``<tool_call>`` blocks (tests/test_catalog.py checks the templates agree); a remote
+    # model passes tools on to its upstream
+    tools: bool = False
     file_name: str | None = None  # assembled file, for local models
     size_bytes: int | None = None
     sha256: str | None = None
@@ -98,6 +102,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         parameters="0.5B",
         quantization="Q4_K_M",
         embeds=True,
+        tools=True,
         context_length=32768,
         license="Apache-2.0",
         source="Qwen/Qwen2.5-Coder-0.5B-Instruct",
@@ -116,6 +121,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         parameters="1.5B",
         quantization="Q4_K_M",
         embeds=True,
+        tools=True,
         context_length=32768,
         license="Apache-2.0",
         source="Qwen/Qwen2.5-Coder-1.5B-Instruct",
@@ -178,6 +184,7 @@ def _from_user(user: UserModel) -> ModelSpec:
         source=str(user.path) if user.path else (user.base_url or ""),
         chat=user.chat,
         embeds=user.embeds,
+        tools=user.tools if user.tools is not None else remote is not None,
         file_name=user.path.name if user.path else None,
         path=user.path.expanduser() if user.path else None,
         remote=remote,

@@ -46,6 +46,10 @@ class UserModel(BaseModel):
     chat: bool = True
     # serves /v1/embeddings (a local GGUF only: embeddings run in-process)
     embeds: bool = False
+    # calls functions (``tools``). A local GGUF: its chat template must have a tools section
+    # and write Hermes-style <tool_call> blocks (Qwen2.5's does). Default: a remote model
+    # yes (the request is passed on; the upstream decides), a local one no.
+    tools: bool | None = None
     price_input_per_mtok_usd: float | None = Field(default=None, ge=0)
     price_output_per_mtok_usd: float | None = Field(default=None, ge=0)
     parameters: str | None = None
@@ -241,6 +245,13 @@ class Settings(BaseSettings):
         ge=16,
         description="tokens one embedding input may have (the embedding context, capped by "
         "the model's); a longer input is a 400",
+    )
+
+    # Function calling (issue #16): tools on in-process models.
+    tool_call_grammar: bool = Field(
+        default=True,
+        description="hold a call the model starts under tool_choice 'auto' to the function's "
+        "parameter schema (a lazy grammar); off: the call is parsed as written",
     )
 
     def fallbacks_for(self, model: str) -> tuple[str, ...]:

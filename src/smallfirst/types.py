@@ -15,16 +15,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["FinishReason", "Message", "Role", "Usage", "prompt_hash"]
+__all__ = ["FinishReason", "Message", "Role", "ToolCall", "Usage", "prompt_hash"]
 
 Role = Literal["system", "user", "assistant", "developer", "tool"]
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call of an assistant turn (OpenAI's ``tool_calls`` item)."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model (or the client's history) wrote it
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     role: Role
     content: str
+    # an assistant turn's function calls, and a tool turn's answer to one of them
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +56,15 @@ def prompt_hash(messages: Sequence[Message], assistant_prefix: str | None = None
     """What a model was asked, as 16 hex digits: the evaluation store's key and the router's.
 
     A pre-filled reply (``assistant_prefix``) is part of what the model was asked; it is
-    hashed only when present, so prompts without one keep the hashes stored before it
-    existed.
+    hashed only when present, and so are a turn's tool calls, so that prompts without them
+    keep the hashes stored before they existed.
     """
-    turns = [[m.role, m.content] for m in messages]
+    turns: list[list[object]] = [
+        [m.role, m.content]
+        if not (m.tool_calls or m.tool_call_id)
+        else [m.role, m.content, [[c.name, c.arguments] for c in m.tool_calls], m.tool_call_id]
+        for m in messages
+    ]
     if assistant_prefix is not None:
         turns.append(["assistant-prefix", assistant_prefix])
     payload = json.dumps(turns, ensure_ascii=False)

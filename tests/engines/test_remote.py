@@ -9,6 +9,7 @@ the arithmetic), so no test here rests on that.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -24,10 +25,10 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from smallfirst.catalog import Catalog
-from smallfirst.engines.base import GenerationRequest, Sampling
-from smallfirst.engines.remote import parse_chunk, request_body
+from smallfirst.engines.base import GenerationRequest, Sampling, ToolCallDelta, Tools
+from smallfirst.engines.remote import _whole, parse_chunk, request_body
 from smallfirst.settings import Settings, UserModel
-from smallfirst.types import Message
+from smallfirst.types import Message, ToolCall
 from tests.conftest import LiveServer, free_port
 
 
@@ -270,3 +271,74 @@ def test_a_prefilled_reply_is_refused_before_any_request(settings: Settings) -> 
         asyncio.run(first())
     wire = describe(err.value)
     assert wire is not None and wire.status == 400 and "in-process" in wire.message
+
+
+@pytest.mark.fast
+def test_tools_pass_through_both_ways() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    call = ToolCall("call_1", "f", '{"x": 1}')
+    req = GenerationRequest(
+        sampling=Sampling(grammar="root ::= call", grammar_triggers=("<tool_call>",)),
+        messages=(
+            Message("user", "hi"),
+            Message("assistant", "", tool_calls=(call,)),
+            Message("tool", "42", tool_call_id="call_1"),
+        ),
+        tools=Tools(json.dumps(tools), choice="function", function="f", parallel=False),
+    )
+    body = request_body("up", req)
+    # the client's tools and choice as sent; the local grammar stays home
+    assert body["tools"] == tools and body["parallel_tool_calls"] is False
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+        ],
+    }
+    assert body["messages"][2] == {"role": "tool", "content": "42", "tool_call_id": "call_1"}
+    assert "grammar" not in json.dumps(body)
+    auto = request_body("up", dataclasses.replace(req, tools=Tools(json.dumps(tools))))
+    assert auto["tool_choice"] == "auto" and "parallel_tool_calls" not in auto
+    # a streamed call's pieces, and a whole answer's calls, come back as deltas
+    piece = parse_chunk(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {"index": 1, "id": "c", "type": "function", "function": {"name": "f"}}
+                        ]
+                    },
+                    "finish_reason": None,
+                }
+            ]
+        }
+    )
+    assert piece is not None and piece.tool_calls == (ToolCallDelta(1, "c", "f", ""),)
+    whole = _whole(
+        "up",
+        json.dumps(
+            {
+                "choices": [
+                    {
+                        "message": {
+                            "content": None,
+                            "tool_calls": [
+                                {
+                                    "id": "c",
+                                    "type": "function",
+                                    "function": {"name": "f", "arguments": "{}"},
+                                }
+                            ],
+                        },
+                        "finish_reason": "tool_calls",
+                    }
+                ]
+            }
+        ).encode(),
+    )
+    assert whole.tool_calls == (ToolCallDelta(0, "c", "f", "{}"),)
+    assert whole.finish_reason == "tool_calls" and whole.text == ""

@@ -19,8 +19,8 @@ from smallfirst.engines.base import GenerationRequest, Sampling
 from smallfirst.engines.pool import EnginePool
 from smallfirst.metering.service import Metering, Outcome
 from smallfirst.server.cache_hits import CacheFront
+from smallfirst.server.generation import Answer
 from smallfirst.server.response_cache import ResponseCache
-from smallfirst.server.serving import Answer
 from smallfirst.settings import ProfileConfig, Settings, UserModel
 from smallfirst.store.keys import KeySpec, KeyStore
 from smallfirst.stub_upstream import StubUpstream

@@ -66,6 +66,13 @@ def assert_error(
         assert err["code"] == code
 
 
+def tool(name: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": parameters or {}}}
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
 def with_format(response_format: Any) -> dict[str, Any]:
     return {"model": SMOL, "messages": MSG, "response_format": response_format}
 
@@ -91,7 +98,53 @@ BAD: list[tuple[Any, str | None]] = [
     ({"model": SMOL, "messages": MSG, "n": 9}, "n"),  # above MAX_CHOICES
     ({"model": SMOL, "messages": MSG, "n": 0}, "n"),
     ({"model": SMOL, "messages": MSG, "response_format": {"type": "yaml"}}, "response_format.type"),
-    ({"model": SMOL, "messages": MSG, "tools": [{"type": "function"}]}, "tools"),
+    # tools: malformed, inconsistent, or offered to a model that does not call them
+    ({"model": SMOL, "messages": MSG, "tools": [{"type": "function"}]}, "tools.[0].function"),
+    ({"model": SMOL, "messages": MSG, "tools": [tool("get weather")]}, "tools.[0].function.name"),
+    ({"model": SMOL, "messages": MSG, "tools": [tool("f"), tool("f")]}, "tools"),
+    ({"model": SMOL, "messages": MSG, "tools": [tool("f")]}, "tools"),  # SMOL has none
+    ({"model": SMOL, "messages": MSG, "tool_choice": "required"}, "tool_choice"),
+    ({"model": SMOL, "messages": MSG, "tools": [tool("f")], "tool_choice": "often"}, None),
+    (
+        {
+            "model": SMOL,
+            "messages": MSG,
+            "tools": [tool("f")],
+            "tool_choice": {"type": "function", "function": {"name": "g"}},
+        },
+        "tool_choice",
+    ),
+    (
+        {"model": SMOL, "messages": MSG, "tools": [tool("f")], "parallel_tool_calls": "yes"},
+        "parallel_tool_calls",
+    ),
+    (
+        {
+            "model": SMOL,
+            "messages": MSG,
+            "tools": [tool("f", {"type": "object", "minProperties": 1})],
+            "tool_choice": "required",
+        },
+        "tools",
+    ),
+    (
+        {
+            "model": SMOL,
+            "messages": MSG,
+            "tools": [tool("f")],
+            **with_format({"type": "json_object"}),
+        },
+        "response_format",
+    ),
+    ({"model": SMOL, "messages": MSG, "functions": [{"name": "f"}]}, "functions"),
+    (
+        {"model": SMOL, "messages": [*MSG, {"role": "tool", "content": "31 C"}]},
+        "messages.[1].tool_call_id",
+    ),
+    (
+        {"model": SMOL, "messages": [{"role": "user", "content": "x", "tool_calls": [CALL]}]},
+        "messages.[0].tool_calls",
+    ),
     # response_format json_schema: malformed, or asking what the grammar cannot enforce
     (with_format({"type": "json_schema"}), "response_format.json_schema"),
     (

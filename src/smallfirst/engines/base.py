@@ -34,9 +34,13 @@ class Sampling:
     logprobs: bool = False
     top_logprobs: int = 0
     # GBNF text (root rule ``root``) an in-process engine holds its output to: JSON for
-    # response_format json_object and json_schema (see :mod:`.grammars`), or any other
-    # grammar a feature builds. None: unconstrained.
+    # response_format json_object and json_schema (see :mod:`.grammars`), tool calls (see
+    # :mod:`.toolcalls`). None: unconstrained.
     grammar: str | None = None
+    # set: the grammar is lazy: free text until one of these patterns (llama.cpp's regex
+    # syntax) matches the output, held to the grammar from there on (from the pattern's first
+    # group, else its match) (a tool call the model chooses to make); empty: from the start
+    grammar_triggers: tuple[str, ...] = ()
     # (token id, bias added to its logit), ids ascending; OpenAI's logit_bias
     logit_bias: tuple[tuple[int, float], ...] = ()
     # the client's response_format as JSON text, for remote engines to pass on unchanged;
@@ -59,6 +63,21 @@ class ComputeMeter(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Tools:
+    """The functions a chat request offers: OpenAI's ``tools``, ``tool_choice`` and
+    ``parallel_tool_calls``, already validated at the HTTP edge."""
+
+    # the client's ``tools`` list as JSON text: what a chat template renders and a remote
+    # engine passes on
+    definitions: str
+    # "none", "auto", "required", or "function" (then ``function`` names the one to call)
+    choice: str = "auto"
+    function: str | None = None
+    # None: not sent (the default, several calls allowed)
+    parallel: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """Either chat ``messages`` or a raw ``prompt`` (completions), plus sampling."""
 
@@ -69,6 +88,8 @@ class GenerationRequest:
     # (the model continues it; it is not part of the output). In-process models only.
     assistant_prefix: str | None = None
     echo: bool = False
+    # chat only: the functions the model may call
+    tools: Tools | None = None
     # choices to generate (OpenAI's ``n``): chunks then carry their choice's ``index``
     n: int = 1
     stream: bool = True  # a hint: remote engines ask a non-streaming client's upstream for one body
@@ -96,6 +117,17 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of one function call, as OpenAI streams it: the first piece of a call
+    carries its ``id`` and ``name``, later ones more ``arguments`` text."""
+
+    index: int  # the call's place among its choice's calls
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Chunk:
     """A piece of generated text; the final one has ``finish_reason`` and ``usage``."""
 
@@ -107,6 +139,7 @@ class Chunk:
     # ``finish_reason``; only the chunk that ends the last choice carries ``usage``, for all
     # of them (the prompt once, the completion tokens summed).
     index: int = 0
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 class Engine(Protocol):

@@ -274,7 +274,9 @@ class LlamaEngine:
         if sampling.max_tokens is not None:
             limit = min(limit, sampling.max_tokens)
         llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
-        grammar = _grammar(sampling.grammar)
+        # llama-cpp-python's generate has no lazy grammar: a tool call the model may choose
+        # to make (tool_choice auto) runs unconstrained here (the batched engine holds it)
+        grammar = _grammar(None if sampling.grammar_triggers else sampling.grammar)
         stops = StopMatcher(sampling.stop)
         decoder = Utf8Decoder()
         generated = 0

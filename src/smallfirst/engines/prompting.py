@@ -3,7 +3,8 @@
 Both in-process engines (one generation at a time, :mod:`.llama`; batched, :mod:`.batched`)
 build prompts the same way, so that the two give the same tokens to the same model: chat
 messages go through the model's own chat template from its GGUF metadata (plus a pre-filled
-``assistant_prefix``), a raw completion prompt is tokenized as is, starting from BOS when the
+``assistant_prefix``; a request's ``tools`` too, when the template has a tools section), a
+raw completion prompt is tokenized as is, starting from BOS when the
 model wants one. Text going back out is handled by :mod:`.text`.
 
 This module does not load models or run them; it wraps an already loaded llama.cpp model.
@@ -11,13 +12,19 @@ This module does not load models or run them; it wraps an already loaded llama.c
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.base import GenerationRequest
 from smallfirst.errors import GenerationError, InvalidRequestError, UnsupportedError
+from smallfirst.types import Message
 
 __all__ = ["Prompter"]
+
+# a function name no template writes unless it renders the tools it is given
+_PROBE = "smallfirst_probe_function"
 
 
 class Prompter:
@@ -40,6 +47,15 @@ class Prompter:
                 bos_token=model.token_get_text(bos) if bos != -1 else "",
             )
 
+    @functools.cached_property
+    def calls_tools(self) -> bool:
+        """Whether the chat template renders ``tools`` (judged by rendering a probe)."""
+        if self.formatter is None:
+            return False
+        probe = [{"role": "user", "content": "hi"}]
+        tool = {"type": "function", "function": {"name": _PROBE, "parameters": {}}}
+        return _PROBE in self.formatter(messages=probe, tools=[tool]).prompt
+
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
         return list(self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
@@ -60,8 +76,17 @@ class Prompter:
                     "use /v1/completions",
                     param="model",
                 )
-            messages = [{"role": m.role, "content": m.content} for m in request.messages]
-            prompt = self.formatter(messages=messages).prompt + (request.assistant_prefix or "")
+            messages = [_template_message(m) for m in request.messages]
+            tools = request.tools
+            offered = None
+            if tools is not None and tools.choice != "none":  # none: the model sees no tools
+                if not self.calls_tools:
+                    raise UnsupportedError(
+                        f"{self.spec.name}'s chat template has no tools section", param="tools"
+                    )
+                offered = json.loads(tools.definitions)
+            rendered = self.formatter(messages=messages, tools=offered).prompt
+            prompt = rendered + (request.assistant_prefix or "")
             # The template already wrote BOS where the model wants one.
             return prompt, self.tokenize(prompt, add_bos=False, special=True)
         prompt = request.prompt or ""
@@ -76,3 +101,28 @@ class Prompter:
                 "'prompt' is empty and this model has no BOS token", param="prompt"
             )
         return prompt, tokens
+
+
+def _template_message(m: Message) -> dict[str, Any]:
+    """A message as chat templates read it: a call's arguments as an object (the templates
+    write them with ``tojson``), a tool's answer with the id of the call it answers."""
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": _arguments(c.arguments)},
+            }
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # as the client wrote it; the template shows it as a string

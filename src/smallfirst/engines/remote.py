@@ -35,7 +35,14 @@ import httpx
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.admission import Admission, AdmissionObserver, guarded
-from smallfirst.engines.base import Chunk, GenerationRequest, TokenLogprob, TopLogprob
+from smallfirst.engines.base import (
+    Chunk,
+    GenerationRequest,
+    TokenLogprob,
+    ToolCallDelta,
+    Tools,
+    TopLogprob,
+)
 from smallfirst.engines.retrying import Retrying, error_message
 from smallfirst.errors import (
     UnsupportedError,
@@ -44,7 +51,7 @@ from smallfirst.errors import (
     UpstreamUnavailableError,
 )
 from smallfirst.settings import Settings
-from smallfirst.types import Usage
+from smallfirst.types import Message, Usage
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +68,9 @@ def request_body(model_id: str, request: GenerationRequest) -> dict[str, Any]:
     if request.stream:
         body["stream_options"] = {"include_usage": True}
     if request.messages is not None:
-        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        body["messages"] = [_wire_message(m) for m in request.messages]
+        if request.tools is not None:
+            body.update(_wire_tools(request.tools))
     else:
         body["prompt"] = request.prompt or ""
         if request.echo:
@@ -85,6 +94,51 @@ def request_body(model_id: str, request: GenerationRequest) -> dict[str, Any]:
         else:
             body["logprobs"] = s.top_logprobs
     return body
+
+
+def _wire_message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["content"] = m.content or None
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _wire_tools(tools: Tools) -> dict[str, Any]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` as the client sent them."""
+    out: dict[str, Any] = {"tools": json.loads(tools.definitions)}
+    if tools.choice == "function":
+        out["tool_choice"] = {"type": "function", "function": {"name": tools.function}}
+    else:
+        out["tool_choice"] = tools.choice
+    if tools.parallel is not None:
+        out["parallel_tool_calls"] = tools.parallel
+    return out
+
+
+def _tool_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
+    """An upstream's ``tool_calls`` (whole, or streamed pieces) as deltas."""
+    if not isinstance(raw, list):
+        return ()
+    out = []
+    for k, call in enumerate(raw):
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") or {}
+        out.append(
+            ToolCallDelta(
+                index=int(call.get("index", k)),
+                id=call.get("id"),
+                name=function.get("name"),
+                arguments=function.get("arguments") or "",
+            )
+        )
+    return tuple(out)
 
 
 def _chat_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
@@ -116,8 +170,11 @@ def parse_chunk(data: dict[str, Any]) -> Chunk | None:
     if not choices:
         return Chunk(usage=usage) if usage else None
     choice = choices[0]
+    calls: tuple[ToolCallDelta, ...] = ()
     if "delta" in choice:
-        text = (choice.get("delta") or {}).get("content") or ""
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or ""
+        calls = _tool_deltas(delta.get("tool_calls"))
     else:
         text = choice.get("text") or ""
     return Chunk(
@@ -125,6 +182,7 @@ def parse_chunk(data: dict[str, Any]) -> Chunk | None:
         logprobs=_chat_logprobs(choice.get("logprobs")),
         finish_reason=choice.get("finish_reason"),
         usage=usage,
+        tool_calls=calls,
     )
 
 
@@ -141,7 +199,10 @@ def _whole(name: str, raw: bytes) -> Chunk:
         {
             "choices": [
                 {
-                    "delta": {"content": text or ""},
+                    "delta": {
+                        "content": text or "",
+                        "tool_calls": (message or {}).get("tool_calls"),
+                    },
                     "logprobs": choice.get("logprobs"),
                     "finish_reason": choice.get("finish_reason") or "stop",
                 }

@@ -2,7 +2,8 @@
 
 The batched engine gives each sequence a llama.cpp sampler chain built from its request:
 ``logit_bias``, repetition penalties (presence, frequency), the request's grammar (JSON for
-``response_format``, see :mod:`.grammars`), then greedy at temperature 0, else top-p,
+``response_format``, see :mod:`.grammars`; a tool call, lazily for ``tool_choice`` auto, see
+:mod:`.toolcalls`), then greedy at temperature 0, else top-p,
 temperature and a seeded draw.
 The chain is the one llama-cpp-python's ``Llama.generate`` builds for the one-at-a-time
 engine (same samplers, same order, same 64-token penalty window), so both engines sample
@@ -58,9 +59,7 @@ class SamplerChain:
                 ),
             )
         if sampling.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(
-                vocab, sampling.grammar.encode("utf-8"), b"root"
-            )
+            grammar = _grammar_sampler(llama_cpp, vocab, sampling)
             if not grammar:
                 self.close()
                 raise RuntimeError("llama.cpp refused the request's grammar")
@@ -85,6 +84,19 @@ class SamplerChain:
         if self.chain is not None:
             self._lib.llama_sampler_free(self.chain)
             self.chain = None
+
+
+def _grammar_sampler(lib: Any, vocab: Any, sampling: Sampling) -> Any:
+    """The request's grammar sampler; lazy (free text until the trigger is written, as
+    llama.cpp's server does for tool calls) when the request names a trigger."""
+    gbnf = (sampling.grammar or "").encode("utf-8")
+    triggers = sampling.grammar_triggers
+    if not triggers:
+        return lib.llama_sampler_init_grammar(vocab, gbnf, b"root")
+    patterns = (ctypes.c_char_p * len(triggers))(*(t.encode("utf-8") for t in triggers))
+    return lib.llama_sampler_init_grammar_lazy_patterns(
+        vocab, gbnf, b"root", patterns, len(triggers), None, 0
+    )
 
 
 def log_softmax(logits: npt.NDArray[np.single]) -> npt.NDArray[np.single]:

@@ -37,7 +37,8 @@ from smallfirst.evals.items import Item, without_prefill
 from smallfirst.metering.service import Metering
 from smallfirst.server.choosing import Choice
 from smallfirst.server.errors import WireError, describe
-from smallfirst.server.serving import Ledger, Metered
+from smallfirst.server.generation import Metered
+from smallfirst.server.serving import Ledger
 from smallfirst.settings import Settings
 from smallfirst.store.eval_results import EvalResult, EvalStore
 

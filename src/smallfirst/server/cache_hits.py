@@ -30,10 +30,10 @@ from smallfirst.engines.base import Chunk, GenerationRequest
 from smallfirst.metering.meter import Slot
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering, Outcome
+from smallfirst.server.generation import Answer
 from smallfirst.server.response_cache import Entry, ResponseCache, cache_key, cacheable
 from smallfirst.server.responses import Envelope, Kind
 from smallfirst.server.serving import (
-    Answer,
     Keep,
     Record,
     body_response,

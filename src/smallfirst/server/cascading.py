@@ -37,11 +37,10 @@ from smallfirst.metering.meter import Energy
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering
 from smallfirst.server.choosing import Choice
+from smallfirst.server.generation import Answer, Metered
 from smallfirst.server.responses import Envelope
 from smallfirst.server.serving import (
-    Answer,
     Ledger,
-    Metered,
     Record,
     body_response,
     endpoint_of,

@@ -165,15 +165,8 @@ class Chooser:
                 parse_policy(_strategy(name)[1])  # still refuse a malformed policy
             except RoutingError as exc:
                 raise _bad_policy(name, exc) from None
-            return Choice(
-                self.settings.default_model,
-                name,
-                None,
-                {
-                    "strategy": "default",
-                    "why": "no router fitted yet (smallfirst router fit): the default model",
-                },
-                fallbacks=self.settings.fallbacks_for(self.settings.default_model),
+            return self._default(
+                name, "no router fitted yet (smallfirst router fit): the default model", exclude
             )
         from smallfirst.routing.artifact import candidates_for
 
@@ -185,15 +178,8 @@ class Chooser:
             kept = [c for c in candidates if c.name not in excluded]
             candidates = kept or candidates[:1]
         if not candidates:
-            return Choice(
-                self.settings.default_model,
-                name,
-                None,
-                {
-                    "strategy": "default",
-                    "why": "none of the router's models is installed: the default model",
-                },
-                fallbacks=self.settings.fallbacks_for(self.settings.default_model),
+            return self._default(
+                name, "none of the router's models is installed: the default model", exclude
             )
         decision = router.decide(messages, candidates)
         strategy = _strategy(name)[0]
@@ -212,6 +198,20 @@ class Chooser:
             (router, candidates) if strategy == CASCADE else None,
             self._next_best(decision.model, decision.scores, [c.name for c in candidates]),
         )
+
+    def _default(self, name: str, why: str, exclude: Exclude | None) -> Choice:
+        """The default model, or when ``exclude`` leaves it out, the first installed model
+        it does not."""
+        model = self.settings.default_model
+        route: dict[str, Any] = {"strategy": "default", "why": why}
+        reason = exclude(model) if exclude is not None else None
+        if exclude is not None and reason is not None:
+            able = [m for m in self.pool.available() if exclude(m) is None]
+            if able:
+                route["why"] = f"{why} is excluded; the first installed model that is not"
+                route["excluded"] = {model: reason}
+                model = able[0]
+        return Choice(model, name, None, route, fallbacks=self.settings.fallbacks_for(model))
 
     def _next_best(
         self, chosen: str, scores: dict[str, float], names: list[str]

@@ -23,13 +23,15 @@ import dataclasses
 from fastapi import Request
 from fastapi.responses import Response
 
+from smallfirst.engines.base import GenerationRequest
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import UnsupportedError
 from smallfirst.metering.service import Metering
+from smallfirst.server import capabilities
 from smallfirst.server.access import Access
 from smallfirst.server.cache_hits import HEADER, CacheFront
 from smallfirst.server.cascading import Cascade, serve_cascade
-from smallfirst.server.choosing import Chooser, is_auto
+from smallfirst.server.choosing import Choice, Chooser, is_auto
 from smallfirst.server.fallbacks import serve_with_fallbacks
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
 from smallfirst.server.responses import Envelope, Kind
@@ -61,8 +63,13 @@ class Completions:
     async def handle(
         self, request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest
     ) -> Response:
-        gen = dataclasses.replace(body.to_generation(), stream=bool(body.stream))
+        if isinstance(body, ChatCompletionRequest):
+            gen = body.to_generation(tool_grammar=self.chooser.settings.tool_call_grammar)
+        else:
+            gen = body.to_generation()
+        gen = dataclasses.replace(gen, stream=bool(body.stream))
         messages = gen.messages or (Message("user", gen.prompt or ""),)
+        needs = capabilities.excluder(self.pool.catalog, gen)
         record = self.record
         cache = self.cache if not self.pool.closing else None  # draining: no hits either
         ck: str | None = None  # the cache key
@@ -72,10 +79,11 @@ class Completions:
                 ck, hit = cache.lookup(kind, body.model, gen, body.include_usage)
                 if hit is not None:
                     return hit
-            choice = self.chooser.choose(body.model, messages)
+            choice = self._check(self.chooser.choose(body.model, messages, needs), gen)
         else:  # the key's models, budget and rate limits (server/access)
             exclude = self.access.excluder(key, gen) if is_auto(body.model) else None
-            choice = self.chooser.choose(body.model, messages, exclude)
+            choice = self.chooser.choose(body.model, messages, capabilities.both(exclude, needs))
+            choice = self._check(choice, gen)
             choice, record = self.access.admit(request.state, key, body.model, choice, gen, record)
             if cache is not None:
                 # admitted as any request is (its hit's receipt settles the reservation), and
@@ -111,3 +119,6 @@ class Completions:
         if cache is not None:
             response.headers[HEADER] = "miss" if keep is not None else "bypass"
         return response
+
+    def _check(self, choice: Choice, gen: GenerationRequest) -> Choice:
+        return capabilities.check(choice, self.pool.catalog, gen, self.pool.available())

@@ -65,6 +65,7 @@ def models_listing(
                     "context_length": spec.context_length,
                     "chat": spec.chat,
                     "embeds": spec.embeds,  # serves /v1/embeddings
+                    "tools": spec.tools,  # calls functions
                     "engine": "remote" if spec.is_remote else "llama.cpp",
                 },
             )

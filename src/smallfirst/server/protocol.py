@@ -20,11 +20,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from smallfirst.engines.base import GenerationRequest, Sampling
+from smallfirst.engines.base import GenerationRequest, Sampling, Tools
 from smallfirst.engines.choices import MAX_CHOICES
 from smallfirst.engines.grammars import json_object_grammar, schema_grammar
+from smallfirst.engines.toolcalls import call_grammar
 from smallfirst.errors import InvalidRequestError, UnsupportedError
-from smallfirst.types import Message
+from smallfirst.types import Message, ToolCall
 
 # strict, as OpenAI is: a boolean or a string where a number belongs is a 400, never coerced
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, strict=True)]
@@ -61,10 +62,45 @@ class ContentPart(_Edge):
     text: str | None = Field(None, json_schema_extra={"type": "string"})
 
 
+FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class FunctionCall(_Edge):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCallIn(_Edge):
+    """A function call in an assistant turn of the history."""
+
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Edge):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    # an assistant turn's calls; a tool turn names the call it answers
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+    def message(self, index: int) -> Message:
+        if self.role == "tool" and not self.tool_call_id:
+            raise InvalidRequestError(
+                "a message with role 'tool' needs the tool_call_id of the call it answers",
+                param=f"messages.[{index}].tool_call_id",
+            )
+        if self.tool_calls and self.role != "assistant":
+            raise InvalidRequestError(
+                "only assistant messages carry tool_calls", param=f"messages.[{index}].tool_calls"
+            )
+        calls = tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ()
+        )
+        tool_call_id = self.tool_call_id if self.role == "tool" else None
+        return Message(self.role, self.text(index), calls, tool_call_id)
 
     def text(self, index: int) -> str:
         if self.content is None:
@@ -119,6 +155,31 @@ class ResponseFormat(_Edge):
         return None
 
 
+class FunctionDef(_Edge):
+    name: FunctionName
+    description: str | None = None
+    # a JSON schema for the arguments; the grammar that enforces a call is built from it
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class ToolDef(_Edge):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Edge):
+    name: str
+
+
+class NamedToolChoice(_Edge):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
 class _Sampled(_Edge):
     model: str = Field(min_length=1)
     temperature: Temperature | None = None
@@ -166,34 +227,82 @@ class ChatCompletionRequest(_Sampled):
     logprobs: StrictBool | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=20, strict=True)] | None = None
     response_format: ResponseFormat | None = None
-    # accepted only empty (a 400 otherwise), so documented as such
-    tools: list[Any] | None = Field(None, json_schema_extra={"maxItems": 0})
+    # OpenAI's limit of 128 functions
+    tools: Annotated[list[ToolDef], Field(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = Field(
+        None,
+        description="`required` and a named function are enforced by a grammar built from "
+        "the parameter schemas on local models; `auto` holds a call to it once the model "
+        "starts one.",
+    )
+    parallel_tool_calls: StrictBool | None = None
+    # the deprecated form of tools: refused (a 400), so documented as such
     functions: list[Any] | None = Field(None, json_schema_extra={"maxItems": 0})
 
-    def to_generation(self) -> GenerationRequest:
-        if self.tools or self.functions:
+    def to_generation(self, *, tool_grammar: bool = True) -> GenerationRequest:
+        """``tool_grammar`` False leaves ``tool_choice`` auto's calls unconstrained."""
+        if self.functions:
             raise UnsupportedError(
-                "tools and function calling are not supported yet", param="tools"
+                "the deprecated 'functions' parameter is not supported; send 'tools'",
+                param="functions",
             )
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequestError(
                 "top_logprobs requires logprobs to be true", param="top_logprobs"
             )
+        tools = self._tools()
         fmt = self.response_format
         grammar = fmt.grammar() if fmt is not None else None
-        messages = tuple(
-            Message(role=m.role, content=m.text(i)) for i, m in enumerate(self.messages)
-        )
+        if tools is not None and tools.choice != "none" and grammar is not None:
+            raise UnsupportedError(
+                "response_format json_object or json_schema together with tools is not "
+                "supported: send one of them (or tool_choice 'none')",
+                param="response_format",
+            )
+        triggers: tuple[str, ...] = ()
+        if tools is not None and tools.choice != "none":
+            grammar, triggers = call_grammar(tools, enforce_auto=tool_grammar)
+        messages = tuple(m.message(i) for i, m in enumerate(self.messages))
         sampling = Sampling(
             **self._common(),
             max_tokens=self.max_completion_tokens or self.max_tokens,
             logprobs=bool(self.logprobs),
             top_logprobs=self.top_logprobs or 0,
             grammar=grammar,
+            grammar_triggers=triggers,
             # passed on to remote engines as sent (None for text, the default)
-            response_format=None if grammar is None or fmt is None else _as_sent(fmt),
+            response_format=None if fmt is None or fmt.type == "text" else _as_sent(fmt),
         )
-        return GenerationRequest(sampling=sampling, messages=messages, n=self.n or 1)
+        return GenerationRequest(sampling=sampling, messages=messages, n=self.n or 1, tools=tools)
+
+    def _tools(self) -> Tools | None:
+        choice = self.tool_choice
+        if not self.tools:
+            if choice is not None and choice != "none":
+                raise InvalidRequestError(
+                    "tool_choice is only allowed when tools are specified", param="tool_choice"
+                )
+            return None
+        names = [t.function.name for t in self.tools]
+        if len(set(names)) < len(names):
+            raise InvalidRequestError("two tools have the same function name", param="tools")
+        function = None
+        if isinstance(choice, NamedToolChoice):
+            function = choice.function.name
+            if function not in names:
+                raise InvalidRequestError(
+                    f"tool_choice names function {function!r}, which is not among the tools",
+                    param="tool_choice",
+                )
+        definitions = json.dumps(
+            [t.model_dump(exclude_none=True) for t in self.tools], ensure_ascii=False
+        )
+        return Tools(
+            definitions=definitions,
+            choice="function" if function else (choice or "auto"),  # type: ignore[arg-type]
+            function=function,
+            parallel=self.parallel_tool_calls,
+        )
 
 
 def _as_sent(fmt: ResponseFormat) -> str:

@@ -35,10 +35,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from smallfirst.engines.base import GenerationRequest, Sampling, TokenLogprob
 from smallfirst.metering.receipts import Receipt
-from smallfirst.types import FinishReason, Usage
+from smallfirst.types import FinishReason, Message, Usage
 
 __all__ = ["Entry", "ResponseCache", "cache_key", "cacheable"]
 
@@ -53,7 +54,8 @@ _SAMPLING_FIELDS = dataclasses.fields(Sampling)
 def cacheable(request: GenerationRequest) -> bool:
     """Whether the answer is the same every time: greedy, or sampled with a seed. One
     choice only: an entry holds one answer (``n`` > 1 is generated every time)."""
-    if request.n != 1:
+    if request.n != 1 or request.tools is not None:
+        # an entry holds text only: tool calls (with their ids) are generated every time
         return False
     return request.sampling.temperature == 0 or request.sampling.seed is not None
 
@@ -71,7 +73,7 @@ def cache_key(
         "scope": scope,
         "kind": kind,
         "model": model,
-        "messages": None if messages is None else [[m.role, m.content] for m in messages],
+        "messages": None if messages is None else [_turn(m) for m in messages],
         "prompt": request.prompt,
         "assistant_prefix": request.assistant_prefix,
         "echo": request.echo,
@@ -80,6 +82,12 @@ def cache_key(
     }
     payload = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _turn(m: Message) -> list[Any]:
+    if not (m.tool_calls or m.tool_call_id):
+        return [m.role, m.content]  # the keys made before tool calls existed
+    return [m.role, m.content, [[c.id, c.name, c.arguments] for c in m.tool_calls], m.tool_call_id]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ import secrets
 import time
 from typing import Any, Literal
 
-from smallfirst.engines.base import TokenLogprob
-from smallfirst.types import Usage
+from smallfirst.engines.base import TokenLogprob, ToolCallDelta
+from smallfirst.types import ToolCall, Usage
 
 Kind = Literal["chat", "text"]
 _MARK = "\x00text\x00"
@@ -102,8 +102,9 @@ def text_logprobs(
     }
 
 
-Choice = tuple[str, str | None, list[TokenLogprob] | None]
-"""One choice of a whole answer: its text, finish reason and logprobs (None: not asked)."""
+Choice = tuple[str, str | None, list[TokenLogprob] | None, tuple[ToolCall, ...]]
+"""One choice of a whole answer: its text, finish reason, logprobs (None: not asked) and
+tool calls."""
 
 
 def full_response(
@@ -113,11 +114,12 @@ def full_response(
     usage: Usage | None,
     logprobs: list[TokenLogprob] | None,
     more: tuple[Choice, ...] = (),
+    tool_calls: tuple[ToolCall, ...] = (),
 ) -> dict[str, Any]:
     """The whole answer; ``more`` are the choices after the first (``n`` > 1)."""
     choices = [
         _choice(env, index, *choice)
-        for index, choice in enumerate(((text, finish_reason, logprobs), *more))
+        for index, choice in enumerate(((text, finish_reason, logprobs, tool_calls), *more))
     ]
     body = env.head("chat.completion" if env.kind == "chat" else "text_completion")
     body["choices"] = choices
@@ -131,11 +133,23 @@ def _choice(
     text: str,
     finish_reason: str | None,
     logprobs: list[TokenLogprob] | None,
+    tool_calls: tuple[ToolCall, ...] = (),
 ) -> dict[str, Any]:
     if env.kind == "chat":
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if tool_calls:  # as OpenAI answers a call: no content unless the model wrote some
+            message["content"] = text or None
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in tool_calls
+            ]
         return {
             "index": index,
-            "message": {"role": "assistant", "content": text, "refusal": None},
+            "message": message,
             "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
             "finish_reason": finish_reason,
         }
@@ -155,12 +169,15 @@ def stream_chunk(
     role: bool = False,
     text_offset: int = 0,
     index: int = 0,
+    tool_calls: tuple[ToolCallDelta, ...] = (),
 ) -> dict[str, Any]:
     if env.kind == "chat":
         delta: dict[str, Any] = {}
         if role:
             delta["role"] = "assistant"
-        if text is not None:
+        if tool_calls:
+            delta["tool_calls"] = [_call_delta(d) for d in tool_calls]
+        elif text is not None:
             delta["content"] = text
         choice: dict[str, Any] = {
             "index": index,
@@ -179,6 +196,21 @@ def stream_chunk(
         body = env.head("text_completion")
     body["choices"] = [choice]
     return body
+
+
+def _call_delta(d: ToolCallDelta) -> dict[str, Any]:
+    """OpenAI's streamed call piece: id, type and name first, then arguments text."""
+    out: dict[str, Any] = {"index": d.index}
+    function: dict[str, Any] = {}
+    if d.id is not None:
+        out["id"] = d.id
+        out["type"] = "function"
+    if d.name is not None:
+        function["name"] = d.name
+    if d.arguments or d.name is not None:
+        function["arguments"] = d.arguments
+    out["function"] = function
+    return out
 
 
 def usage_chunk(env: Envelope, usage: Usage | None) -> dict[str, Any]:

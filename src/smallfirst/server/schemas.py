@@ -174,10 +174,25 @@ class TextLogprobs(_Closed):
     text_offset: list[int]
 
 
+class CalledFunction(_Closed):
+    name: str
+    arguments: str = Field(
+        description="JSON text; held to the parameter schema by a grammar "
+        "for tool_choice required or a named function"
+    )
+
+
+class ToolCall(_Closed):
+    id: str
+    type: Literal["function"]
+    function: CalledFunction
+
+
 class AssistantMessage(_Closed):
     role: Literal["assistant"]
-    content: str
+    content: str | None = Field(description="null when the reply is only tool calls")
     refusal: None
+    tool_calls: list[ToolCall] | None = Field(None, description="absent when none was called")
 
 
 class ChatChoice(_Closed):
@@ -215,9 +230,22 @@ class TextCompletion(_Head):
     smallfirst: Receipt | None = Field(None, description="absent when receipts are off")
 
 
+class CalledFunctionDelta(_Closed):
+    name: str | None = Field(None, description="in a call's first piece")
+    arguments: str | None = Field(None, description="JSON text, in pieces")
+
+
+class ToolCallDelta(_Closed):
+    index: int = Field(description="the call's place among the choice's calls")
+    id: str | None = Field(None, description="in a call's first piece")
+    type: Literal["function"] | None = None
+    function: CalledFunctionDelta
+
+
 class ChatDelta(_Closed):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(_Closed):

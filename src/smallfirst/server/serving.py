@@ -1,12 +1,10 @@
 """The serving step: an engine's chunks turned into an answer with one metered receipt.
 
-Every generation, whether a client's request, a cascade's attempt or an evaluation item,
-runs as a :class:`Metered` generation: its own metering slot (the attribution window the
-engine opens and closes), timed from its start, drained to an :class:`Answer` or streamed.
-Every request ends in exactly one receipt, built and stored by its :class:`Ledger` when
-the request ends, whether it ended well, failed after it began (``error``) or lost its
-client (``cancelled``): energy already spent is recorded either way. Requests refused
-before generation (bad input) store nothing.
+Every generation runs as a :class:`~.generation.Metered` generation, drained to an
+:class:`~.generation.Answer` or streamed. Every request ends in exactly one receipt, built
+and stored by its :class:`Ledger` when the request ends, whether it ended well, failed
+after it began (``error``) or lost its client (``cancelled``): energy already spent is
+recorded either way. Requests refused before generation (bad input) store nothing.
 
 For clients it also frames the answer: one JSON body with the ``x-smallfirst-*`` headers
 and a ``smallfirst`` field, or a server-sent event stream whose final chunk carries the
@@ -31,7 +29,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -40,22 +37,21 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from smallfirst.catalog import ModelSpec
-from smallfirst.engines.base import Chunk, Engine, GenerationRequest, TokenLogprob
+from smallfirst.engines.base import Chunk, Engine, GenerationRequest, TokenLogprob, ToolCallDelta
 from smallfirst.metering.meter import Energy, Slot
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering, Outcome
 from smallfirst.server.choosing import Choice
 from smallfirst.server.errors import describe, unhandled
+from smallfirst.server.generation import Answer, Metered, assemble_calls, token_counts
 from smallfirst.server.responses import Envelope, full_response, stream_chunk, usage_chunk
-from smallfirst.types import FinishReason, Usage
+from smallfirst.types import Usage
 
 __all__ = [
     "DISCONNECT_POLL_S",
-    "Answer",
     "Finish",
     "Keep",
     "Ledger",
-    "Metered",
     "Record",
     "body_response",
     "endpoint_of",
@@ -74,93 +70,8 @@ Finish = Callable[[str, Usage | None], Receipt | None]
 """Ends a request with a status (ok, error, cancelled) and usage; returns its receipt."""
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A generation drained to its end."""
-
-    text: str
-    finish_reason: FinishReason | None
-    usage: Usage | None
-    logprobs: tuple[TokenLogprob, ...]
-    # n > 1: the choices after the first (their own usage None: ``usage`` covers them all)
-    more: tuple[Answer, ...] = ()
-
-
-Keep = Callable[[str, "Answer", Receipt | None], None]
+Keep = Callable[[str, Answer, Receipt | None], None]
 """Hands a complete answer (the model that gave it, the answer, its receipt) to the cache."""
-
-
-def _tokens(usage: Usage | None) -> tuple[int, int] | None:
-    return (usage.prompt_tokens, usage.completion_tokens) if usage else None
-
-
-class Metered:
-    """One generation on one engine, in its own metering slot, timed from its creation."""
-
-    def __init__(
-        self, engine: Engine, metering: Metering | None, request: GenerationRequest
-    ) -> None:
-        self.engine = engine
-        self.spec: ModelSpec = engine.spec
-        self.metering = metering
-        self.slot: Slot | None = metering.slot(engine.spec) if metering else None
-        self.request = dataclasses.replace(
-            request, on_compute=self.slot.set_active if self.slot else None, meter=self.slot
-        )
-        self.started = time.perf_counter()
-        self.first_at: float | None = None
-        self.ended_at: float | None = None
-        self.usage: Usage | None = None  # the latest seen, so far
-
-    @property
-    def ttft_s(self) -> float | None:
-        return None if self.first_at is None else self.first_at - self.started
-
-    @property
-    def duration_s(self) -> float:
-        return (self.ended_at or time.perf_counter()) - self.started
-
-    def chunks(self) -> AsyncGenerator[Chunk, None]:
-        """The engine's stream (for a client's stream, framed without a wrapper per token)."""
-        return self.engine.generate(self.request)
-
-    def mark_first(self) -> None:
-        if self.first_at is None:
-            self.first_at = time.perf_counter()
-
-    async def drain(self) -> Answer:
-        """Run the generation to its end; usage and timing stay readable if it fails."""
-        n = self.request.n
-        parts: list[list[str]] = [[] for _ in range(n)]
-        logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
-        finish: list[FinishReason | None] = [None] * n
-        stream = self.chunks()
-        try:
-            async for chunk in stream:
-                self.mark_first()
-                i = chunk.index
-                parts[i].append(chunk.text)
-                logprobs[i].extend(chunk.logprobs)
-                finish[i] = chunk.finish_reason or finish[i]
-                self.usage = chunk.usage or self.usage
-        finally:
-            await stream.aclose()
-            self.ended_at = time.perf_counter()
-        answers = [Answer("".join(parts[i]), finish[i], None, tuple(logprobs[i])) for i in range(n)]
-        return dataclasses.replace(answers[0], usage=self.usage, more=tuple(answers[1:]))
-
-    def energy(self) -> Energy:
-        """The energy this generation spent so far (the slot's, else the model's profile)."""
-        if self.metering is None:
-            return Energy(None, "unknown", note="receipts are off")
-        return self.metering.energy(self.spec, self.slot, _tokens(self.usage))
-
-    def cost_usd(self, energy: Energy) -> float | None:
-        if self.metering is None:
-            return None
-        return self.metering.pricer.cost(
-            self.spec, energy.energy_j, _tokens(self.usage), self.duration_s
-        )[0]
 
 
 class Ledger:
@@ -225,7 +136,7 @@ class Ledger:
             endpoint=self.endpoint,
             stream=self.stream,
             status=status,
-            tokens=_tokens(usage),
+            tokens=token_counts(usage),
             duration_s=time.perf_counter() - self.started,
             ttft_s=ttft_s,
             policy=self.choice.policy,
@@ -294,8 +205,10 @@ def body_response(
         answer.usage,
         list(answer.logprobs) if logprobs else None,
         tuple(
-            (a.text, a.finish_reason, list(a.logprobs) if logprobs else None) for a in answer.more
+            (a.text, a.finish_reason, list(a.logprobs) if logprobs else None, a.tool_calls)
+            for a in answer.more
         ),
+        answer.tool_calls,
     )
     if receipt is None:
         return JSONResponse(payload, headers={"x-smallfirst-model": env.model})
@@ -414,6 +327,7 @@ def _chunk_dict(env: Envelope, chunk: Chunk, text_offset: int) -> dict[str, Any]
         chunk.logprobs,
         text_offset=text_offset,
         index=chunk.index,
+        tool_calls=chunk.tool_calls,
     )
 
 
@@ -434,6 +348,7 @@ async def _sse(
     # never with n > 1, which the cache does not keep)
     parts: list[str] | None = [] if keep is not None else None
     logprobs: list[TokenLogprob] = []
+    calls: list[ToolCallDelta] = []
     chunk: Chunk | None = first
     status = "cancelled"
     try:
@@ -446,6 +361,7 @@ async def _sse(
             if parts is not None:
                 parts.append(chunk.text)
                 logprobs.extend(chunk.logprobs)
+                calls.extend(chunk.tool_calls)
             if chunk.finish_reason is not None:
                 last = _chunk_dict(env, chunk, offsets[i])
                 open_choices -= 1
@@ -456,7 +372,13 @@ async def _sse(
                 receipt = finish("ok", usage)
                 status = "ok"
                 if keep is not None and parts is not None:
-                    answer = Answer("".join(parts), chunk.finish_reason, usage, tuple(logprobs))
+                    answer = Answer(
+                        "".join(parts),
+                        chunk.finish_reason,
+                        usage,
+                        tuple(logprobs),
+                        tool_calls=assemble_calls(calls),
+                    )
                     keep(env.model, answer, receipt)
                 if include_usage:
                     yield _event(last)
@@ -465,7 +387,7 @@ async def _sse(
                     last["smallfirst"] = receipt.public()
                 yield _event(last)
                 break
-            if chunk.logprobs or (i and chunk.text):
+            if chunk.logprobs or chunk.tool_calls or (i and chunk.text):
                 yield _event(_chunk_dict(env, chunk, offsets[i]))
             elif chunk.text:
                 yield env.text_event(chunk.text)  # the common case, rendered from a template
