@@ -59,8 +59,14 @@ class Completions:
         self.cache = cache
 
     async def handle(
-        self, request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest
+        self,
+        request: Request,
+        kind: Kind,
+        body: ChatCompletionRequest | CompletionRequest,
+        endpoint: str | None = None,
     ) -> Response:
+        """Serve ``body``; ``endpoint`` names its receipt's endpoint when it is not the
+        kind's own (``/v1/responses``, served as a chat request)."""
         gen = dataclasses.replace(body.to_generation(), stream=bool(body.stream))
         messages = gen.messages or (Message("user", gen.prompt or ""),)
         record = self.record
@@ -69,7 +75,7 @@ class Completions:
         key = getattr(request.state, "api_key", None)  # set by server/auth once keys exist
         if key is None or self.access is None:
             if cache is not None:  # looked up before a model is even chosen
-                ck, hit = cache.lookup(kind, body.model, gen, body.include_usage)
+                ck, hit = cache.lookup(kind, body.model, gen, body.include_usage, endpoint=endpoint)
                 if hit is not None:
                     return hit
             choice = self.chooser.choose(body.model, messages)
@@ -82,14 +88,14 @@ class Completions:
                 # scoped to the key: two keys never share an answer
                 ck, hit = cache.lookup(
                     kind, body.model, gen, body.include_usage,
-                    scope=key.id, record=record, caller=choice.caller,
+                    scope=key.id, record=record, caller=choice.caller, endpoint=endpoint,
                 )  # fmt: skip
                 if hit is not None:
                     return hit
         if choice.cascade is not None:
             if gen.n > 1:  # a cascade judges one answer per attempt
                 raise UnsupportedError("n > 1 is not supported with a cascade", param="n")
-            env = Envelope(kind, choice.model)
+            env = Envelope(kind, choice.model, endpoint)
             cascade = Cascade(self.pool, self.metering, record, choice, env, gen.stream)
             response = await serve_cascade(cascade, request, messages, gen, body.include_usage)
             if cache is not None:
@@ -107,6 +113,7 @@ class Completions:
             record,
             choice,
             keep=keep,
+            endpoint=endpoint,
         )
         if cache is not None:
             response.headers[HEADER] = "miss" if keep is not None else "bypass"

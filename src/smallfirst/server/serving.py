@@ -52,6 +52,7 @@ from smallfirst.types import FinishReason, Usage
 __all__ = [
     "DISCONNECT_POLL_S",
     "Answer",
+    "ClosingStreamingResponse",
     "Finish",
     "Keep",
     "Ledger",
@@ -266,7 +267,7 @@ class Ledger:
 
 def endpoint_of(env: Envelope) -> str:
     """The receipt's endpoint name for a response envelope."""
-    return "chat" if env.kind == "chat" else "completions"
+    return env.endpoint
 
 
 async def finished_or_gone(request: Request, task: asyncio.Task[Any]) -> bool:
