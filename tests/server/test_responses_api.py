@@ -254,6 +254,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"input": [{"type": "function_call", "call_id": "c", "name": "f"}]}, "input.[0].arguments"),
     ({"input": []}, "input"),
     ({"tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
+    ({"top_logprobs": 2}, "top_logprobs"),
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"temperature": 3}, "temperature"),
     ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object",

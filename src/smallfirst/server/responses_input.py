@@ -20,7 +20,8 @@ What needs state the gateway does not keep is a 400 naming the parameter, before
 runs: ``previous_response_id``, ``conversation``, ``background``, ``store: true`` (absent
 or false is accepted: nothing is stored either way), ``prompt`` templates, ``include``,
 ``reasoning`` beyond none, ``truncation: auto``, non-function tools, and image, file or
-audio input. Unknown extra fields are accepted and ignored, as on the chat endpoint.
+audio input; so is ``top_logprobs`` above 0 (logprobs are not served on this endpoint).
+Unknown extra fields are accepted and ignored, as on the chat endpoint.
 
 This module does not serve anything and does not shape responses
 (:mod:`.responses_output`).
@@ -116,8 +117,11 @@ class ResponsesRequest(BaseModel):
     truncation: Literal["auto", "disabled"] | None = Field(
         None, description="Only disabled; auto is a 400."
     )
+    top_logprobs: Annotated[int, Field(ge=0, le=20, strict=True)] | None = Field(
+        None, description="Only 0: logprobs are not served here (a 400)."
+    )
 
-    def refuse_stateful(self) -> None:
+    def refuse_unserved(self) -> None:
         """A 400 for the first option given that needs state or features not served."""
         given = (
             ("previous_response_id", self.previous_response_id is not None),
@@ -127,6 +131,7 @@ class ResponsesRequest(BaseModel):
             ("prompt", self.prompt is not None),
             ("include", bool(self.include)),
             ("truncation", self.truncation == "auto"),
+            ("top_logprobs", bool(self.top_logprobs)),
         )
         for param, refused in given:
             if refused:
@@ -137,7 +142,7 @@ class ResponsesRequest(BaseModel):
 
     def to_chat(self) -> dict[str, Any]:
         """The equivalent chat completion request, in OpenAI's chat wire format."""
-        self.refuse_stateful()
+        self.refuse_unserved()
         messages = chat_messages(self.input)
         if self.instructions is not None:
             messages.insert(0, {"role": "system", "content": self.instructions})
