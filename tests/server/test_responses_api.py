@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ import pytest
 from pydantic import BaseModel
 
 from smallfirst.settings import Settings, UserModel
+from smallfirst.store.keys import KeySpec
 from smallfirst.stub_upstream import REPLY, StubUpstream
 from tests.conftest import QWEN, SMOL, LiveServer, require_models
 
@@ -73,6 +75,9 @@ def test_text_input_answers_with_usage_and_receipt(gateway: LiveServer) -> None:
     assert raw.headers["x-smallfirst-receipt-id"] == receipt["receipt_id"]
     assert r.id == "resp_" + receipt["receipt_id"].removeprefix("chatcmpl-")
     assert stored_endpoint(gateway, receipt["receipt_id"]) == "responses"
+    # routed as chat is: auto (without a fitted router here) is the default model
+    auto = sdk(gateway).responses.create(model="auto", input=QUESTION, max_output_tokens=2)
+    assert auto.model == SMOL and (auto.model_extra or {})["smallfirst"]["policy"] is not None
 
 
 def test_messages_and_instructions_answer_as_the_same_chat_request(
@@ -331,3 +336,29 @@ def test_a_stream_that_breaks_ends_with_an_error_event(
     assert "response.completed" not in names and events[-1]["message"]
     assert bare.app.state.store.get(receipt_id).status == "error"
     assert stored_endpoint(bare, receipt_id) == "responses"
+
+
+@pytest.mark.fast
+def test_api_keys_admit_responses_as_they_admit_chat(
+    settings: Settings, stub: StubUpstream, tmp_path: Path
+) -> None:
+    update = {
+        "data_dir": tmp_path,
+        "models": (UserModel(name="stub", base_url=stub.url, model_id="stub"),),
+    }
+    with LiveServer(settings.model_copy(update=update)) as keyed:
+        _, secret = keyed.app.state.keys.create(KeySpec(name="agent"))
+        _, narrow = keyed.app.state.keys.create(KeySpec(name="narrow", models=("other*",)))
+
+        def ask(key: str) -> Any:
+            client = openai.OpenAI(base_url=keyed.url + "/v1", api_key=key, max_retries=0)
+            return client.responses.with_raw_response.create(model="stub", input="hi")
+
+        with pytest.raises(openai.AuthenticationError):
+            ask("not-a-key")
+        with pytest.raises(openai.PermissionDeniedError) as denied:
+            ask(narrow)
+        assert denied.value.body["code"] == "model_not_allowed"  # type: ignore[index]
+        ok = ask(secret)
+        receipt = keyed.app.state.store.get(ok.headers["x-smallfirst-receipt-id"])
+        assert (receipt.endpoint, receipt.key_name) == ("responses", "agent")

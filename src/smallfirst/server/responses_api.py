@@ -37,7 +37,6 @@ __all__ = ["ENDPOINT", "Responses", "sse_events"]
 ENDPOINT = "responses"  # the receipts' endpoint name
 # a chat parameter a refusal may name, as the Responses request calls it
 _PARAMS = {
-    "messages": "input",
     "max_completion_tokens": "max_output_tokens",
     "response_format": "text.format",
 }
@@ -48,6 +47,8 @@ def _param(chat_param: str | None) -> str | None:
     if chat_param is None:
         return None
     head, dot, rest = chat_param.partition(".")
+    if head == "messages":  # its indices are not input's (instructions, merged tool calls)
+        return "input"
     return _PARAMS.get(head, head) + dot + rest
 
 
