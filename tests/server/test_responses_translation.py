@@ -17,6 +17,8 @@ from typing import Any
 
 import openai.types.responses as sdk
 import pytest
+from openai import omit
+from openai.lib.streaming.responses._responses import ResponseStreamState
 from pydantic import TypeAdapter
 
 from smallfirst.errors import InvalidRequestError
@@ -311,6 +313,17 @@ def test_streamed_tool_calls_arrive_as_function_call_events() -> None:
         (o.call_id, o.name) for o in final.output if isinstance(o, sdk.ResponseFunctionToolCall)
     ]
     assert names == [("call_1", "get_weather"), ("call_2", "get_time")]
+    # the SDK's own stream helper (client.responses.stream) reassembles them
+    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=[], text_format=omit)
+    for event in events:
+        state.handle_event(EVENTS.validate_python(event))
+    assembled = state._completed_response
+    assert assembled is not None
+    calls = [o for o in assembled.output if o.type == "function_call"]
+    assert [(c.call_id, json.loads(c.arguments)) for c in calls] == [
+        ("call_1", {"city": "Oslo"}),
+        ("call_2", {}),
+    ]
 
 
 def test_a_length_cut_stream_ends_incomplete() -> None:
