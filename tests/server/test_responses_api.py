@@ -13,6 +13,7 @@ need the chat path's function calling.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -362,3 +363,33 @@ def test_api_keys_admit_responses_as_they_admit_chat(
         ok = ask(secret)
         receipt = keyed.app.state.store.get(ok.headers["x-smallfirst-receipt-id"])
         assert (receipt.endpoint, receipt.key_name) == ("responses", "agent")
+
+
+@pytest.mark.fast
+def test_a_client_that_hangs_up_mid_stream_cancels_the_request(
+    bare: LiveServer, stub: StubUpstream
+) -> None:
+    """The bridge closes the chat stream under it: the upstream request ends and the
+    receipt says cancelled."""
+    stub.token_delay_s = 0.2  # 14 words: about 3 s, if nobody hangs up
+    try:
+        with httpx.stream(
+            "POST",
+            bare.url + "/v1/responses",
+            json={"model": "stub", "input": "slowly", "stream": True},
+            timeout=60,
+        ) as r:
+            receipt_id = r.headers["x-smallfirst-receipt-id"]
+            for line in r.iter_lines():
+                if "response.output_text.delta" in line:
+                    break
+        deadline = time.monotonic() + 10
+        row = None
+        while time.monotonic() < deadline:
+            row = bare.app.state.store.get(receipt_id)
+            if row is not None:
+                break
+            time.sleep(0.05)
+        assert row is not None and (row.status, row.endpoint) == ("cancelled", "responses")
+    finally:
+        stub.token_delay_s = 0.0
