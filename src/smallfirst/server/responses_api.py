@@ -32,7 +32,7 @@ from smallfirst.server.responses_input import ResponsesRequest
 from smallfirst.server.responses_output import ResponseStream, echo, response_body
 from smallfirst.server.serving import ClosingStreamingResponse
 
-__all__ = ["ENDPOINT", "Responses", "sse_events"]
+__all__ = ["ENDPOINT", "Responses", "as_chat", "sse_events"]
 
 ENDPOINT = "responses"  # the receipts' endpoint name
 # a chat parameter a refusal may name, as the Responses request calls it
@@ -69,7 +69,8 @@ class Responses:
 
     async def handle(self, request: Request, body: ResponsesRequest) -> Response:
         chat = as_chat(body)
-        # the chat refusal of tools names chat's own parameter; the same name here
+        # a refusal from the chat path (a schema the grammar cannot enforce) names chat's
+        # parameter: the client sent the Responses one
         try:
             answer = await self.completions.handle(request, "chat", chat, endpoint=ENDPOINT)
         except InvalidRequestError as exc:
