@@ -68,4 +68,3 @@ def test_which_models_embed(tmp_path: Path) -> None:
     # embeddings run in-process: a remote model cannot be declared to embed
     with pytest.raises(ValueError, match="only a local model"):
         UserModel(name="up", base_url="http://127.0.0.1:1/v1", embeds=True)
-

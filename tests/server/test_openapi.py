@@ -30,6 +30,7 @@ ROUTES = {
     ("/v1/chat/completions", "post"),
     ("/v1/completions", "post"),
     ("/v1/embeddings", "post"),
+    ("/v1/responses", "post"),
     ("/v1/models", "get"),
     ("/health", "get"),
     ("/metrics", "get"),
@@ -99,7 +100,9 @@ class Checker:
         media = r.headers["content-type"].split(";")[0]
         entry = self.schema_of(path, method, r.status_code, media)
         where = f"{method.upper()} {path} {r.status_code}"
-        if media == "text/event-stream":
+        if media == "text/event-stream" and path == "/v1/responses":
+            self.check_response_events(r.text, entry["schema"], where)
+        elif media == "text/event-stream":
             events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
             assert events[-1] == "[DONE]", where
             event_schema = entry["schema"]
@@ -111,6 +114,18 @@ class Checker:
         elif media == "application/json":
             self.validate(r.json(), entry["schema"], where)
         self.seen.add((path, method, str(r.status_code)))
+
+    def check_response_events(self, text: str, schema: dict[str, Any], where: str) -> None:
+        """A Responses stream: ``event:`` and ``data:`` pairs, each ``data`` an event."""
+        blocks = [b.splitlines() for b in text.split("\n\n") if b.strip()]
+        assert blocks, where
+        for block in blocks:
+            assert block[0].startswith("event: ") and block[1].startswith("data: "), block
+            pair = {"event": block[0].removeprefix("event: "), "data": block[1][6:]}
+            self.validate(pair, schema, where)
+            data = json.loads(pair["data"])
+            assert data["type"] == pair["event"], where
+            self.validate(data, schema["properties"]["data"]["contentSchema"], where)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +151,7 @@ def test_every_route_is_documented_with_its_request_model(
         "/v1/chat/completions": "#/components/schemas/ChatCompletionRequest",
         "/v1/completions": "#/components/schemas/CompletionRequest",
         "/v1/embeddings": "#/components/schemas/EmbeddingRequest",
+        "/v1/responses": "#/components/schemas/ResponsesRequest",
     }
 
 
@@ -150,7 +166,7 @@ def test_errors_are_documented_where_they_happen(document: dict[str, Any]) -> No
                 if status >= "400":
                     ref = entry["content"]["application/json"]["schema"]["$ref"]
                     assert ref == "#/components/schemas/ErrorBody", (path, status)
-    for path in ("/v1/chat/completions", "/v1/completions"):
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/responses"):
         op = document["paths"][path]["post"]
         assert set(op["responses"]) == {"200", *COMPLETION_ERRORS}
         assert "Retry-After" in op["responses"]["429"]["headers"]
@@ -234,6 +250,30 @@ def test_real_responses_validate_against_the_schema(
     assert {(chat, s) for s in ("200", "400", "404", "413", "502")} <= statuses
     assert ("/smallfirst/v1/summary", "400") not in statuses  # the filters above are valid
     assert ("/smallfirst/v1/dashboard/frontier", "400") in statuses
+
+
+@pytest.mark.fast
+def test_responses_validate_against_the_schema(app_client: TestClient, checker: Checker) -> None:
+    path = "/v1/responses"
+    for body in (
+        {"input": "hi"},
+        {"input": MSG, "instructions": "Be brief.", "max_output_tokens": 2},
+    ):
+        for stream in (False, True):
+            r = app_client.post(path, json={"model": "stub", **body, "stream": stream})
+            assert r.status_code == 200, r.text
+            checker.check(r, path, "post")
+    for body, status in (({"input": "hi", "previous_response_id": "resp_1"}, 400), ({}, 400)):
+        r = app_client.post(path, json={"model": "stub", **body})
+        assert r.status_code == status, r.text
+        checker.check(r, path, "post")
+    r = app_client.post(path, json={"model": "nope", "input": "hi"})
+    checker.check(r, path, "post")
+    assert {(p, s) for p, _, s in checker.seen if p == path} == {
+        (path, "200"),
+        (path, "400"),
+        (path, "404"),
+    }
 
 
 @pytest.mark.fast

@@ -47,7 +47,7 @@ J_PER_KWH = 3.6e6
 class Receipt:
     id: str
     created_at: float  # unix seconds
-    endpoint: str  # "chat" | "completions" | "embeddings"
+    endpoint: str  # "chat" | "completions" | "embeddings" | "responses"
     model: str
     tier: str
     engine: str  # "llama.cpp" | "remote"

@@ -41,6 +41,8 @@ from smallfirst.server.models_api import router as models_router
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
 from smallfirst.server.receipts_api import router as receipts_router
 from smallfirst.server.response_cache import ResponseCache
+from smallfirst.server.responses_api import Responses
+from smallfirst.server.responses_input import ResponsesRequest
 from smallfirst.settings import Settings
 from smallfirst.store.keys import KeyStore
 from smallfirst.store.sqlite import SqliteStore
@@ -127,6 +129,12 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/completions", response_model=None, responses=openapi.TEXT)
     async def text_completions(request: Request, body: CompletionRequest) -> Response:
         return await completions.handle(request, "text", body)
+
+    responses = Responses(completions)
+
+    @app.post("/v1/responses", response_model=None, responses=openapi.RESPONSES)
+    async def create_response(request: Request, body: ResponsesRequest) -> Response:
+        return await responses.handle(request, body)
 
     embeddings = Embeddings(settings, catalog, pool, metering, record, access)
 

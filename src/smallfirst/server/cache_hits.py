@@ -66,13 +66,15 @@ class CacheFront:
         scope: str | None = None,
         record: Record | None = None,
         caller: tuple[str, str] | None = None,
+        endpoint: str | None = None,
     ) -> tuple[str | None, Response | None]:
         """(the request's key or None when it is not cacheable, the hit's response or None).
 
         ``model`` is the name the client sent (a policy counts as itself); ``scope`` keeps
         callers apart (an API key's id). ``record`` stores a hit's receipt (an admitted
         key's, which also settles its reservation; default the cache's own) and ``caller``
-        (key id, name) goes on it.
+        (key id, name) goes on it; ``endpoint`` names the receipt's endpoint when it is not
+        the kind's own.
         """
         if not cacheable(gen):
             return None, None
@@ -89,7 +91,7 @@ class CacheFront:
         if entry is None:
             _stop(slot)
             return key, None
-        env = Envelope(kind, entry.model)
+        env = Envelope(kind, entry.model, endpoint)
         settle = _Settle(self, env, entry, slot, (started, created), gen.stream)
         settle.record = record or self.record
         settle.caller = caller

@@ -61,8 +61,14 @@ class Completions:
         self.cache = cache
 
     async def handle(
-        self, request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest
+        self,
+        request: Request,
+        kind: Kind,
+        body: ChatCompletionRequest | CompletionRequest,
+        endpoint: str | None = None,
     ) -> Response:
+        """Serve ``body``; ``endpoint`` names its receipt's endpoint when it is not the
+        kind's own (``/v1/responses``, served as a chat request)."""
         if isinstance(body, ChatCompletionRequest):
             gen = body.to_generation(tool_grammar=self.chooser.settings.tool_call_grammar)
         else:
@@ -76,7 +82,7 @@ class Completions:
         key = getattr(request.state, "api_key", None)  # set by server/auth once keys exist
         if key is None or self.access is None:
             if cache is not None:  # looked up before a model is even chosen
-                ck, hit = cache.lookup(kind, body.model, gen, body.include_usage)
+                ck, hit = cache.lookup(kind, body.model, gen, body.include_usage, endpoint=endpoint)
                 if hit is not None:
                     return hit
             choice = self._check(self.chooser.choose(body.model, messages, needs), gen)
@@ -90,14 +96,14 @@ class Completions:
                 # scoped to the key: two keys never share an answer
                 ck, hit = cache.lookup(
                     kind, body.model, gen, body.include_usage,
-                    scope=key.id, record=record, caller=choice.caller,
+                    scope=key.id, record=record, caller=choice.caller, endpoint=endpoint,
                 )  # fmt: skip
                 if hit is not None:
                     return hit
         if choice.cascade is not None:
             if gen.n > 1:  # a cascade judges one answer per attempt
                 raise UnsupportedError("n > 1 is not supported with a cascade", param="n")
-            env = Envelope(kind, choice.model)
+            env = Envelope(kind, choice.model, endpoint)
             cascade = Cascade(self.pool, self.metering, record, choice, env, gen.stream)
             response = await serve_cascade(cascade, request, messages, gen, body.include_usage)
             if cache is not None:
@@ -115,6 +121,7 @@ class Completions:
             record,
             choice,
             keep=keep,
+            endpoint=endpoint,
         )
         if cache is not None:
             response.headers[HEADER] = "miss" if keep is not None else "bypass"

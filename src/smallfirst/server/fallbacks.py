@@ -135,13 +135,15 @@ async def serve_with_fallbacks(
     choice: Choice,
     *,
     keep: Keep | None = None,
+    endpoint: str | None = None,
 ) -> Response:
     """Answer with the first of the choice's model and fallbacks that can (see the module);
-    ``keep`` (the response cache's) gets the answer when it completes."""
+    ``keep`` (the response cache's) gets the answer when it completes; ``endpoint`` names
+    the receipt's endpoint when it is not the kind's own."""
     models = [choice.model, *choice.fallbacks]
     alone = len(models) == 1  # without fallbacks a failure settles as it always has
     # one id, one receipt and one clock for the request, whichever model answers
-    env = Envelope(kind, choice.model)
+    env = Envelope(kind, choice.model, endpoint)
     ledger = Ledger(metering, record, env.id, endpoint_of(env), gen.stream, choice, keep=keep)
     tried: list[Tried] = []
     failure: Exception | None = None

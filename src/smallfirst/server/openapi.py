@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from smallfirst.server import schemas
+from smallfirst.server import responses_schemas, schemas
 
 __all__ = [
     "CHAT",
@@ -29,6 +29,7 @@ __all__ = [
     "EMBEDDINGS",
     "ERROR_DESCRIPTIONS",
     "METRICS",
+    "RESPONSES",
     "TEXT",
     "errors",
     "event_schema",
@@ -108,6 +109,7 @@ _REFERENCED: tuple[type[BaseModel], ...] = (
     schemas.ErrorBody,
     schemas.ChatCompletionChunk,
     schemas.TextCompletionChunk,
+    responses_schemas.ResponseEvent,
 )
 
 
@@ -198,6 +200,39 @@ EMBEDDINGS: Responses = {
         "headers": {k: v for k, v in _RECEIPT_HEADERS.items() if k != "x-smallfirst-cache"},
     },
     **errors(400, 401, 403, 404, 413, 429, 500, 503),
+}
+_RESPONSE_EVENTS = (
+    "A server-sent event: `event:` names its type and `data:` is one ResponseEvent JSON "
+    "object with that `type` and a `sequence_number`. The last is `response.completed` "
+    "(or `response.incomplete`) with the whole response, its usage and its receipt in "
+    "`smallfirst`; a failure after streaming began is one `error` event instead. No "
+    "`[DONE]`."
+)
+RESPONSES: Responses = {
+    200: {
+        "model": responses_schemas.Response,
+        "description": "The response, with its receipt in `smallfirst` and `x-smallfirst-*` "
+        'headers; with `"stream": true` its events.',
+        "headers": _RECEIPT_HEADERS,
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "description": _RESPONSE_EVENTS,
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"type": "string"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": _ref(responses_schemas.ResponseEvent)},
+                        },
+                    },
+                }
+            }
+        },
+    },
+    **COMPLETION_ERRORS,
 }
 METRICS: Responses = {
     200: {"description": "Prometheus metrics, text exposition format."},

@@ -25,11 +25,14 @@ def _dumps(data: object) -> str:
 class Envelope:
     """The fields every response and chunk of one request share."""
 
-    __slots__ = ("_text_event", "created", "id", "kind", "model")
+    __slots__ = ("_text_event", "created", "endpoint", "id", "kind", "model")
 
-    def __init__(self, kind: Kind, model: str) -> None:
+    def __init__(self, kind: Kind, model: str, endpoint: str | None = None) -> None:
         self.kind = kind
         self.model = model
+        # the receipt's endpoint name: the kind's own, unless a bridge (``/v1/responses``
+        # served as a chat request) names itself
+        self.endpoint = endpoint or ("chat" if kind == "chat" else "completions")
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
         self._text_event: tuple[bytes, bytes] | None = None

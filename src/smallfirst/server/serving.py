@@ -49,6 +49,7 @@ from smallfirst.types import Usage
 
 __all__ = [
     "DISCONNECT_POLL_S",
+    "ClosingStreamingResponse",
     "Finish",
     "Keep",
     "Ledger",
@@ -177,7 +178,7 @@ class Ledger:
 
 def endpoint_of(env: Envelope) -> str:
     """The receipt's endpoint name for a response envelope."""
-    return "chat" if env.kind == "chat" else "completions"
+    return env.endpoint
 
 
 async def finished_or_gone(request: Request, task: asyncio.Task[Any]) -> bool:
