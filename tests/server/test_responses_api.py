@@ -6,8 +6,8 @@ reached the prompt as its system message), the SDK's stream, a ``max_output_toke
 usage and the receipt (endpoint ``responses``). ``text.format`` json_schema runs on
 Qwen2.5-0.5B, whose output must parse and validate. The refusals, the response cache and a
 stream that breaks run in the fast lane on a gateway whose only model is a loopback stub.
-Tool calls are translated in tests/server/test_responses_translation.py; end to end they
-need the chat path's function calling.
+Tool calls are translated in tests/server/test_responses_translation.py, and run end to end
+on Qwen2.5-0.5B here.
 """
 
 from __future__ import annotations
@@ -213,6 +213,61 @@ def test_json_schema_output_parses_and_validates(qwen: LiveServer) -> None:
         text_format=City,
     )
     assert isinstance(parsed.output_parsed, City), parsed.output_text
+
+
+ADD: Any = {
+    "type": "function",
+    "name": "add",
+    "description": "Add two integers.",
+    "parameters": {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+
+
+def test_function_tools_call_and_take_the_result(qwen: LiveServer) -> None:
+    """A forced call through the chat path's function calling: a ``function_call`` item
+    whose arguments validate; its ``function_call_output`` sent back is answered in text;
+    streamed, the SDK puts the call back together from the argument events."""
+    client = sdk(qwen)
+    ask: dict[str, Any] = {
+        "model": QWEN,
+        "input": "What is 19 plus 23?",
+        "tools": [ADD],
+        "tool_choice": {"type": "function", "name": "add"},
+        "max_output_tokens": 60,
+        "temperature": 0,
+    }
+    r = client.responses.create(**ask)
+    calls = [item for item in r.output if item.type == "function_call"]
+    assert r.status == "completed" and len(calls) >= 1, r.output
+    call = calls[0]
+    args = json.loads(call.arguments)
+    assert call.name == "add" and jsonschema_rs.is_valid(ADD["parameters"], args), args
+    with client.responses.stream(**ask) as stream:
+        final = stream.get_final_response()
+    streamed = [item for item in final.output if item.type == "function_call"]
+    assert streamed and streamed[0].name == "add"
+    assert jsonschema_rs.is_valid(ADD["parameters"], json.loads(streamed[0].arguments))
+    # the result goes back as a function_call_output; "none": answer from it in text
+    answer = client.responses.create(
+        model=QWEN,
+        input=[
+            {"role": "user", "content": "What is 19 plus 23?"},
+            {"type": "function_call", "call_id": call.call_id, "name": "add",
+             "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "4242"},
+        ],
+        tools=[ADD],
+        tool_choice="none",
+        max_output_tokens=40,
+        temperature=0,
+    )  # fmt: skip
+    assert "4242" in answer.output_text, answer.output_text
 
 
 # --- refused before a model runs, the cache, a broken stream: on a stub --------------------------
