@@ -227,3 +227,13 @@ def test_a_remote_model_passes_tools_through(
         assert jsonschema_rs.is_valid(
             ADD["function"]["parameters"], json.loads(streamed.function.arguments)
         )
+
+
+def test_auto_chooses_only_among_models_that_call_tools(server: LiveServer) -> None:
+    """``auto`` leaves SmolLM2 out of a request with tools, and the route says why."""
+    answer = client_of(server).chat.completions.create(
+        model="auto", messages=ASK_WEATHER, tools=TOOLS, tool_choice="required", max_tokens=60
+    )
+    route = answer.model_extra["smallfirst"]["route"]
+    assert answer.model != SMOL and answer.choices[0].message.tool_calls
+    assert route["excluded"][SMOL] == "does not call tools", route
