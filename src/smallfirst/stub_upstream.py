@@ -8,7 +8,9 @@ counts words. By default it answers at once; it can be told to wait ``delay_s`` 
 answering, to dribble a stream ``token_delay_s`` per token, and to follow a *script*: each
 completion call takes the next step, an HTTP status with headers to fail with, ``"break"``
 to stream one chunk and then drop the connection (a body has nothing to cut: it answers),
-or ``"ok"``; once the script runs out every call answers. The monotonic time of each call
+or ``"ok"``; once the script runs out every call answers. A chat request with ``tools``
+(and a ``tool_choice`` other than none) is answered with one call of the named or first
+function, its arguments ``{"reply": <those words>}``. The monotonic time of each call
 is kept in ``calls``. It does not validate requests beyond what it needs and does not
 sample. Nothing under the gateway imports it.
 """
@@ -55,6 +57,55 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
 
 def _sse(data: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _tool_call(body: dict[str, Any], words: list[str]) -> dict[str, Any] | None:
+    """With ``tools`` (and a choice other than none): a call of the named or first function,
+    its arguments ``{"reply": <the words>}``."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
+    arguments = json.dumps({"reply": " ".join(words)})
+    return {
+        "id": "call_stub",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+
+
+def _call_answer(
+    head: dict[str, Any], call: dict[str, Any], usage: dict[str, int], stream: bool
+) -> Response:
+    if not stream:
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+        return JSONResponse(
+            {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+        )
+    obj = {**head, "object": "chat.completion.chunk"}
+    first = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+    rest = {"index": 0, "function": {"arguments": call["function"]["arguments"]}}
+    events = [
+        _sse(
+            {
+                **obj,
+                "choices": [{"index": 0, "delta": {"tool_calls": [first]}, "finish_reason": None}],
+            }
+        ),
+        _sse(
+            {
+                **obj,
+                "choices": [
+                    {"index": 0, "delta": {"tool_calls": [rest]}, "finish_reason": "tool_calls"}
+                ],
+            }
+        ),
+        _sse({**obj, "choices": [], "usage": usage}),
+        b"data: [DONE]\n\n",
+    ]
+    return StreamingResponse(iter(events), media_type="text/event-stream")
 
 
 class StubUpstream(ThreadedServer):
@@ -128,6 +179,9 @@ class StubUpstream(ThreadedServer):
             "total_tokens": _prompt_tokens(body) + len(words),
         }
         head = {"id": "stub-1", "created": int(time.time()), "model": "stub"}
+        call = _tool_call(body, words) if chat else None
+        if call is not None:
+            return _call_answer(head, call, usage, bool(body.get("stream")))
         if body.get("stream"):
             events = self._events(head, words, finish, usage, chat, cut=step == "break")
             return StreamingResponse(events, media_type="text/event-stream")

@@ -206,6 +206,13 @@ def test_real_responses_validate_against_the_schema(
         },
     )
     _completions(checker, app_client, text, {"model": "stub", "prompt": "Once", "max_tokens": 3})
+    # tool calls (the stub calls the function it is offered; a remote model passes them on)
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    _completions(checker, app_client, chat, {"model": "stub", "messages": MSG, "tools": [tool]})
+    called = app_client.post(chat, json={"model": "stub", "messages": MSG, "tools": [tool]})
+    message = called.json()["choices"][0]["message"]
+    assert message["content"] is None and message["tool_calls"][0]["function"]["name"] == "lookup"
+    assert called.json()["choices"][0]["finish_reason"] == "tool_calls"
     refused = [
         (chat, {"model": "stub", "messages": []}, 400),
         (chat, {"model": "nope", "messages": MSG}, 404),
