@@ -100,6 +100,17 @@ class GenerationRequest:
     # such an engine uses it instead of ``on_compute``.
     meter: ComputeMeter | None = field(default=None, compare=False)
 
+    def prompt_text(self) -> str:
+        """What the prompt is made of, without the template: messages, their calls and the
+        offered tools (for size estimates before a tokenizer is at hand)."""
+        if self.messages is None:
+            return self.prompt or ""
+        parts = [m.content for m in self.messages]
+        parts += [c.arguments for m in self.messages for c in m.tool_calls]
+        if self.tools is not None:
+            parts.append(self.tools.definitions)
+        return "".join(parts)
+
 
 @dataclass(frozen=True, slots=True)
 class TopLogprob:

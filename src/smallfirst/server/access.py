@@ -63,11 +63,10 @@ J_PER_WH = 3600.0
 
 def prompt_bound(gen: GenerationRequest) -> int:
     """At least as many tokens as the prompt can make, without a tokenizer."""
+    text = len(gen.prompt_text().encode())
     if gen.messages is not None:
-        return sum(len(m.content.encode()) + TEMPLATE_TOKENS for m in gen.messages) + (
-            TEMPLATE_REQUEST_TOKENS
-        )
-    return len((gen.prompt or "").encode()) + TEMPLATE_TOKENS
+        return text + TEMPLATE_TOKENS * len(gen.messages) + TEMPLATE_REQUEST_TOKENS
+    return text + TEMPLATE_TOKENS
 
 
 def _add(a: Amounts, b: Amounts) -> Amounts:
@@ -220,7 +219,7 @@ class Access:
                 f"The API key {key.name} may not use the model {choice.model!r}"
                 + (f" (chosen for {asked!r})." if asked != choice.model else ".")
             )
-        chars = sum(len(m.content) for m in gen.messages or ()) + len(gen.prompt or "")
+        chars = len(gen.prompt_text())
         entry = self.limiter.admit(key, estimate_tokens(chars, gen.sampling.max_tokens))
         fallbacks = tuple(f for f in choice.fallbacks if key.allows(f))
         choice = dataclasses.replace(choice, caller=(key.id, key.name), fallbacks=fallbacks)

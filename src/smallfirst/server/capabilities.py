@@ -38,14 +38,9 @@ TEMPLATE_TOKENS_PER_MESSAGE = 5
 
 def estimated_tokens(gen: GenerationRequest) -> int:
     """About how many tokens the prompt and the longest answer take."""
+    prompt = int(len(gen.prompt_text()) / CHARS_PER_TOKEN)
     if gen.messages is not None:
-        chars = sum(
-            len(m.content) + sum(len(c.arguments) for c in m.tool_calls) for m in gen.messages
-        )
-        chars += len(gen.tools.definitions) if gen.tools is not None else 0
-        prompt = int(chars / CHARS_PER_TOKEN) + TEMPLATE_TOKENS_PER_MESSAGE * len(gen.messages)
-    else:
-        prompt = int(len(gen.prompt or "") / CHARS_PER_TOKEN)
+        prompt += TEMPLATE_TOKENS_PER_MESSAGE * len(gen.messages)
     return prompt + (gen.sampling.max_tokens or 0) * gen.n
 
 

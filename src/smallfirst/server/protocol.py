@@ -287,19 +287,22 @@ class ChatCompletionRequest(_Sampled):
         if len(set(names)) < len(names):
             raise InvalidRequestError("two tools have the same function name", param="tools")
         function = None
+        mode: str = "auto"
         if isinstance(choice, NamedToolChoice):
-            function = choice.function.name
+            function, mode = choice.function.name, "function"
             if function not in names:
                 raise InvalidRequestError(
                     f"tool_choice names function {function!r}, which is not among the tools",
                     param="tool_choice",
                 )
+        elif choice is not None:
+            mode = choice
         definitions = json.dumps(
             [t.model_dump(exclude_none=True) for t in self.tools], ensure_ascii=False
         )
         return Tools(
             definitions=definitions,
-            choice="function" if function else (choice or "auto"),  # type: ignore[arg-type]
+            choice=mode,
             function=function,
             parallel=self.parallel_tool_calls,
         )
