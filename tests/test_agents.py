@@ -15,8 +15,9 @@ without the gateway); told that ``get_weather`` gives Celsius and when to conver
 chains both and answers. The instructions below are that clear prompt, kept as is.
 
 The request bodies the SDK sends are recorded (a hook on the openai client's httpx), so a
-test also shows which parameters the gateway accepted. Marked slow: it loads the 1.5B. The
-tool calling itself, with the openai client, is tested in tests/server/test_tools.py.
+test also shows which parameters the gateway accepted. Both in-process engines are run.
+Marked slow: it loads the 1.5B. The tool calling itself, with the openai client, is tested
+in tests/server/test_tools.py.
 """
 
 from __future__ import annotations
@@ -87,10 +88,16 @@ class Run:
         return [get_weather, convert_temperature]
 
 
-@pytest.fixture(scope="module")
-def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=[True, False], ids=["batched", "one-at-a-time"])
+def server(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     require_models(settings, QWEN_15)
-    over = {"data_dir": tmp_path_factory.mktemp("agents"), "n_ctx": 4096}
+    over = {
+        "data_dir": tmp_path_factory.mktemp("agents"),
+        "n_ctx": 4096,
+        "engine_batching": request.param,
+    }
     with LiveServer(settings.model_copy(update=over)) as live:
         yield live
 
@@ -189,6 +196,10 @@ def test_a_call_in_the_doubled_braces_of_the_template_is_a_call(server: LiveServ
     """With these instructions the 1.5B writes its call without tags and in the doubled
     braces of Qwen2.5's template example (``{{"name": ...}}``); before the gateway read
     that form, the agent ended at once with the call as its answer and no tool run."""
+    if not server.settings.engine_batching:
+        # no lazy grammar there (README): unconstrained, the 1.5B closes this call with one
+        # brace too many, and a call that is not JSON stays text rather than being guessed at
+        pytest.skip("the one-at-a-time engine does not hold an auto call to its grammar")
     instructions = (
         "You answer questions about the weather. Use the tools, then answer the user in "
         "one sentence that gives the numbers."
