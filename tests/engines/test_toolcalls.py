@@ -82,11 +82,15 @@ def test_required_is_enforced_from_the_start_and_auto_lazily() -> None:
     grammar, triggers = call_grammar(tools(ADD))
     assert grammar is not None and triggers == TRIGGERS
     _check_parses(grammar, "tools")
-    # lazily: a tag, or a reply opening as a bare call (the grammar then starts at "{")
-    assert grammar.startswith('root ::= tool-call ("\\n" tool-call)* | tool-call-json (')
+    # lazily: a tag, or a reply opening as a bare call (the grammar then starts at "{"),
+    # its braces doubled as in Qwen2.5's template's example or not
+    assert grammar.startswith('root ::= tool-call ("\\n" tool-call)* | bare-call (')
+    assert 'bare-call ::= tool-call-json | "{" tool-call-json "}"' in grammar
     assert re.search(TRIGGERS[0], 'Sure. <tool_call>\n{"na')
     bare = re.fullmatch(TRIGGERS[1], '\n {"name": "add"')
     assert bare is not None and bare.start(1) == 2
+    doubled = re.fullmatch(TRIGGERS[1], '{{"name": "add"')
+    assert doubled is not None and doubled.start(1) == 0
     assert not re.fullmatch(TRIGGERS[1], 'I will {"name"')
     assert call_grammar(tools(ADD), enforce_auto=False) == (None, ())
     assert call_grammar(tools(ADD, choice="none")) == (None, ())
@@ -148,6 +152,10 @@ def test_plain_text_keeps_its_whitespace_and_an_unclosed_call_parses() -> None:
         '{"name": "add", "arguments": {"a": 1, "b": 2}}',
         '```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```',
         '{"name": "add", "arguments": {"a": 1, "b": 2}}\n{"name": "now", "arguments": {}}',
+        # the doubled braces of Qwen2.5's template's example, as Qwen2.5-Coder-1.5B copies
+        # them in an agent's second turn (tests/test_agents.py)
+        '{{"name": "add", "arguments": {"a": 1, "b": 2}}}',
+        '{{"name": "add", "arguments": {"a": 1, "b": 2}}}\n{{"name": "now", "arguments": {}}}',
     ],
 )
 def test_bare_json_calls_without_tags(reply: str) -> None:
@@ -159,8 +167,21 @@ def test_bare_json_calls_without_tags(reply: str) -> None:
     assert json.loads(calls[0].arguments) == {"a": 1, "b": 2}
 
 
+def test_a_tagged_call_in_doubled_braces() -> None:
+    parser = ToolCallParser()
+    text, calls = parser.feed('<tool_call>\n{{"name": "add", "arguments": {"a": 1}}}\n</tool_call>')
+    assert text == "" and [(c.name, json.loads(c.arguments)) for c in calls] == [("add", {"a": 1})]
+
+
 def test_json_that_is_not_a_call_is_content() -> None:
-    for reply in ['{"answer": 42}', '{"name": "x"} and more', "`code` <tool_call>oops"]:
+    for reply in [
+        '{"answer": 42}',
+        '{"name": "x"} and more',
+        "`code` <tool_call>oops",
+        '{{"answer": 42}}',
+        '{{"name": "add"}',
+        "<tool_call>{{}}</tool_call>",
+    ]:
         parser = ToolCallParser()
         text, calls = parser.feed(reply)
         rest, more = parser.finish()

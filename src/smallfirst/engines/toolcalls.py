@@ -8,11 +8,13 @@ builds the GBNF for such calls from the offered functions' parameter schemas (th
 from the first token for ``tool_choice`` ``required`` or a named function, and lazily for
 ``auto``, where the grammar takes hold only once the model itself writes ``<tool_call>``,
 or opens its reply with ``{"name"``: small models (Qwen2.5-Coder-0.5B) often drop the tags,
-as llama.cpp's own parser allows. :func:`tool_call_chunks` wraps an engine's stream: text
-outside the blocks stays content, each complete block becomes two deltas (id and name, then
-the arguments), as OpenAI streams them, and a reply that called a function ends with
-``finish_reason`` ``tool_calls``. A reply that opens with ``{`` or a code fence is held
-until it ends, then read as bare calls if it is only that.
+as llama.cpp's own parser allows, and may double the braces as the template's example
+does (``{{"name": ...}}``, which the 1.5B copies in an agent's turns).
+:func:`tool_call_chunks` wraps an engine's stream: text outside the blocks stays content,
+each complete block becomes two deltas (id and name, then the arguments), as OpenAI
+streams them, and a reply that called a function ends with ``finish_reason`` ``tool_calls``.
+A reply that opens with ``{`` or a code fence is held until it ends, then read as bare
+calls if it is only that.
 
 A block that is not a JSON call (possible without the grammar) is left in the content as
 the model wrote it, rather than guessed at. This module renders no prompts (the chat
@@ -51,8 +53,9 @@ CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
 # lazy grammar triggers (llama.cpp's regex syntax): a tag anywhere, or a reply that opens as
 # a bare JSON call (the grammar then starts at its brace)
-TRIGGERS = (CALL_OPEN, r'^\s*(\{\s*"name")[\s\S]*$')
+TRIGGERS = (CALL_OPEN, r'^\s*(\{\{?\s*"name")[\s\S]*$')
 _CALL_KEYS = frozenset({"name", "arguments", "parameters"})
+_DECODER = json.JSONDecoder()
 _FENCE = re.compile(r"^```[a-z]*\n?|```$")
 # the converter's rule names and GBNF's literals, so that its ``root`` can be renamed
 _GBNF_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|[A-Za-z0-9_-]+|.', re.S)
@@ -90,9 +93,12 @@ def tool_grammar(tools: Tools, *, bare: bool = False) -> str:
     call = f'"{CALL_OPEN}\\n" tool-call-json "\\n{CALL_CLOSE}"'
     several = tools.parallel is not False
     root = "tool-call" + (' ("\\n" tool-call)*' if several else "")
+    rules = f"tool-call ::= {call}\n"
     if bare:
-        root += " | tool-call-json" + (' ("\\n" tool-call-json)*' if several else "")
-    return f"root ::= {root}\ntool-call ::= {call}\n{body}"
+        root += " | bare-call" + (' ("\\n" bare-call)*' if several else "")
+        # also in the doubled braces of Qwen2.5's template's example (see ``_decode``)
+        rules += 'bare-call ::= tool-call-json | "{" tool-call-json "}"\n'
+    return f"root ::= {root}\n{rules}{body}"
 
 
 def call_grammar(tools: Tools, *, enforce_auto: bool = True) -> tuple[str | None, tuple[str, ...]]:
@@ -217,12 +223,11 @@ def _bare_calls(text: str) -> list[ToolCall]:
     """A whole reply that is only JSON calls (one per object, a code fence allowed) as
     calls; [] when it is anything else."""
     body = _FENCE.sub("", text.strip()).strip()
-    decoder = json.JSONDecoder()
     calls: list[ToolCall] = []
     at = 0
     while at < len(body):
         try:
-            data, end = decoder.raw_decode(body, at)
+            data, end = _decode(body, at)
         except ValueError:
             return []
         call = _call_of(data) if isinstance(data, dict) and set(data) <= _CALL_KEYS else None
@@ -236,11 +241,30 @@ def _bare_calls(text: str) -> list[ToolCall]:
 
 
 def _parse_call(block: str) -> ToolCall | None:
+    body = block.strip()
     try:
-        data = json.loads(block)
+        data, end = _decode(body, 0)
     except ValueError:
         return None
-    return _call_of(data)
+    return _call_of(data) if end == len(body) else None
+
+
+def _decode(body: str, at: int) -> tuple[Any, int]:
+    """The JSON value that starts at ``at`` and where it ends; also a call in doubled braces
+    (``{{"name": ..., "arguments": {...}}}``). Qwen2.5's chat template shows its call format
+    as ``{{"name": <function-name>, ...}}`` (a Jinja string, so the braces reach the prompt
+    doubled), and Qwen2.5-Coder-1.5B copies them when it writes a call without the tags: the
+    lazy grammar's trigger (``{"name"``) misses such a reply, which then runs unconstrained.
+    Raises ValueError when there is no JSON value there."""
+    try:
+        return _DECODER.raw_decode(body, at)
+    except ValueError:
+        if not body.startswith("{{", at):
+            raise
+    data, end = _DECODER.raw_decode(body, at + 1)
+    if not body.startswith("}", end):
+        raise ValueError("an unclosed doubled brace")
+    return data, end + 1
 
 
 def _call_of(data: Any) -> ToolCall | None:
