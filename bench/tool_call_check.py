@@ -84,41 +84,67 @@ def _same(want: Any, got: Any) -> bool:
     return bool(want == got)
 
 
-def judge(item: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
-    """One reply's verdicts: which function it called, whether the arguments validate."""
-    message = answer["choices"][0]["message"]
-    calls = message.get("tool_calls") or []
+def score(item: dict[str, Any], calls: list[tuple[str, str]]) -> dict[str, bool]:
+    """The verdicts on ``calls`` (name, JSON arguments) as the reply to ``item``."""
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in item["tools"]}
-    names = [c["function"]["name"] for c in calls]
     valid = bool(calls)
-    args: list[Any] = []
-    for call in calls:
+    first: Any = None
+    for name, arguments in calls:
         try:
-            value = json.loads(call["function"]["arguments"])
+            value = json.loads(arguments)
         except ValueError:
             valid, value = False, None
-        args.append(value)
-        schema = schemas.get(call["function"]["name"])
+        first = value if first is None else first
+        schema = schemas.get(name)
         valid = valid and schema is not None and jsonschema_rs.validator_for(schema).is_valid(value)
-    expected = item["expected_tool"]
-    right_name = bool(calls) and all(n == expected for n in names)
-    first = args[0] if args and isinstance(args[0], dict) else {}
-    content = message.get("content") or ""
+    right_name = bool(calls) and all(name == item["expected_tool"] for name, _ in calls)
+    first = first if isinstance(first, dict) else {}
+    stated = item["expected_arguments"].items()
     return {
         "called": bool(calls),
-        "names": names,
         "right_name": right_name,
         "valid_arguments": valid,
         "right_and_valid": right_name and valid,
-        "right_values": right_name
-        and valid
-        and all(k in first and _same(v, first[k]) for k, v in item["expected_arguments"].items()),
+        "right_values": right_name and valid and all(_same(v, first.get(k)) for k, v in stated),
+    }
+
+
+def meant_calls(content: str) -> list[tuple[str, str]]:
+    """The calls a reply's text holds as JSON objects with a ``name`` (bare, in a code fence
+    or in tags the server did not take): what the model meant, read leniently."""
+    decoder = json.JSONDecoder()
+    calls: list[tuple[str, str]] = []
+    at = content.find("{")
+    while at >= 0:
+        try:
+            data, end = decoder.raw_decode(content, at)
+        except ValueError:
+            at = content.find("{", at + 1)
+            continue
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            arguments = data.get("arguments", data.get("parameters", {}))
+            calls.append((data["name"], json.dumps(arguments)))
+        at = content.find("{", end)
+    return calls
+
+
+def judge(item: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    """One reply's record: its calls and their verdicts, its text, its usage."""
+    message = answer["choices"][0]["message"]
+    calls = [
+        (c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []
+    ]
+    content = message.get("content") or ""
+    usage = answer.get("usage") or {}
+    return {
+        **score(item, calls),
+        "names": [name for name, _ in calls],
+        "arguments": [arguments for _, arguments in calls],
         "malformed": not calls and bool(_LOOKS_LIKE_CALL.search(content)),
-        "arguments": [c["function"]["arguments"] for c in calls],
-        "content": content[:400],
+        "content": content[:2000],
         "finish_reason": answer["choices"][0].get("finish_reason"),
-        "prompt_tokens": (answer.get("usage") or {}).get("prompt_tokens"),
-        "completion_tokens": (answer.get("usage") or {}).get("completion_tokens"),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
     }
 
 
@@ -188,6 +214,8 @@ def run_all(
     every item was done."""
     runs = done_before(args.resume)
     done = {(r["model"], r["item"]) for r in runs}
+    if args.time_limit_s <= 0 or all((m, i["id"]) in done for m in models for i in items):
+        return runs, all((m, i["id"]) in done for m in models for i in items)
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
         urls = {m: stack.enter_context(servers(m, args, logs)) for m in models}
@@ -244,6 +272,15 @@ def summarize(
     def share(rs: list[dict[str, Any]], key: str) -> float:
         return sum(bool(r[key]) for r in rs) / len(rs) if rs else float("nan")
 
+    by_id = {i["id"]: i for i in items}
+    meant = [
+        score(by_id[r["item"]], list(zip(r["names"], r["arguments"], strict=True)))
+        if r["called"]
+        else score(by_id[r["item"]], meant_calls(r["content"]))
+        for r in every
+    ]
+    meant_tool, meant_none = meant[: len(tool)], meant[len(tool) :]
+
     tokens = [r["completion_tokens"] for r in every if r["completion_tokens"] is not None]
     return {
         "model": model,
@@ -257,6 +294,8 @@ def summarize(
         "missed_call": sum(not r["called"] for r in tool),
         "false_call": share(none, "called"),
         "malformed": sum(r["malformed"] for r in every),
+        "meant_right_and_valid": share(meant_tool, "right_and_valid"),
+        "meant_false_call": share(meant_none, "called"),
         "cut_by_max_tokens": sum(r["finish_reason"] == "length" for r in every),
         "mean_completion_tokens": statistics.mean(tokens) if tokens else float("nan"),
         "mean_seconds": statistics.mean(r["seconds"] for r in every) if every else float("nan"),
@@ -310,6 +349,7 @@ def main() -> int:
         model_path(m)
     items = load_items(args.quick)
     run = script.start("tool_call_check", "Tool-call validity, tool_choice auto", args)
+    earlier = len(done_before(args.resume))
     with scratch_dir() as logs:
         refused = refusals(others, logs)
         runs, complete = run_all(models, items, args, logs)
@@ -327,17 +367,18 @@ def main() -> int:
             str(s["missed_call"]),
             pct(s["false_call"]),
             str(s["malformed"]),
+            pct(s["meant_right_and_valid"]),
+            pct(s["meant_false_call"]),
             fmt(s["mean_completion_tokens"], 1),
             fmt(s["mean_seconds"], 2),
         ]
         for s in summary
     ]
-    rows += [
-        [m, "(no tools)", "-", "-", "-", "-", "-", "-", "-", "-", refused[m][:3]] for m in refused
-    ]
+    rows += [[m, "(no tools)", *["-"] * 10, refused[m][:3]] for m in refused]
     n_tool = sum(1 for i in items if i["expected_tool"])
     asked = len(load_items(args.quick))
-    partial = (
+    resumed = [f"{earlier} of the {len(runs)} runs were read from {args.resume}"] if earlier else []
+    partial = resumed + (
         []
         if complete
         else [
@@ -349,6 +390,7 @@ def main() -> int:
         {
             "items": len(items),
             "complete": complete,
+            "runs_from_resume_file": earlier,
             "max_tokens": args.max_tokens,
             "threads": args.threads,
             "summary": summary,
@@ -365,6 +407,8 @@ def main() -> int:
             "no call",
             "false calls",
             "malformed",
+            "as meant: right + valid",
+            "as meant: false calls",
             "mean tokens",
             "s / prompt",
         ],
@@ -382,7 +426,9 @@ def main() -> int:
             "arguments validate against its function's schema (jsonschema_rs); right values: "
             "also the argument values the prompt states; no call: tool prompts answered in "
             "text; false calls: share of the no-tool prompts with a call; malformed: replies "
-            "without a call whose text looks like one; s / prompt: wall time per request",
+            "without a call whose text looks like one; as meant: the same with the JSON calls "
+            "found in such text (bare, fenced or in other tags) read as calls, what the model "
+            "meant whether or not the server parsed it; s / prompt: wall time per request",
             "the last column of a (no tools) row is the HTTP status the gateway answered",
         ],
         title="Tool-call validity (tool_choice auto)",
