@@ -24,9 +24,18 @@ validate against the called function's schema (``jsonschema_rs``), the share wit
 headline), the share whose arguments also hold the values the prompt states (strings
 compared without case); over the no-tool prompts, the share with a (false) call; on all,
 the replies with no call whose text looks like a failed one (``<tool_call>``, or
-``"name"``/``"arguments"`` keys), the mean completion tokens and the mean seconds per prompt.
+``"name"``/``"arguments"`` keys), the replies whose calls name a function that was not
+offered, the mean completion tokens and the mean seconds per prompt. "As meant" figures
+read the JSON calls found in a reply's text (bare, fenced, or in tags the server did not
+take) as calls too: what the model meant, whether or not the server returned it as
+``tool_calls`` (llama-server takes only the template's ``<tool_call>`` blocks).
+
+``--resume FILE`` appends each finished prompt's runs to FILE and skips the prompts it
+holds; ``--time-limit-s`` starts no prompt after that long (the results say they are
+partial). Both models, 62 prompts: about 25 minutes on 2 busy cores.
 
     .venv/bin/python bench/tool_call_check.py [--quick] [--models A,B] [--max-tokens N]
+        [--resume FILE] [--time-limit-s S]
 """
 
 from __future__ import annotations
@@ -106,6 +115,7 @@ def score(item: dict[str, Any], calls: list[tuple[str, str]]) -> dict[str, bool]
         "valid_arguments": valid,
         "right_and_valid": right_name and valid,
         "right_values": right_name and valid and all(_same(v, first.get(k)) for k, v in stated),
+        "unoffered": any(name not in schemas for name, _ in calls),
     }
 
 
@@ -294,6 +304,7 @@ def summarize(
         "missed_call": sum(not r["called"] for r in tool),
         "false_call": share(none, "called"),
         "malformed": sum(r["malformed"] for r in every),
+        "unoffered": sum(bool(r.get("unoffered")) for r in every),
         "meant_right_and_valid": share(meant_tool, "right_and_valid"),
         "meant_false_call": share(meant_none, "called"),
         "cut_by_max_tokens": sum(r["finish_reason"] == "length" for r in every),
@@ -367,6 +378,7 @@ def main() -> int:
             str(s["missed_call"]),
             pct(s["false_call"]),
             str(s["malformed"]),
+            str(s["unoffered"]),
             pct(s["meant_right_and_valid"]),
             pct(s["meant_false_call"]),
             fmt(s["mean_completion_tokens"], 1),
@@ -374,7 +386,7 @@ def main() -> int:
         ]
         for s in summary
     ]
-    rows += [[m, "(no tools)", *["-"] * 10, refused[m][:3]] for m in refused]
+    rows += [[m, "(no tools)", *["-"] * 11, refused[m][:3]] for m in refused]
     n_tool = sum(1 for i in items if i["expected_tool"])
     asked = len(load_items(args.quick))
     resumed = [f"{earlier} of the {len(runs)} runs were read from {args.resume}"] if earlier else []
@@ -407,6 +419,7 @@ def main() -> int:
             "no call",
             "false calls",
             "malformed",
+            "unoffered",
             "as meant: right + valid",
             "as meant: false calls",
             "mean tokens",
@@ -426,7 +439,8 @@ def main() -> int:
             "arguments validate against its function's schema (jsonschema_rs); right values: "
             "also the argument values the prompt states; no call: tool prompts answered in "
             "text; false calls: share of the no-tool prompts with a call; malformed: replies "
-            "without a call whose text looks like one; as meant: the same with the JSON calls "
+            "without a call whose text looks like one; unoffered: replies whose tool_calls name a "
+            "function that was not offered; as meant: the same with the JSON calls "
             "found in such text (bare, fenced or in other tags) read as calls, what the model "
             "meant whether or not the server parsed it; s / prompt: wall time per request",
             "the last column of a (no tools) row is the HTTP status the gateway answered",
