@@ -137,16 +137,9 @@ def llama_servers(
         servers: dict[int, tuple[Child, int]] = {}
         for n in clients:
             port = free_port()
-            cmd = [
-                str(peers.server),
-                "-m", str(gguf),
-                "--host", "127.0.0.1",
-                "--port", str(port),
-                "-np", str(n),
-                "-c", str(2048 * n),
-                "-t", str(threads),
-                "-tb", str(threads),
-            ]  # fmt: skip
+            cmd = peers.server_command(
+                gguf, port=port, threads=threads, n_ctx=2048 * n, extra=("-np", str(n))
+            )
             child = stack.enter_context(
                 Child(f"llama-server-np{n}", cmd, log_path=logs / f"np{n}.log")
             )

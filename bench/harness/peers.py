@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,22 @@ class Peers:
     @property
     def batched_bench(self) -> Path:
         return self.bin_dir / "llama-batched-bench"
+
+    def server_command(
+        self, gguf: Path, *, port: int, threads: int, n_ctx: int, extra: Sequence[str] = ()
+    ) -> list[str]:
+        """``llama-server`` on 127.0.0.1:``port`` with ``gguf``, ``threads`` threads for
+        prompt and decode alike, an ``n_ctx`` context in all, then ``extra`` flags."""
+        return [
+            str(self.server),
+            "-m", str(gguf),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "-c", str(n_ctx),
+            "-t", str(threads),
+            "-tb", str(threads),
+            *extra,
+        ]  # fmt: skip
 
 
 def peers_dir(version: str | None = None) -> Path:

@@ -2,7 +2,7 @@
 
 The JSON file holds every figure and every individual run; the Markdown file holds the
 table with the machine it was measured on (see :mod:`harness.machine`) and the notes. Areas
-group the files by what they measure: serving, metering, routing, evals, dashboard.
+group the files by what they measure (:data:`AREAS`: serving, metering, routing ...).
 
 This module only writes files; it neither measures nor prints.
 """
@@ -31,6 +31,7 @@ AREAS = (
     "access",
     "structured",
     "embeddings",
+    "tools",
 )
 
 

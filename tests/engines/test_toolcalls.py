@@ -96,6 +96,31 @@ def test_required_is_enforced_from_the_start_and_auto_lazily() -> None:
     assert call_grammar(tools(ADD, choice="none")) == (None, ())
 
 
+# bench/tool_call_check.py: both Qwen2.5-Coder models write most of their calls under
+# tool_choice auto in a code fence; the parser takes them, but the lazy grammar never holds them
+FENCED_CALL = '```json\n{\n  "name": "add",\n  "arguments": {\n    "a": 1'
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the lazy grammar's triggers miss a call that opens with a ```json fence (Qwen2.5-"
+    "Coder's usual form), so tool_call_grammar does not hold it to the schema",
+)
+def test_the_lazy_grammar_takes_hold_of_a_call_in_a_code_fence() -> None:
+    _, triggers = call_grammar(tools(ADD))
+    # llama.cpp matches an anchored (^...$) trigger against the whole text so far, another
+    # anywhere in it; the grammar must then start where the JSON call does
+    found = [
+        re.fullmatch(t, FENCED_CALL)
+        if t.startswith("^") and t.endswith("$")
+        else re.search(t, FENCED_CALL)
+        for t in triggers
+    ]
+    assert any(
+        m is not None and FENCED_CALL[m.start(m.lastindex or 0) :].startswith("{") for m in found
+    )
+
+
 def test_a_schema_the_grammar_cannot_enforce() -> None:
     ranged = {
         "type": "function",
