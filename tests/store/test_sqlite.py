@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from smallfirst.errors import StoreError
 from smallfirst.metering.receipts import Overhead, Receipt
-from smallfirst.store.sqlite import MIGRATIONS, SqliteStore, StoreError
+from smallfirst.store.schema import SQLITE_MIGRATIONS as MIGRATIONS
+from smallfirst.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.fast
 

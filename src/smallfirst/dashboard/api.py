@@ -211,7 +211,7 @@ _FRONTIER_DOC: dict[str, Any] = {
 def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRouter:
     """The page routes and ``/smallfirst/v1/dashboard/...``; receipts are read from
     ``store``'s database, evaluation results from ``eval_db_path`` (today the same file)."""
-    receipts = DashboardQueries(store.path)
+    receipts = DashboardQueries(store.backend)
     evals = DashboardQueries(eval_db_path)
     cache = _FrontierCache(evals)
     api = APIRouter()
