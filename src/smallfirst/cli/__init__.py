@@ -35,7 +35,7 @@ from smallfirst.cli.models import (
 )
 from smallfirst.cli.router import add_parser as add_router_parser
 from smallfirst.cli.usage import cmd_usage
-from smallfirst.errors import ConfigError
+from smallfirst.errors import ConfigError, StoreError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -52,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         app = create_app(settings)
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:  # StoreUnavailableError names the database
         raise SystemExit(f"smallfirst: {exc}") from None
     url = f"http://{settings.host}:{settings.port}"
     print(

@@ -70,7 +70,9 @@ def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog(settings)
     metrics = Metrics()
     metering = Metering(settings, catalog) if settings.receipts else None
-    store = SqliteStore(settings.db_path, synchronous=settings.store_synchronous)
+    # SQLite in the data directory unless database_url names PostgreSQL (issue #18); the
+    # receipts and the keys each open their own connection(s), as they always have
+    store = SqliteStore(settings.database, synchronous=settings.store_synchronous)
 
     def load_meter(spec: ModelSpec) -> contextlib.AbstractContextManager[object]:
         # loading weights is overhead: a row of its own, billed to no request
@@ -85,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.exception("could not store the overhead of loading %s", row.model)
 
     pool = EnginePool(catalog, settings, observer=metrics, load_meter=load_meter)
-    keys = KeyStore(settings.db_path, settings.data_dir, settings.store_synchronous)
+    keys = KeyStore(settings.database, settings.data_dir, settings.store_synchronous)
     check_bind(settings, keys)  # no public bind without keys unless allow_anonymous
     drain = Drain(pool, settings.drain_timeout_s)
 
@@ -149,5 +151,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(models_router(settings, catalog, pool, chooser))
     app.include_router(receipts_router(store))
     app.include_router(keys_router(keys))
-    app.include_router(dashboard_router(store, settings.db_path, settings))
+    app.include_router(dashboard_router(store, store.backend, settings))
     return app

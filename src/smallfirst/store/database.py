@@ -2,8 +2,8 @@
 
 ``sqlite:PATH`` (or a plain path) is SQLite, ``postgresql://...`` (or ``postgres://``)
 PostgreSQL; anything else is a :class:`~smallfirst.errors.ConfigError`. The stores accept
-either an open backend (shared) or a path (a SQLite backend of their own, as before
-PostgreSQL existed), through :func:`backend_of`.
+an open backend (shared), or a path or URL (a backend of their own; a path is how they
+were opened before PostgreSQL existed), through :func:`backend_of`.
 
 This module chooses and opens; it runs no query of its own.
 """
@@ -36,8 +36,11 @@ def open_backend(url: str | Path, synchronous: Synchronous = "NORMAL") -> Backen
     return SqliteBackend(Path(url).expanduser(), synchronous)
 
 
-def backend_of(db: Backend | Path, synchronous: Synchronous = "NORMAL") -> tuple[Backend, bool]:
-    """``db`` as a backend, and whether the caller opened it (and so closes it)."""
-    if isinstance(db, Path):
-        return SqliteBackend(db, synchronous), True
+def backend_of(
+    db: Backend | Path | str, synchronous: Synchronous = "NORMAL"
+) -> tuple[Backend, bool]:
+    """``db`` (a backend, a SQLite path or a URL) as a backend, and whether it was opened
+    here (then its store closes it)."""
+    if isinstance(db, Path | str):
+        return open_backend(db, synchronous), True
     return db, False

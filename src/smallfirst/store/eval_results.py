@@ -86,7 +86,7 @@ def read_export(path: Path) -> list[EvalResult]:
 
 
 class EvalStore:
-    def __init__(self, db: Backend | Path) -> None:
+    def __init__(self, db: Backend | Path | str) -> None:
         self.path = db if isinstance(db, Path) else None
         self._db, self._owned = backend_of(db)
         # a re-run's answer replaces the stored one (ON CONFLICT: both backends say it so)

@@ -151,7 +151,7 @@ class KeyStore:
     """The keys of one database, hashed under one data directory's server secret."""
 
     def __init__(
-        self, db: Backend | Path, data_dir: Path, synchronous: Synchronous = "NORMAL"
+        self, db: Backend | Path | str, data_dir: Path, synchronous: Synchronous = "NORMAL"
     ) -> None:
         self._db, self._owned = backend_of(db, synchronous)
         self._data_dir = data_dir

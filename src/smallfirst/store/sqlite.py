@@ -89,7 +89,7 @@ _OVERHEAD_SUMS = """
 class ReceiptStore:
     """Receipts and overhead rows in one backend's database."""
 
-    def __init__(self, db: Backend | Path, synchronous: Synchronous = "NORMAL") -> None:
+    def __init__(self, db: Backend | Path | str, synchronous: Synchronous = "NORMAL") -> None:
         self.backend, self._owned = backend_of(db, synchronous)
         self.path = db if isinstance(db, Path) else None
         self._insert = (
