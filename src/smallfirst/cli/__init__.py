@@ -4,6 +4,7 @@
     smallfirst models list [--json] | pull NAME... | rm NAME... | profile NAME...
     smallfirst usage [--since 1h] [--by-key] [--json]
     smallfirst keys create | list | show | revoke | rotate
+    smallfirst db status | migrate
     smallfirst eval run | report | export
     smallfirst router fit | eval
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from smallfirst._version import __version__
 from smallfirst.cli.common import settings_from
+from smallfirst.cli.db import add_parser as add_db_parser
 from smallfirst.cli.evals import (
     cmd_eval_export,
     cmd_eval_report,
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_router_parser(sub, common)
     _add_usage(sub, common)
     add_keys_parser(sub, common)
+    add_db_parser(sub, common)
     return parser
 
 

@@ -35,7 +35,7 @@ from smallfirst.store.backend import (
 )
 from smallfirst.store.schema import POSTGRES_MIGRATIONS
 
-__all__ = ["PostgresBackend"]
+__all__ = ["PostgresBackend", "read_version"]
 
 CONNECT_TIMEOUT_S = 5
 _LOCK_ID = 0x5F5F_534D_414C  # pg_advisory_xact_lock's key for smallfirst's migrations
@@ -61,6 +61,29 @@ class _Conn:
             cur.executemany(_sql(sql), [bools_as_ints(p) for p in params])
 
 
+def _connect(url: str) -> Any:
+    """One direct connection; :class:`StoreUnavailableError` naming the masked URL if not."""
+    import psycopg
+
+    try:
+        return psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnavailableError(
+            f"cannot reach PostgreSQL at {mask_url(url)}: {reason}"
+        ) from None
+
+
+def read_version(url: str) -> int:
+    """The schema version of the database at ``url`` without migrating it (0: none yet)."""
+    with _connect(url) as conn:
+        if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None:
+            return 0
+        return int(
+            conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+        )
+
+
 class PostgresBackend:
     """One PostgreSQL database through a pool of connections."""
 
@@ -68,19 +91,11 @@ class PostgresBackend:
     bucket = "CAST(FLOOR(created_at / ?) AS BIGINT)"
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
-        import psycopg
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
 
         self._url = url
-        try:
-            first = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
-        except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreUnavailableError(
-                f"cannot reach PostgreSQL at {mask_url(url)}: {reason}"
-            ) from None
-        with first:
+        with _connect(url) as first:
             self._migrate(first)
         self._pool = ConnectionPool(
             url,

@@ -27,7 +27,7 @@ from smallfirst.errors import StoreError
 from smallfirst.store.backend import Connection, Dialect, rolled_back_on_error
 from smallfirst.store.schema import SQLITE_MIGRATIONS
 
-__all__ = ["SqliteBackend", "Synchronous", "connect", "reader"]
+__all__ = ["SqliteBackend", "Synchronous", "connect", "read_version", "reader"]
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
@@ -65,6 +65,19 @@ def reader(path: Path) -> Iterator[Connection]:
         conn.execute("PRAGMA query_only=1")
         conn.execute("PRAGMA busy_timeout=5000")
         yield conn
+    finally:
+        conn.close()
+
+
+def read_version(path: Path) -> int:
+    """The schema version of ``path`` without migrating it (0: no such file yet)."""
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
     finally:
         conn.close()
 
