@@ -38,6 +38,8 @@ from smallfirst.store.schema import POSTGRES_MIGRATIONS
 __all__ = ["PostgresBackend", "read_version"]
 
 CONNECT_TIMEOUT_S = 5
+# how long a request waits for a pooled connection before it is a 503 (store_unavailable)
+POOL_TIMEOUT_S = 5.0
 _LOCK_ID = 0x5F5F_534D_414C  # pg_advisory_xact_lock's key for smallfirst's migrations
 
 
@@ -91,21 +93,27 @@ class PostgresBackend:
     bucket = "CAST(FLOOR(created_at / ?) AS BIGINT)"
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
+        import psycopg
         from psycopg.rows import dict_row
-        from psycopg_pool import ConnectionPool
+        from psycopg_pool import ConnectionPool, PoolTimeout
 
         self._url = url
         with _connect(url) as first:
             self._migrate(first)
+        # a connection is checked before each use, so one the server dropped (a restart)
+        # is replaced instead of failing a request: the pool recovers by itself
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             kwargs={"autocommit": True, "row_factory": dict_row},
-            timeout=30.0,
+            check=ConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT_S,
+            reconnect_timeout=0,  # keep trying in the background for as long as it takes
             open=True,
             name="smallfirst",
         )
+        self._lost_errors: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
 
     @property
     def dialect(self) -> Dialect:
@@ -135,19 +143,28 @@ class PostgresBackend:
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
 
     @contextlib.contextmanager
+    def _lost(self) -> Iterator[None]:
+        """The database gone mid-run: a StoreUnavailableError (503), never a bare 500."""
+        try:
+            yield
+        except self._lost_errors as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailableError(f"lost PostgreSQL at {self.url}: {reason}") from exc
+
+    @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:
-        with self._pool.connection() as conn:
+        with self._lost(), self._pool.connection() as conn:
             yield _Conn(conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._lost(), self._pool.connection() as conn, conn.transaction():
             yield _Conn(conn)
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Connection]:
         # READ ONLY: the dashboard cannot write by mistake, as SQLite's query_only
-        with self._pool.connection() as conn, conn.transaction():
+        with self._lost(), self._pool.connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")
             yield _Conn(conn)
 
