@@ -4,16 +4,17 @@ and a second connection) and whose leases are reclaimed."""
 
 from __future__ import annotations
 
+import multiprocessing
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from smallfirst.errors import InvalidKeyError, InvalidRequestError, QuotaExceededError
 from smallfirst.store.backend import Backend
 from smallfirst.store.budgets import Amounts, BudgetBook
-from smallfirst.store.database import open_backend
 from smallfirst.store.keys import SECRET_FILE, KeySpec, KeyStore
 
 pytestmark = pytest.mark.fast
@@ -112,7 +113,7 @@ def test_concurrent_reservations_from_threads_and_two_connections_never_overspen
     # PostgreSQL: two pools, as two gateway replicas would have)
     k, worst = 7, 0.1
     key, _ = keys.create(KeySpec(name="race", budget_usd=k * worst, budget_co2_g=1e9))
-    other = KeyStore(open_backend(db_url), tmp_path)
+    other = KeyStore(db_url, tmp_path)
     ok: list[int] = []
     refused: list[int] = []
     start = threading.Barrier(60)
@@ -131,7 +132,7 @@ def test_concurrent_reservations_from_threads_and_two_connections_never_overspen
         t.start()
     for t in threads:
         t.join()
-    other._db.close()
+    other.close()
     assert len(ok) == k and len(refused) == 60 - k
     assert keys.get("race").reserved.usd == pytest.approx(k * worst)
 
@@ -175,3 +176,39 @@ def test_reclaim_gives_back_every_expired_lease_of_every_key_once(keys: KeyStore
     book.settle(a, kept, Amounts(0.05, 0.0, 0.0), now=130.0)
     after = keys.get("a")
     assert after.reserved.usd == pytest.approx(0.0) and after.spent.usd == pytest.approx(0.05)
+
+
+def _reserve_from_a_process(url: str, data_dir: str, key_id: str, tries: int, start: Any) -> int:
+    """One process of the race below: its own connection(s), ``tries`` reservations."""
+    store = KeyStore(url, Path(data_dir))
+    key = store.get(key_id)
+    start.wait()
+    won = 0
+    for _ in range(tries):
+        try:
+            store.budgets.reserve(key, Amounts(0.1, 0.0, 0.0), TTL)
+            won += 1
+        except QuotaExceededError:
+            pass
+    store.close()
+    return won
+
+
+def test_three_processes_on_one_database_reserve_exactly_the_budget(
+    db_url: str, tmp_path: Path
+) -> None:
+    # three gateways' worth of processes, each its own connection (on PostgreSQL its own
+    # pool), 3 x 8 reservations raced on a budget of exactly K = 11 worst cases
+    k = 11
+    made = KeyStore(db_url, tmp_path)
+    key, _ = made.create(KeySpec(name="processes", budget_usd=k * 0.1))
+    made.close()
+    ctx = multiprocessing.get_context("spawn")  # no threads or pools inherited
+    start = ctx.Manager().Barrier(3)
+    with ctx.Pool(3) as pool:
+        args = [(db_url, str(tmp_path), key.id, 8, start)] * 3
+        won = pool.starmap(_reserve_from_a_process, args)
+    assert sum(won) == k, won
+    after = KeyStore(db_url, tmp_path)
+    assert after.get(key.id).reserved.usd == pytest.approx(k * 0.1)
+    after.close()

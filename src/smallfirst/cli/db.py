@@ -2,6 +2,7 @@
 
     smallfirst db status  [--database-url URL] [--json]   the schema's version, what is pending
     smallfirst db migrate [--database-url URL] [--json]   run the pending ones
+    smallfirst db copy --from sqlite:PATH --to postgresql://...   move an installation
 
 The database is ``database_url`` (settings, ``SMALLFIRST_DATABASE_URL`` or the flag), by
 default the SQLite file in the data directory. ``status`` reads without changing anything;
@@ -66,6 +67,35 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    from smallfirst.errors import SmallfirstError
+    from smallfirst.store.backend import mask_url
+    from smallfirst.store.copy import copy_database
+    from smallfirst.store.database import open_backend
+
+    if args.source == args.target:
+        raise SystemExit("smallfirst: --from and --to name the same database")
+    try:
+        source = open_backend(args.source)
+        try:
+            target = open_backend(args.target)
+            try:
+                counts = copy_database(source, target)
+            finally:
+                target.close()
+        finally:
+            source.close()
+    except SmallfirstError as exc:
+        raise SystemExit(f"smallfirst: {exc.message}") from None
+    if args.json:
+        print(json.dumps(counts))
+        return 0
+    print(f"copied {mask_url(args.source)} -> {mask_url(args.target)}")
+    for table, c in counts.items():
+        print(f"  {table:<13} {c['read']:>8} read  {c['added']:>8} added")
+    return 0
+
+
 def add_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -80,3 +110,14 @@ def add_parser(
     st.set_defaults(func=cmd_db_status)
     mi = dsub.add_parser("migrate", parents=[common, opts], help="apply pending migrations")
     mi.set_defaults(func=cmd_db_migrate)
+    cp = dsub.add_parser(
+        "copy",
+        help="copy receipts, keys and evaluation results to another database (idempotent)",
+        description="Move an installation, e.g. --from sqlite:~/.local/share/smallfirst/"
+        "smallfirst.db --to postgresql://...; run with the old gateway stopped. Rows the "
+        "target has are kept; open budget reservations are not copied.",
+    )
+    cp.add_argument("--from", dest="source", required=True, help="sqlite:PATH or postgresql://")
+    cp.add_argument("--to", dest="target", required=True, help="sqlite:PATH or postgresql://")
+    cp.add_argument("--json", action="store_true", help="machine-readable output")
+    cp.set_defaults(func=cmd_db_copy)
