@@ -31,13 +31,15 @@ def pg_cluster() -> Iterator[Cluster]:
 
 
 def fresh_database(cluster: Cluster) -> str:
-    """The URL of a new, empty database on ``cluster``."""
+    """The URL of a new, empty database on ``cluster``: a schema of its own, first on the
+    connection's search path (as good as a database to the store, and made in a
+    millisecond where CREATE DATABASE takes a few hundred)."""
     import psycopg
 
     name = f"t{next(_names)}"
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return cluster.url(name)
+        conn.execute(f"CREATE SCHEMA {name}")
+    return cluster.url() + f"?options=-csearch_path%3D{name}"
 
 
 @pytest.fixture(params=BACKENDS)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from smallfirst.errors import StoreUnavailableError
@@ -51,6 +52,15 @@ def test_three_gateways_on_one_postgresql_share_one_budget_exactly(
             assert after.spent.usd == pytest.approx(sum(r.cost_usd or 0 for r in receipts))
             assert after.spent.usd <= k * worst_usd(max_tokens)
             assert a.app.state.store.summary()["total"]["requests"] == k
+            # the read side on PostgreSQL too: the receipts API and the dashboard's queries
+            _, admin = a.app.state.keys.create(KeySpec(name="admin", admin=True))
+            auth = {"authorization": f"Bearer {admin}"}
+            listed = httpx.get(f"{c.url}/smallfirst/v1/receipts", headers=auth).json()
+            assert {r["receipt_id"] for r in listed["data"]} == {r.id for r in receipts}
+            series = httpx.get(f"{b.url}/smallfirst/v1/dashboard/timeseries", headers=auth)
+            assert sum(p["requests"] for p in series.json()["data"]) == k
+            frontier = httpx.get(f"{a.url}/smallfirst/v1/dashboard/frontier", headers=auth)
+            assert frontier.status_code == 200, frontier.text
 
 
 def test_an_unreachable_database_is_named_with_its_password_masked() -> None:
