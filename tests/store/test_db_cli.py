@@ -16,6 +16,7 @@ from smallfirst.store.database import open_backend, schema_status
 from smallfirst.store.eval_results import EvalStore
 from smallfirst.store.keys import KeySpec, KeyStore
 from smallfirst.store.sqlite import SqliteStore
+from smallfirst.testing import free_port
 from tests.store.conftest import fresh_database
 from tests.store.pg_cluster import Cluster
 from tests.store.test_eval_results import _result
@@ -101,3 +102,16 @@ def test_copy_moves_an_installation_and_a_second_run_adds_nothing(
     results = EvalStore(target)
     assert results.results("r") == [_result("1", True)]
     results.close()
+
+
+def test_any_command_on_a_database_that_is_down_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"postgresql://smallfirst:hunter2@127.0.0.1:{free_port()}/smallfirst"
+    monkeypatch.setenv("SMALLFIRST_DATABASE_URL", url)
+    for argv in (["keys", "list"], ["usage"], ["db", "status"]):
+        with pytest.raises(SystemExit) as stopped:
+            main([*argv, "--data-dir", str(tmp_path)])
+        message = str(stopped.value)
+        assert message.startswith("smallfirst: cannot reach PostgreSQL at postgresql://"), argv
+        assert "***@127.0.0.1" in message and "hunter2" not in message

@@ -37,7 +37,7 @@ from smallfirst.cli.models import (
 )
 from smallfirst.cli.router import add_parser as add_router_parser
 from smallfirst.cli.usage import cmd_usage
-from smallfirst.errors import ConfigError, StoreError
+from smallfirst.errors import ConfigError, StoreError, StoreUnavailableError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -248,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except StoreUnavailableError as exc:  # any command on a database that is down: one line
+        raise SystemExit(f"smallfirst: {exc.message}") from None
     return result
 
 
