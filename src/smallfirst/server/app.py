@@ -12,6 +12,7 @@ and rate limits (open until a key exists) are :mod:`.auth` and :mod:`.access`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +28,7 @@ from smallfirst.engines.pool import EnginePool
 from smallfirst.metering.receipts import Overhead, Receipt
 from smallfirst.metering.service import Metering
 from smallfirst.server import errors, openapi
-from smallfirst.server.access import Access
+from smallfirst.server.access import Access, reclaim_leases
 from smallfirst.server.auth import AuthMiddleware, check_bind
 from smallfirst.server.cache_hits import CacheFront
 from smallfirst.server.choosing import Chooser
@@ -93,7 +94,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # expired budget leases (a replica killed mid-request) given back while serving
+        reclaimer = asyncio.create_task(reclaim_leases(keys, settings.access_reservation_ttl_s))
         yield
+        reclaimer.cancel()
         # uvicorn has waited for open responses (the drain) before running this
         drain.cancel()
         await pool.aclose()
