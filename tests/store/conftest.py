@@ -7,7 +7,8 @@ A cluster that cannot start fails the PostgreSQL half with the reason; it is nev
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,23 @@ def fresh_database(cluster: Cluster) -> str:
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {name}")
     return cluster.url() + f"?options=-csearch_path%3D{name}"
+
+
+def at_once(n: int, one: Callable[[int], object]) -> list[object]:
+    """``one(0)`` ... ``one(n - 1)`` in ``n`` threads released together; their results."""
+    start = threading.Barrier(n)
+    results: list[object] = [None] * n
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = one(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
 
 
 @pytest.fixture(params=BACKENDS)

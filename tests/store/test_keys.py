@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import multiprocessing
 import stat
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from smallfirst.errors import InvalidKeyError, InvalidRequestError, QuotaExceede
 from smallfirst.store.backend import Backend
 from smallfirst.store.budgets import Amounts, BudgetBook
 from smallfirst.store.keys import SECRET_FILE, KeySpec, KeyStore
+from tests.store.conftest import at_once
 
 pytestmark = pytest.mark.fast
 
@@ -114,26 +114,17 @@ def test_concurrent_reservations_from_threads_and_two_connections_never_overspen
     k, worst = 7, 0.1
     key, _ = keys.create(KeySpec(name="race", budget_usd=k * worst, budget_co2_g=1e9))
     other = KeyStore(db_url, tmp_path)
-    ok: list[int] = []
-    refused: list[int] = []
-    start = threading.Barrier(60)
 
-    def one(i: int) -> None:
-        book = (keys if i % 2 else other).budgets
-        start.wait()
+    def one(i: int) -> bool:
         try:
-            book.reserve(key, Amounts(worst, 0.0, 0.001), TTL)
-            ok.append(i)
+            (keys if i % 2 else other).budgets.reserve(key, Amounts(worst, 0.0, 0.001), TTL)
+            return True
         except QuotaExceededError:
-            refused.append(i)
+            return False
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(60)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won = at_once(60, one)
     other.close()
-    assert len(ok) == k and len(refused) == 60 - k
+    assert won.count(True) == k and won.count(False) == 60 - k
     assert keys.get("race").reserved.usd == pytest.approx(k * worst)
 
 

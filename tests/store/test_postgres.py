@@ -91,3 +91,29 @@ def test_serve_exits_with_that_message_when_the_database_is_down(tmp_path: Path)
     assert done.returncode == 1, done.stderr
     assert "cannot reach PostgreSQL at postgresql://smallfirst:***@127.0.0.1" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
+def test_two_gateways_on_one_postgresql_share_a_keys_rate_limit(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    # per-process windows would let each replica allow the full rate; these allow it once
+    url = fresh_database(pg_cluster)
+    with StubUpstream() as stub:
+        settings = stub_settings(tmp_path, stub, database_url=url)
+        with LiveServer(settings) as a, LiveServer(settings) as b:
+            _, secret = a.app.state.keys.create(KeySpec(name="limited", rpm=5))
+            body = {"model": "stub", "messages": MSG, "max_tokens": 4}
+            auth = {"authorization": f"Bearer {secret}"}
+            answers = [
+                httpx.post(f"{(a, b)[i % 2].url}/v1/chat/completions", json=body, headers=auth)
+                for i in range(8)
+            ]
+            assert [r.status_code for r in answers] == [200] * 5 + [429] * 3
+            remaining = [int(r.headers["x-ratelimit-remaining-requests"]) for r in answers[:5]]
+            assert remaining == [4, 3, 2, 1, 0]  # counted across both replicas
+            refused = answers[5].json()["error"]
+            assert (
+                refused["code"] == "rate_limit_exceeded"
+                and "5 requests per minute" in (refused["message"])
+            )
+            assert 50 <= int(answers[5].headers["retry-after"]) <= 60

@@ -44,7 +44,7 @@ from smallfirst.errors import ModelNotAllowedError, QuotaExceededError
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering
 from smallfirst.server.choosing import Choice, Exclude
-from smallfirst.server.ratelimit import Entry, RateLimiter, estimate_tokens
+from smallfirst.server.ratelimit import Entry, RateLimiter, SharedRateLimiter, estimate_tokens
 from smallfirst.server.serving import Record
 from smallfirst.settings import Settings
 from smallfirst.store.budgets import UNITS, Amounts, BudgetBook
@@ -136,7 +136,10 @@ class Access:
         self.catalog = catalog
         self.metering = metering
         self.settings = settings
-        self.limiter = RateLimiter()
+        # replicas on one PostgreSQL share each key's window; one SQLite host counts in memory
+        self.limiter: RateLimiter | SharedRateLimiter = (
+            SharedRateLimiter(keys.rates) if keys.dialect == "postgresql" else RateLimiter()
+        )
 
     def worst_case(self, model: str, gen: GenerationRequest) -> Amounts:
         """The most one generation of ``gen`` on ``model`` can cost, use and emit."""

@@ -34,6 +34,7 @@ from smallfirst.errors import InvalidKeyError, InvalidRequestError, NotFoundErro
 from smallfirst.store.backend import Backend, Row
 from smallfirst.store.budgets import WINDOWS, Amounts, BudgetBook
 from smallfirst.store.database import backend_of
+from smallfirst.store.ratelimits import RateBook
 from smallfirst.store.sqlite_backend import Synchronous
 
 __all__ = ["SECRET_FILE", "ApiKey", "KeySpec", "KeyStore", "server_secret"]
@@ -158,6 +159,8 @@ class KeyStore:
         self._secret: bytes | None = None  # read on first need: open mode never makes it
         self._closed_for_good = False  # a key exists (see any)
         self.budgets = BudgetBook(self._db)
+        self.rates = RateBook(self._db)  # shared rate windows (used on PostgreSQL)
+        self.dialect = self._db.dialect
 
     def _hash(self, secret: str) -> str:
         if self._secret is None:

@@ -159,6 +159,17 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX overhead_created ON overhead (created_at);
     """,
+    # Issue 18: requests and tokens per minute counted in the database, shared by the
+    # gateways on it (store/ratelimits.py)
+    """
+    CREATE TABLE rate_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        tokens INTEGER NOT NULL
+    );
+    CREATE INDEX rate_events_key_at ON rate_events (key_id, at);
+    """,
 )
 
 
@@ -282,5 +293,14 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         co2_g DOUBLE PRECISION
     );
     CREATE INDEX overhead_created ON overhead (created_at);
+    """,
+    """
+    CREATE TABLE rate_events (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        tokens INTEGER NOT NULL
+    );
+    CREATE INDEX rate_events_key_at ON rate_events (key_id, at);
     """,
 )
