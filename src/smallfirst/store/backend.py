@@ -95,10 +95,14 @@ _TOKEN = re.compile(r"'[^']*'|::|:([A-Za-z_]\w*)|\?|%")
 
 
 def to_pyformat(sql: str) -> str:
-    """SQLite's ``?`` and ``:name`` parameters as psycopg's ``%s`` and ``%(name)s``."""
+    """SQLite's ``?`` and ``:name`` parameters as psycopg's ``%s`` and ``%(name)s``; a
+    literal ``%`` doubled. The result must always be executed with parameters (an empty
+    list if none), or psycopg would not read the doubled ``%%`` back as one."""
 
     def swap(m: re.Match[str]) -> str:
         text = m.group(0)
+        if text.startswith("'"):  # psycopg reads % inside literals too
+            return text.replace("%", "%%")
         if text == "?":
             return "%s"
         if text == "%":

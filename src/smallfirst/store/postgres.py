@@ -55,7 +55,8 @@ class _Conn:
         self._conn = conn
 
     def execute(self, sql: str, params: Params = ()) -> Cursor:
-        cursor: Cursor = self._conn.execute(_sql(sql), bools_as_ints(params) or None)
+        # params always given, even empty: to_pyformat's %% is read back only then
+        cursor: Cursor = self._conn.execute(_sql(sql), bools_as_ints(params))
         return cursor
 
     def executemany(self, sql: str, params: Sequence[Params]) -> Any:
