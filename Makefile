@@ -28,6 +28,8 @@ run: models
 test: install
 	@# the dashboard test drives Debian's Chromium with Playwright (no browser download)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@# the store's tests run on PostgreSQL too: a throwaway cluster (tests/store/pg_cluster.py)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
 	@# the packaged router routes across the whole chat ladder (tests/server/test_default_router.py)
 	$(BIN)/smallfirst models pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct \
 		qwen2.5-coder-1.5b-instruct gemma-3-270m
@@ -35,6 +37,7 @@ test: install
 
 # the fast lane: tests that need no model, no browser and no network (marked `fast`), < 30 s
 test-fast: install
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
 	$(BIN)/python -m pytest -m fast -q
 
 lint: install

@@ -40,6 +40,7 @@ __all__ = [
     "ShuttingDownError",
     "SmallfirstError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownModelError",
     "UnsupportedError",
     "UpstreamCoolingError",
@@ -206,6 +207,11 @@ class ArtifactError(RoutingError):
 
 class StoreError(SmallfirstError):
     """The database cannot be used as asked (a newer schema, a broken file)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached (PostgreSQL down or refusing us); the message names
+    its URL with the password masked."""
 
 
 class InvalidCursorError(StoreError):

@@ -254,6 +254,14 @@ class Settings(BaseSettings):
         "parameter schema (a lazy grammar); off: the call is parsed as written",
     )
 
+    # The store's database (issue #18): SQLite in the data directory, or PostgreSQL.
+    database_url: str | None = Field(
+        default=None,
+        description="where receipts, keys, budgets and evaluation results live: unset, the "
+        "SQLite file smallfirst.db in data_dir; sqlite:PATH another SQLite file; "
+        "postgresql://USER:PASSWORD@HOST:PORT/DB a PostgreSQL database shared by replicas",
+    )
+
     def fallbacks_for(self, model: str) -> tuple[str, ...]:
         """The models to try after ``model``: its [[models]] list, then the table's, once each."""
         declared = next((m.fallbacks for m in self.models if m.name == model), ())
@@ -268,6 +276,11 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "smallfirst.db"
+
+    @property
+    def database(self) -> str | Path:
+        """The store's database: ``database_url``, else the SQLite file in ``data_dir``."""
+        return self.database_url or self.db_path
 
     @property
     def threads(self) -> int:

@@ -1,4 +1,5 @@
-"""Exported evaluation results: a round trip, and files that are not exports."""
+"""Evaluation results on both backends (SQLite, PostgreSQL): runs, resuming, replacing, an
+export's round trip, and files that are not exports."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from smallfirst.errors import StoreError
+from smallfirst.store.backend import Backend
 from smallfirst.store.eval_results import EvalResult, EvalStore, read_export
 
 pytestmark = pytest.mark.fast
@@ -44,14 +46,14 @@ def _write(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_export_round_trip(tmp_path: Path) -> None:
+def test_export_round_trip(tmp_path: Path, backend: Backend) -> None:
     store = EvalStore(tmp_path / "a.db")
     for r in (_result("1", True), _result("2", False)):
         store.add(r)
     assert store.export(tmp_path / "r.jsonl.gz") == 2
     store.close()
     assert read_export(tmp_path / "r.jsonl.gz") == [_result("1", True), _result("2", False)]
-    other = EvalStore(tmp_path / "b.db")
+    other = EvalStore(backend)
     assert other.import_file(tmp_path / "r.jsonl.gz") == 2
     assert other.results("r") == [_result("1", True), _result("2", False)]
     other.close()
@@ -65,7 +67,7 @@ def test_export_round_trip(tmp_path: Path) -> None:
     ],
 )
 def test_a_file_that_is_not_an_export_is_a_store_error(
-    tmp_path: Path, content: bytes | None, says: str
+    tmp_path: Path, backend: Backend, content: bytes | None, says: str
 ) -> None:
     path = tmp_path / "bad.jsonl.gz"
     if content is None:
@@ -74,7 +76,7 @@ def test_a_file_that_is_not_an_export_is_a_store_error(
         path.write_bytes(content)
     with pytest.raises(StoreError, match=says):
         read_export(path)
-    store = EvalStore(tmp_path / "a.db")
+    store = EvalStore(backend)
     with pytest.raises(StoreError, match=says):
         store.import_file(path)
     # the good line before the broken one was rolled back with it, and the store still works
@@ -87,3 +89,18 @@ def test_a_file_that_is_not_an_export_is_a_store_error(
 def test_a_missing_file_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot read"):
         read_export(tmp_path / "nowhere.jsonl.gz")
+
+
+def test_runs_resume_and_a_rerun_replaces_its_answer(backend: Backend) -> None:
+    store = EvalStore(backend)
+    store.start_run("r", {"models": ["m"]})
+    store.start_run("r", {"models": ["changed"]})  # a resumed run keeps its first config
+    store.add(_result("1", False))
+    store.add(_result("2", True))
+    store.add(_result("1", True))  # the same key again: replaced, not added
+    assert store.done("r", "m", "gsm8k") == {"1": "0" * 16, "2": "0" * 16}
+    assert [(r.item_id, r.correct) for r in store.results("r")] == [("1", True), ("2", True)]
+    assert store.runs() == [
+        {"run_id": "r", "created_at": store.runs()[0]["created_at"], "config": {"models": ["m"]},
+         "results": 2}
+    ]  # fmt: skip

@@ -1,17 +1,21 @@
-"""API keys and their budgets in the real SQLite store: hashing, lifecycle, windows, and
-reservations that stay exact under concurrency (threads and a second connection)."""
+"""API keys and their budgets in the real store, on both backends (SQLite, PostgreSQL):
+hashing, lifecycle, windows, and reservations that stay exact under concurrency (threads
+and a second connection) and whose leases are reclaimed."""
 
 from __future__ import annotations
 
+import multiprocessing
 import stat
-import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from smallfirst.errors import InvalidKeyError, InvalidRequestError, QuotaExceededError
+from smallfirst.store.backend import Backend
 from smallfirst.store.budgets import Amounts, BudgetBook
 from smallfirst.store.keys import SECRET_FILE, KeySpec, KeyStore
+from tests.store.conftest import at_once
 
 pytestmark = pytest.mark.fast
 
@@ -19,20 +23,21 @@ TTL = 3600.0
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> KeyStore:
-    store = KeyStore(tmp_path / "smallfirst.db", tmp_path)
-    yield store  # type: ignore[misc]
-    store.close()
+def keys(backend: Backend, tmp_path: Path) -> KeyStore:
+    return KeyStore(backend, tmp_path)  # the backend fixture closes the database
 
 
 def test_the_store_keeps_only_a_keyed_hash_and_the_server_secret_is_private(
-    keys: KeyStore, tmp_path: Path
+    keys: KeyStore, backend: Backend, tmp_path: Path
 ) -> None:
     assert not keys.any()
     key, secret = keys.create(KeySpec(name="alice"))
     assert secret.startswith("sf-") and key.id.removeprefix("key_") in secret
     assert keys.any()
-    db = b"".join(p.read_bytes() for p in tmp_path.glob("smallfirst.db*"))
+    with backend.connection() as conn:
+        rows = str(conn.execute("SELECT * FROM keys").fetchall())
+    db = rows.encode() + b"".join(p.read_bytes() for p in tmp_path.glob("smallfirst.db*"))
+    assert "alice" in rows and key.id in rows
     assert secret.encode() not in db and secret.split("-", 2)[2].encode() not in db
     mode = stat.S_IMODE((tmp_path / SECRET_FILE).stat().st_mode)
     assert mode == 0o600
@@ -102,32 +107,24 @@ def test_a_reservation_that_does_not_fit_names_the_budget_and_the_reset(
 
 
 def test_concurrent_reservations_from_threads_and_two_connections_never_overspend(
-    keys: KeyStore, tmp_path: Path
+    keys: KeyStore, db_url: str, tmp_path: Path
 ) -> None:
-    # one budget of exactly K worst cases, raced by 60 threads over two connections
+    # one budget of exactly K worst cases, raced by 60 threads over two connections (on
+    # PostgreSQL: two pools, as two gateway replicas would have)
     k, worst = 7, 0.1
     key, _ = keys.create(KeySpec(name="race", budget_usd=k * worst, budget_co2_g=1e9))
-    other = KeyStore(tmp_path / "smallfirst.db", tmp_path)
-    ok: list[int] = []
-    refused: list[int] = []
-    start = threading.Barrier(60)
+    other = KeyStore(db_url, tmp_path)
 
-    def one(i: int) -> None:
-        book = (keys if i % 2 else other).budgets
-        start.wait()
+    def one(i: int) -> bool:
         try:
-            book.reserve(key, Amounts(worst, 0.0, 0.001), TTL)
-            ok.append(i)
+            (keys if i % 2 else other).budgets.reserve(key, Amounts(worst, 0.0, 0.001), TTL)
+            return True
         except QuotaExceededError:
-            refused.append(i)
+            return False
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(60)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won = at_once(60, one)
     other.close()
-    assert len(ok) == k and len(refused) == 60 - k
+    assert won.count(True) == k and won.count(False) == 60 - k
     assert keys.get("race").reserved.usd == pytest.approx(k * worst)
 
 
@@ -151,3 +148,58 @@ def test_a_reservation_never_settled_is_given_back_after_its_time_to_live(
     book.settle(key, swept, Amounts(0.05, 0.0, 0.0), now=2003.0)
     final = keys.get("crashed")
     assert final.reserved.usd == pytest.approx(0.1) and final.spent.usd == pytest.approx(0.15)
+
+
+def test_reclaim_gives_back_every_expired_lease_of_every_key_once(keys: KeyStore) -> None:
+    # what a live replica runs for one that died with reservations open
+    book = keys.budgets
+    a, _ = keys.create(KeySpec(name="a", budget_usd=1.0))
+    b, _ = keys.create(KeySpec(name="b", budget_wh=2.0))
+    book.reserve(a, Amounts(0.3, 0.0, 0.0), ttl_s=10.0, now=100.0)
+    book.reserve(a, Amounts(0.2, 0.0, 0.0), ttl_s=10.0, now=101.0)
+    kept = book.reserve(a, Amounts(0.1, 0.0, 0.0), ttl_s=100.0, now=102.0)
+    book.reserve(b, Amounts(0.0, 1.5, 0.0), ttl_s=10.0, now=103.0)
+    assert book.reclaim(now=50.0) == 0  # nothing expired yet
+    assert book.reclaim(now=120.0) == 2  # both keys had expired leases
+    assert keys.get("a").reserved.usd == pytest.approx(0.1)
+    assert keys.get("b").reserved.wh == pytest.approx(0.0)
+    assert book.reclaim(now=121.0) == 0  # given back once, not twice
+    book.settle(a, kept, Amounts(0.05, 0.0, 0.0), now=130.0)
+    after = keys.get("a")
+    assert after.reserved.usd == pytest.approx(0.0) and after.spent.usd == pytest.approx(0.05)
+
+
+def _reserve_from_a_process(url: str, data_dir: str, key_id: str, tries: int, start: Any) -> int:
+    """One process of the race below: its own connection(s), ``tries`` reservations."""
+    store = KeyStore(url, Path(data_dir))
+    key = store.get(key_id)
+    start.wait()
+    won = 0
+    for _ in range(tries):
+        try:
+            store.budgets.reserve(key, Amounts(0.1, 0.0, 0.0), TTL)
+            won += 1
+        except QuotaExceededError:
+            pass
+    store.close()
+    return won
+
+
+def test_three_processes_on_one_database_reserve_exactly_the_budget(
+    db_url: str, tmp_path: Path
+) -> None:
+    # three gateways' worth of processes, each its own connection (on PostgreSQL its own
+    # pool), 3 x 8 reservations raced on a budget of exactly K = 11 worst cases
+    k = 11
+    made = KeyStore(db_url, tmp_path)
+    key, _ = made.create(KeySpec(name="processes", budget_usd=k * 0.1))
+    made.close()
+    ctx = multiprocessing.get_context("spawn")  # no threads or pools inherited
+    start = ctx.Manager().Barrier(3)
+    with ctx.Pool(3) as pool:
+        args = [(db_url, str(tmp_path), key.id, 8, start)] * 3
+        won = pool.starmap(_reserve_from_a_process, args)
+    assert sum(won) == k, won
+    after = KeyStore(db_url, tmp_path)
+    assert after.get(key.id).reserved.usd == pytest.approx(k * 0.1)
+    after.close()

@@ -1,4 +1,5 @@
-"""The SQLite store: migrations, pagination, filters and SQL aggregation."""
+"""The receipt store on both backends (SQLite, PostgreSQL): migrations, pagination, filters
+and SQL aggregation."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from smallfirst.errors import StoreError
 from smallfirst.metering.receipts import Overhead, Receipt
-from smallfirst.store.sqlite import MIGRATIONS, SqliteStore, StoreError
+from smallfirst.store.backend import Backend
+from smallfirst.store.database import open_backend
+from smallfirst.store.schema import SQLITE_MIGRATIONS as MIGRATIONS
+from smallfirst.store.sqlite import SqliteStore
+from tests.store.conftest import fresh_database
+from tests.store.pg_cluster import Cluster
 
 pytestmark = pytest.mark.fast
 
@@ -52,16 +59,18 @@ def receipt(
     )
 
 
-def test_round_trip_and_schema_version(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
-    assert store.schema_version == len(MIGRATIONS)
+def test_round_trip_and_schema_version(db_url: str) -> None:
+    store = SqliteStore(open_backend(db_url))
+    assert store.schema_version == store.backend.migrations() > 0
     store.add(receipt(1))
     assert store.get("r1") == receipt(1)
     assert store.get("nope") is None
     assert store.integrity_check() == "ok"
-    store.close()
-    again = SqliteStore(tmp_path / "s.db")  # reopening runs no migration twice
+    store.backend.close()
+    again = SqliteStore(open_backend(db_url))  # reopening runs no migration twice
     assert again.get("r1") == receipt(1)
+    assert again.schema_version == again.backend.migrations()
+    again.backend.close()
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -73,8 +82,19 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         SqliteStore(path)
 
 
-def test_pages_filters_and_summary(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+def test_newer_schema_is_refused_on_postgresql(pg_cluster: Cluster) -> None:
+    import psycopg
+
+    url = fresh_database(pg_cluster)
+    open_backend(url).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (999,))
+    with pytest.raises(StoreError, match="newer"):
+        open_backend(url)
+
+
+def test_pages_filters_and_summary(backend: Backend) -> None:
+    store = SqliteStore(backend)
     store.add_many([receipt(i, model="a" if i % 2 else "b") for i in range(25)])
     store.add(receipt(99, model="a", energy=None, method="unknown"))
     seen, cursor = [], None
@@ -98,8 +118,8 @@ def test_pages_filters_and_summary(tmp_path: Path) -> None:
     assert store.summary(model="b")["total"]["requests"] == 13
 
 
-def test_overhead_is_summed_apart_from_the_receipts(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+def test_overhead_is_summed_apart_from_the_receipts(backend: Backend) -> None:
+    store = SqliteStore(backend)
     store.add(receipt(1))
     assert store.summary()["overhead"]["total"]["count"] == 0
     for at, model in ((1000.0, "m"), (1002.0, "m"), (1003.0, "n")):
@@ -114,6 +134,6 @@ def test_overhead_is_summed_apart_from_the_receipts(tmp_path: Path) -> None:
     assert store.summary(model="n")["overhead"]["items"][0]["energy_j"] == 2.0
 
 
-def test_receipt_row_is_every_column(tmp_path: Path) -> None:
+def test_receipt_row_is_every_column() -> None:
     r = receipt(1)
     assert list(r.row()) == Receipt.columns() and r.row()["id"] == "r1"

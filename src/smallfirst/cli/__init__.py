@@ -4,6 +4,7 @@
     smallfirst models list [--json] | pull NAME... | rm NAME... | profile NAME...
     smallfirst usage [--since 1h] [--by-key] [--json]
     smallfirst keys create | list | show | revoke | rotate
+    smallfirst db status | migrate
     smallfirst eval run | report | export
     smallfirst router fit | eval
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from smallfirst._version import __version__
 from smallfirst.cli.common import settings_from
+from smallfirst.cli.db import add_parser as add_db_parser
 from smallfirst.cli.evals import (
     cmd_eval_export,
     cmd_eval_report,
@@ -35,7 +37,7 @@ from smallfirst.cli.models import (
 )
 from smallfirst.cli.router import add_parser as add_router_parser
 from smallfirst.cli.usage import cmd_usage
-from smallfirst.errors import ConfigError
+from smallfirst.errors import ConfigError, StoreError, StoreUnavailableError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -52,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         app = create_app(settings)
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:  # StoreUnavailableError names the database
         raise SystemExit(f"smallfirst: {exc}") from None
     url = f"http://{settings.host}:{settings.port}"
     print(
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_router_parser(sub, common)
     _add_usage(sub, common)
     add_keys_parser(sub, common)
+    add_db_parser(sub, common)
     return parser
 
 
@@ -245,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except StoreUnavailableError as exc:  # any command on a database that is down: one line
+        raise SystemExit(f"smallfirst: {exc.message}") from None
     return result
 
 

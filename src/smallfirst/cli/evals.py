@@ -47,6 +47,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     from smallfirst.catalog import Catalog
     from smallfirst.evals import runner
     from smallfirst.evals.data import ensure_data
+    from smallfirst.store.backend import mask_url
     from smallfirst.store.eval_results import EvalStore
 
     settings, models = _eval_settings(args)
@@ -71,11 +72,11 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
         planned = runner.plan(settings, config)
     except SmallfirstError as exc:
         raise SystemExit(f"smallfirst: {exc}") from None
-    store = EvalStore(settings.db_path)
+    store = EvalStore(settings.database)
     print(
         f"run {args.run!r}: {', '.join(models)} × "
         + ", ".join(f"{b} ({len(v)})" for b, v in planned.items())
-        + f"; results in {settings.db_path}"
+        + f"; results in {mask_url(str(settings.database))}"
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -118,7 +119,7 @@ def cmd_eval_report(args: argparse.Namespace) -> int:
     from smallfirst.store.eval_summary import summarize
 
     settings = settings_from(args)
-    store = EvalStore(settings.db_path)
+    store = EvalStore(settings.database)
     if args.import_file:
         try:
             count = store.import_file(args.import_file)
@@ -157,7 +158,7 @@ def cmd_eval_report(args: argparse.Namespace) -> int:
 def cmd_eval_export(args: argparse.Namespace) -> int:
     from smallfirst.store.eval_results import EvalStore
 
-    store = EvalStore(settings_from(args).db_path)
+    store = EvalStore(settings_from(args).database)
     count = store.export(args.out, args.run)
     store.close()
     print(f"exported {count} results to {args.out}")
@@ -172,7 +173,7 @@ def cmd_eval_rescore(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     benchmarks = [b for b in (args.benchmarks or "").split(",") if b] or None
-    store = EvalStore(settings.db_path)
+    store = EvalStore(settings.database)
     try:
         with Progress("rescoring", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
             task = bar.add_task("rescore", total=None)

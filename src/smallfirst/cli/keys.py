@@ -24,7 +24,7 @@ def _store(args: argparse.Namespace) -> Any:
     from smallfirst.store.keys import KeyStore
 
     settings = settings_from(args)
-    return KeyStore(settings.db_path, settings.data_dir)
+    return KeyStore(settings.database, settings.data_dir)
 
 
 def _fail(exc: Exception) -> SystemExit:

@@ -115,7 +115,7 @@ def _table(
         if runs:
             results = [r for r in results if r.run_id in runs]
     else:
-        store = EvalStore(settings.db_path)
+        store = EvalStore(settings.database)
         try:
             results = [r for run in runs for r in store.results(run)] if runs else store.results()
         finally:

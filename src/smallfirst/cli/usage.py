@@ -32,9 +32,9 @@ def _fetch_summary(args: argparse.Namespace, settings: Any, since: float | None)
         return response.json()
     from smallfirst.store.sqlite import SqliteStore
 
-    if not settings.db_path.exists():
+    if settings.database_url is None and not settings.db_path.exists():
         raise SystemExit(f"smallfirst: no receipts yet ({settings.db_path} does not exist)")
-    store = SqliteStore(settings.db_path)
+    store = SqliteStore(settings.database)
     try:
         return store.summary(since=since, by_key=args.by_key)
     finally:

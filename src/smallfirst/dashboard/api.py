@@ -39,6 +39,7 @@ from smallfirst.errors import InvalidRequestError, NotFoundError
 from smallfirst.server import openapi, schemas
 from smallfirst.server.receipts_api import FILTERS, query_filters
 from smallfirst.settings import Settings
+from smallfirst.store.backend import Backend
 from smallfirst.store.dashboard_queries import DashboardQueries, EvalFingerprint
 from smallfirst.store.eval_summary import MACRO, Row, summarize
 from smallfirst.store.sqlite import SqliteStore
@@ -208,11 +209,11 @@ _FRONTIER_DOC: dict[str, Any] = {
 }
 
 
-def router(store: SqliteStore, eval_db_path: Path, settings: Settings) -> APIRouter:
+def router(store: SqliteStore, eval_db: Backend | Path, settings: Settings) -> APIRouter:
     """The page routes and ``/smallfirst/v1/dashboard/...``; receipts are read from
-    ``store``'s database, evaluation results from ``eval_db_path`` (today the same file)."""
-    receipts = DashboardQueries(store.path)
-    evals = DashboardQueries(eval_db_path)
+    ``store``'s database, evaluation results from ``eval_db`` (today the same one)."""
+    receipts = DashboardQueries(store.backend)
+    evals = DashboardQueries(eval_db)
     cache = _FrontierCache(evals)
     api = APIRouter()
 

@@ -31,6 +31,7 @@ the store.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
@@ -43,13 +44,13 @@ from smallfirst.errors import ModelNotAllowedError, QuotaExceededError
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering
 from smallfirst.server.choosing import Choice, Exclude
-from smallfirst.server.ratelimit import Entry, RateLimiter, estimate_tokens
+from smallfirst.server.ratelimit import Entry, RateLimiter, SharedRateLimiter, estimate_tokens
 from smallfirst.server.serving import Record
 from smallfirst.settings import Settings
 from smallfirst.store.budgets import UNITS, Amounts, BudgetBook
 from smallfirst.store.keys import ApiKey, KeyStore
 
-__all__ = ["TEMPLATE_TOKENS", "Access", "Reservation", "prompt_bound"]
+__all__ = ["TEMPLATE_TOKENS", "Access", "Reservation", "prompt_bound", "reclaim_leases"]
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,10 @@ class Access:
         self.catalog = catalog
         self.metering = metering
         self.settings = settings
-        self.limiter = RateLimiter()
+        # replicas on one PostgreSQL share each key's window; one SQLite host counts in memory
+        self.limiter: RateLimiter | SharedRateLimiter = (
+            SharedRateLimiter(keys.rates) if keys.dialect == "postgresql" else RateLimiter()
+        )
 
     def worst_case(self, model: str, gen: GenerationRequest) -> Amounts:
         """The most one generation of ``gen`` on ``model`` can cost, use and emit."""
@@ -255,3 +259,26 @@ class Access:
                 self.limiter.correct(entry, tokens)
 
         return settle
+
+
+def reclaim_every_s(ttl_s: float) -> float:
+    """How often a gateway looks for expired leases: a quarter of one, within [1 s, 60 s]."""
+    return min(max(ttl_s / 4, 1.0), 60.0)
+
+
+async def reclaim_leases(keys: KeyStore, ttl_s: float) -> None:
+    """Give back, every :func:`reclaim_every_s`, the reservations whose lease expired: ones a
+    gateway (this one before a restart, or a replica that died) never settled. A key's next
+    reservation also does it for that key; this keeps what ``keys show`` reports true in the
+    meantime. Runs until cancelled; a failure (the database away) is logged and retried."""
+    while True:
+        await asyncio.sleep(reclaim_every_s(ttl_s))
+        if not keys.any():
+            continue
+        try:
+            count = await asyncio.to_thread(keys.budgets.reclaim)
+        except Exception as exc:
+            log.warning("could not reclaim expired budget reservations: %s", exc)
+            continue
+        if count:
+            log.info("gave back expired budget reservations of %d key(s)", count)

@@ -12,6 +12,7 @@ and rate limits (open until a key exists) are :mod:`.auth` and :mod:`.access`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +28,7 @@ from smallfirst.engines.pool import EnginePool
 from smallfirst.metering.receipts import Overhead, Receipt
 from smallfirst.metering.service import Metering
 from smallfirst.server import errors, openapi
-from smallfirst.server.access import Access
+from smallfirst.server.access import Access, reclaim_leases
 from smallfirst.server.auth import AuthMiddleware, check_bind
 from smallfirst.server.cache_hits import CacheFront
 from smallfirst.server.choosing import Chooser
@@ -70,7 +71,9 @@ def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog(settings)
     metrics = Metrics()
     metering = Metering(settings, catalog) if settings.receipts else None
-    store = SqliteStore(settings.db_path, synchronous=settings.store_synchronous)
+    # SQLite in the data directory unless database_url names PostgreSQL (issue #18); the
+    # receipts and the keys each open their own connection(s), as they always have
+    store = SqliteStore(settings.database, synchronous=settings.store_synchronous)
 
     def load_meter(spec: ModelSpec) -> contextlib.AbstractContextManager[object]:
         # loading weights is overhead: a row of its own, billed to no request
@@ -85,13 +88,16 @@ def create_app(settings: Settings) -> FastAPI:
             log.exception("could not store the overhead of loading %s", row.model)
 
     pool = EnginePool(catalog, settings, observer=metrics, load_meter=load_meter)
-    keys = KeyStore(settings.db_path, settings.data_dir, settings.store_synchronous)
+    keys = KeyStore(settings.database, settings.data_dir, settings.store_synchronous)
     check_bind(settings, keys)  # no public bind without keys unless allow_anonymous
     drain = Drain(pool, settings.drain_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # expired budget leases (a replica killed mid-request) given back while serving
+        reclaimer = asyncio.create_task(reclaim_leases(keys, settings.access_reservation_ttl_s))
         yield
+        reclaimer.cancel()
         # uvicorn has waited for open responses (the drain) before running this
         drain.cancel()
         await pool.aclose()
@@ -149,5 +155,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(models_router(settings, catalog, pool, chooser))
     app.include_router(receipts_router(store))
     app.include_router(keys_router(keys))
-    app.include_router(dashboard_router(store, settings.db_path, settings))
+    app.include_router(dashboard_router(store, store.backend, settings))
     return app

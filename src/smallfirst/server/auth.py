@@ -29,7 +29,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from smallfirst.errors import AccessError, ConfigError, InvalidKeyError, ScopeError
+from smallfirst.errors import (
+    AccessError,
+    ConfigError,
+    InvalidKeyError,
+    ScopeError,
+    StoreUnavailableError,
+)
 from smallfirst.server.errors import describe
 from smallfirst.settings import Settings
 from smallfirst.store.keys import ApiKey, KeyStore
@@ -119,15 +125,15 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         need = _need(scope["path"])
-        if need is None or not self.keys.any():
-            await self.app(scope, receive, send)
-            return
         try:
-            key = self._key(scope, need)
-        except AccessError as exc:
+            key = None if need is None or not self.keys.any() else self._key(scope, need)
+        except (AccessError, StoreUnavailableError) as exc:  # the latter: database down, 503
             wire = describe(exc)
             assert wire is not None
             await wire.response()(scope, receive, send)
+            return
+        if key is None:
+            await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
         state["api_key"] = key

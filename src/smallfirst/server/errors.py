@@ -42,6 +42,7 @@ from smallfirst.errors import (
     ScopeError,
     ShuttingDownError,
     SmallfirstError,
+    StoreUnavailableError,
     UnknownModelError,
     UpstreamCoolingError,
     UpstreamError,
@@ -109,6 +110,8 @@ TABLE: Mapping[type[SmallfirstError], Row] = {
     NotFoundError: Row(404, INVALID, "not_found"),
     PolicyError: Row(400, INVALID, None),
     InvalidCursorError: Row(400, INVALID, None),
+    # issue #18: the database is down; nothing was run or metered, the client may retry
+    StoreUnavailableError: Row(503, SERVER, "store_unavailable"),
     InvalidRequestError: Row(400, INVALID, None),
     UpstreamRefusedError: Row(None, INVALID, "upstream_error"),
     UpstreamCoolingError: Row(503, SERVER, "upstream_cooling_down"),

@@ -10,9 +10,10 @@ as OpenAI estimates them before a call (a quarter of the prompt's characters plu
 Every response to such a key carries OpenAI's ``x-ratelimit-limit-requests``,
 ``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` and their ``-tokens``
 twins. Memory is bounded by the keys (only authenticated keys get a window) times ``rpm``
-(or ``tpm``: every entry is at least one token). The counts are per process: several
-gateway processes on one database each allow the full rate (moving them into the store
-is issue #18).
+(or ``tpm``: every entry is at least one token). These counts are per process; on
+PostgreSQL, where replicas share one database, :class:`SharedRateLimiter` keeps the same
+windows in it instead (:mod:`smallfirst.store.ratelimits`), so the replicas together
+allow the rate once.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 
 from smallfirst.errors import RateLimitedError
 from smallfirst.store.keys import ApiKey
+from smallfirst.store.ratelimits import RateBook, Refusal
 
-__all__ = ["WINDOW_S", "Entry", "RateLimiter", "estimate_tokens"]
+__all__ = ["WINDOW_S", "Entry", "RateLimiter", "SharedRateLimiter", "estimate_tokens"]
 
 WINDOW_S = 60.0
 
@@ -38,10 +40,12 @@ def estimate_tokens(prompt_chars: int, max_tokens: int | None) -> int:
 
 @dataclass(slots=True)
 class Entry:
-    """One admitted request in a key's window (``tokens`` is corrected at settlement)."""
+    """One admitted request in a key's window (``tokens`` is corrected at settlement);
+    ``row``: its row in the database, when the window is shared."""
 
     at: float
     tokens: int
+    row: int | None = None
 
 
 @dataclass(slots=True)
@@ -117,21 +121,56 @@ class RateLimiter:
             window.trim(now)
             count, used = len(window.entries), window.tokens()
             oldest = window.entries[0].at if window.entries else now - WINDOW_S
-        reset = _reset(max(0.0, oldest + WINDOW_S - now)).encode()
-        out: list[tuple[bytes, bytes]] = []
-        if key.rpm is not None:
-            out += [
-                (b"x-ratelimit-limit-requests", str(key.rpm).encode()),
-                (b"x-ratelimit-remaining-requests", str(max(0, key.rpm - count)).encode()),
-                (b"x-ratelimit-reset-requests", reset),
-            ]
-        if key.tpm is not None:
-            out += [
-                (b"x-ratelimit-limit-tokens", str(key.tpm).encode()),
-                (b"x-ratelimit-remaining-tokens", str(max(0, key.tpm - used)).encode()),
-                (b"x-ratelimit-reset-tokens", reset),
-            ]
-        return out
+        return _headers(key, count, used, max(0.0, oldest + WINDOW_S - now))
+
+
+class SharedRateLimiter:
+    """:class:`RateLimiter`'s contract on windows kept in the database
+    (:class:`~smallfirst.store.ratelimits.RateBook`), so that every gateway on one
+    PostgreSQL counts a key's requests and tokens together."""
+
+    def __init__(self, book: RateBook) -> None:
+        self._book = book
+
+    def admit(self, key: ApiKey, tokens: int, now: float | None = None) -> Entry | None:
+        if key.rpm is None and key.tpm is None:
+            return None
+        now = time.time() if now is None else now
+        got = self._book.admit(key.id, key.rpm, key.tpm, tokens, now)
+        if isinstance(got, Refusal):
+            raise _limited(got.what, key, got.wait_s)
+        return Entry(now, tokens, got)
+
+    def correct(self, entry: Entry | None, tokens: int) -> None:
+        if entry is not None and entry.row is not None:
+            self._book.correct(entry.row, tokens)
+
+    def headers(self, key: ApiKey, now: float | None = None) -> list[tuple[bytes, bytes]]:
+        if key.rpm is None and key.tpm is None:
+            return []
+        now = time.time() if now is None else now
+        usage = self._book.usage(key.id, now)
+        oldest = usage.oldest if usage.oldest is not None else now - WINDOW_S
+        return _headers(key, usage.requests, usage.tokens, max(0.0, oldest + WINDOW_S - now))
+
+
+def _headers(key: ApiKey, count: int, used: int, reset_s: float) -> list[tuple[bytes, bytes]]:
+    """OpenAI's rate-limit headers: limits, what remains, when the window has room."""
+    reset = _reset(reset_s).encode()
+    out: list[tuple[bytes, bytes]] = []
+    if key.rpm is not None:
+        out += [
+            (b"x-ratelimit-limit-requests", str(key.rpm).encode()),
+            (b"x-ratelimit-remaining-requests", str(max(0, key.rpm - count)).encode()),
+            (b"x-ratelimit-reset-requests", reset),
+        ]
+    if key.tpm is not None:
+        out += [
+            (b"x-ratelimit-limit-tokens", str(key.tpm).encode()),
+            (b"x-ratelimit-remaining-tokens", str(max(0, key.tpm - used)).encode()),
+            (b"x-ratelimit-reset-tokens", reset),
+        ]
+    return out
 
 
 def _limited(what: str, key: ApiKey, wait_s: float) -> RateLimitedError:

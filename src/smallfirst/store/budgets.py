@@ -1,17 +1,22 @@
 """Budgets of API keys in dollars, watt-hours and grams of CO2: reserve, then settle.
 
-Before a model runs, the request's worst case is *reserved* on every budget of its key in
-one statement under SQLite's write lock (``BEGIN IMMEDIATE`` and a conditional ``UPDATE``
-whose ``WHERE`` says that spent + reserved + this request still fits), so concurrent
-requests, threads or processes on one database can never together reserve more than the
-budget: the check and the increment are one step, never a read in Python and a write
-after it (LiteLLM's bypass, issues #34732, #23714). When the request ends the
-reservation *settles*: the reserved amount is taken back and the receipt's actual
-figures added to what was spent; a request that produced nothing *releases* it (settles
-with nothing spent). Each open reservation is also a row with a time to live, so one that
-a gateway killed mid-request never settled is given back by the key's next reservation
-after it expires, instead of holding the budget until the window resets (for ``total``,
-forever).
+Before a model runs, the request's worst case is *reserved* on every budget of its key by
+one conditional ``UPDATE`` whose ``WHERE`` says that spent + reserved + this request still
+fits, so concurrent requests, threads, processes or gateway replicas on one database can
+never together reserve more than the budget: the check and the increment are one step in
+the database, never a read in Python and a write after it (LiteLLM's bypass, issues
+#34732, #23714). On SQLite it runs under the write lock (``BEGIN IMMEDIATE``); on
+PostgreSQL the row lock serialises it and the ``WHERE`` is re-checked on the newest row,
+and the reservation's own row is inserted by the same statement. When the request ends
+the reservation *settles*: the reserved amount is taken back and the receipt's actual
+figures added to what was spent (on PostgreSQL one statement that deletes the
+reservation's row and gives back exactly what it deleted); a request that produced
+nothing *releases* it (settles with nothing spent).
+
+Each open reservation is a lease: a row with an expiry (``access_reservation_ttl_s``). One that a
+gateway killed mid-request never settled is given back by the key's next reservation after
+it expires, or by :meth:`BudgetBook.reclaim` (every key at once), instead of holding the
+budget until the window resets (for ``total``, forever).
 
 Windows (``1h``, ``1d``, ``7d``, ``30d``, ``total``) reset on their boundaries, in UTC:
 the hour, the day, the week from Monday, 30-day periods counted from the Unix epoch;
@@ -28,13 +33,12 @@ from __future__ import annotations
 
 import datetime
 import math
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from smallfirst.errors import QuotaExceededError
+from smallfirst.store.backend import Backend, Connection, Row
 
 __all__ = ["UNITS", "WINDOWS", "Amounts", "BudgetBook", "Budgeted"]
 
@@ -90,37 +94,71 @@ _FITS = " AND ".join(
     f"(budget_{u} IS NULL OR {_ROLL.format(u=u)} + reserved_{u} + :{u} <= budget_{u} * :tol)"
     for u, _ in UNITS
 )
+# GREATEST is the two-argument maximum, spelt MAX on SQLite (Backend.greatest)
 _RESERVE = (
     "UPDATE keys SET "
     + ", ".join(
         f"spent_{u} = {_ROLL.format(u=u)}, reserved_{u} = reserved_{u} + :{u}" for u, _ in UNITS
     )
-    + f", window_start = MAX(window_start, :ws) WHERE id = :id AND {_FITS}"
+    + f", window_start = GREATEST(window_start, :ws) WHERE id = :id AND {_FITS}"
 )
-_SETTLE = (
-    "UPDATE keys SET "
-    + ", ".join(
-        f"spent_{u} = {_ROLL.format(u=u)} + :a_{u}, reserved_{u} = MAX(reserved_{u} - :r_{u}, 0)"
-        for u, _ in UNITS
-    )
-    + ", window_start = MAX(window_start, :ws) WHERE id = :id"
+_INSERT = (
+    "INSERT INTO reservations (key_id, usd, wh, co2_g, expires_at) "
+    "VALUES (:id, :usd, :wh, :co2_g, :expires_at) RETURNING id"
+)
+# PostgreSQL: the conditional increment and the reservation's row in one statement
+_RESERVE_PG = (
+    f"WITH fit AS ({_RESERVE} RETURNING id) "
+    "INSERT INTO reservations (key_id, usd, wh, co2_g, expires_at) "
+    "SELECT id, :usd, :wh, :co2_g, :expires_at FROM fit RETURNING id"
 )
 
-_STALE = "SELECT 1 FROM reservations WHERE key_id = :id AND expires_at <= :now LIMIT 1"
+
+def _settle(held: str) -> str:
+    """Add the actual figures to spent and give back what ``held`` (per unit) reserved."""
+    return (
+        "UPDATE keys SET "
+        + ", ".join(
+            f"spent_{u} = {_ROLL.format(u=u)} + :a_{u}, "
+            f"reserved_{u} = GREATEST(reserved_{u} - {held.format(u=u)}, 0)"
+            for u, _ in UNITS
+        )
+        + ", window_start = GREATEST(window_start, :ws) WHERE id = :id"
+    )
+
+
+_SETTLE = _settle(":r_{u}")
+# PostgreSQL: the reservation's row deleted and its amounts given back in one statement; a
+# row already reclaimed (or settled by a racing call) is deleted by nobody and gives nothing
+_SETTLE_PG = (
+    "WITH held AS (DELETE FROM reservations WHERE id = :rid RETURNING usd, wh, co2_g) "
+    + _settle("COALESCE((SELECT {u} FROM held), 0)")
+)
+
+_STALE = "SELECT 1 AS stale FROM reservations WHERE key_id = :id AND expires_at <= :now LIMIT 1"
+# Reclaiming expired leases, on SQLite under its write lock (two statements, one transaction)
 _SWEEP = (
     "UPDATE keys SET "
     + ", ".join(
-        f"reserved_{u} = MAX(reserved_{u} - (SELECT COALESCE(SUM({u}), 0) FROM reservations "
-        "WHERE key_id = :id AND expires_at <= :now), 0)"
+        f"reserved_{u} = GREATEST(reserved_{u} - (SELECT COALESCE(SUM({u}), 0) FROM reservations r "
+        "WHERE r.key_id = keys.id AND r.expires_at <= :now), 0)"
         for u, _ in UNITS
     )
-    + " WHERE id = :id"
+    + " WHERE id IN (SELECT key_id FROM reservations WHERE expires_at <= :now{key})"
 )
-_SWEPT = "DELETE FROM reservations WHERE key_id = :id AND expires_at <= :now"
-_INSERT = (
-    "INSERT INTO reservations (key_id, usd, wh, co2_g, expires_at) "
-    "VALUES (:id, :usd, :wh, :co2_g, :expires_at)"
+_SWEPT = "DELETE FROM reservations WHERE expires_at <= :now{key}"
+# ... and on PostgreSQL as one statement: what this statement deleted is what it gives back,
+# so two replicas reclaiming at once cannot both give back the same lease
+_SWEEP_PG = (
+    "WITH gone AS (DELETE FROM reservations WHERE expires_at <= :now{key} "
+    "RETURNING key_id, usd, wh, co2_g), "
+    "per AS (SELECT key_id, SUM(usd) AS usd, SUM(wh) AS wh, SUM(co2_g) AS co2_g "
+    "FROM gone GROUP BY key_id) "
+    "UPDATE keys SET "
+    + ", ".join(f"reserved_{u} = GREATEST(keys.reserved_{u} - per.{u}, 0)" for u, _ in UNITS)
+    + " FROM per WHERE keys.id = per.key_id"
 )
+_ONE_KEY = " AND key_id = :id"
 
 
 def _iso(t: float) -> str:
@@ -128,11 +166,15 @@ def _iso(t: float) -> str:
 
 
 class BudgetBook:
-    """Reservations on the keys table of one connection (shared with the key store)."""
+    """Reservations on the keys table of one backend (shared with the key store)."""
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._conn = conn
-        self._lock = lock
+    def __init__(self, db: Backend) -> None:
+        self._db = db
+        self._pg = db.dialect == "postgresql"
+        self._sql = {
+            sql: sql.replace("GREATEST(", db.greatest + "(")
+            for sql in (_RESERVE, _RESERVE_PG, _SETTLE, _SETTLE_PG, _SWEEP, _SWEEP_PG)
+        }
 
     @staticmethod
     def window_start(window: str, now: float) -> float:
@@ -153,61 +195,67 @@ class BudgetBook:
         """Reserve ``worst`` on every budget of ``key`` at once and return the reservation's
         id, or raise :class:`QuotaExceededError` naming the budget that it does not fit.
 
-        First, in the same transaction, reservations of ``key`` older than their time to
-        live (a gateway killed before it settled them) are given back."""
+        The reservation is a lease of ``ttl_s`` seconds. First, in the same transaction,
+        leases of ``key`` that expired (a gateway killed before it settled them) are given
+        back."""
         now = time.time() if now is None else now
         ws = self.window_start(key.window, now)
         args: dict[str, Any] = {u: worst.get(u) or 0.0 for u, _ in UNITS}
-        args.update(id=key.id, ws=ws, tol=1 + TOLERANCE, now=now)
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                if self._conn.execute(_STALE, args).fetchone() is not None:
-                    self._conn.execute(_SWEEP, args)
-                    self._conn.execute(_SWEPT, args)
-                fits = self._conn.execute(_RESERVE, args).rowcount == 1
-                row, reservation = None, 0
-                if fits:
-                    args["expires_at"] = now + ttl_s
-                    reservation = int(self._conn.execute(_INSERT, args).lastrowid or 0)
-                else:
-                    row = self._conn.execute(
-                        "SELECT * FROM keys WHERE id = ?", (key.id,)
-                    ).fetchone()
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        if not fits:
+        args.update(id=key.id, ws=ws, tol=1 + TOLERANCE, now=now, expires_at=now + ttl_s)
+        with self._db.transaction() as conn:
+            if conn.execute(_STALE, args).fetchone() is not None:
+                self._reclaim(conn, args, _ONE_KEY)
+            if self._pg:
+                held = conn.execute(self._sql[_RESERVE_PG], args).fetchone()
+            elif conn.execute(self._sql[_RESERVE], args).rowcount == 1:
+                held = conn.execute(_INSERT, args).fetchone()
+            else:
+                held = None
+            row = None
+            if held is None:
+                row = conn.execute("SELECT * FROM keys WHERE id = ?", (key.id,)).fetchone()
+        if held is None:
             raise self._refusal(key, worst, row, now)
-        return reservation
+        return int(held["id"])
 
     def settle(
         self, key: Budgeted, reservation: int, actual: Amounts, now: float | None = None
     ) -> None:
-        """Close ``reservation``: give back what it still holds (nothing if it was swept)
-        and add ``actual`` to what ``key`` spent, in one transaction."""
+        """Close ``reservation``: give back what it still holds (nothing if it was
+        reclaimed) and add ``actual`` to what ``key`` spent, atomically."""
         now = time.time() if now is None else now
         args: dict[str, Any] = {"id": key.id, "ws": self.window_start(key.window, now)}
+        args["rid"] = reservation
         for u, _ in UNITS:
             args[f"a_{u}"] = actual.get(u) or 0.0
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                held = self._conn.execute(
-                    "DELETE FROM reservations WHERE id = ? RETURNING usd, wh, co2_g",
-                    (reservation,),
-                ).fetchone()
-                for u, _ in UNITS:
-                    args[f"r_{u}"] = held[u] if held is not None else 0.0
-                self._conn.execute(_SETTLE, args)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        if self._pg:
+            with self._db.connection() as conn:
+                conn.execute(self._sql[_SETTLE_PG], args)
+            return
+        with self._db.transaction() as conn:
+            held = conn.execute(
+                "DELETE FROM reservations WHERE id = ? RETURNING usd, wh, co2_g", (reservation,)
+            ).fetchone()
+            for u, _ in UNITS:
+                args[f"r_{u}"] = held[u] if held is not None else 0.0
+            conn.execute(self._sql[_SETTLE], args)
+
+    def reclaim(self, now: float | None = None) -> int:
+        """Give back every expired lease of every key (what a live replica runs for one
+        that died); returns how many keys had some."""
+        args = {"now": time.time() if now is None else now}
+        with self._db.transaction() as conn:
+            return self._reclaim(conn, args, "")
+
+    def _reclaim(self, conn: Connection, args: dict[str, Any], key: str) -> int:
+        if self._pg:
+            return int(conn.execute(self._sql[_SWEEP_PG].format(key=key), args).rowcount)
+        count = int(conn.execute(self._sql[_SWEEP].format(key=key), args).rowcount)
+        conn.execute(_SWEPT.format(key=key), args)
+        return count
 
     def _refusal(
-        self, key: Budgeted, worst: Amounts, row: sqlite3.Row | None, now: float
+        self, key: Budgeted, worst: Amounts, row: Row | None, now: float
     ) -> QuotaExceededError:
         if row is None:
             return QuotaExceededError(f"The API key {key.name} no longer exists.")

@@ -1,13 +1,15 @@
-"""Read-only aggregate queries behind the dashboard, on the gateway's SQLite database.
+"""Read-only aggregate queries behind the dashboard, on the gateway's database.
 
 Receipts per time bucket and model, the span of stored receipts, and the
 evaluation results the quality–energy frontier is computed from. Every aggregate is computed
 in SQL (``GROUP BY``), so what leaves the database is one row per bucket and model, never
 one per receipt.
 
-Each call opens its own short-lived connection with ``PRAGMA query_only``: in WAL mode
-readers run beside the writer, so the dashboard neither waits for nor holds the lock the
-request path takes to store a receipt, and it cannot write by mistake.
+Each call reads through the backend's reader (:meth:`Backend.reader`): on SQLite its own
+short-lived ``query_only`` connection (in WAL mode readers run beside the writer, so the
+dashboard neither waits for nor holds the lock the request path takes to store a
+receipt), on PostgreSQL a pooled connection in a read-only transaction; either way it
+cannot write by mistake.
 
 This module reads; it does not write, migrate (the stores do that), compute receipts or
 summarise evaluations (:mod:`smallfirst.evals.report` does).
@@ -15,15 +17,17 @@ summarise evaluations (:mod:`smallfirst.evals.report` does).
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from smallfirst.store.backend import Backend, Connection, Row
 from smallfirst.store.eval_results import EvalResult
 from smallfirst.store.sqlite import SqliteStore
+from smallfirst.store.sqlite_backend import SqliteBackend, reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,27 +53,24 @@ class EvalFingerprint:
 
 
 class DashboardQueries:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA query_only=1")
-            conn.execute("PRAGMA busy_timeout=5000")
-            yield conn
-        finally:
-            conn.close()
+    def __init__(self, db: Backend | Path) -> None:
+        # a path: that SQLite file, read without a writer (the stores migrate it)
+        if isinstance(db, Path):
+            self._connect: Callable[[], AbstractContextManager[Connection]] = partial(reader, db)
+            self._bucket = SqliteBackend.bucket
+        else:
+            self._connect = db.reader
+            self._bucket = db.bucket
 
     def first_receipt_at(
         self, *, since: float | None, until: float | None, model: str | None
     ) -> float | None:
         where, args = SqliteStore._where(since, until, model)
         with self._connect() as conn:
-            row = conn.execute(f"SELECT MIN(created_at) FROM receipts{where}", args).fetchone()
-        return None if row[0] is None else float(row[0])
+            row = conn.execute(
+                f"SELECT MIN(created_at) AS first FROM receipts{where}", args
+            ).fetchone()
+        return None if row["first"] is None else float(row["first"])
 
     def timeseries(
         self, *, since: float | None, until: float | None, model: str | None, bucket_s: int
@@ -77,9 +78,10 @@ class DashboardQueries:
         """Receipts per ``bucket_s``-second bucket (aligned to the epoch) and model."""
         where, args = SqliteStore._where(since, until, model)
         sql = (
-            "SELECT CAST(created_at / ? AS INTEGER) AS bucket, model, COUNT(*) AS requests, "
+            f"SELECT {self._bucket} AS bucket, model, COUNT(*) AS requests, "
             "COALESCE(SUM(prompt_tokens), 0) + COALESCE(SUM(completion_tokens), 0) AS tokens, "
-            "TOTAL(energy_j) AS energy_j, SUM(energy_j IS NULL) AS energy_unknown "
+            "COALESCE(SUM(energy_j), 0.0) AS energy_j, "
+            "SUM(CASE WHEN energy_j IS NULL THEN 1 ELSE 0 END) AS energy_unknown "
             f"FROM receipts{where} GROUP BY bucket, model ORDER BY bucket, model"
         )
         with self._connect() as conn:
@@ -99,12 +101,12 @@ class DashboardQueries:
     def eval_fingerprint(self, run_id: str | None = None) -> EvalFingerprint:
         where, args = _run_filter(run_id)
         sql = (
-            "SELECT COUNT(*), MAX(created_at), TOTAL(correct), TOTAL(energy_j) "
-            f"FROM eval_results{where}"
+            "SELECT COUNT(*) AS n, MAX(created_at) AS last, COALESCE(SUM(correct), 0) AS correct, "
+            f"COALESCE(SUM(energy_j), 0.0) AS energy_j FROM eval_results{where}"
         )
         with self._connect() as conn:
             row = conn.execute(sql, args).fetchone()
-        return EvalFingerprint(row[0], row[1], row[2], row[3])
+        return EvalFingerprint(row["n"], row["last"], float(row["correct"]), row["energy_j"])
 
     def eval_results(self, run_id: str | None = None) -> list[EvalResult]:
         """Evaluation results without their texts (outputs, details), for summarising.
@@ -127,7 +129,7 @@ def _run_filter(run_id: str | None) -> tuple[str, list[Any]]:
     return (" WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
 
 
-def _lean_result(r: sqlite3.Row) -> EvalResult:
+def _lean_result(r: Row) -> EvalResult:
     return EvalResult(
         run_id=r["run_id"],
         benchmark=r["benchmark"],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -20,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from smallfirst.errors import StoreError
-from smallfirst.store.sqlite import connect
+from smallfirst.store.backend import Backend
+from smallfirst.store.database import backend_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,11 @@ class EvalResult:
 
 
 _COLUMNS = [f.name for f in fields(EvalResult)]
+_KEY = ("run_id", "benchmark", "item_id", "model")
+_NEW_RUN = (
+    "INSERT INTO eval_runs (run_id, created_at, config) VALUES (?, ?, ?) "
+    "ON CONFLICT (run_id) DO NOTHING"
+)
 
 
 def _result(row: Any) -> EvalResult:
@@ -81,26 +86,25 @@ def read_export(path: Path) -> list[EvalResult]:
 
 
 class EvalStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = connect(path)
-        self._lock = threading.Lock()
+    def __init__(self, db: Backend | Path | str) -> None:
+        self.path = db if isinstance(db, Path) else None
+        self._db, self._owned = backend_of(db)
+        # a re-run's answer replaces the stored one (ON CONFLICT: both backends say it so)
         self._insert = (
-            f"INSERT OR REPLACE INTO eval_results ({', '.join(_COLUMNS)}) "
-            f"VALUES ({', '.join(':' + c for c in _COLUMNS)})"
+            f"INSERT INTO eval_results ({', '.join(_COLUMNS)}) "
+            f"VALUES ({', '.join(':' + c for c in _COLUMNS)}) "
+            f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in _KEY)
         )
 
     def start_run(self, run_id: str, config: dict[str, Any]) -> None:
         """Record a run's configuration the first time it is used (kept on resume)."""
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR IGNORE INTO eval_runs (run_id, created_at, config) VALUES (?, ?, ?)",
-                (run_id, time.time(), json.dumps(config, sort_keys=True)),
-            )
+        with self._db.connection() as conn:
+            conn.execute(_NEW_RUN, (run_id, time.time(), json.dumps(config, sort_keys=True)))
 
     def runs(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.connection() as conn:
+            rows = conn.execute(
                 "SELECT r.run_id, r.created_at, r.config, COUNT(e.item_id) AS results "
                 "FROM eval_runs r LEFT JOIN eval_results e USING (run_id) "
                 "GROUP BY r.run_id ORDER BY r.created_at"
@@ -117,17 +121,17 @@ class EvalStore:
 
     def done(self, run_id: str, model: str, benchmark: str) -> dict[str, str]:
         """Item id -> prompt hash of the items already answered in this run by this model."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.connection() as conn:
+            rows = conn.execute(
                 "SELECT item_id, prompt_hash FROM eval_results "
                 "WHERE run_id = ? AND model = ? AND benchmark = ?",
                 (run_id, model, benchmark),
             ).fetchall()
-        return {row[0]: row[1] for row in rows}
+        return {row["item_id"]: row["prompt_hash"] for row in rows}
 
     def add(self, result: EvalResult) -> None:
-        with self._lock:
-            self._conn.execute(self._insert, asdict(result))
+        with self._db.connection() as conn:
+            conn.execute(self._insert, asdict(result))
 
     def results(self, run_id: str | None = None) -> list[EvalResult]:
         sql = "SELECT * FROM eval_results"
@@ -135,8 +139,8 @@ class EvalStore:
         if run_id is not None:
             sql += " WHERE run_id = ?"
             args.append(run_id)
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY benchmark, item_id, model", args).fetchall()
+        with self._db.connection() as conn:
+            rows = conn.execute(sql + " ORDER BY benchmark, item_id, model", args).fetchall()
         return [_result(r) for r in rows]
 
     def export(self, path: Path, run_id: str | None = None) -> int:
@@ -155,23 +159,16 @@ class EvalStore:
     def import_file(self, path: Path) -> int:
         """Load exported results (replacing rows with the same key); return the count."""
         count = 0
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                for data in _export_rows(path):
-                    self._conn.execute(self._insert, {c: data.get(c) for c in _COLUMNS})
-                    self._conn.execute(
-                        "INSERT OR IGNORE INTO eval_runs (run_id, created_at, config) "
-                        "VALUES (?, ?, ?)",
-                        (data["run_id"], data["created_at"], json.dumps({"imported": str(path)})),
-                    )
-                    count += 1
-            except BaseException:
-                self._conn.execute("ROLLBACK")  # a bad file imports nothing
-                raise
-            self._conn.execute("COMMIT")
+        with self._db.transaction() as conn:  # a bad file imports nothing
+            for data in _export_rows(path):
+                conn.execute(self._insert, {c: data.get(c) for c in _COLUMNS})
+                conn.execute(
+                    _NEW_RUN,
+                    (data["run_id"], data["created_at"], json.dumps({"imported": str(path)})),
+                )
+                count += 1
         return count
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        if self._owned:
+            self._db.close()

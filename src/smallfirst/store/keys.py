@@ -25,16 +25,17 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from smallfirst.errors import InvalidKeyError, InvalidRequestError, NotFoundError
+from smallfirst.store.backend import Backend, Row
 from smallfirst.store.budgets import WINDOWS, Amounts, BudgetBook
-from smallfirst.store.sqlite import Synchronous, connect
+from smallfirst.store.database import backend_of
+from smallfirst.store.ratelimits import RateBook
+from smallfirst.store.sqlite_backend import Synchronous
 
 __all__ = ["SECRET_FILE", "ApiKey", "KeySpec", "KeyStore", "server_secret"]
 
@@ -118,7 +119,7 @@ class ApiKey:
         }
 
 
-def _row_key(row: sqlite3.Row) -> ApiKey:
+def _row_key(row: Row) -> ApiKey:
     return ApiKey(
         id=row["id"],
         name=row["name"],
@@ -150,13 +151,16 @@ def _split(secret: str) -> str | None:
 class KeyStore:
     """The keys of one database, hashed under one data directory's server secret."""
 
-    def __init__(self, db_path: Path, data_dir: Path, synchronous: Synchronous = "NORMAL"):
-        self._conn = connect(db_path, synchronous)
-        self._lock = threading.Lock()
+    def __init__(
+        self, db: Backend | Path | str, data_dir: Path, synchronous: Synchronous = "NORMAL"
+    ) -> None:
+        self._db, self._owned = backend_of(db, synchronous)
         self._data_dir = data_dir
         self._secret: bytes | None = None  # read on first need: open mode never makes it
         self._closed_for_good = False  # a key exists (see any)
-        self.budgets = BudgetBook(self._conn, self._lock)
+        self.budgets = BudgetBook(self._db)
+        self.rates = RateBook(self._db)  # shared rate windows (used on PostgreSQL)
+        self.dialect = self._db.dialect
 
     def _hash(self, secret: str) -> str:
         if self._secret is None:
@@ -169,8 +173,9 @@ class KeyStore:
         Keys are never deleted, so once true it stays true and is not asked again."""
         if self._closed_for_good:
             return True
-        with self._lock:
-            found = bool(self._conn.execute("SELECT EXISTS (SELECT 1 FROM keys)").fetchone()[0])
+        with self._db.connection() as conn:
+            row = conn.execute("SELECT EXISTS (SELECT 1 FROM keys) AS found").fetchone()
+        found = bool(row["found"])
         self._closed_for_good = found
         return found
 
@@ -200,19 +205,22 @@ class KeyStore:
             "budget_co2_g": spec.budget_co2_g,
             "window_start": BudgetBook.window_start(spec.window, now),
         }
-        insert = f"INSERT INTO keys ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})"
-        try:
-            with self._lock:
-                self._conn.execute(insert, row)
-        except sqlite3.IntegrityError:
+        # the name's uniqueness decided by the database, the same way on both backends
+        insert = (
+            f"INSERT INTO keys ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)}) "
+            "ON CONFLICT (name) DO NOTHING RETURNING id"
+        )
+        with self._db.connection() as conn:
+            made = conn.execute(insert, row).fetchall()  # all: SQLite finishes the statement
+        if not made:
             raise InvalidRequestError(
                 f"a key named {spec.name!r} already exists", param="name"
             ) from None
         return self.get(key_id), secret
 
     def get(self, id_or_name: str) -> ApiKey:
-        with self._lock:
-            row = self._conn.execute(
+        with self._db.connection() as conn:
+            row = conn.execute(
                 "SELECT * FROM keys WHERE id = ? OR name = ?", (id_or_name, id_or_name)
             ).fetchone()
         if row is None:
@@ -220,14 +228,14 @@ class KeyStore:
         return _row_key(row)
 
     def list(self) -> list[ApiKey]:
-        with self._lock:
-            rows = self._conn.execute("SELECT * FROM keys ORDER BY created_at").fetchall()
+        with self._db.connection() as conn:
+            rows = conn.execute("SELECT * FROM keys ORDER BY created_at").fetchall()
         return [_row_key(r) for r in rows]
 
     def names(self) -> dict[str, str]:
         """Key id → name of every key (the bound on /metrics' ``key`` label)."""
-        with self._lock:
-            rows = self._conn.execute("SELECT id, name FROM keys").fetchall()
+        with self._db.connection() as conn:
+            rows = conn.execute("SELECT id, name FROM keys").fetchall()
         return {r["id"]: r["name"] for r in rows}
 
     def authenticate(self, secret: str, now: float | None = None) -> ApiKey:
@@ -235,8 +243,8 @@ class KeyStore:
         key_id = _split(secret)
         row = None
         if key_id is not None:
-            with self._lock:
-                row = self._conn.execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone()
+            with self._db.connection() as conn:
+                row = conn.execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone()
         # hash even when there is no such key, so a miss costs what a hit costs
         digest = self._hash(secret)
         if row is None or not hmac.compare_digest(digest, row["hash"]):
@@ -251,8 +259,8 @@ class KeyStore:
 
     def revoke(self, id_or_name: str, now: float | None = None) -> ApiKey:
         key = self.get(id_or_name)
-        with self._lock:
-            self._conn.execute(
+        with self._db.connection() as conn:
+            conn.execute(
                 "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
                 (time.time() if now is None else now, key.id),
             )
@@ -264,12 +272,10 @@ class KeyStore:
         key = self.get(id_or_name)
         hex_id = key.id.removeprefix("key_")
         secret = f"{PREFIX}{hex_id}-{secrets.token_urlsafe(24)}"
-        with self._lock:
-            self._conn.execute(
-                "UPDATE keys SET hash = ? WHERE id = ?", (self._hash(secret), key.id)
-            )
+        with self._db.connection() as conn:
+            conn.execute("UPDATE keys SET hash = ? WHERE id = ?", (self._hash(secret), key.id))
         return self.get(key.id), secret
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        if self._owned:
+            self._db.close()

@@ -1,12 +1,13 @@
-"""Durable receipts in SQLite: one schema, numbered migrations, queries that aggregate in SQL.
+"""Durable receipts: store, page, filter and aggregate them in SQL, on either backend.
 
-The database lives in the data directory (``smallfirst.db``) in WAL mode. A receipt is
-committed before the response that carries it completes; with ``synchronous=NORMAL`` a
-commit survives the process being killed (``kill -9``), though not necessarily a power cut
-— set ``store_synchronous = "FULL"`` for that, at the price of an fsync per request.
+The receipts and the overhead rows (work billed to no request) live in the database a
+:class:`~smallfirst.store.backend.Backend` opens: the SQLite file of the data directory by
+default, or PostgreSQL (:mod:`.database`). A receipt is committed before the response that
+carries it completes, on both. The queries are the same SQL on both; every total is a
+``GROUP BY`` in the database, never a loop over receipts here.
 
-Migrations are a list of SQL scripts; ``PRAGMA user_version`` records how many have run,
-so opening an older database brings it up to date and a newer one is refused.
+The module keeps its first name (``store.sqlite``, ``SqliteStore``) for the code and tests
+that import it; :class:`ReceiptStore` is the name that says what it is.
 
 This module stores and queries; it does not compute receipts.
 """
@@ -16,162 +17,17 @@ from __future__ import annotations
 import base64
 import json
 import math
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from smallfirst.errors import InvalidCursorError, StoreError
+from smallfirst.errors import InvalidCursorError
 from smallfirst.metering.receipts import Overhead, Receipt
+from smallfirst.store.backend import Backend, Row
+from smallfirst.store.database import backend_of
+from smallfirst.store.sqlite_backend import Synchronous
 
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE receipts (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        created_at REAL NOT NULL,
-        endpoint TEXT NOT NULL,
-        model TEXT NOT NULL,
-        tier TEXT NOT NULL,
-        engine TEXT NOT NULL,
-        stream INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        prompt_tokens INTEGER,
-        completion_tokens INTEGER,
-        duration_s REAL NOT NULL,
-        ttft_s REAL,
-        energy_j REAL,
-        energy_method TEXT NOT NULL,
-        energy_scope TEXT,
-        energy_source TEXT,
-        energy_note TEXT,
-        cpu_s REAL,
-        cost_usd REAL,
-        cost_method TEXT,
-        co2_g REAL,
-        grid_g_per_kwh REAL NOT NULL,
-        pue REAL NOT NULL,
-        carbon_source TEXT NOT NULL,
-        baseline_model TEXT,
-        baseline_energy_j REAL,
-        baseline_cost_usd REAL,
-        baseline_co2_g REAL,
-        baseline_source TEXT,
-        saved_energy_j REAL,
-        saved_cost_usd REAL,
-        saved_co2_g REAL,
-        policy TEXT
-    );
-    CREATE INDEX receipts_created ON receipts (created_at);
-    CREATE INDEX receipts_model_created ON receipts (model, created_at);
-    """,
-    """
-    CREATE TABLE eval_runs (
-        run_id TEXT PRIMARY KEY,
-        created_at REAL NOT NULL,
-        config TEXT NOT NULL
-    );
-    CREATE TABLE eval_results (
-        run_id TEXT NOT NULL,
-        benchmark TEXT NOT NULL,
-        item_id TEXT NOT NULL,
-        model TEXT NOT NULL,
-        subject TEXT,
-        prompt_hash TEXT NOT NULL,
-        correct INTEGER NOT NULL,
-        extracted TEXT,
-        detail TEXT,
-        output TEXT NOT NULL,
-        prompt_tokens INTEGER,
-        completion_tokens INTEGER,
-        duration_s REAL NOT NULL,
-        energy_j REAL,
-        energy_method TEXT NOT NULL,
-        cost_usd REAL,
-        co2_g REAL,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (run_id, benchmark, item_id, model)
-    );
-    """,
-    # The summary's and the dashboard's aggregates: a covering index, so GROUP BY model, tier
-    # walks it in order with no sort and no table lookups (bench/dashboard_endpoints.py).
-    """
-    CREATE INDEX receipts_model_tier_cover ON receipts (
-        model, tier, created_at, status, prompt_tokens, completion_tokens,
-        energy_j, energy_method, cost_usd, co2_g,
-        baseline_energy_j, baseline_cost_usd, baseline_co2_g,
-        saved_energy_j, saved_cost_usd, saved_co2_g, duration_s
-    );
-    """,
-    """
-    ALTER TABLE receipts ADD COLUMN predicted_quality REAL;
-    ALTER TABLE receipts ADD COLUMN route TEXT;
-    """,
-    # API keys with their budgets (issue #15, store/keys.py and store/budgets.py); receipts
-    # say which key asked. Only a keyed hash of a secret is kept, never the secret.
-    """
-    CREATE TABLE keys (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        hash TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL,
-        revoked_at REAL,
-        admin INTEGER NOT NULL DEFAULT 0,
-        models TEXT,
-        rpm INTEGER,
-        tpm INTEGER,
-        budget_window TEXT NOT NULL DEFAULT 'total',
-        budget_usd REAL,
-        budget_wh REAL,
-        budget_co2_g REAL,
-        window_start REAL NOT NULL DEFAULT 0,
-        spent_usd REAL NOT NULL DEFAULT 0,
-        spent_wh REAL NOT NULL DEFAULT 0,
-        spent_co2_g REAL NOT NULL DEFAULT 0,
-        reserved_usd REAL NOT NULL DEFAULT 0,
-        reserved_wh REAL NOT NULL DEFAULT 0,
-        reserved_co2_g REAL NOT NULL DEFAULT 0
-    );
-    -- open reservations, so that one a killed gateway never settled is given back after
-    -- its time to live (store/budgets.py)
-    CREATE TABLE reservations (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        key_id TEXT NOT NULL,
-        usd REAL NOT NULL,
-        wh REAL NOT NULL,
-        co2_g REAL NOT NULL,
-        expires_at REAL NOT NULL
-    );
-    CREATE INDEX reservations_key_expires ON reservations (key_id, expires_at);
-    ALTER TABLE receipts ADD COLUMN key_id TEXT;
-    ALTER TABLE receipts ADD COLUMN key_name TEXT;
-    CREATE INDEX receipts_key_created ON receipts (key_id, created_at);
-    """,
-    # Issue 14: the savings rule and the response cache on receipts; work billed to no
-    # request (loading a model's weights) as overhead rows.
-    """
-    ALTER TABLE receipts ADD COLUMN baseline_rule TEXT;
-    ALTER TABLE receipts ADD COLUMN cache TEXT;
-    ALTER TABLE receipts ADD COLUMN cache_of TEXT;
-    CREATE TABLE overhead (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        created_at REAL NOT NULL,
-        kind TEXT NOT NULL,
-        model TEXT NOT NULL,
-        duration_s REAL NOT NULL,
-        energy_j REAL,
-        energy_method TEXT NOT NULL,
-        cpu_s REAL,
-        cost_usd REAL,
-        co2_g REAL
-    );
-    CREATE INDEX overhead_created ON overhead (created_at);
-    """,
-)
-
-Synchronous = Literal["OFF", "NORMAL", "FULL"]
+__all__ = ["Page", "ReceiptStore", "SqliteStore", "cursor_decode"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,14 +51,14 @@ def cursor_decode(cursor: str) -> tuple[float, int]:
 
 _SUMS = """
     COUNT(*) AS requests,
-    SUM(status = 'ok') AS ok,
+    SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok,
     COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
     COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
     COALESCE(SUM(energy_j), 0) AS energy_j,
     COALESCE(SUM(CASE WHEN energy_method = 'measured' THEN energy_j END), 0) AS energy_measured_j,
     COALESCE(SUM(CASE WHEN energy_method = 'estimated' THEN energy_j END), 0) AS energy_estimated_j,
     COALESCE(SUM(CASE WHEN energy_method = 'profile' THEN energy_j END), 0) AS energy_profile_j,
-    SUM(energy_j IS NULL) AS energy_unknown,
+    SUM(CASE WHEN energy_j IS NULL THEN 1 ELSE 0 END) AS energy_unknown,
     COALESCE(SUM(cost_usd), 0) AS cost_usd,
     COALESCE(SUM(co2_g), 0) AS co2_g,
     COALESCE(SUM(CASE WHEN saved_energy_j IS NOT NULL THEN baseline_energy_j END), 0)
@@ -223,38 +79,19 @@ _OVERHEAD_SUMS = """
     COUNT(*) AS count,
     COALESCE(SUM(duration_s), 0) AS duration_s,
     COALESCE(SUM(energy_j), 0) AS energy_j,
-    SUM(energy_j IS NULL) AS energy_unknown,
+    SUM(CASE WHEN energy_j IS NULL THEN 1 ELSE 0 END) AS energy_unknown,
     COALESCE(SUM(cpu_s), 0) AS cpu_s,
     COALESCE(SUM(cost_usd), 0) AS cost_usd,
     COALESCE(SUM(co2_g), 0) AS co2_g
 """
 
 
-def connect(path: Path, synchronous: Synchronous = "NORMAL") -> sqlite3.Connection:
-    """Open the database (WAL, autocommit) and bring its schema up to date."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA busy_timeout=5000")
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > len(MIGRATIONS):
-        conn.close()
-        raise StoreError(
-            f"{path} has schema version {version}, newer than this smallfirst "
-            f"({len(MIGRATIONS)}); upgrade smallfirst"
-        )
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
-    return conn
+class ReceiptStore:
+    """Receipts and overhead rows in one backend's database."""
 
-
-class SqliteStore:
-    def __init__(self, path: Path, synchronous: Synchronous = "NORMAL") -> None:
-        self.path = path
-        self._conn = connect(path, synchronous)
-        self._lock = threading.Lock()
+    def __init__(self, db: Backend | Path | str, synchronous: Synchronous = "NORMAL") -> None:
+        self.backend, self._owned = backend_of(db, synchronous)
+        self.path = db if isinstance(db, Path) else None
         self._insert = (
             f"INSERT INTO receipts ({', '.join(Receipt.columns())}) "
             f"VALUES ({', '.join(':' + c for c in Receipt.columns())})"
@@ -262,31 +99,26 @@ class SqliteStore:
 
     @property
     def schema_version(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        return self.backend.schema_version()
 
     def add(self, receipt: Receipt) -> None:
-        with self._lock:
-            self._conn.execute(self._insert, receipt.row())
+        with self.backend.connection() as conn:
+            conn.execute(self._insert, receipt.row())
 
     def add_many(self, receipts: list[Receipt]) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN")
-            self._conn.executemany(self._insert, [r.row() for r in receipts])
-            self._conn.execute("COMMIT")
+        with self.backend.transaction() as conn:
+            conn.executemany(self._insert, [r.row() for r in receipts])
 
     def add_overhead(self, overhead: Overhead) -> None:
         """Store work billed to no request (a model load)."""
         row = overhead.row()
         sql = f"INSERT INTO overhead ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})"
-        with self._lock:
-            self._conn.execute(sql, row)
+        with self.backend.connection() as conn:
+            conn.execute(sql, row)
 
     def get(self, receipt_id: str) -> Receipt | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT * FROM receipts WHERE id = ?", (receipt_id,)
-            ).fetchone()
+        with self.backend.connection() as conn:
+            row = conn.execute("SELECT * FROM receipts WHERE id = ?", (receipt_id,)).fetchone()
         return _receipt(row) if row else None
 
     @staticmethod
@@ -326,8 +158,8 @@ class SqliteStore:
             where += (" AND " if where else " WHERE ") + "(created_at, seq) < (?, ?)"
             args += [created_at, seq]
         sql = f"SELECT * FROM receipts{where} ORDER BY created_at DESC, seq DESC LIMIT ?"
-        with self._lock:
-            rows = self._conn.execute(sql, [*args, limit + 1]).fetchall()
+        with self.backend.connection() as conn:
+            rows = conn.execute(sql, [*args, limit + 1]).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = _cursor_encode(rows[-1]["created_at"], rows[-1]["seq"]) if more else None
@@ -345,8 +177,8 @@ class SqliteStore:
         """Totals and per-model rows; ``by_key`` adds per-API-key rows (``keys``: key id
         and name, None for requests made without a key)."""
         where, args = self._where(since, until, model, key_id)
-        with self._lock:
-            per_model = self._conn.execute(
+        with self.backend.connection() as conn:
+            per_model = conn.execute(
                 f"SELECT model, tier, {_SUMS} FROM receipts{where} GROUP BY model, tier "
                 "ORDER BY requests DESC",
                 args,
@@ -355,10 +187,10 @@ class SqliteStore:
             empty = (
                 None
                 if per_model
-                else self._conn.execute(f"SELECT {_SUMS} FROM receipts{where}", args).fetchone()
+                else conn.execute(f"SELECT {_SUMS} FROM receipts{where}", args).fetchone()
             )
             per_key = (
-                self._conn.execute(
+                conn.execute(
                     f"SELECT key_id, MAX(key_name) AS key_name, {_SUMS} FROM receipts{where} "
                     "GROUP BY key_id ORDER BY requests DESC",
                     args,
@@ -371,7 +203,7 @@ class SqliteStore:
             overhead = (
                 []
                 if key_id is not None
-                else self._conn.execute(
+                else conn.execute(
                     f"SELECT kind, model, {_OVERHEAD_SUMS} FROM overhead{owhere} "
                     "GROUP BY kind, model ORDER BY kind, model",
                     oargs,
@@ -390,22 +222,24 @@ class SqliteStore:
         return out
 
     def integrity_check(self) -> str:
-        with self._lock:
-            return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+        return self.backend.integrity_check()
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        if self._owned:
+            self.backend.close()
 
 
-def _receipt(row: sqlite3.Row) -> Receipt:
+SqliteStore = ReceiptStore  # the name it had before PostgreSQL
+
+
+def _receipt(row: Row) -> Receipt:
     data = {c: row[c] for c in Receipt.columns()}
     data["stream"] = bool(data["stream"])
     return Receipt(**data)
 
 
-def _overhead(rows: list[sqlite3.Row]) -> dict[str, Any]:
-    items = [{k: r[k] for k in r.keys()} for r in rows]  # noqa: SIM118 (Row is not a mapping)
+def _overhead(rows: list[Row]) -> dict[str, Any]:
+    items = [dict(r) for r in rows]
     total: dict[str, Any] = {"count": 0, "duration_s": 0.0, "energy_j": 0.0}
     for key in ("count", "energy_unknown"):
         total[key] = sum(int(i[key] or 0) for i in items)
@@ -424,8 +258,8 @@ def _add_up(groups: list[dict[str, Any]]) -> dict[str, Any]:
     return _with_pcts(out)
 
 
-def _totals(row: sqlite3.Row) -> dict[str, Any]:
-    return _with_pcts({k: row[k] for k in row.keys()})  # noqa: SIM118 (Row is not a mapping)
+def _totals(row: Row) -> dict[str, Any]:
+    return _with_pcts(dict(row))
 
 
 def _with_pcts(out: dict[str, Any]) -> dict[str, Any]:

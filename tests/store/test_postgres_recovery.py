@@ -1,0 +1,70 @@
+"""PostgreSQL under a running gateway: lost, a request that cannot reach its budget is a
+503 before any model runs, and the gateway serves again once the database is back, by
+itself; and the leases a dead replica left open are given back by a live one. Not in the
+fast lane: these wait out the pool's timeout and a lease."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+
+from smallfirst.store.budgets import Amounts
+from smallfirst.store.keys import KeySpec, KeyStore
+from smallfirst.stub_upstream import StubUpstream
+from smallfirst.testing import LiveServer
+from tests.server.test_access import MSG, stub_settings
+from tests.store.conftest import fresh_database
+from tests.store.pg_cluster import Cluster
+
+
+def test_a_database_lost_mid_run_is_a_503_and_the_gateway_recovers_by_itself(
+    tmp_path: Path,
+) -> None:
+    # its own cluster: this one is stopped and started again under the gateway
+    with Cluster() as own, StubUpstream() as stub:
+        settings = stub_settings(tmp_path, stub, database_url=own.url())
+        with LiveServer(settings) as gateway:
+            _, secret = gateway.app.state.keys.create(KeySpec(name="k", budget_usd=1.0))
+            body = {"model": "stub", "messages": MSG, "max_tokens": 4}
+            post = partial(httpx.post, gateway.url + "/v1/chat/completions", json=body,
+                           headers={"authorization": f"Bearer {secret}"}, timeout=30)  # fmt: skip
+            assert post().status_code == 200
+            own.halt()
+            down = post()
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "store_unavailable"
+            assert "PostgreSQL" in down.json()["error"]["message"]
+            calls = len(stub.calls)
+            own.run()
+            deadline = time.monotonic() + 30
+            while (up := post()).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert up.status_code == 200, up.text
+            # the refused request ran no model; the two answered ones each left a receipt
+            assert len(stub.calls) == calls + 1
+            assert gateway.app.state.store.summary()["total"]["requests"] == 2
+
+
+def test_a_live_gateway_gives_back_the_leases_a_dead_replica_left(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    # the dead replica: a store that reserved with a one-second lease and never settled
+    url = fresh_database(pg_cluster)
+    with StubUpstream() as stub:
+        settings = stub_settings(tmp_path, stub, database_url=url, access_reservation_ttl_s=1.0)
+        with LiveServer(settings) as live:
+            keys = live.app.state.keys
+            key, _ = keys.create(KeySpec(name="k", budget_usd=1.0))
+            dead = KeyStore(url, tmp_path)
+            dead.budgets.reserve(key, Amounts(0.4, 0.0, 0.0), ttl_s=1.0)
+            dead.close()
+            assert keys.get("k").reserved.usd == pytest.approx(0.4)
+            deadline = time.monotonic() + 10  # lease 1 s, then a round every 1 s
+            while keys.get("k").reserved.usd > 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert keys.get("k").reserved.usd == 0.0  # with no new request on the key
+            assert keys.get("k").spent.usd == 0.0
