@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
 # lazy grammar triggers (llama.cpp's regex syntax): a tag anywhere, or a reply that opens as
-# a bare JSON call (the grammar then starts at its brace)
-TRIGGERS = (CALL_OPEN, r'^\s*(\{\{?\s*"name")[\s\S]*$')
+# a bare JSON call, also inside a code fence (the grammar then starts at its brace); the
+# Qwen2.5-Coder models fence most of their calls (bench/results/tools/findings.md)
+TRIGGERS = (CALL_OPEN, r'^\s*(?:```[a-z]*\s*)?(\{\{?\s*"name")[\s\S]*$')
 _CALL_KEYS = frozenset({"name", "arguments", "parameters"})
 _DECODER = json.JSONDecoder()
 _FENCE = re.compile(r"^```[a-z]*\n?|```$")
@@ -95,9 +96,11 @@ def tool_grammar(tools: Tools, *, bare: bool = False) -> str:
     root = "tool-call" + (' ("\\n" tool-call)*' if several else "")
     rules = f"tool-call ::= {call}\n"
     if bare:
-        root += " | bare-call" + (' ("\\n" bare-call)*' if several else "")
+        root += " | bare-call" + (' ("\\n" bare-call)*' if several else "") + " fence-end?"
         # also in the doubled braces of Qwen2.5's template's example (see ``_decode``)
         rules += 'bare-call ::= tool-call-json | "{" tool-call-json "}"\n'
+        # a fenced call's closing fence (its opening one comes before the trigger's group)
+        rules += 'fence-end ::= "\\n"? "```"\n'
     return f"root ::= {root}\n{rules}{body}"
 
 
@@ -128,7 +131,9 @@ def _rename_root(gbnf: str, name: str) -> str:
 class ToolCallParser:
     """One choice's output, fed as it streams: content text and complete calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: frozenset[str] | None = None) -> None:
+        # the offered functions: a call of any other is content, as the model wrote it
+        self.names = names
         self._buffer = ""
         self._inside = False
         self._blank = ""  # whitespace held back: dropped if calls follow or end the reply
@@ -153,7 +158,7 @@ class ToolCallParser:
                     break
                 block, self._buffer = self._buffer[:end], self._buffer[end + len(CALL_CLOSE) :]
                 self._inside = False
-                call = _parse_call(block)
+                call = _parse_call(block, self.names)
                 if call is None:
                     content.append(self._content(CALL_OPEN + block + CALL_CLOSE))
                 else:
@@ -178,7 +183,7 @@ class ToolCallParser:
         rest, self._buffer = self._buffer, ""
         if self._bare:
             self._bare = False
-            calls = _bare_calls(rest)
+            calls = _bare_calls(rest, self.names)
             if calls:
                 self.calls += len(calls)
                 return "", calls
@@ -188,7 +193,7 @@ class ToolCallParser:
             return text + rest, calls + last
         if self._inside:
             self._inside = False
-            call = _parse_call(rest)
+            call = _parse_call(rest, self.names)
             if call is not None:
                 self.calls += 1
                 return "", [call]
@@ -219,7 +224,7 @@ def _partial_suffix(text: str, marker: str) -> int:
     return 0
 
 
-def _bare_calls(text: str) -> list[ToolCall]:
+def _bare_calls(text: str, names: frozenset[str] | None) -> list[ToolCall]:
     """A whole reply that is only JSON calls (one per object, a code fence allowed) as
     calls; [] when it is anything else."""
     body = _FENCE.sub("", text.strip()).strip()
@@ -230,7 +235,7 @@ def _bare_calls(text: str) -> list[ToolCall]:
             data, end = _decode(body, at)
         except ValueError:
             return []
-        call = _call_of(data) if isinstance(data, dict) and set(data) <= _CALL_KEYS else None
+        call = _call_of(data, names) if isinstance(data, dict) and set(data) <= _CALL_KEYS else None
         if call is None:
             return []
         calls.append(call)
@@ -240,13 +245,13 @@ def _bare_calls(text: str) -> list[ToolCall]:
     return calls
 
 
-def _parse_call(block: str) -> ToolCall | None:
+def _parse_call(block: str, names: frozenset[str] | None) -> ToolCall | None:
     body = block.strip()
     try:
         data, end = _decode(body, 0)
     except ValueError:
         return None
-    return _call_of(data) if end == len(body) else None
+    return _call_of(data, names) if end == len(body) else None
 
 
 def _decode(body: str, at: int) -> tuple[Any, int]:
@@ -267,9 +272,11 @@ def _decode(body: str, at: int) -> tuple[Any, int]:
     return data, end + 1
 
 
-def _call_of(data: Any) -> ToolCall | None:
+def _call_of(data: Any, names: frozenset[str] | None) -> ToolCall | None:
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         return None
+    if names is not None and data["name"] not in names:
+        return None  # OpenAI never names a function it was not offered
     arguments = data.get("arguments", data.get("parameters", {}))
     if not isinstance(arguments, str):
         arguments = json.dumps(arguments, ensure_ascii=False)
@@ -285,10 +292,11 @@ def _deltas(first: int, calls: list[ToolCall]) -> list[tuple[ToolCallDelta, ...]
 
 
 async def tool_call_chunks(
-    stream: AsyncGenerator[Chunk, None], n: int = 1
+    stream: AsyncGenerator[Chunk, None], n: int = 1, names: frozenset[str] | None = None
 ) -> AsyncGenerator[Chunk, None]:
-    """``stream`` with each choice's ``<tool_call>`` blocks turned into tool-call deltas."""
-    parsers = [ToolCallParser() for _ in range(n)]
+    """``stream`` with each choice's ``<tool_call>`` blocks turned into tool-call deltas
+    (only calls of ``names``, the offered functions, when given)."""
+    parsers = [ToolCallParser(names) for _ in range(n)]
     try:
         async for chunk in stream:
             parser = parsers[chunk.index]
