@@ -54,7 +54,13 @@ CALL_CLOSE = "</tool_call>"
 # lazy grammar triggers (llama.cpp's regex syntax): a tag anywhere, or a reply that opens as
 # a bare JSON call, also inside a code fence (the grammar then starts at its brace); the
 # Qwen2.5-Coder models fence most of their calls (bench/results/tools/findings.md)
-TRIGGERS = (CALL_OPEN, r'^\s*(?:```[a-z]*\s*)?(\{\{?\s*"name")[\s\S]*$')
+TRIGGERS = (CALL_OPEN, r'^\s*(?:```[a-z]*\s*)?(\{\{?[ \t\r\n]{0,40}"name")[\s\S]*$')
+# Whitespace between a call's JSON tokens. The converter allows one space; the models also
+# pretty-print ("{\n  \"name\": ..."). A lazy grammar replays the text its trigger matched,
+# and llama.cpp aborts the process (an uncaught C++ exception) on replayed text the grammar
+# refuses, so every gap the trigger lets through must be one the grammar takes.
+SPACE_RULE = "space ::= [ \\t\\r\\n]{0,40}"
+_SPACE_LINE = re.compile(r"^space ::= .*$", re.M)
 _CALL_KEYS = frozenset({"name", "arguments", "parameters"})
 _DECODER = json.JSONDecoder()
 _FENCE = re.compile(r"^```[a-z]*\n?|```$")
@@ -91,6 +97,7 @@ def tool_grammar(tools: Tools, *, bare: bool = False) -> str:
     ]
     schema = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
     body = _rename_root(schema_grammar(schema, param="tools"), "tool-call-json")
+    body = _loosen(_SPACE_LINE.sub(lambda _: SPACE_RULE, body))
     call = f'"{CALL_OPEN}\\n" tool-call-json "\\n{CALL_CLOSE}"'
     several = tools.parallel is not False
     root = "tool-call" + (' ("\\n" tool-call)*' if several else "")
@@ -121,6 +128,14 @@ def call_grammar(tools: Tools, *, enforce_auto: bool = True) -> tuple[str | None
     except SmallfirstError as exc:
         log.info("tool_choice auto runs unconstrained: %s", exc)
         return None, ()
+
+
+def _loosen(gbnf: str) -> str:
+    """``gbnf`` with whitespace allowed before each closing brace and bracket, as pretty
+    printed JSON has it (the converter allows none after an enum or const value)."""
+    return "".join(
+        "space " + t if t in ('"}"', '"]"') else t for t in _GBNF_TOKEN.findall(gbnf)
+    )
 
 
 def _rename_root(gbnf: str, name: str) -> str:
