@@ -51,6 +51,7 @@ PRETTY = (
 )
 REPLIES = {
     "tagged": f"<tool_call>\n{{{CALL}}}\n</tool_call>",
+    "tagged, no newlines": f"<tool_call>{{{CALL}}}</tool_call>",
     "two tagged": f"<tool_call>\n{{{CALL}}}\n</tool_call>\n<tool_call>\n{{{CALL}}}\n</tool_call>",
     "bare": f"{{{CALL}}}",
     "doubled braces": f"{{{{{CALL}}}}}",

@@ -98,7 +98,9 @@ def tool_grammar(tools: Tools, *, bare: bool = False) -> str:
     schema = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
     body = _rename_root(schema_grammar(schema, param="tools"), "tool-call-json")
     body = _loosen(_SPACE_LINE.sub(lambda _: SPACE_RULE, body))
-    call = f'"{CALL_OPEN}\\n" tool-call-json "\\n{CALL_CLOSE}"'
+    # the template's "\n" around the JSON, or any short gap: a lazy grammar replays the
+    # trigger's token, which in another model's vocabulary may run on past the tag
+    call = f'"{CALL_OPEN}" space tool-call-json space "{CALL_CLOSE}"'
     several = tools.parallel is not False
     root = "tool-call" + (' ("\\n" tool-call)*' if several else "")
     rules = f"tool-call ::= {call}\n"
