@@ -135,9 +135,7 @@ def call_grammar(tools: Tools, *, enforce_auto: bool = True) -> tuple[str | None
 def _loosen(gbnf: str) -> str:
     """``gbnf`` with whitespace allowed before each closing brace and bracket, as pretty
     printed JSON has it (the converter allows none after an enum or const value)."""
-    return "".join(
-        "space " + t if t in ('"}"', '"]"') else t for t in _GBNF_TOKEN.findall(gbnf)
-    )
+    return "".join("space " + t if t in ('"}"', '"]"') else t for t in _GBNF_TOKEN.findall(gbnf))
 
 
 def _rename_root(gbnf: str, name: str) -> str:
