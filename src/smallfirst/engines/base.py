@@ -12,6 +12,7 @@ This module holds only data types and the protocol; it imports no inference libr
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -75,6 +76,11 @@ class Tools:
     function: str | None = None
     # None: not sent (the default, several calls allowed)
     parallel: bool | None = None
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The offered functions' names."""
+        return frozenset(t["function"]["name"] for t in json.loads(self.definitions))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ This module does not build receipts (:mod:`.serving`'s ledger does) nor frame re
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -87,8 +86,7 @@ class Metered:
         tools = self.request.tools
         if tools is None or tools.choice == "none" or self.spec.is_remote:
             return stream
-        names = frozenset(t["function"]["name"] for t in json.loads(tools.definitions))
-        return tool_call_chunks(stream, self.request.n, names)
+        return tool_call_chunks(stream, self.request.n, tools.names)
 
     def mark_first(self) -> None:
         if self.first_at is None:
