@@ -170,6 +170,67 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX rate_events_key_at ON rate_events (key_id, at);
     """,
+    # Issue 19: the Files and Batch API (store/files.py, store/batches.py). A file's
+    # contents live in the data directory; its row is metadata. Each input line of a batch
+    # has a row: claimed by one runner at a time under a lease, finished once, its output
+    # line kept with its status in the same statement.
+    """
+    CREATE TABLE files (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        key_id TEXT,
+        filename TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        lines INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX files_key ON files (key_id, seq);
+    CREATE TABLE batches (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        key_id TEXT,
+        endpoint TEXT NOT NULL,
+        input_file_id TEXT NOT NULL,
+        completion_window TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        in_progress_at REAL,
+        finalizing_at REAL,
+        completed_at REAL,
+        failed_at REAL,
+        expired_at REAL,
+        cancelling_at REAL,
+        cancelled_at REAL,
+        output_file_id TEXT,
+        error_file_id TEXT,
+        errors TEXT,
+        metadata TEXT,
+        plan TEXT
+    );
+    CREATE INDEX batches_key ON batches (key_id, seq);
+    CREATE INDEX batches_status ON batches (status);
+    CREATE TABLE batch_lines (
+        batch_id TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        custom_id TEXT NOT NULL,
+        byte_offset INTEGER NOT NULL,
+        byte_length INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        claim TEXT,
+        claimed_until REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        output TEXT,
+        receipt_id TEXT,
+        grid_g_per_kwh REAL,
+        co2_g REAL,
+        energy_j REAL,
+        finished_at REAL,
+        PRIMARY KEY (batch_id, line)
+    );
+    CREATE INDEX batch_lines_status ON batch_lines (batch_id, status);
+    """,
 )
 
 
@@ -302,5 +363,66 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         tokens INTEGER NOT NULL
     );
     CREATE INDEX rate_events_key_at ON rate_events (key_id, at);
+    """,
+    # Issue 19: the Files and Batch API (store/files.py, store/batches.py). A file's
+    # contents live in the data directory; its row is metadata. Each input line of a batch
+    # has a row: claimed by one runner at a time under a lease, finished once, its output
+    # line kept with its status in the same statement.
+    """
+    CREATE TABLE files (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        key_id TEXT,
+        filename TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        bytes BIGINT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        lines BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX files_key ON files (key_id, seq);
+    CREATE TABLE batches (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        key_id TEXT,
+        endpoint TEXT NOT NULL,
+        input_file_id TEXT NOT NULL,
+        completion_window TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        in_progress_at DOUBLE PRECISION,
+        finalizing_at DOUBLE PRECISION,
+        completed_at DOUBLE PRECISION,
+        failed_at DOUBLE PRECISION,
+        expired_at DOUBLE PRECISION,
+        cancelling_at DOUBLE PRECISION,
+        cancelled_at DOUBLE PRECISION,
+        output_file_id TEXT,
+        error_file_id TEXT,
+        errors TEXT,
+        metadata TEXT,
+        plan TEXT
+    );
+    CREATE INDEX batches_key ON batches (key_id, seq);
+    CREATE INDEX batches_status ON batches (status);
+    CREATE TABLE batch_lines (
+        batch_id TEXT NOT NULL,
+        line BIGINT NOT NULL,
+        custom_id TEXT NOT NULL,
+        byte_offset BIGINT NOT NULL,
+        byte_length BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        claim TEXT,
+        claimed_until DOUBLE PRECISION,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        output TEXT,
+        receipt_id TEXT,
+        grid_g_per_kwh DOUBLE PRECISION,
+        co2_g DOUBLE PRECISION,
+        energy_j DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION,
+        PRIMARY KEY (batch_id, line)
+    );
+    CREATE INDEX batch_lines_status ON batch_lines (batch_id, status);
     """,
 )

@@ -1,0 +1,122 @@
+"""The batch and file stores on both backends: ownership, claiming under leases, finishing
+exactly once, conditional status moves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smallfirst.errors import NotFoundError
+from smallfirst.store.backend import Backend
+from smallfirst.store.batches import BatchStore, LineRef
+from smallfirst.store.files import FileStore
+from tests.store.conftest import at_once
+
+pytestmark = pytest.mark.fast
+
+
+def _batch(store: BatchStore, n: int = 5, key_id: str | None = "key_a") -> str:
+    store.create(
+        {
+            "id": "batch_1",
+            "key_id": key_id,
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-x",
+            "completion_window": "24h",
+            "status": "in_progress",
+            "created_at": 100.0,
+            "expires_at": 100.0 + 86400,
+        },
+        [LineRef(i + 1, f"c{i + 1}", i * 10, 10) for i in range(n)],
+    )
+    return "batch_1"
+
+
+def test_files_are_scoped_to_their_key_and_kept_on_disk(backend: Backend, tmp_path: Path) -> None:
+    files = FileStore(backend, tmp_path)
+    mine = files.add(b"abc\n", filename="in.jsonl", purpose="batch", key_id="key_a", lines=1)
+    files.add(b"zz\n", filename="other.jsonl", purpose="batch", key_id="key_b", lines=1)
+    assert files.path(mine.id).read_bytes() == b"abc\n"
+    assert files.read(mine.id, "key_a") == b"abc\n"
+    with pytest.raises(NotFoundError):
+        files.get(mine.id, "key_b")  # someone else's file is missing, not forbidden
+    assert [f.id for f in files.page("key_a")] == [mine.id]
+    assert len(files.page(None)) == 2  # the open gateway sees all
+    files.delete(mine.id, "key_a")
+    assert not files.path(mine.id).exists()
+    with pytest.raises(NotFoundError):
+        files.get(mine.id, None)
+
+
+def test_file_pagination_follows_creation_order(backend: Backend, tmp_path: Path) -> None:
+    files = FileStore(backend, tmp_path)
+    ids = [
+        files.add(b"x", filename=f"{i}", purpose="batch", key_id=None, lines=1).id for i in range(5)
+    ]
+    page = files.page(None, limit=2)
+    assert [f.id for f in page] == ids[::-1][:2]
+    assert [f.id for f in files.page(None, after=page[-1].id, limit=2)] == ids[::-1][2:4]
+
+
+def test_claims_never_overlap_and_expired_leases_are_retaken(backend: Backend) -> None:
+    store = BatchStore(backend)
+    batch = _batch(store, n=5)
+    first = store.claim(batch, 3, "r1", lease_s=10, now=1000.0)
+    second = store.claim(batch, 3, "r2", lease_s=10, now=1001.0)
+    assert [c.line for c in first] == [1, 2, 3]
+    assert [c.line for c in second] == [4, 5]
+    assert store.claim(batch, 3, "r3", lease_s=10, now=1002.0) == []
+    # r1 died: its leases run out and another runner takes its lines
+    retaken = store.claim(batch, 5, "r3", lease_s=10, now=1011.0)
+    assert [c.line for c in retaken] == [1, 2, 3]
+    # the dead runner's late answer is dropped; the live claim's is kept, once
+    assert not store.finish(first[0], ok=True, output={"by": "r1"}, now=1012.0)
+    assert store.finish(retaken[0], ok=True, output={"by": "r3"}, now=1012.0)
+    assert not store.finish(retaken[0], ok=True, output={"by": "again"}, now=1013.0)
+    assert store.outputs(batch, ok=True) == ['{"by":"r3"}']
+    # a finished line is never claimed again, even after every lease ran out
+    later = store.claim(batch, 10, "r4", lease_s=10, now=5000.0)
+    assert 1 not in [c.line for c in later]
+    counts = store.counts(batch, now=5000.0)
+    assert (counts.total, counts.completed, counts.failed, counts.running) == (5, 1, 0, 4)
+
+
+def test_concurrent_runners_claim_each_line_once(backend: Backend) -> None:
+    store = BatchStore(backend)
+    batch = _batch(store, n=40)
+
+    def runner(i: int) -> list[int]:
+        got: list[int] = []
+        while True:
+            claimed = store.claim(batch, 3, f"r{i}", lease_s=60)
+            if not claimed:
+                return got
+            got.extend(c.line for c in claimed)
+
+    results = at_once(6, runner)
+    lines = [line for r in results for line in r]  # type: ignore[attr-defined]
+    assert sorted(lines) == list(range(1, 41))
+
+
+def test_status_moves_only_from_the_statuses_named(backend: Backend) -> None:
+    store = BatchStore(backend)
+    batch = _batch(store, n=1, key_id=None)
+    assert store.move(batch, "cancelling", since=("in_progress",), now=200.0)
+    assert not store.move(batch, "finalizing", since=("in_progress",), now=201.0)
+    assert store.move(batch, "cancelled", since=("cancelling",), now=202.0)
+    record = store.get(batch, None)
+    assert record.status == "cancelled"
+    assert record.stamps["cancelling_at"] == 200.0 and record.stamps["cancelled_at"] == 202.0
+    with pytest.raises(NotFoundError):
+        store.get(batch, "key_other")
+    assert store.active() == []
+
+
+def test_unfinished_lines_fail_when_the_batch_expires(backend: Backend) -> None:
+    store = BatchStore(backend)
+    batch = _batch(store, n=3)
+    (one,) = store.claim(batch, 1, "r1", lease_s=10, now=1000.0)
+    store.finish(one, ok=True, output={"ok": 1}, now=1001.0)
+    assert store.fail_unfinished(batch, lambda cid: {"expired": cid}, now=1002.0) == 2
+    assert store.outputs(batch, ok=False) == ['{"expired":"c2"}', '{"expired":"c3"}']
