@@ -262,6 +262,33 @@ class Settings(BaseSettings):
         "postgresql://USER:PASSWORD@HOST:PORT/DB a PostgreSQL database shared by replicas",
     )
 
+    # Files and Batch API (issue #19; docs/batches.md): uploads live in data_dir/files; a
+    # background runner answers batch lines through the serving step, in spare capacity.
+    files_max_bytes: int = Field(
+        default=200 * 1024 * 1024, ge=1024, description="the largest file POST /v1/files takes"
+    )
+    batch_max_lines: int = Field(
+        default=50_000, ge=1, description="requests one batch input file may hold (OpenAI's cap)"
+    )
+    batch_runner: bool = Field(
+        default=True, description="run batches in this gateway (off: a replica that only serves)"
+    )
+    batch_tick_s: float = Field(
+        default=1.0, gt=0, description="how often the runner looks for batch work"
+    )
+    batch_line_lease_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="a claimed line not finished within this long (its gateway died) is run "
+        "again by another runner; keep it above the longest request",
+    )
+    batch_max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="batch lines one gateway runs at once (default: parallel - 1, at least 1); "
+        "none start while live requests wait for a model",
+    )
+
     def fallbacks_for(self, model: str) -> tuple[str, ...]:
         """The models to try after ``model``: its [[models]] list, then the table's, once each."""
         declared = next((m.fallbacks for m in self.models if m.name == model), ())

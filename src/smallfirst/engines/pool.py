@@ -172,6 +172,10 @@ class EnginePool:
         for engine in self._engines.values():
             engine.admission.abort()
 
+    def waiting(self) -> int:
+        """Requests waiting for a slot on any engine (the batch runner starts no line then)."""
+        return sum(engine.admission.waiting for engine in self._engines.values())
+
     def loaded_models(self) -> list[str]:
         return [n for n, e in self._engines.items() if isinstance(e, LlamaEngine) and e.loaded]
 

@@ -30,13 +30,17 @@ from smallfirst.metering.service import Metering
 from smallfirst.server import errors, openapi
 from smallfirst.server.access import Access, reclaim_leases
 from smallfirst.server.auth import AuthMiddleware, check_bind
+from smallfirst.server.batch_lines import LineServer
+from smallfirst.server.batch_runner import BatchRunner
+from smallfirst.server.batches_api import router as batches_router
 from smallfirst.server.cache_hits import CacheFront
 from smallfirst.server.choosing import Chooser
 from smallfirst.server.completions import Completions
 from smallfirst.server.draining import Drain
 from smallfirst.server.embeddings import EmbeddingRequest, Embeddings
+from smallfirst.server.files_api import router as files_router
 from smallfirst.server.keys_api import router as keys_router
-from smallfirst.server.limits import BodyLimitMiddleware
+from smallfirst.server.limits import MULTIPART_OVERHEAD_BYTES, BodyLimitMiddleware
 from smallfirst.server.metrics import Metrics
 from smallfirst.server.models_api import router as models_router
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
@@ -45,6 +49,8 @@ from smallfirst.server.response_cache import ResponseCache
 from smallfirst.server.responses_api import Responses
 from smallfirst.server.responses_input import ResponsesRequest
 from smallfirst.settings import Settings
+from smallfirst.store.batches import BatchStore
+from smallfirst.store.files import FileStore
 from smallfirst.store.keys import KeyStore
 from smallfirst.store.sqlite import SqliteStore
 
@@ -91,13 +97,22 @@ def create_app(settings: Settings) -> FastAPI:
     keys = KeyStore(settings.database, settings.data_dir, settings.store_synchronous)
     check_bind(settings, keys)  # no public bind without keys unless allow_anonymous
     drain = Drain(pool, settings.drain_timeout_s)
+    # the Files and Batch API (issue #19): rows beside the receipts, bytes in data_dir/files
+    files = FileStore(store.backend, settings.data_dir)
+    batches = BatchStore(store.backend)
+    runners: list[BatchRunner] = []  # made below, once the serving step exists
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # expired budget leases (a replica killed mid-request) given back while serving
         reclaimer = asyncio.create_task(reclaim_leases(keys, settings.access_reservation_ttl_s))
+        running = [asyncio.create_task(r.run()) for r in runners]
         yield
         reclaimer.cancel()
+        for task in running:  # the lines it holds go back to pending for the next start
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # uvicorn has waited for open responses (the drain) before running this
         drain.cancel()
         await pool.aclose()
@@ -112,7 +127,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.store = store
     app.state.drain = drain  # GracefulServer starts it on SIGTERM
     app.state.keys = keys
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        upload_paths={"/v1/files": settings.files_max_bytes + MULTIPART_OVERHEAD_BYTES},
+    )
     access = app.state.access = Access(keys, catalog, metering, settings)
     app.add_middleware(AuthMiddleware, keys=keys, limiter=access.limiter)  # outermost
     errors.install(app)
@@ -148,6 +167,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def create_embeddings(request: Request, body: EmbeddingRequest) -> Response:
         return await embeddings.handle(request, body)
 
+    if settings.batch_runner:
+        lines = LineServer(completions, embeddings)
+        runners.append(BatchRunner(settings, batches, files, keys, pool, lines))
+    app.state.batch_runner = runners[0] if runners else None
+    wake = runners[0].wake if runners else None
+
     @app.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS)
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -155,5 +180,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(models_router(settings, catalog, pool, chooser))
     app.include_router(receipts_router(store))
     app.include_router(keys_router(keys))
+    app.include_router(files_router(settings, files, batches))
+    app.include_router(batches_router(settings, files, batches, wake))
     app.include_router(dashboard_router(store, store.backend, settings))
     return app

@@ -8,6 +8,7 @@ request as soon as the count passes the limit. It does not look at anything but 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,16 +31,24 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, _message(limit))
 
 
+# room for a multipart upload's boundaries and part headers around the file itself
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, upload_paths: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # paths that take uploads (POST /v1/files): their own, larger limit
+        self.upload_paths = dict(upload_paths or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
+        limit = self.upload_paths.get(scope["path"], self.max_body_bytes)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -47,7 +56,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._refuse(send)
+                    await self._refuse(send, limit)
                     return
         received = 0
         started = False
@@ -71,10 +80,10 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        body = _body(self.max_body_bytes)
+    async def _refuse(self, send: Send, limit: int) -> None:
+        body = _body(limit)
         await send(
             {
                 "type": "http.response.start",

@@ -71,6 +71,8 @@ class Counts:
     failed: int
     pending: int
     running: int
+    co2_g: float | None  # the finished lines' receipts, summed (None: none known)
+    with_co2: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,14 +242,17 @@ class BatchStore:
                 "SELECT COUNT(*) AS total, "
                 "SUM(CASE WHEN status = 'done' THEN 1 ELSE 0 END) AS completed, "
                 "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed, "
-                f"SUM(CASE WHEN {_CLAIMABLE} THEN 1 ELSE 0 END) AS pending "
+                f"SUM(CASE WHEN {_CLAIMABLE} THEN 1 ELSE 0 END) AS pending, "
+                "SUM(co2_g) AS co2_g, COUNT(co2_g) AS with_co2 "
                 "FROM batch_lines WHERE batch_id = :batch",
                 {"batch": batch_id, "now": time.time() if now is None else now},
             ).fetchone()
         total = int(row["total"])
         completed, failed = int(row["completed"] or 0), int(row["failed"] or 0)
         pending = int(row["pending"] or 0)
-        return Counts(total, completed, failed, pending, total - completed - failed - pending)
+        running = total - completed - failed - pending
+        co2 = None if row["co2_g"] is None else float(row["co2_g"])
+        return Counts(total, completed, failed, pending, running, co2, int(row["with_co2"]))
 
     def claim(
         self, batch_id: str, n: int, claim: str, lease_s: float, now: float | None = None
@@ -294,6 +299,22 @@ class BatchStore:
         }
         with self._db.connection() as conn:
             return conn.execute(_FINISH, params).rowcount > 0
+
+    def release(self, claim: str, line: Claimed | None = None) -> int:
+        """Put ``claim``'s running lines (or one of them) back to pending: a runner stopping,
+        or a line that could not run now. How many went back."""
+        where = "claim = :claim AND status = 'running'"
+        params: dict[str, Any] = {"claim": claim}
+        if line is not None:
+            where += " AND batch_id = :batch AND line = :line"
+            params.update(batch=line.batch_id, line=line.line)
+        with self._db.connection() as conn:
+            cur = conn.execute(
+                "UPDATE batch_lines SET status = 'pending', claim = NULL, claimed_until = NULL, "
+                f"attempts = attempts - 1 WHERE {where}",
+                params,
+            )
+            return cur.rowcount
 
     def fail_unfinished(
         self, batch_id: str, output_of: Callable[[str], dict[str, Any]], now: float | None = None

@@ -1,0 +1,241 @@
+"""The batch runner: a background task of the gateway that answers batch lines and closes
+batches.
+
+Every tick (``batch_tick_s``, or at once when a batch is created, cancelled or a line
+ends) it walks the unfinished batches in the store:
+
+* ``validating`` → ``in_progress``, with the batch's plan (:func:`_plan`: when its lines may
+  run; until the carbon-aware planner lands, at once);
+* ``in_progress``: claims lines (:meth:`BatchStore.claim`, leased ``batch_line_lease_s``)
+  while the plan says now and there is spare capacity, and answers each through the
+  serving step (:mod:`.batch_lines`); once no line is left, ``finalizing`` → writes the
+  output and error files → ``completed``. Past ``expires_at`` the lines not started fail
+  with ``batch_expired`` and the batch ends ``expired``;
+* ``cancelling``: starts nothing; once its running lines are done, writes the files with
+  the lines finished so far → ``cancelled``.
+
+Interactive traffic first: at most ``batch_max_in_flight`` lines run at once (default
+``parallel - 1``, so one slot of the batched engine is always free for a live request),
+and no new line starts while any live request waits in a model's admission queue. A line
+that meets overload, shutdown or its key's rate limit goes back to pending, to run later.
+
+Durable: lines live in the store, so a restart (``kill -9`` included) resumes; a line
+claimed by a gateway that died is claimed again when its lease runs out; a finished line
+is never run again (:mod:`smallfirst.store.batches`). Output files get fixed ids (from the
+batch's), so finishing twice writes the same file. When the gateway stops, the lines it
+holds are put back at once.
+
+This module does not validate uploads or shape HTTP answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from smallfirst.engines.pool import EnginePool
+from smallfirst.errors import InvalidKeyError, SmallfirstError
+from smallfirst.server.batch_lines import Answered, Deferred, LineServer, error_line
+from smallfirst.server.errors import describe
+from smallfirst.settings import Settings
+from smallfirst.store.batches import BatchRecord, BatchStore, Claimed
+from smallfirst.store.files import FileStore
+from smallfirst.store.keys import KeyStore
+
+__all__ = ["BatchRunner", "RunPlan"]
+
+log = logging.getLogger(__name__)
+
+DEFER_PAUSE_S = 1.0  # after a line was deferred (overload, rate limit), wait this long
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """When a batch's lines may run: at once, or only in the hours chosen."""
+
+    at_once: bool
+    reason: str
+    hours: tuple[float, ...] = ()  # chosen hour starts, Unix seconds, ascending
+
+    def runs_at(self, now: float) -> bool:
+        return self.at_once or any(h <= now < h + 3600.0 for h in self.hours)
+
+    def public(self) -> dict[str, Any]:
+        return {"at_once": self.at_once, "reason": self.reason, "hours": list(self.hours)}
+
+
+def _plan(batch: BatchRecord, now: float) -> RunPlan:
+    """The seam the carbon-aware planner fills; until then every batch runs at once."""
+    return RunPlan(True, "no carbon signal configured: the batch runs at once")
+
+
+class BatchRunner:
+    """Runs the store's batches in this gateway, beside its live traffic."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        batches: BatchStore,
+        files: FileStore,
+        keys: KeyStore,
+        pool: EnginePool,
+        lines: LineServer,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.batches = batches
+        self.files = files
+        self.keys = keys
+        self.pool = pool
+        self.lines = lines
+        self.clock = clock
+        self.claim = "runner_" + secrets.token_hex(8)  # this gateway's claims
+        self.max_in_flight = settings.batch_max_in_flight or max(settings.parallel - 1, 1)
+        self._running: dict[asyncio.Task[None], Claimed] = {}
+        self._wake = asyncio.Event()
+        self._paused_until = 0.0
+
+    def wake(self) -> None:
+        """Look for work now (a batch was created or cancelled)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Tick until cancelled; then wait for nothing and put held lines back."""
+        try:
+            while True:
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("the batch runner's tick failed; trying again")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.batch_tick_s)
+                self._wake.clear()
+        finally:
+            for task in list(self._running):
+                task.cancel()
+            for task in list(self._running):
+                with contextlib.suppress(BaseException):
+                    await task
+            self.batches.release(self.claim)
+
+    def tick(self) -> None:
+        """One pass over the unfinished batches."""
+        for batch in self.batches.active():
+            now = self.clock()
+            if batch.status == "validating":
+                plan = _plan(batch, now)
+                self.batches.set_plan(batch.id, plan.public())
+                if not self.batches.move(batch.id, "in_progress", since=("validating",), now=now):
+                    continue
+                batch = self.batches.get(batch.id, None)
+            if batch.status == "in_progress":
+                self._progress(batch, now)
+            elif batch.status == "cancelling":
+                self._close_when_idle(batch, "cancelled", since=("cancelling",))
+            elif batch.status == "finalizing":  # a gateway died while finishing it
+                self._finish(batch, "completed", since=("finalizing",))
+
+    def _progress(self, batch: BatchRecord, now: float) -> None:
+        if now >= batch.expires_at:
+            self.batches.fail_unfinished(
+                batch.id,
+                lambda cid: error_line(
+                    cid, "batch_expired", "This request could not be executed before the "
+                    "completion window expired."
+                ),
+                now=now,
+            )  # fmt: skip
+            self._close_when_idle(batch, "expired", since=("in_progress",))
+            return
+        plan = _plan(batch, now)
+        if plan.runs_at(now):
+            self._start(batch, now)
+        counts = self.batches.counts(batch.id, now)
+        idle = counts.pending == 0 and counts.running == 0
+        if idle and self.batches.move(batch.id, "finalizing", since=("in_progress",), now=now):
+            self._finish(self.batches.get(batch.id, None), "completed", since=("finalizing",))
+
+    def _start(self, batch: BatchRecord, now: float) -> None:
+        """Claim as many lines as there is spare capacity for, and run them."""
+        room = self.max_in_flight - len(self._running)
+        if room <= 0 or now < self._paused_until or self.pool.waiting() > 0:
+            return  # interactive traffic first
+        for line in self.batches.claim(
+            batch.id, room, self.claim, self.settings.batch_line_lease_s, now
+        ):
+            task = asyncio.get_running_loop().create_task(self._run(batch, line))
+            self._running[task] = line
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self._wake.set()
+
+    async def _run(self, batch: BatchRecord, line: Claimed) -> None:
+        try:
+            answered = await self._answer(batch, line)
+        except Deferred as exc:
+            log.info("batch %s line %d deferred: %s", batch.id, line.line, exc)
+            self._paused_until = self.clock() + DEFER_PAUSE_S
+            self.batches.release(self.claim, line)
+            return
+        if not self.batches.finish(
+            line, ok=answered.ok, output=answered.line, receipt=answered.receipt
+        ):
+            log.warning("batch %s line %d: lease lost, answer dropped", batch.id, line.line)
+
+    async def _answer(self, batch: BatchRecord, line: Claimed) -> Answered:
+        raw = self.files.read_span(batch.input_file_id, line.offset, line.length)
+        body = json.loads(raw)["body"]
+        try:
+            key = None if batch.key_id is None else self._key(batch.key_id)
+        except SmallfirstError as exc:
+            wire = describe(exc)
+            assert wire is not None
+            return Answered(False, error_line(line.custom_id, wire.code or "", wire.message), None)
+        return await self.lines.answer(batch.endpoint, line.custom_id, body, key)
+
+    def _key(self, key_id: str) -> object:
+        key = self.keys.get(key_id)
+        if key.revoked_at is not None or (
+            key.expires_at is not None and key.expires_at <= self.clock()
+        ):
+            raise InvalidKeyError(f"The API key ({key.name}) of this batch is no longer valid.")
+        return key
+
+    def _close_when_idle(self, batch: BatchRecord, to: str, since: tuple[str, ...]) -> None:
+        """Finish ``batch`` as ``to`` once none of its lines is running here or elsewhere."""
+        if any(c.batch_id == batch.id for c in self._running.values()):
+            return
+        if self.batches.counts(batch.id, self.clock()).running == 0:
+            self._finish(batch, to, since=since)
+
+    def _finish(self, batch: BatchRecord, to: str, since: tuple[str, ...]) -> None:
+        """Write the output and error files (fixed ids: doing it twice is harmless) and move
+        the batch to ``to``."""
+        files: dict[str, Any] = {"output_file_id": None, "error_file_id": None}
+        base = batch.id.removeprefix("batch_")
+        for column, ok, name in (
+            ("output_file_id", True, "output"),
+            ("error_file_id", False, "error"),
+        ):
+            lines = self.batches.outputs(batch.id, ok=ok)
+            if not lines:
+                continue
+            record = self.files.add(
+                ("\n".join(lines) + "\n").encode(),
+                filename=f"{batch.id}_{name}.jsonl",
+                purpose="batch_output",
+                key_id=batch.key_id,
+                lines=len(lines),
+                file_id=f"file-{base}{'o' if ok else 'e'}",
+            )
+            files[column] = record.id
+        self.batches.move(batch.id, to, since=since, now=self.clock(), **files)

@@ -1,0 +1,180 @@
+"""OpenAI's Batch API: create, retrieve, list and cancel batches.
+
+``POST /v1/batches`` names an uploaded ``purpose=batch`` file of the caller's, the
+endpoint its lines go to (``/v1/chat/completions``, ``/v1/completions`` or
+``/v1/embeddings``) and a ``completion_window`` ("24h"; as our extension any "<N>h" up to
+168). The batch and one row per line are stored together, status ``validating``; the
+runner (:mod:`.batch_runner`) takes it from there. A file whose lines name another
+endpoint makes a ``failed`` batch with its ``errors`` naming those lines, as OpenAI does.
+
+Cancel moves a ``validating`` or ``in_progress`` batch to ``cancelling``: no new line
+starts, lines already running finish, and the runner then writes the files (finished
+lines kept) and marks it ``cancelled``.
+
+The batch object is OpenAI's, with ``request_counts`` counted from the lines, plus a
+``smallfirst`` field: the plan (hours chosen, or at once and why) and grams of CO2 as run.
+This module does not run lines.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from smallfirst.errors import InvalidRequestError
+from smallfirst.server.batch_input import ENDPOINTS, parse_lines, window_hours
+from smallfirst.server.files_api import caller_key, page
+from smallfirst.settings import Settings
+from smallfirst.store.batches import BatchRecord, BatchStore
+from smallfirst.store.files import FileStore
+
+__all__ = ["BatchCreate", "batch_object", "router"]
+
+MAX_ERRORS = 100  # lines named in a failed batch's errors
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # output_expires_after: accepted, not used
+
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16
+    )
+
+
+def _ts(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def batch_object(record: BatchRecord, store: BatchStore) -> dict[str, Any]:
+    """OpenAI's ``batch`` object, with our ``smallfirst`` field."""
+    counts = store.counts(record.id)
+    return {
+        "id": record.id,
+        "object": "batch",
+        "endpoint": record.endpoint,
+        "model": None,
+        "errors": None if record.errors is None else {"object": "list", "data": record.errors},
+        "input_file_id": record.input_file_id,
+        "completion_window": record.completion_window,
+        "status": record.status,
+        "output_file_id": record.output_file_id,
+        "error_file_id": record.error_file_id,
+        "created_at": int(record.created_at),
+        "expires_at": int(record.expires_at),
+        **{name: _ts(value) for name, value in record.stamps.items()},
+        "request_counts": {
+            "total": counts.total,
+            "completed": counts.completed,
+            "failed": counts.failed,
+        },
+        "metadata": record.metadata,
+        "usage": None,
+        "smallfirst": {
+            "plan": record.plan,
+            "co2_g_as_run": counts.co2_g,
+            "lines_with_co2": counts.with_co2,
+        },
+    }
+
+
+def _wrong_endpoint(content: bytes, endpoint: str, max_lines: int) -> list[dict[str, Any]]:
+    refs, urls = parse_lines(content, max_lines)
+    if urls <= {endpoint}:
+        return []
+    errors: list[dict[str, Any]] = []
+    for ref in refs:
+        url = json.loads(content[ref.offset : ref.offset + ref.length]).get("url")
+        if url != endpoint and len(errors) < MAX_ERRORS:
+            errors.append(
+                {
+                    "code": "mismatched_url",
+                    "line": ref.line,
+                    "message": f"The url {url} of this line is not the batch's endpoint {endpoint}",
+                    "param": "url",
+                }
+            )
+    return errors
+
+
+def router(
+    settings: Settings, files: FileStore, batches: BatchStore, wake: Any = None
+) -> APIRouter:
+    api = APIRouter(include_in_schema=False)  # not yet in /openapi.json (docs/batches.md)
+
+    @api.post("/v1/batches")
+    async def create(request: Request, body: BatchCreate) -> JSONResponse:
+        owner = caller_key(request)
+        if body.endpoint not in ENDPOINTS:
+            raise InvalidRequestError(
+                f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint"
+            )
+        hours = window_hours(body.completion_window)
+        source = files.get(body.input_file_id, owner)
+        if source.purpose != "batch":
+            raise InvalidRequestError(
+                f"File {source.id} was not uploaded with purpose 'batch'", param="input_file_id"
+            )
+        content = files.read(source.id, owner)
+        refs, _ = parse_lines(content, settings.batch_max_lines)
+        errors = _wrong_endpoint(content, body.endpoint, settings.batch_max_lines)
+        now = time.time()
+        row: dict[str, Any] = {
+            "id": "batch_" + secrets.token_hex(12),
+            "key_id": owner,
+            "endpoint": body.endpoint,
+            "input_file_id": source.id,
+            "completion_window": body.completion_window,
+            "status": "failed" if errors else "validating",
+            "created_at": now,
+            "expires_at": now + hours * 3600.0,
+            "metadata": None if body.metadata is None else _json(body.metadata),
+        }
+        if errors:
+            row["errors"] = _json(errors)
+            row["failed_at"] = now
+        record = batches.create(row, [] if errors else refs)
+        if wake is not None:
+            wake()
+        return JSONResponse(batch_object(record, batches))
+
+    @api.get("/v1/batches/{batch_id}")
+    async def retrieve(request: Request, batch_id: str) -> JSONResponse:
+        return JSONResponse(batch_object(batches.get(batch_id, caller_key(request)), batches))
+
+    @api.get("/v1/batches")
+    async def list_batches(
+        request: Request,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> JSONResponse:
+        rows = batches.page(caller_key(request), after=after, limit=limit + 1)
+        data = [batch_object(r, batches) for r in rows[:limit]]
+        return JSONResponse(page(data, len(rows) > limit))
+
+    @api.post("/v1/batches/{batch_id}/cancel")
+    async def cancel(request: Request, batch_id: str) -> JSONResponse:
+        record = batches.get(batch_id, caller_key(request))
+        if not batches.move(record.id, "cancelling", since=("validating", "in_progress")):
+            current = batches.get(record.id, None)
+            if current.status not in ("cancelling", "cancelled"):
+                raise InvalidRequestError(
+                    f"Cannot cancel a batch with status '{current.status}'.", param="batch_id"
+                )
+        if wake is not None:
+            wake()
+        return JSONResponse(batch_object(batches.get(record.id, None), batches))
+
+    return api
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

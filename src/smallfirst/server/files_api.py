@@ -1,0 +1,115 @@
+"""OpenAI's Files API for batch input: upload, list, retrieve, download, delete.
+
+``POST /v1/files`` takes a multipart upload with ``purpose=batch`` (the one purpose served
+here), at most ``files_max_bytes``, and checks it line by line (:mod:`.batch_input`)
+before a byte is stored. Files belong to the API key that uploaded them (none in open
+mode); another key's file is a 404. A file an unfinished batch still reads cannot be
+deleted (cancel the batch first): its lines are read from it as they run.
+
+Objects are OpenAI's (``file``, ``list``, the deletion's ``{"id", "object", "deleted"}``).
+This module does not run batches.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from smallfirst.errors import InvalidRequestError
+from smallfirst.server.batch_input import parse_lines
+from smallfirst.settings import Settings
+from smallfirst.store.batches import BatchStore
+from smallfirst.store.files import FileStore
+
+__all__ = ["caller_key", "router"]
+
+PURPOSES = ("batch",)
+
+
+def caller_key(request: Request) -> str | None:
+    """The id of the API key calling (None: the open gateway, which sees everything)."""
+    key = getattr(request.state, "api_key", None)
+    return None if key is None else str(key.id)
+
+
+def page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """OpenAI's cursor page."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+def router(settings: Settings, files: FileStore, batches: BatchStore) -> APIRouter:
+    api = APIRouter(include_in_schema=False)  # not yet in /openapi.json (docs/batches.md)
+
+    @api.post("/v1/files")
+    async def upload(
+        request: Request,
+        file: Annotated[UploadFile, File()],
+        purpose: Annotated[str, Form()],
+    ) -> JSONResponse:
+        if purpose not in PURPOSES:
+            raise InvalidRequestError(
+                f"purpose {purpose!r} is not served here; use 'batch'", param="purpose"
+            )
+        content = await file.read(settings.files_max_bytes + 1)
+        if len(content) > settings.files_max_bytes:
+            raise InvalidRequestError(
+                f"The file is larger than {settings.files_max_bytes} bytes", param="file"
+            )
+        refs, _ = parse_lines(content, settings.batch_max_lines)
+        record = files.add(
+            content,
+            filename=file.filename or "upload.jsonl",
+            purpose=purpose,
+            key_id=caller_key(request),
+            lines=len(refs),
+        )
+        return JSONResponse(record.public())
+
+    @api.get("/v1/files")
+    async def list_files(
+        request: Request,
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> JSONResponse:
+        rows = files.page(
+            caller_key(request),
+            purpose=purpose,
+            after=after,
+            limit=limit + 1,
+            newest_first=order == "desc",
+        )
+        return JSONResponse(page([r.public() for r in rows[:limit]], len(rows) > limit))
+
+    @api.get("/v1/files/{file_id}")
+    async def retrieve(request: Request, file_id: str) -> JSONResponse:
+        return JSONResponse(files.get(file_id, caller_key(request)).public())
+
+    @api.get("/v1/files/{file_id}/content")
+    async def content(request: Request, file_id: str) -> Response:
+        data = files.read(file_id, caller_key(request))
+        return Response(data, media_type="application/octet-stream")
+
+    @api.delete("/v1/files/{file_id}")
+    async def delete(request: Request, file_id: str) -> JSONResponse:
+        record = files.get(file_id, caller_key(request))
+        user = batches.uses_file(record.id)
+        if user is not None:
+            raise InvalidRequestError(
+                f"File {record.id} is the input of batch {user}, which has not finished; "
+                "cancel it first",
+                param="file_id",
+            )
+        files.delete(record.id, caller_key(request))
+        return JSONResponse({"id": record.id, "object": "file", "deleted": True})
+
+    return api
