@@ -277,10 +277,10 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="how often the runner looks for batch work"
     )
     batch_line_lease_s: float = Field(
-        default=600.0,
+        default=60.0,
         gt=0,
-        description="a claimed line not finished within this long (its gateway died) is run "
-        "again by another runner; keep it above the longest request",
+        description="a line whose gateway stopped renewing its claim (renewed every tick) "
+        "for this long is run again: how soon a batch resumes after a gateway dies",
     )
     batch_max_in_flight: int | None = Field(
         default=None,

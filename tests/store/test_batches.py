@@ -120,3 +120,15 @@ def test_unfinished_lines_fail_when_the_batch_expires(backend: Backend) -> None:
     store.finish(one, ok=True, output={"ok": 1}, now=1001.0)
     assert store.fail_unfinished(batch, lambda cid: {"expired": cid}, now=1002.0) == 2
     assert store.outputs(batch, ok=False) == ['{"expired":"c2"}', '{"expired":"c3"}']
+
+
+def test_a_live_runner_renews_its_leases(backend: Backend) -> None:
+    store = BatchStore(backend)
+    batch = _batch(store, n=2)
+    mine = store.claim(batch, 1, "r1", lease_s=10, now=1000.0)
+    assert store.renew("r1", lease_s=10, now=1009.0) == 1
+    # without the renewal r2 would have taken line 1 at 1015
+    assert [c.line for c in store.claim(batch, 2, "r2", lease_s=10, now=1015.0)] == [2]
+    assert store.finish(mine[0], ok=True, output={}, now=1016.0)
+    assert store.release("r2") == 1  # a stopping runner puts its lines back
+    assert [c.line for c in store.claim(batch, 2, "r3", lease_s=10, now=1017.0)] == [2]

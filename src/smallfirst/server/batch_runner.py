@@ -19,8 +19,9 @@ Interactive traffic first: at most ``batch_max_in_flight`` lines run at once (de
 and no new line starts while any live request waits in a model's admission queue. A line
 that meets overload, shutdown or its key's rate limit goes back to pending, to run later.
 
-Durable: lines live in the store, so a restart (``kill -9`` included) resumes; a line
-claimed by a gateway that died is claimed again when its lease runs out; a finished line
+Durable: lines live in the store, so a restart (``kill -9`` included) resumes; a runner
+renews the leases of the lines it runs every tick, so a line is claimed again only when
+the gateway holding it stopped ticking (died) for a whole lease; a finished line
 is never run again (:mod:`smallfirst.store.batches`). Output files get fixed ids (from the
 batch's), so finishing twice writes the same file. When the gateway stops, the lines it
 holds are put back at once.
@@ -127,6 +128,8 @@ class BatchRunner:
 
     def tick(self) -> None:
         """One pass over the unfinished batches."""
+        if self._running:  # alive: the lines this runner holds stay its own
+            self.batches.renew(self.claim, self.settings.batch_line_lease_s, self.clock())
         for batch in self.batches.active():
             now = self.clock()
             if batch.status == "validating":

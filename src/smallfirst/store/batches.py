@@ -300,6 +300,17 @@ class BatchStore:
         with self._db.connection() as conn:
             return conn.execute(_FINISH, params).rowcount > 0
 
+    def renew(self, claim: str, lease_s: float, now: float | None = None) -> int:
+        """Extend the leases of every line ``claim`` still runs (its runner is alive)."""
+        now = time.time() if now is None else now
+        with self._db.connection() as conn:
+            cur = conn.execute(
+                "UPDATE batch_lines SET claimed_until = :until "
+                "WHERE claim = :claim AND status = 'running'",
+                {"claim": claim, "until": now + lease_s},
+            )
+            return cur.rowcount
+
     def release(self, claim: str, line: Claimed | None = None) -> int:
         """Put ``claim``'s running lines (or one of them) back to pending: a runner stopping,
         or a line that could not run now. How many went back."""
