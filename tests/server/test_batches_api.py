@@ -221,3 +221,63 @@ def test_an_upload_over_the_limit_is_refused(settings: Settings, tmp_path: Path)
         with pytest.raises(openai.APIStatusError) as caught:
             client.files.create(file=("in.jsonl", big), purpose="batch")
         assert caught.value.status_code in (400, 413)
+
+
+def test_files_and_batches_belong_to_their_key(settings: Settings, tmp_path: Path) -> None:
+    from smallfirst.store.keys import KeySpec
+
+    own = settings.model_copy(update={"data_dir": tmp_path, "batch_tick_s": 0.05})
+    with LiveServer(own) as server:
+        keys = server.app.state.keys
+        (alice, a_secret), (_, b_secret) = (keys.create(KeySpec(n)) for n in ("alice", "bob"))
+        a = openai.OpenAI(base_url=server.url + "/v1", api_key=a_secret, max_retries=0)
+        b = openai.OpenAI(base_url=server.url + "/v1", api_key=b_secret, max_retries=0)
+        file_id = upload(a, [chat_line("x", "Hi")])
+        with pytest.raises(openai.NotFoundError):
+            b.files.retrieve(file_id)  # someone else's file is missing, not forbidden
+        with pytest.raises(openai.NotFoundError):
+            b.batches.create(
+                input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+        batch = a.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert b.batches.list().data == []
+        done = wait_for(a, batch.id, ("completed",))
+        (line,) = lines_of(a, done.output_file_id)
+        receipt = server.app.state.store.get(line["response"]["body"]["smallfirst"]["receipt_id"])
+        assert receipt.key_id == alice.id  # the line was served as the key's own request
+        with pytest.raises(openai.NotFoundError):
+            b.files.content(done.output_file_id)
+
+
+def test_live_requests_keep_their_first_token_while_a_batch_runs(
+    oai: openai.OpenAI, batch_gateway: LiveServer
+) -> None:
+    """Interactive first: the runner leaves one of the engine's slots free and starts no line
+    while a live request waits, so a live request's first token is not held behind the batch.
+    The bound is generous (a shared CPU); bench/ is where the figure belongs."""
+
+    def ttft() -> float:
+        start = time.perf_counter()
+        stream = oai.chat.completions.create(
+            model=SMOL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True
+        )
+        first = None
+        for _ in stream:
+            first = first or time.perf_counter()
+        assert first is not None
+        return first - start
+
+    alone = sorted(ttft() for _ in range(3))[1]
+    items = [chat_line(f"b{i}", f"Tell a story about {i}.", max_tokens=48) for i in range(60)]
+    batch = oai.batches.create(
+        input_file_id=upload(oai, items), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    wait_for(oai, batch.id, ("in_progress",))
+    time.sleep(0.3)
+    busy = sorted(ttft() for _ in range(3))[1]
+    assert oai.batches.retrieve(batch.id).status == "in_progress"  # measured while it ran
+    oai.batches.cancel(batch.id)
+    wait_for(oai, batch.id, ("cancelled",))
+    assert busy < alone * 4 + 0.5, (alone, busy)
