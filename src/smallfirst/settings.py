@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     )
     n_ctx: int = Field(default=4096, ge=256, description="context window, capped by the model's")
     n_batch: int = Field(default=512, ge=1)
+    flash_attention: bool = Field(
+        default=False,
+        description="llama.cpp's flash attention in the in-process engines (llama-server "
+        "turns it on by default on CPUs); off keeps llama-cpp-python's own default",
+    )
     memory_budget_mb: int = Field(
         default=4096, ge=1, description="loaded in-process models are evicted (LRU) past this"
     )
