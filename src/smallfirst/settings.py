@@ -331,6 +331,10 @@ class Settings(BaseSettings):
         description="batch lines one gateway runs at once (default: parallel - 1, at least 1); "
         "none start while live requests wait for a model",
     )
+    # the batched engine's throughput, for a batch's planned duration (planning only: the
+    # lines' receipts carry what they measured)
+    batch_input_tokens_per_s: float = Field(default=500.0, gt=0)
+    batch_output_tokens_per_s: float = Field(default=50.0, gt=0)
 
     def fallbacks_for(self, model: str) -> tuple[str, ...]:
         """The models to try after ``model``: its [[models]] list, then the table's, once each."""

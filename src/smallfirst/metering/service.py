@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from smallfirst.catalog import Catalog, ModelSpec, Remote
@@ -31,6 +32,11 @@ from smallfirst.metering.receipts import Overhead, Pricer, Receipt
 from smallfirst.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The grid intensity (g/kWh) and its source of the hour a deferred batch line runs in: set
+# by the batch runner around that line only (a ContextVar reaches the line's own task and
+# the tasks it starts, nothing else), read when its receipt is made.
+GRID_HOUR: ContextVar[tuple[float, str] | None] = ContextVar("grid_hour", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +166,13 @@ class Metering:
         self, spec: ModelSpec, slot: Slot | None, outcome: Outcome, energy: Energy | None = None
     ) -> Receipt:
         """The receipt of a finished request; ``energy`` when the caller already summed it
-        (a cascade's attempts), else the slot's or the profile's."""
-        return self.pricer.make(
+        (a cascade's attempts), else the slot's or the profile's. Inside :data:`GRID_HOUR`
+        (a batch line) its carbon is the hour's grid intensity, not the annual average."""
+        pricer = self.pricer
+        hour = GRID_HOUR.get()
+        if hour is not None:
+            pricer = dataclasses.replace(pricer, grid_g_per_kwh=hour[0], carbon_source=hour[1])
+        return pricer.make(
             spec=spec,
             energy=energy if energy is not None else self.energy(spec, slot, outcome.tokens),
             tokens=outcome.tokens,

@@ -31,6 +31,7 @@ from smallfirst.server import errors, openapi
 from smallfirst.server.access import Access, reclaim_leases
 from smallfirst.server.auth import AuthMiddleware, check_bind
 from smallfirst.server.batch_lines import LineServer
+from smallfirst.server.batch_plans import Planner
 from smallfirst.server.batch_runner import BatchRunner
 from smallfirst.server.batches_api import router as batches_router
 from smallfirst.server.cache_hits import CacheFront
@@ -169,7 +170,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     if settings.batch_runner:
         lines = LineServer(completions, embeddings)
-        runners.append(BatchRunner(settings, batches, files, keys, pool, lines))
+        planner = Planner(settings, metering.profiles.get if metering else lambda _: None)
+        runners.append(BatchRunner(settings, batches, files, keys, pool, lines, planner))
     app.state.batch_runner = runners[0] if runners else None
     wake = runners[0].wake if runners else None
 

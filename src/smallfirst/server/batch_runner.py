@@ -4,10 +4,11 @@ batches.
 Every tick (``batch_tick_s``, or at once when a batch is created, cancelled or a line
 ends) it walks the unfinished batches in the store:
 
-* ``validating`` → ``in_progress``, with the batch's plan (:func:`_plan`: when its lines may
-  run; until the carbon-aware planner lands, at once);
-* ``in_progress``: claims lines (:meth:`BatchStore.claim`, leased ``batch_line_lease_s``)
-  while the plan says now and there is spare capacity, and answers each through the
+* ``validating`` → ``in_progress``, with the batch's first plan (:mod:`.batch_plans`: the
+  hours its lines may run in, or at once, and why);
+* ``in_progress``: plans again for the work left (a changed forecast revises the plan),
+  claims lines (:meth:`BatchStore.claim`, leased ``batch_line_lease_s``) while the plan
+  says now and there is spare capacity, and answers each through the
   serving step (:mod:`.batch_lines`); once no line is left, ``finalizing`` → writes the
   output and error files → ``completed``. Past ``expires_at`` the lines not started fail
   with ``batch_expired`` and the batch ends ``expired``;
@@ -38,43 +39,24 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import InvalidKeyError, SmallfirstError
+from smallfirst.metering.service import GRID_HOUR
 from smallfirst.server.batch_lines import Answered, Deferred, LineServer, error_line
+from smallfirst.server.batch_plans import Planner, RunPlan
 from smallfirst.server.errors import describe
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchRecord, BatchStore, Claimed
 from smallfirst.store.files import FileStore
 from smallfirst.store.keys import KeyStore
 
-__all__ = ["BatchRunner", "RunPlan"]
+__all__ = ["BatchRunner"]
 
 log = logging.getLogger(__name__)
 
 DEFER_PAUSE_S = 1.0  # after a line was deferred (overload, rate limit), wait this long
-
-
-@dataclass(frozen=True, slots=True)
-class RunPlan:
-    """When a batch's lines may run: at once, or only in the hours chosen."""
-
-    at_once: bool
-    reason: str
-    hours: tuple[float, ...] = ()  # chosen hour starts, Unix seconds, ascending
-
-    def runs_at(self, now: float) -> bool:
-        return self.at_once or any(h <= now < h + 3600.0 for h in self.hours)
-
-    def public(self) -> dict[str, Any]:
-        return {"at_once": self.at_once, "reason": self.reason, "hours": list(self.hours)}
-
-
-def _plan(batch: BatchRecord, now: float) -> RunPlan:
-    """The seam the carbon-aware planner fills; until then every batch runs at once."""
-    return RunPlan(True, "no carbon signal configured: the batch runs at once")
 
 
 class BatchRunner:
@@ -88,6 +70,7 @@ class BatchRunner:
         keys: KeyStore,
         pool: EnginePool,
         lines: LineServer,
+        planner: Planner,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -96,6 +79,7 @@ class BatchRunner:
         self.keys = keys
         self.pool = pool
         self.lines = lines
+        self.planner = planner
         self.clock = clock
         self.claim = "runner_" + secrets.token_hex(8)  # this gateway's claims
         self.max_in_flight = settings.batch_max_in_flight or max(settings.parallel - 1, 1)
@@ -133,8 +117,7 @@ class BatchRunner:
         for batch in self.batches.active():
             now = self.clock()
             if batch.status == "validating":
-                plan = _plan(batch, now)
-                self.batches.set_plan(batch.id, plan.public())
+                self._plan(batch, now)  # the first plan: its figures are "at submission"
                 if not self.batches.move(batch.id, "in_progress", since=("validating",), now=now):
                     continue
                 batch = self.batches.get(batch.id, None)
@@ -157,13 +140,20 @@ class BatchRunner:
             )  # fmt: skip
             self._close_when_idle(batch, "expired", since=("in_progress",))
             return
-        plan = _plan(batch, now)
-        if plan.runs_at(now):
+        if self._plan(batch, now).runs_at(now):
             self._start(batch, now)
         counts = self.batches.counts(batch.id, now)
         idle = counts.pending == 0 and counts.running == 0
         if idle and self.batches.move(batch.id, "finalizing", since=("in_progress",), now=now):
             self._finish(self.batches.get(batch.id, None), "completed", since=("finalizing",))
+
+    def _plan(self, batch: BatchRecord, now: float) -> RunPlan:
+        """The batch's plan for the work it has left, made again every tick (a changed
+        forecast revises it), kept in its row when it changed."""
+        run, public = self.planner.plan(batch, self.batches.counts(batch.id, now), now)
+        if public != batch.plan:
+            self.batches.set_plan(batch.id, public)
+        return run
 
     def _start(self, batch: BatchRecord, now: float) -> None:
         """Claim as many lines as there is spare capacity for, and run them."""
@@ -182,6 +172,10 @@ class BatchRunner:
         self._wake.set()
 
     async def _run(self, batch: BatchRecord, line: Claimed) -> None:
+        # this task's receipt is priced at the grid intensity of the hour it runs in
+        hour = self.planner.hour(self.clock())
+        if hour is not None:
+            GRID_HOUR.set(hour)
         try:
             answered = await self._answer(batch, line)
         except Deferred as exc:
@@ -190,7 +184,7 @@ class BatchRunner:
             self.batches.release(self.claim, line)
             return
         if not self.batches.finish(
-            line, ok=answered.ok, output=answered.line, receipt=answered.receipt
+            line, ok=answered.ok, output=answered.line, receipt=answered.receipt, now=self.clock()
         ):
             log.warning("batch %s line %d: lease lost, answer dropped", batch.id, line.line)
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smallfirst.errors import InvalidRequestError
 from smallfirst.server.batch_input import ENDPOINTS, parse_lines, window_hours
+from smallfirst.server.batch_plans import carbon_view, estimate_lines
 from smallfirst.server.files_api import caller_key, page
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchRecord, BatchStore
@@ -54,8 +55,9 @@ def _ts(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-def batch_object(record: BatchRecord, store: BatchStore) -> dict[str, Any]:
-    """OpenAI's ``batch`` object, with our ``smallfirst`` field."""
+def batch_object(record: BatchRecord, store: BatchStore, pue: float) -> dict[str, Any]:
+    """OpenAI's ``batch`` object, with our ``smallfirst`` field: the plan, and gCO2 as run
+    against at submission and in the window's worst hours."""
     counts = store.counts(record.id)
     return {
         "id": record.id,
@@ -78,11 +80,7 @@ def batch_object(record: BatchRecord, store: BatchStore) -> dict[str, Any]:
         },
         "metadata": record.metadata,
         "usage": None,
-        "smallfirst": {
-            "plan": record.plan,
-            "co2_g_as_run": counts.co2_g,
-            "lines_with_co2": counts.with_co2,
-        },
+        "smallfirst": {"plan": record.plan, **carbon_view(record.plan, counts, pue)},
     }
 
 
@@ -137,6 +135,7 @@ def router(
             "created_at": now,
             "expires_at": now + hours * 3600.0,
             "metadata": None if body.metadata is None else _json(body.metadata),
+            "plan": _json({"estimate": estimate_lines(content, refs, settings.default_model)}),
         }
         if errors:
             row["errors"] = _json(errors)
@@ -144,11 +143,13 @@ def router(
         record = batches.create(row, [] if errors else refs)
         if wake is not None:
             wake()
-        return JSONResponse(batch_object(record, batches))
+        return JSONResponse(batch_object(record, batches, settings.pue))
 
     @api.get("/v1/batches/{batch_id}")
     async def retrieve(request: Request, batch_id: str) -> JSONResponse:
-        return JSONResponse(batch_object(batches.get(batch_id, caller_key(request)), batches))
+        return JSONResponse(
+            batch_object(batches.get(batch_id, caller_key(request)), batches, settings.pue)
+        )
 
     @api.get("/v1/batches")
     async def list_batches(
@@ -157,7 +158,7 @@ def router(
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> JSONResponse:
         rows = batches.page(caller_key(request), after=after, limit=limit + 1)
-        data = [batch_object(r, batches) for r in rows[:limit]]
+        data = [batch_object(r, batches, settings.pue) for r in rows[:limit]]
         return JSONResponse(page(data, len(rows) > limit))
 
     @api.post("/v1/batches/{batch_id}/cancel")
@@ -171,7 +172,7 @@ def router(
                 )
         if wake is not None:
             wake()
-        return JSONResponse(batch_object(batches.get(record.id, None), batches))
+        return JSONResponse(batch_object(batches.get(record.id, None), batches, settings.pue))
 
     return api
 

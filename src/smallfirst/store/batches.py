@@ -73,6 +73,7 @@ class Counts:
     running: int
     co2_g: float | None  # the finished lines' receipts, summed (None: none known)
     with_co2: int
+    energy_j: float | None  # likewise
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +244,7 @@ class BatchStore:
                 "SUM(CASE WHEN status = 'done' THEN 1 ELSE 0 END) AS completed, "
                 "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed, "
                 f"SUM(CASE WHEN {_CLAIMABLE} THEN 1 ELSE 0 END) AS pending, "
-                "SUM(co2_g) AS co2_g, COUNT(co2_g) AS with_co2 "
+                "SUM(co2_g) AS co2_g, COUNT(co2_g) AS with_co2, SUM(energy_j) AS energy_j "
                 "FROM batch_lines WHERE batch_id = :batch",
                 {"batch": batch_id, "now": time.time() if now is None else now},
             ).fetchone()
@@ -252,7 +253,8 @@ class BatchStore:
         pending = int(row["pending"] or 0)
         running = total - completed - failed - pending
         co2 = None if row["co2_g"] is None else float(row["co2_g"])
-        return Counts(total, completed, failed, pending, running, co2, int(row["with_co2"]))
+        energy = None if row["energy_j"] is None else float(row["energy_j"])
+        return Counts(total, completed, failed, pending, running, co2, int(row["with_co2"]), energy)
 
     def claim(
         self, batch_id: str, n: int, claim: str, lease_s: float, now: float | None = None
