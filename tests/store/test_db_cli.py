@@ -11,9 +11,11 @@ import pytest
 
 from smallfirst.cli import main
 from smallfirst.metering.receipts import Overhead
+from smallfirst.store.batches import BatchStore, LineRef
 from smallfirst.store.budgets import Amounts
 from smallfirst.store.database import open_backend, schema_status
 from smallfirst.store.eval_results import EvalStore
+from smallfirst.store.files import FileStore
 from smallfirst.store.keys import KeySpec, KeyStore
 from smallfirst.store.sqlite import SqliteStore
 from smallfirst.testing import free_port
@@ -79,12 +81,25 @@ def test_copy_moves_an_installation_and_a_second_run_adds_nothing(
     evals.start_run("r", {"models": ["m"]})
     evals.add(_result("1", True))
     evals.close()
+    db = open_backend(source)
+    files = FileStore(db, tmp_path)
+    files.add(b"{}\n", filename="in.jsonl", purpose="batch", key_id=None, lines=1, file_id="file-1")
+    BatchStore(db).create(
+        {
+            "id": "batch_1", "key_id": None, "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-1", "completion_window": "24h", "status": "in_progress",
+            "created_at": 1.0, "expires_at": 2.0,
+        },
+        [LineRef(1, "c1", 0, 2), LineRef(2, "c2", 3, 2)],
+    )  # fmt: skip
+    db.close()
 
     target = fresh_database(pg_cluster)
     argv = ("db", "copy", "--from", f"sqlite:{source}", "--to", target, "--json")
     first = json.loads(run(capsys, *argv))
     assert {t: c["added"] for t, c in first.items()} == {
         "receipts": 30, "overhead": 1, "eval_runs": 1, "eval_results": 1, "keys": 1,
+        "files": 1, "batches": 1, "batch_lines": 2,
     }  # fmt: skip
     again = json.loads(run(capsys, *argv))  # idempotent: everything read, nothing added
     assert {c["added"] for c in again.values()} == {0} and again["receipts"]["read"] == 30

@@ -1,7 +1,8 @@
 """Copy an installation's database to another backend (SQLite to PostgreSQL, or back),
 idempotently: running it again copies only what the target lacks.
 
-Rows are matched by what identifies them: a receipt by its id, a key by its id, an
+Rows are matched by what identifies them: a receipt, key, file or batch by its id, a batch
+line by its batch and number, an
 evaluation run and result by their primary keys (``ON CONFLICT DO NOTHING``, so a row the
 target already has is kept as the target has it, spending included); an overhead row, which
 has no id of its own, by its time, kind and model. Row numbers (``seq``) are the target's
@@ -47,6 +48,10 @@ TABLES = (
         conflict=("run_id", "benchmark", "item_id", "model"),
     ),
     Table("keys", "id", conflict=("id",), zero=("reserved_usd", "reserved_wh", "reserved_co2_g")),
+    # the Files and Batch API's rows; the files' bytes stay in the data directory
+    Table("files", "seq", conflict=("id",), skip=("seq",)),
+    Table("batches", "seq", conflict=("id",), skip=("seq",)),
+    Table("batch_lines", "batch_id, line", conflict=("batch_id", "line")),
 )
 
 
