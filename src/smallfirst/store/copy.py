@@ -2,10 +2,10 @@
 idempotently: running it again copies only what the target lacks.
 
 Rows are matched by what identifies them: a receipt, key, file or batch by its id, a batch
-line by its batch and number, an
-evaluation run and result by their primary keys (``ON CONFLICT DO NOTHING``, so a row the
-target already has is kept as the target has it, spending included); an overhead row, which
-has no id of its own, by its time, kind and model. Row numbers (``seq``) are the target's
+line by its batch and number, an evaluation run and result by their primary keys (``ON
+CONFLICT DO NOTHING``, so a row the target already has is kept as the target has it,
+spending included); an overhead row, which has no id of its own, by its time, kind and
+model. Row numbers (``seq``) are the target's
 own. Rows are read in pages and written a page per transaction.
 
 Open budget reservations are not copied, and keys arrive with nothing reserved: a copy is
