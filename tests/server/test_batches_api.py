@@ -229,7 +229,8 @@ def test_files_and_batches_belong_to_their_key(settings: Settings, tmp_path: Pat
     own = settings.model_copy(update={"data_dir": tmp_path, "batch_tick_s": 0.05})
     with LiveServer(own) as server:
         keys = server.app.state.keys
-        (alice, a_secret), (_, b_secret) = (keys.create(KeySpec(n)) for n in ("alice", "bob"))
+        alice, a_secret = keys.create(KeySpec("alice", budget_wh=100.0))
+        _, b_secret = keys.create(KeySpec("bob"))
         a = openai.OpenAI(base_url=server.url + "/v1", api_key=a_secret, max_retries=0)
         b = openai.OpenAI(base_url=server.url + "/v1", api_key=b_secret, max_retries=0)
         file_id = upload(a, [chat_line("x", "Hi")])
@@ -247,6 +248,10 @@ def test_files_and_batches_belong_to_their_key(settings: Settings, tmp_path: Pat
         (line,) = lines_of(a, done.output_file_id)
         receipt = server.app.state.store.get(line["response"]["body"]["smallfirst"]["receipt_id"])
         assert receipt.key_id == alice.id  # the line was served as the key's own request
+        billed = keys.get(alice.id)  # its budget settled as a live request's: nothing held
+        assert billed.reserved.wh == 0.0 and billed.spent.wh == pytest.approx(
+            (receipt.energy_j or 0.0) / 3600.0
+        )
         with pytest.raises(openai.NotFoundError):
             b.files.content(done.output_file_id)
 

@@ -126,7 +126,7 @@ class LineServer:
                 wire = unhandled()
             return self._refused(custom_id, wire)
         finally:
-            reservation = request.state._state.get("reservation")
+            reservation = getattr(request.state, "reservation", None)
             if reservation is not None:
                 reservation.release()  # a no-op once its receipt settled it (as server/auth)
         payload = json.loads(bytes(response.body))
