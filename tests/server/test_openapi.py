@@ -10,6 +10,7 @@ upstream, so success bodies, streams and receipts are real without loading a mod
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,24 @@ ROUTES = {
     ("/smallfirst/v1/dashboard/meta", "get"),
     ("/smallfirst/v1/dashboard/timeseries", "get"),
     ("/smallfirst/v1/dashboard/frontier", "get"),
+    ("/v1/files", "post"),
+    ("/v1/files", "get"),
+    ("/v1/files/{file_id}", "get"),
+    ("/v1/files/{file_id}", "delete"),
+    ("/v1/files/{file_id}/content", "get"),
+    ("/v1/batches", "post"),
+    ("/v1/batches", "get"),
+    ("/v1/batches/{batch_id}", "get"),
+    ("/v1/batches/{batch_id}/cancel", "post"),
+}
+# routes of one thing by its id: a probe with the literal "{id}" is a 404 by design
+BY_ID = {
+    ("/smallfirst/v1/receipts/{receipt_id}", "get"),
+    ("/v1/files/{file_id}", "get"),
+    ("/v1/files/{file_id}", "delete"),
+    ("/v1/files/{file_id}/content", "get"),
+    ("/v1/batches/{batch_id}", "get"),
+    ("/v1/batches/{batch_id}/cancel", "post"),
 }
 COMPLETION_ERRORS = {"400", "401", "403", "404", "413", "429", "500", "502", "503", "504"}
 
@@ -139,20 +158,24 @@ def test_every_route_is_documented_with_its_request_model(
 ) -> None:
     documented = {(p, m) for p, ops in document["paths"].items() for m in ops}
     assert documented == ROUTES
-    for path, method in ROUTES - {("/smallfirst/v1/receipts/{receipt_id}", "get")}:
+    for path, method in ROUTES - BY_ID:
         answer = app_client.request(method, path, json={} if method == "post" else None)
         assert answer.status_code not in (404, 405), (path, answer.text)  # really served
     bodies = {
         p: ops["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         for p, ops in document["paths"].items()
         if "post" in ops
+        and "application/json" in ops["post"].get("requestBody", {}).get("content", {})
     }
     assert bodies == {
         "/v1/chat/completions": "#/components/schemas/ChatCompletionRequest",
         "/v1/completions": "#/components/schemas/CompletionRequest",
         "/v1/embeddings": "#/components/schemas/EmbeddingRequest",
         "/v1/responses": "#/components/schemas/ResponsesRequest",
+        "/v1/batches": "#/components/schemas/BatchCreate",
     }
+    upload = document["paths"]["/v1/files"]["post"]["requestBody"]["content"]
+    assert set(upload) == {"multipart/form-data"}
 
 
 @pytest.mark.fast
@@ -281,6 +304,44 @@ def test_responses_validate_against_the_schema(app_client: TestClient, checker: 
         (path, "400"),
         (path, "404"),
     }
+
+
+@pytest.mark.fast
+def test_files_and_batches_validate_against_the_schema(
+    app_client: TestClient, checker: Checker
+) -> None:
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "stub", "messages": MSG}}  # fmt: skip
+    files = "/v1/files"
+    up = app_client.post(files, files={"file": ("in.jsonl", json.dumps(line).encode())},
+                         data={"purpose": "batch"})  # fmt: skip
+    checker.check(up, files, "post")
+    bad = app_client.post(files, files={"file": ("x.jsonl", b"nope")}, data={"purpose": "batch"})
+    checker.check(bad, files, "post")
+    file_id = up.json()["id"]
+    checker.check(app_client.get(files), files)
+    checker.check(app_client.get(f"{files}/{file_id}"), f"{files}/{{file_id}}")
+    checker.check(app_client.get(f"{files}/nope"), f"{files}/{{file_id}}")
+    content = app_client.get(f"{files}/{file_id}/content")
+    checker.check(content, f"{files}/{{file_id}}/content")
+    assert json.loads(content.content) == line
+    batches = "/v1/batches"
+    made = app_client.post(batches, json={"input_file_id": file_id, "completion_window": "24h",
+                                          "endpoint": "/v1/chat/completions"})  # fmt: skip
+    checker.check(made, batches, "post")
+    batch_id = made.json()["id"]
+    deadline = time.monotonic() + 30
+    while (got := app_client.get(f"{batches}/{batch_id}")).json()["status"] != "completed":
+        assert time.monotonic() < deadline, got.json()
+        time.sleep(0.05)
+    checker.check(got, f"{batches}/{{batch_id}}")
+    assert got.json()["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
+    checker.check(app_client.get(batches), batches)
+    refused = app_client.post(f"{batches}/{batch_id}/cancel")  # completed: a 400
+    checker.check(refused, f"{batches}/{{batch_id}}/cancel", "post")
+    gone = app_client.delete(f"{files}/{file_id}")
+    checker.check(gone, f"{files}/{{file_id}}", "delete")
+    assert gone.json() == {"id": file_id, "object": "file", "deleted": True}
 
 
 @pytest.mark.fast

@@ -28,8 +28,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from smallfirst.errors import InvalidRequestError
+from smallfirst.server import openapi
 from smallfirst.server.batch_input import ENDPOINTS, parse_lines, window_hours
 from smallfirst.server.batch_plans import carbon_view, estimate_lines
+from smallfirst.server.batch_schemas import Batch, BatchList
 from smallfirst.server.files_api import caller_key, page
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchRecord, BatchStore
@@ -106,9 +108,16 @@ def _wrong_endpoint(content: bytes, endpoint: str, max_lines: int) -> list[dict[
 def router(
     settings: Settings, files: FileStore, batches: BatchStore, wake: Any = None
 ) -> APIRouter:
-    api = APIRouter(include_in_schema=False)  # not yet in /openapi.json (docs/batches.md)
+    api = APIRouter()
 
-    @api.post("/v1/batches")
+    @api.post(
+        "/v1/batches",
+        response_model=None,
+        responses={
+            **openapi.json_ok(Batch, "The batch, validating (or failed)."),
+            **openapi.errors(400, 401, 404, 413, 500),
+        },
+    )
     async def create(request: Request, body: BatchCreate) -> JSONResponse:
         owner = caller_key(request)
         if body.endpoint not in ENDPOINTS:
@@ -145,13 +154,24 @@ def router(
             wake()
         return JSONResponse(batch_object(record, batches, settings.pue))
 
-    @api.get("/v1/batches/{batch_id}")
+    @api.get(
+        "/v1/batches/{batch_id}",
+        response_model=None,
+        responses={**openapi.json_ok(Batch, "One batch."), **openapi.errors(401, 404, 500)},
+    )
     async def retrieve(request: Request, batch_id: str) -> JSONResponse:
         return JSONResponse(
             batch_object(batches.get(batch_id, caller_key(request)), batches, settings.pue)
         )
 
-    @api.get("/v1/batches")
+    @api.get(
+        "/v1/batches",
+        response_model=None,
+        responses={
+            **openapi.json_ok(BatchList, "The caller's batches, newest first."),
+            **openapi.errors(400, 401, 500),
+        },
+    )
     async def list_batches(
         request: Request,
         after: str | None = None,
@@ -161,7 +181,14 @@ def router(
         data = [batch_object(r, batches, settings.pue) for r in rows[:limit]]
         return JSONResponse(page(data, len(rows) > limit))
 
-    @api.post("/v1/batches/{batch_id}/cancel")
+    @api.post(
+        "/v1/batches/{batch_id}/cancel",
+        response_model=None,
+        responses={
+            **openapi.json_ok(Batch, "The batch, cancelling (or cancelled)."),
+            **openapi.errors(400, 401, 404, 500),
+        },
+    )
     async def cancel(request: Request, batch_id: str) -> JSONResponse:
         record = batches.get(batch_id, caller_key(request))
         if not batches.move(record.id, "cancelling", since=("validating", "in_progress")):

@@ -18,7 +18,9 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from smallfirst.errors import InvalidRequestError
+from smallfirst.server import openapi
 from smallfirst.server.batch_input import parse_lines
+from smallfirst.server.batch_schemas import FileDeleted, FileList, FileObject
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchStore
 from smallfirst.store.files import FileStore
@@ -26,6 +28,12 @@ from smallfirst.store.files import FileStore
 __all__ = ["caller_key", "router"]
 
 PURPOSES = ("batch",)
+CONTENT_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes (JSONL).",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 def caller_key(request: Request) -> str | None:
@@ -46,9 +54,16 @@ def page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 
 
 def router(settings: Settings, files: FileStore, batches: BatchStore) -> APIRouter:
-    api = APIRouter(include_in_schema=False)  # not yet in /openapi.json (docs/batches.md)
+    api = APIRouter()
 
-    @api.post("/v1/files")
+    @api.post(
+        "/v1/files",
+        response_model=None,
+        responses={
+            **openapi.json_ok(FileObject, "The stored file."),
+            **openapi.errors(400, 401, 413, 500),
+        },
+    )
     async def upload(
         request: Request,
         file: Annotated[UploadFile, File()],
@@ -73,7 +88,14 @@ def router(settings: Settings, files: FileStore, batches: BatchStore) -> APIRout
         )
         return JSONResponse(record.public())
 
-    @api.get("/v1/files")
+    @api.get(
+        "/v1/files",
+        response_model=None,
+        responses={
+            **openapi.json_ok(FileList, "The caller's files."),
+            **openapi.errors(400, 401, 500),
+        },
+    )
     async def list_files(
         request: Request,
         purpose: str | None = None,
@@ -90,16 +112,31 @@ def router(settings: Settings, files: FileStore, batches: BatchStore) -> APIRout
         )
         return JSONResponse(page([r.public() for r in rows[:limit]], len(rows) > limit))
 
-    @api.get("/v1/files/{file_id}")
+    @api.get(
+        "/v1/files/{file_id}",
+        response_model=None,
+        responses={**openapi.json_ok(FileObject, "One file."), **openapi.errors(401, 404, 500)},
+    )
     async def retrieve(request: Request, file_id: str) -> JSONResponse:
         return JSONResponse(files.get(file_id, caller_key(request)).public())
 
-    @api.get("/v1/files/{file_id}/content")
+    @api.get(
+        "/v1/files/{file_id}/content",
+        response_model=None,
+        responses={**CONTENT_OK, **openapi.errors(401, 404, 500)},
+    )
     async def content(request: Request, file_id: str) -> Response:
         data = files.read(file_id, caller_key(request))
         return Response(data, media_type="application/octet-stream")
 
-    @api.delete("/v1/files/{file_id}")
+    @api.delete(
+        "/v1/files/{file_id}",
+        response_model=None,
+        responses={
+            **openapi.json_ok(FileDeleted, "Deleted."),
+            **openapi.errors(400, 401, 404, 500),
+        },
+    )
     async def delete(request: Request, file_id: str) -> JSONResponse:
         record = files.get(file_id, caller_key(request))
         user = batches.uses_file(record.id)

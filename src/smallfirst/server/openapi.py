@@ -49,7 +49,8 @@ ERROR_DESCRIPTIONS = {
     401: "Once API keys exist (docs/access.md): no key, or an unknown, expired or revoked "
     "one (`invalid_api_key`), or a client key on an admin route (`insufficient_permissions`).",
     403: "The API key may not use this model (`model_not_allowed`).",
-    404: "Not found: an unknown model (`model_not_found`) or receipt.",
+    404: "Not found: an unknown model (`model_not_found`), receipt, file or batch (another "
+    "API key's file or batch is not found either).",
     413: "Request body over `max_body_bytes`.",
     429: "Overloaded: the model's queue is full or the wait passed `queue_timeout_s` "
     "(`server_overloaded`; retry after `Retry-After` seconds), or a remote model's upstream "
