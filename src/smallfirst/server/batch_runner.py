@@ -183,6 +183,9 @@ class BatchRunner:
             self._paused_until = self.clock() + DEFER_PAUSE_S
             self.batches.release(self.claim, line)
             return
+        except Exception as exc:  # its bytes unreadable, say: the line fails, once, and says why
+            log.exception("batch %s line %d could not be run", batch.id, line.line)
+            answered = Answered(False, error_line(line.custom_id, "server_error", str(exc)), None)
         if not self.batches.finish(
             line, ok=answered.ok, output=answered.line, receipt=answered.receipt, now=self.clock()
         ):
