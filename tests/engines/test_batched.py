@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -339,5 +340,52 @@ def test_flash_attention_reaches_both_engines(
             single.unload()
         got = await answer(batched, request(PROMPTS[2], 24))
         assert got[0] == want[0] and got[0]
+
+    asyncio.run(main())
+
+
+def test_background_sequences_wait_while_a_live_prompt_is_read(
+    settings: Settings, engines: list[BatchedEngine]
+) -> None:
+    """Batch lines (BACKGROUND) sit out the steps in which a live request reads its prompt:
+    between the live request's arrival and its first token they emit at most the token of
+    the step already running (without the rule, one per prompt chunk: seven here)."""
+    from smallfirst.engines.base import BACKGROUND
+
+    engine = make(settings, prefill_chunk_tokens=16)
+    engines.append(engine)
+    emitted: list[tuple[int, float]] = []
+    started = asyncio.Event()
+
+    async def background(i: int) -> str:
+        BACKGROUND.set(True)  # this task only, as the batch runner does
+        parts = []
+        async for chunk in engine.generate(request(PROMPTS[i], max_tokens=64)):
+            if chunk.text:
+                emitted.append((i, time.monotonic()))
+                if len(emitted) >= 6:
+                    started.set()
+            parts.append(chunk.text)
+        return "".join(parts)
+
+    async def live() -> tuple[float, float]:
+        await started.wait()
+        long_prompt = " ".join(["Here is a long question about the weather today."] * 12)
+        arrived = time.monotonic()
+        async for chunk in engine.generate(request(long_prompt, max_tokens=4)):
+            if chunk.text:
+                return arrived, time.monotonic()
+        raise AssertionError("no token")
+
+    async def main() -> None:
+        *answers, (arrived, first) = await asyncio.gather(
+            *(background(i) for i in range(3)), live()
+        )
+        during = [i for i, at in emitted if arrived < at < first]
+        assert all(during.count(i) <= 2 for i in range(3)), during
+        alone = make(settings)
+        engines.append(alone)
+        for i, text in enumerate(answers):  # paused, not changed
+            assert text == (await answer(alone, request(PROMPTS[i], max_tokens=64)))[0]
 
     asyncio.run(main())

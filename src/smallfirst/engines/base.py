@@ -7,6 +7,9 @@ can still answer with a proper status code, and later only for failures mid-gene
 The last chunk carries ``finish_reason`` and ``usage``; with ``n`` > 1 every choice ends with
 its own ``finish_reason`` and only the very last chunk carries ``usage`` (see :class:`Chunk`).
 
+:data:`BACKGROUND` marks a generation as deferrable work (a batch line): the batched
+engine lets a live request's prompt be read before it (see :mod:`.scheduler`).
+
 This module holds only data types and the protocol; it imports no inference library.
 """
 
@@ -14,11 +17,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.types import FinishReason, Message, Usage
+
+# True inside a batch line's task (the batch runner sets it there and nowhere else): the
+# generations it starts are background work, which yields to live requests' prompts.
+BACKGROUND: ContextVar[bool] = ContextVar("background", default=False)
 
 
 @dataclass(frozen=True, slots=True)

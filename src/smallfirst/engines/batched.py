@@ -26,7 +26,7 @@ from typing import Any
 
 from smallfirst.catalog import ModelSpec
 from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
-from smallfirst.engines.base import Chunk, GenerationRequest
+from smallfirst.engines.base import BACKGROUND, Chunk, GenerationRequest
 from smallfirst.engines.choices import combined, in_groups, seeded
 from smallfirst.engines.llama import LlamaEngine, kv_cache_bytes
 from smallfirst.engines.openmp import tame_openmp
@@ -193,6 +193,7 @@ class BatchedEngine(LlamaEngine):
                     meter=request.meter,
                     on_compute=request.on_compute,
                     window=window,
+                    background=BACKGROUND.get(),
                 )
                 for i in range(request.n)
             ]

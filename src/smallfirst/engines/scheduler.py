@@ -24,6 +24,10 @@ is read they copy its slot's KV (``llama_memory_seq_cp``), sample their first to
 same logits with their own sampler chains, and from then on decode in the batch like any
 other sequence: the prompt is evaluated once for all of them.
 
+Background sequences (batch lines, :data:`~smallfirst.engines.base.BACKGROUND`) skip every
+step in which a live sequence is still reading its prompt: a live request waits for at most
+the step already running, never for the batch's decoding.
+
 Metering: after each step the time the process spent is split among the sequences in it by
 the tokens each contributed (``ComputeMeter.split_step``), a decoded token weighing
 :data:`DECODE_TOKEN_WEIGHT` prompt tokens.
@@ -242,6 +246,12 @@ class Scheduler:
         # in slot order, so that llama.cpp makes one pass per run of consecutive slots; the
         # room for prompt chunks leaves a place for every decode token still to come
         ordered = sorted(self._active, key=lambda s: s.slot)
+        # interactive first: while a live request reads its prompt, background sequences
+        # (batch lines) sit the step out, so its first token comes at its own pace
+        if any(seq.pending and not seq.background for seq in ordered):
+            for seq in ordered:
+                seq.row, seq.contributed = -1, 0
+            ordered = [seq for seq in ordered if not seq.background]
         decoding = sum(1 for seq in ordered if seq.next_token is not None)
         for seq in ordered:
             seq.row, seq.contributed = -1, 0

@@ -42,8 +42,10 @@ class Sequence:
         meter: ComputeMeter | None = None,
         on_compute: Callable[[bool], None] | None = None,
         window: list[int] | None = None,
+        background: bool = False,
     ) -> None:
         self.prompt = prompt
+        self.background = background  # a batch line: waits while a live prompt is read
         self.sampling = sampling
         self.emit = emit
         self.meter = meter

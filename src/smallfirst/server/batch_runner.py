@@ -17,7 +17,9 @@ ends) it walks the unfinished batches in the store:
 
 Interactive traffic first: at most ``batch_max_in_flight`` lines run at once (default
 ``parallel - 1``, so one slot of the batched engine is always free for a live request),
-and no new line starts while any live request waits in a model's admission queue. A line
+no new line starts while any live request waits in a model's admission queue, and the
+lines' generations are background work (:data:`~smallfirst.engines.base.BACKGROUND`): the
+batched engine pauses them while a live request reads its prompt. A line
 that meets overload, shutdown or its key's rate limit goes back to pending, to run later.
 
 Durable: lines live in the store, so a restart (``kill -9`` included) resumes; a runner
@@ -41,6 +43,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from smallfirst.engines.base import BACKGROUND
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import InvalidKeyError, SmallfirstError
 from smallfirst.metering.service import GRID_HOUR
@@ -172,6 +175,7 @@ class BatchRunner:
         self._wake.set()
 
     async def _run(self, batch: BatchRecord, line: Claimed) -> None:
+        BACKGROUND.set(True)  # this task's generations yield to live prompts (engines)
         # this task's receipt is priced at the grid intensity of the hour it runs in
         hour = self.planner.hour(self.clock())
         if hour is not None:
