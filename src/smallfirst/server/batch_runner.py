@@ -95,7 +95,7 @@ class BatchRunner:
         self._wake.set()
 
     async def run(self) -> None:
-        """Tick until cancelled; then wait for nothing and put held lines back."""
+        """Tick until cancelled; then end the lines in flight and put them back to pending."""
         try:
             while True:
                 try:
