@@ -29,7 +29,7 @@ def test_a_daily_clean_hour_is_found_by_every_forecast() -> None:
     assert sim.submitted == 120 and sim.skipped == 0
     assert sim.at_submission_mean_g == pytest.approx(4.0, abs=0.5)
     assert sim.oracle.mean_g == pytest.approx(3.0, abs=0.5)
-    for name in ("perfect", "persistence"):  # the pattern repeats daily: yesterday is exact
+    for name in ("perfect", "persistence", "profile"):  # a daily pattern: the past is exact
         assert sim.by_forecast[name].of_oracle == pytest.approx(1.0, abs=0.02)
     assert sim.by_forecast["noisy20"].of_oracle <= 1.0 + 1e-9
     assert len(sim.saved_g["persistence"]) == 120
@@ -62,14 +62,14 @@ def test_the_command_reports_and_plots(tmp_path: Path, capsys: pytest.CaptureFix
     assert main([*args, "--batches-per-day", "4", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert "file:embedded: 20 batches" in out
-    assert "persistence" in out and "1e+09 lines/day" in out
+    assert "profile" in out and "1e+09 lines/day" in out
     assert "qwen2.5-coder-0.5b-instruct's profile" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([*args, "--json", "--energy-wh-per-line", "0.5", "--window", "12h"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["assumptions"]["energy_wh_per_line"] == 0.5
     assert data["assumptions"]["window_h"] == 12
-    assert set(data["by_forecast"]) == {"perfect", "persistence", "noisy10", "noisy20"}
+    assert set(data["by_forecast"]) == {"perfect", "profile", "persistence", "noisy10", "noisy20"}
 
 
 def test_the_command_refuses_what_it_cannot_replay(tmp_path: Path) -> None:

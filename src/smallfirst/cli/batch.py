@@ -132,11 +132,12 @@ def report(sim: Any, plot: Any = None) -> str:
         )
     lines += [
         "",
-        "  the realistic forecast is persistence (yesterday's same hour); perfect is the trace "
-        "itself; noisyN is the trace with N % Gaussian error per hour",
-        "  fleet view (persistence forecast, the same saving per line):",
+        "  forecasts: perfect is the trace itself; profile (the realistic one) the last 14 days' "
+        "mean for the hour, shifted by the last observed hour's deviation (fading over 24 h);",
+        "  persistence yesterday's same hour; noisyN the trace with N % Gaussian error per hour",
+        "  fleet view (profile forecast, the same saving per line):",
     ]
-    for row in sim.fleet("persistence"):
+    for row in sim.fleet("profile"):
         lines.append(
             f"    {row['lines_per_day']:.0e} lines/day: {row['energy_mwh_per_day']:.4g} MWh/day, "
             f"{row['at_submission_t_per_year']:.4g} t CO2e/year at submission, saves "

@@ -19,7 +19,8 @@ __all__ = ["plot_simulation", "plot_traces"]
 _COLOURS = {
     "oracle": "#222222",
     "perfect": "#1b9e77",
-    "persistence": "#d95f02",
+    "profile": "#d95f02",
+    "persistence": "#e6ab02",
     "noisy10": "#7570b3",
     "noisy20": "#e7298a",
 }

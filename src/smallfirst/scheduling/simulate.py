@@ -6,7 +6,10 @@ it plans with the real :func:`~smallfirst.scheduling.planner.plan` under several
 charges the hours chosen at the trace's *true* values:
 
 - ``perfect``: the trace itself as the forecast;
-- ``persistence``: yesterday's same hour (the realistic default: it needs no forecast API);
+- ``profile`` (the realistic one, what an operator without a forecast API could run): the
+  mean of the same hour over the last 14 days, shifted by how far the last observed hour
+  sat from its own 14-day mean, the shift fading with an e-folding time of 24 h;
+- ``persistence``: yesterday's same hour, the naive baseline;
 - ``noisy10``, ``noisy20``: the true value times (1 + e), e Gaussian with a 10 % or 20 %
   standard deviation, drawn once per hour of the year (the same error whoever asks).
 
@@ -20,6 +23,7 @@ results. This module does not draw (:mod:`.simplot`) nor print.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -28,19 +32,30 @@ from typing import Any
 import numpy as np
 
 from smallfirst.errors import ConfigError
-from smallfirst.scheduling.hourly import CARBON_UNIT, HOUR, HourValue, floor_hour, hour_starts
+from smallfirst.scheduling.hourly import (
+    CARBON_UNIT,
+    HOUR,
+    HourValue,
+    Signal,
+    floor_hour,
+    hour_starts,
+)
 from smallfirst.scheduling.planner import Plan, plan
 
 __all__ = [
     "FORECASTS",
     "LINE_OUTPUT_TOKENS_PER_S",
+    "REALISTIC",
     "Assumptions",
     "Simulation",
     "Stats",
     "simulate",
 ]
 
-FORECASTS = ("perfect", "persistence", "noisy10", "noisy20")
+FORECASTS = ("perfect", "profile", "persistence", "noisy10", "noisy20")
+REALISTIC = "profile"
+PROFILE_DAYS = 14  # chosen on the shared traces among 1, 3, 7, 14 and 28 days
+LEVEL_FADE_H = 24.0  # among 3, 6, 12, 24 h and never
 # the batched engine's measured throughput, 8 clients, qwen2.5-coder-0.5b on 2 cores:
 # bench/results/serving/batching_throughput-20261202-210706.md
 LINE_OUTPUT_TOKENS_PER_S = 44.0
@@ -104,7 +119,7 @@ class Simulation:
     by_forecast: dict[str, Stats]
     saved_g: dict[str, list[float]] = field(repr=False)  # per submission, for plots
 
-    def fleet(self, forecast: str = "persistence") -> list[dict[str, float]]:
+    def fleet(self, forecast: str = REALISTIC) -> list[dict[str, float]]:
         """Totals for fleets of 10^6 and 10^9 lines a day at this saving per line."""
         a = self.assumptions
         per_line_g = self.by_forecast[forecast].mean_g / a.lines_per_batch
@@ -162,6 +177,7 @@ def forecasts_of(trace: dict[datetime, float], seed: int) -> dict[str, _Looped]:
     out = {"truth": _Looped(tuple(truth), origin, "truth")}
     out["perfect"] = out["truth"]
     out["persistence"] = _Looped(tuple(truth[-24:] + truth[:-24]), origin, "persistence")
+    out["profile"] = _Looped(_profile(truth, PROFILE_DAYS), origin, "profile")
     for label, sigma in (("noisy10", 0.10), ("noisy20", 0.20)):
         errors = rng.normal(0.0, sigma, len(truth))
         noisy = tuple(
@@ -169,6 +185,43 @@ def forecasts_of(trace: dict[datetime, float], seed: int) -> dict[str, _Looped]:
         )
         out[label] = _Looped(noisy, origin, label)
     return out
+
+
+def _profile(truth: list[float | None], days: int) -> tuple[float | None, ...]:
+    """Each hour's mean over the same hour of the ``days`` days before (known values only)."""
+    n = len(truth)
+    out: list[float | None] = []
+    for i in range(n):
+        known = [v for k in range(1, days + 1) if (v := truth[(i - 24 * k) % n]) is not None]
+        out.append(sum(known) / len(known) if known else None)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Leveled:
+    """The profile at submission ``now``: shifted by the last observed hour's deviation."""
+
+    profile: _Looped
+    truth: _Looped
+    now: datetime
+    name: str = "profile"
+    unit: str = CARBON_UNIT
+
+    def hours(self, start_utc: datetime, end_utc: datetime) -> list[HourValue]:
+        last = floor_hour(self.now) - HOUR  # the latest hour fully observed at submission
+        seen, usual = self.truth.at(last), self.profile.at(last)
+        shift = seen - usual if seen is not None and usual is not None else 0.0
+        out = []
+        for v in self.profile.hours(start_utc, end_utc):
+            fade = math.exp(-((v.start_utc - last) / HOUR) / LEVEL_FADE_H)
+            out.append(HourValue(v.start_utc, max(0.0, v.value + shift * fade)))
+        return out
+
+
+def _forecast(signals: dict[str, _Looped], name: str, now: datetime) -> Signal:
+    if name == "profile":
+        return _Leveled(signals["profile"], signals["truth"], now)
+    return signals[name]
 
 
 def _true_g(p: Plan, truth: _Looped, a: Assumptions) -> float | None:
@@ -212,7 +265,8 @@ def simulate(
             continue
         runs = {}
         for f in forecasts:
-            p = plan(now, now + window, a.work_s, a.energy_wh, signals[f], margin_s=a.margin_s)
+            forecast = _forecast(signals, f, now)
+            p = plan(now, now + window, a.work_s, a.energy_wh, forecast, margin_s=a.margin_s)
             runs[f] = _true_g(p, truth, a)
         if any(g is None for g in runs.values()):
             skipped += 1
