@@ -47,6 +47,9 @@ def test_runs_in_the_known_clean_hour() -> None:
     assert p.at_submission_g == pytest.approx(100.0 * 400 / 1000)
     assert p.worst_g == pytest.approx(100.0 * 400 / 1000)
     assert "best hours" in p.reason
+    as_json = p.to_json()
+    assert as_json["hours"] == ["2026-03-01T22:00:00Z"]
+    assert as_json["at_once"] is False and as_json["expected_g"] == pytest.approx(5.0)
 
 
 def test_work_longer_than_an_hour_takes_the_cleanest_hours_and_part_of_the_next() -> None:

@@ -60,6 +60,19 @@ class Plan:
     used_s: tuple[float, ...] = ()  # seconds of work planned in each of ``hours``
     expected_usd: float | None = None  # electricity cost as planned, with a price signal
 
+    def to_json(self) -> dict[str, object]:
+        """The plan as JSON values (hours as ISO 8601 UTC), for a batch object or a log."""
+        return {
+            "hours": [h.strftime("%Y-%m-%dT%H:%M:%SZ") for h in self.hours],
+            "used_s": [round(s, 3) for s in self.used_s],
+            "at_once": self.at_once,
+            "reason": self.reason,
+            "expected_g": self.expected_g,
+            "at_submission_g": self.at_submission_g,
+            "worst_g": self.worst_g,
+            "expected_usd": self.expected_usd,
+        }
+
 
 @dataclass(frozen=True)
 class _NoHours:
