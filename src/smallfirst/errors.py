@@ -274,4 +274,4 @@ class RateLimitedError(AccessError):
 
 class SignalError(SmallfirstError):
     """A carbon or price forecast API failed, timed out, or answered something that is not a
-    forecast. The planner's caller plans without it (at once, as with no data)."""
+    forecast. The planner then runs the batch at once and its reason says why."""
