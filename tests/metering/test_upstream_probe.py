@@ -1,17 +1,25 @@
-"""A server process's CPU time, read from /proc for profiling a remote tier on this machine.
-
-The probe's requests and figures are tested against a real llama-server in
-tests/engines/test_llama_server.py; here, the reading itself."""
+"""Metering one request to a server on this machine, for profiling a remote tier: its
+process's CPU time from /proc, the estimate's rule without counters and the counters' joules
+with them (against the stub upstream, which runs in this process). The real llama-server is
+profiled in tests/engines/test_llama_server.py."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from pathlib import Path
 
 import pytest
 
+from smallfirst.catalog import ModelSpec, Remote
+from smallfirst.engines.remote import RemoteEngine
 from smallfirst.errors import ConfigError
-from smallfirst.metering.upstream_probe import process_cpu_s
+from smallfirst.metering.meter import Accountant, EstimateConstants
+from smallfirst.metering.upstream_probe import UpstreamProbe, process_cpu_s
+from smallfirst.settings import Settings
+from smallfirst.stub_upstream import StubUpstream
+from smallfirst.types import Usage
 
 pytestmark = pytest.mark.fast
 
@@ -29,3 +37,59 @@ def test_a_process_cpu_time_counts_what_it_spent() -> None:
 def test_a_process_that_is_not_here_is_named() -> None:
     with pytest.raises(ConfigError, match="no process 999999999 on this machine"):
         process_cpu_s(999_999_999)
+
+
+class _Ticking:
+    """A hardware counter that gains 2 J between any two readings."""
+
+    name = "fake:0"
+    scope = "cpu-package"
+
+    def __init__(self) -> None:
+        self.j = 0.0
+
+    def read_j(self) -> float:
+        self.j += 2.0
+        return self.j
+
+
+def _run(tmp_path: Path, accountant: Accountant) -> tuple[float, Usage, str, str]:
+    """One probe run against a stub upstream served by this very process."""
+    constants = EstimateConstants(watts_per_thread=0.0, ram_w=10.0, source="test")
+    with StubUpstream() as stub:
+        spec = ModelSpec(
+            name="stubbed",
+            tier="remote",
+            parameters="?",
+            quantization="?",
+            context_length=4096,
+            license="?",
+            source="test",
+            remote=Remote(base_url=stub.url, model_id="stub"),
+        )
+
+        async def once() -> tuple[float, Usage, str, str]:
+            engine = RemoteEngine(spec, Settings(data_dir=tmp_path))
+            probe = UpstreamProbe(engine, os.getpid(), accountant, constants, chat=True)
+            try:
+                return (*await probe.run("one two three", 5), probe.scope())
+            finally:
+                await engine.aclose()
+
+        return asyncio.run(once())
+
+
+def test_without_counters_a_request_is_estimated_from_the_servers_process(
+    tmp_path: Path,
+) -> None:
+    joules, usage, method, scope = _run(tmp_path, Accountant())
+    # RAM watts times the request's wall time (no W/thread here): short, but not nothing
+    assert method == "estimated" and 0 < joules < 10.0
+    assert usage.completion_tokens == 5 and usage.prompt_tokens == 3  # the server's counts
+    assert f"server pid {os.getpid()}'s CPU time" in scope
+
+
+def test_with_counters_a_request_is_measured_over_the_whole_machine(tmp_path: Path) -> None:
+    joules, _, method, scope = _run(tmp_path, Accountant([_Ticking()]))
+    assert method == "measured" and joules == 2.0  # one reading before, one after
+    assert "other processes included" in scope
