@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from smallfirst.catalog import ModelSpec, Remote
+from smallfirst.catalog import Catalog
 from smallfirst.engines.remote import RemoteEngine
 from smallfirst.errors import ConfigError
 from smallfirst.metering.meter import Accountant, EstimateConstants
 from smallfirst.metering.upstream_probe import UpstreamProbe, process_cpu_s
-from smallfirst.settings import Settings
+from smallfirst.settings import Settings, UserModel
 from smallfirst.stub_upstream import StubUpstream
 from smallfirst.types import Usage
 
@@ -57,19 +57,12 @@ def _run(tmp_path: Path, accountant: Accountant) -> tuple[float, Usage, str, str
     """One probe run against a stub upstream served by this very process."""
     constants = EstimateConstants(watts_per_thread=0.0, ram_w=10.0, source="test")
     with StubUpstream() as stub:
-        spec = ModelSpec(
-            name="stubbed",
-            tier="remote",
-            parameters="?",
-            quantization="?",
-            context_length=4096,
-            license="?",
-            source="test",
-            remote=Remote(base_url=stub.url, model_id="stub"),
-        )
+        stubbed = UserModel(name="stubbed", base_url=stub.url, model_id="stub")
+        settings = Settings(data_dir=tmp_path, models=(stubbed,))
+        spec = Catalog(settings).get("stubbed")
 
         async def once() -> tuple[float, Usage, str, str]:
-            engine = RemoteEngine(spec, Settings(data_dir=tmp_path))
+            engine = RemoteEngine(spec, settings)
             probe = UpstreamProbe(engine, os.getpid(), accountant, constants, chat=True)
             try:
                 return (*await probe.run("one two three", 5), probe.scope())
