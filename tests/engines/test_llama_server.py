@@ -180,5 +180,8 @@ def test_auto_routes_across_the_in_process_and_llama_server_tiers(
         tokens["prompt"] * profile["j_per_input_token"]
         + tokens["completion"] * profile["j_per_output_token"]
     )
+    # no price per token on one's own server: its joules cost what in-process ones do
+    assert hard["cost"]["cost_usd"] > 0 and easy["cost"]["cost_usd"] > 0
+    assert hard["cost"]["method"].startswith("no price configured: as self-hosted")
     stored = both_tiers.app.state.store.list(limit=10).receipts
     assert {r.id: r.model for r in stored} == {easy["receipt_id"]: SMOL, hard["receipt_id"]: TIER}
