@@ -3,12 +3,20 @@ itself runs once per machine, through the llama-server tier's tests and bench/).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from smallfirst.errors import PeerBuildError
-from smallfirst.peers import PEER_TARGETS, _progress_line, ensure_peers, missing_tools, peers_dir
+from smallfirst.peers import (
+    PEER_TARGETS,
+    _progress_line,
+    _run,
+    ensure_peers,
+    missing_tools,
+    peers_dir,
+)
 
 pytestmark = pytest.mark.fast
 
@@ -45,3 +53,19 @@ def test_a_machine_without_cmake_or_a_compiler_is_told_what_to_install(
     with pytest.raises(PeerBuildError, match="apt-get install cmake build-essential"):
         ensure_peers("9.9.9")
     assert not list(tmp_path.iterdir())  # it stopped before making anything
+
+
+def test_a_build_step_is_logged_its_progress_relayed_and_its_failure_shown(
+    tmp_path: Path,
+) -> None:
+    log_path = tmp_path / "build.log"
+    lines = [f"[{p:3d}%] Building CXX object o{p}.o" for p in range(0, 101, 5)]
+    script = "import sys\n" + "".join(f"print({line!r})\n" for line in lines)
+    script += "sys.stdout.buffer.write(b'bad byte \\xff\\n')\n"  # not UTF-8: must not crash
+    heard: list[str] = []
+    _run([sys.executable, "-c", script], tmp_path, log_path, heard.append)
+    assert heard[0].startswith("$ ") and heard[1:] == [f"  {p}% built" for p in range(10, 101, 10)]
+    assert log_path.read_text(errors="replace").count("Building CXX") == len(lines)
+    failing = [sys.executable, "-c", "print('error: no member named foo'); raise SystemExit(2)"]
+    with pytest.raises(PeerBuildError, match=r"failed \(2\)(.|\n)*error: no member named foo"):
+        _run(failing, tmp_path, log_path, heard.append)

@@ -110,10 +110,11 @@ def _run(cmd: list[str], cwd: Path, log_path: Path, progress: Progress) -> None:
     """``cmd`` with its output in ``log_path``; the compile's progress every tenth."""
     progress(f"$ {' '.join(cmd)}")
     last = 0
+    # errors="replace": a compiler's message may quote bytes that are not UTF-8
     with (
         log_path.open("a") as out,
         subprocess.Popen(
-            cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, errors="replace"
         ) as proc,
     ):
         assert proc.stdout is not None
