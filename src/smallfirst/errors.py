@@ -31,6 +31,7 @@ __all__ = [
     "ModelNotAllowedError",
     "NotFoundError",
     "OverloadedError",
+    "PeerBuildError",
     "PolicyError",
     "PullError",
     "QuotaExceededError",
@@ -95,6 +96,11 @@ class UnknownModelError(CatalogError):
 
 class PullError(SmallfirstError):
     """Weights could not be fetched, assembled or verified."""
+
+
+class PeerBuildError(SmallfirstError):
+    """llama.cpp's own binaries (``llama-server``) could not be built: a missing tool
+    (cmake, a C++ compiler) or a failed step, with the log's tail."""
 
 
 # engines
