@@ -14,6 +14,7 @@ import pytest
 
 from smallfirst.store.budgets import Amounts
 from smallfirst.store.keys import KeySpec, KeyStore
+from smallfirst.store.postgres import POOL_TIMEOUT_S
 from smallfirst.stub_upstream import StubUpstream
 from smallfirst.testing import LiveServer
 from tests.server.test_access import MSG, stub_settings
@@ -45,6 +46,35 @@ def test_a_database_lost_mid_run_is_a_503_and_the_gateway_recovers_by_itself(
                 time.sleep(0.2)
             assert up.status_code == 200, up.text
             # the refused request ran no model; the two answered ones each left a receipt
+            assert len(stub.calls) == calls + 1
+            assert gateway.app.state.store.summary()["total"]["requests"] == 2
+
+
+def test_open_mode_on_a_lost_database_is_a_503_before_any_model_runs(tmp_path: Path) -> None:
+    # no key exists: nothing to reserve, yet an answer whose receipt cannot be stored must
+    # not go out; the store is asked before the model (auth's keys.any()), so 503 first
+    with Cluster() as own, StubUpstream() as stub:
+        settings = stub_settings(tmp_path, stub, database_url=own.url())
+        with LiveServer(settings) as gateway:
+            body = {"model": "stub", "messages": MSG, "max_tokens": 4}
+            post = partial(httpx.post, gateway.url + "/v1/chat/completions", json=body, timeout=30)
+            assert post().status_code == 200
+            own.halt()
+            calls = len(stub.calls)
+            embed = {"model": "stub", "input": "x"}
+            for answer in (post(), post(), httpx.post(gateway.url + "/v1/embeddings", json=embed)):
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["error"]["code"] == "store_unavailable"
+            # known lost, a request waits LOST_TIMEOUT_S for a connection, not POOL_TIMEOUT_S
+            started = time.monotonic()
+            assert post().status_code == 503
+            assert time.monotonic() - started < POOL_TIMEOUT_S / 2
+            assert len(stub.calls) == calls  # no model ran for any of them
+            own.run()
+            deadline = time.monotonic() + 30
+            while (up := post()).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert up.status_code == 200, up.text
             assert len(stub.calls) == calls + 1
             assert gateway.app.state.store.summary()["total"]["requests"] == 2
 
