@@ -6,6 +6,7 @@ fast lane: these wait out the pool's timeout and a lease."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -20,6 +21,24 @@ from smallfirst.testing import LiveServer
 from tests.server.test_access import MSG, stub_settings
 from tests.store.conftest import fresh_database
 from tests.store.pg_cluster import Cluster
+
+
+def _served_again(
+    cluster: Cluster,
+    post: Callable[[], httpx.Response],
+    gateway: LiveServer,
+    stub: StubUpstream,
+    calls: int,
+) -> None:
+    """Restart ``cluster``; the gateway answers again by itself, and since the loss the stub
+    saw that one request only, with the two answered ones' receipts stored."""
+    cluster.run()
+    deadline = time.monotonic() + 30
+    while (up := post()).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert up.status_code == 200, up.text
+    assert len(stub.calls) == calls + 1  # the refused requests ran no model
+    assert gateway.app.state.store.summary()["total"]["requests"] == 2
 
 
 def test_a_database_lost_mid_run_is_a_503_and_the_gateway_recovers_by_itself(
@@ -40,14 +59,7 @@ def test_a_database_lost_mid_run_is_a_503_and_the_gateway_recovers_by_itself(
             assert down.json()["error"]["code"] == "store_unavailable"
             assert "PostgreSQL" in down.json()["error"]["message"]
             calls = len(stub.calls)
-            own.run()
-            deadline = time.monotonic() + 30
-            while (up := post()).status_code != 200 and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert up.status_code == 200, up.text
-            # the refused request ran no model; the two answered ones each left a receipt
-            assert len(stub.calls) == calls + 1
-            assert gateway.app.state.store.summary()["total"]["requests"] == 2
+            _served_again(own, post, gateway, stub, calls)
 
 
 def test_open_mode_on_a_lost_database_is_a_503_before_any_model_runs(tmp_path: Path) -> None:
@@ -70,13 +82,7 @@ def test_open_mode_on_a_lost_database_is_a_503_before_any_model_runs(tmp_path: P
             assert post().status_code == 503
             assert time.monotonic() - started < POOL_TIMEOUT_S / 2
             assert len(stub.calls) == calls  # no model ran for any of them
-            own.run()
-            deadline = time.monotonic() + 30
-            while (up := post()).status_code != 200 and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert up.status_code == 200, up.text
-            assert len(stub.calls) == calls + 1
-            assert gateway.app.state.store.summary()["total"]["requests"] == 2
+            _served_again(own, post, gateway, stub, calls)
 
 
 def test_a_live_gateway_gives_back_the_leases_a_dead_replica_left(
