@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from smallfirst.pg_cluster import Cluster
 from smallfirst.store.budgets import Amounts
 from smallfirst.store.keys import KeySpec, KeyStore
 from smallfirst.store.postgres import POOL_TIMEOUT_S
@@ -20,7 +21,6 @@ from smallfirst.stub_upstream import StubUpstream
 from smallfirst.testing import LiveServer
 from tests.server.test_access import MSG, stub_settings
 from tests.store.conftest import fresh_database
-from tests.store.pg_cluster import Cluster
 
 
 def _served_again(
