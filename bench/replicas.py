@@ -191,6 +191,20 @@ def measure(setup: Setup, secret: str, count: int, args: Any) -> dict[str, Any]:
     }
 
 
+def connections(url: str) -> int:
+    """Client connections open on the cluster now, this query's own left out: after the load,
+    what the replicas' pools (two per replica, up to 8 each) grew to."""
+    import psycopg
+
+    sql = (
+        "SELECT COUNT(*) FROM pg_stat_activity "
+        "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
 def worst_usd() -> float:
     """The reservation of one request of ``request_body``: prompt bound and max_tokens."""
     from smallfirst.engines.base import GenerationRequest, Sampling
@@ -281,7 +295,10 @@ def rows_of(figures: dict[int, dict[str, Any]]) -> list[list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    run = script.start("replicas", "Gateway replicas on one PostgreSQL", args)
+    name, title = "replicas", "Gateway replicas on one PostgreSQL"
+    if args.no_rate_limit:  # its own file: the same figures without the shared rate window
+        name, title = name + "-no-rate-limit", title + ", no rate limit"
+    run = script.start(name, title, args)
     runs: list[dict[str, Any]] = []
     with scratch_dir() as tmp, running(tmp) as setup:
         keys = KeyStore(setup.url, setup.data)
@@ -301,13 +318,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(last := measure(setup, secret, count, args))
                 rps = last["requests"] / last["wall_s"]
                 print(f"  round {r + 1}, {count} replica(s): {rps:.0f} req/s", flush=True)
+        held = connections(setup.url)
         budget = budget_race(setup, args)
     figures = per_count(runs)
     one, three = figures[1]["cpu_s_per_request"], figures[3]["cpu_s_per_request"]
     notes = [
         f"{args.rounds} rounds x {args.seconds:g} s per replica count, counts rotated per round; "
         f"{args.clients} closed-loop clients, client i on replica i mod N; one key with a budget "
-        "and a rate limit (never refusing) on every request",
+        + ("and no rate limit" if args.no_rate_limit else "and a rate limit (never refusing)")
+        + " on every request",
         "everything on one machine's 2 cores (gateways, PostgreSQL with fsync=on, the stub, "
         "this client): requests/s cannot grow with N here; CPU ms per request is the figure "
         "that travels",
@@ -317,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "LiteLLM: 3,000 RPS on 33 pods of 4 vCPU as published, i.e. at most 22.7 requests per "
         "vCPU-second (0.044 CPU-s per request) if its pods were CPU-bound; its database is not "
         "in that figure",
+        f"PostgreSQL connections held by the {len(COUNTS)} replicas' pools after the load: {held}",
         f"budget race, {budget['replicas']} replicas x {budget['clients']} clients on a budget "
         f"of {args.fit} worst cases: {budget['answered']} answered, "
         f"{budget['insufficient_quota']} got 429, overspend {budget['overspend_usd']:.3g} USD, "
@@ -328,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "args": vars(args) | {"out": str(args.out)},
             "per_replica_count": {str(k): v for k, v in figures.items()},
             "budget_race": budget,
+            "connections_after_load": held,
             "runs": [{k: v for k, v in r.items() if k != "latency_ms"} for r in runs],
             "litellm_published": {
                 "rps": LITELLM_RPS,
