@@ -8,7 +8,9 @@ round, for each client count N (``--clients``, default 1 2 4 8):
 * **smallfirst**: one gateway for the whole run, ``engine_batching = true``,
   ``parallel`` = the largest N, n_ctx 2048 per request, ``--threads`` threads;
 * **llama-server**: ``llama-server -np N -c N*2048 -t T -tb T`` (one server per N, started
-  once and kept for the run; everything else its defaults, continuous batching included);
+  once and kept for the run; everything else its defaults, continuous batching and flash
+  attention (``auto``, on for CPUs) included; ours keeps flash attention off unless
+  ``--flash-attention``);
 
 each serves N concurrent greedy chat completions (non-streamed, ``max_tokens``, each with a
 prompt of its own so that no answer is cached), and the order of the two alternates by
@@ -181,6 +183,7 @@ def bench_model(args: argparse.Namespace, peers: Peers, name: str, logs: Path) -
         "engine_batching": True,
         "parallel": max(args.clients),
         "n_ctx": 2048,
+        "flash_attention": args.flash_attention,
     }
     runs: list[dict[str, Any]] = []
     peer_rates: list[dict[int, float]] = []
@@ -297,6 +300,12 @@ def main() -> int:
         "--stream",
         action="store_true",
         help="stream the answers and add each side's decode-only tok/s (no receipts, no energy)",
+    )
+    p.add_argument(
+        "--flash-attention",
+        action="store_true",
+        help="turn on flash attention in our engine too (the peers' llama.cpp default, auto, "
+        "turns it on on CPUs; ours is off by default)",
     )
     args = p.parse_args()
     quick = args.quick

@@ -32,6 +32,7 @@ AREAS = (
     "structured",
     "embeddings",
     "tools",
+    "scheduling",
     "store",
 )
 

@@ -38,6 +38,7 @@ __all__ = [
     "RoutingError",
     "ScopeError",
     "ShuttingDownError",
+    "SignalError",
     "SmallfirstError",
     "StoreError",
     "StoreUnavailableError",
@@ -266,3 +267,11 @@ class RateLimitedError(AccessError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+# carbon-aware scheduling (issue #19)
+
+
+class SignalError(SmallfirstError):
+    """A carbon or price forecast API failed, timed out, or answered something that is not a
+    forecast. The planner then runs the batch at once and its reason says why."""

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     )
     n_ctx: int = Field(default=4096, ge=256, description="context window, capped by the model's")
     n_batch: int = Field(default=512, ge=1)
+    flash_attention: bool = Field(
+        default=False,
+        description="llama.cpp's flash attention in the in-process engines (llama-server "
+        "turns it on by default on CPUs); off keeps llama-cpp-python's own default",
+    )
     memory_budget_mb: int = Field(
         default=4096, ge=1, description="loaded in-process models are evicted (LRU) past this"
     )
@@ -261,6 +266,44 @@ class Settings(BaseSettings):
         "SQLite file smallfirst.db in data_dir; sqlite:PATH another SQLite file; "
         "postgresql://USER:PASSWORD@HOST:PORT/DB a PostgreSQL database shared by replicas",
     )
+
+    # Carbon-aware batches (issue #19; docs/carbon-aware-batches.md): the hourly signals the
+    # planner reads (smallfirst.scheduling.signal), what it minimises, and its margin.
+    carbon_signal: str = Field(
+        default="constant",
+        description="grid carbon per hour: constant[:G_PER_KWH] (batches run at once), "
+        "file:PATH or file:embedded (a trace CSV), electricitymaps:ZONE, watttime:REGION, "
+        "uk or uk:REGIONID (forecast APIs)",
+    )
+    price_signal: str | None = Field(
+        default=None,
+        description="electricity price per hour: constant[:USD_PER_KWH] or file:PATH "
+        "(a CSV with a usd_per_kwh column); needed by the cost objectives",
+    )
+    schedule_objective: Literal["carbon", "cost", "carbon_cost_cap"] = Field(
+        default="carbon", description="what the planner minimises over a batch's window"
+    )
+    schedule_cost_cap_usd: float | None = Field(
+        default=None, ge=0, description="a batch's electricity cost cap (carbon_cost_cap)"
+    )
+    schedule_margin_s: float = Field(
+        default=1800.0, ge=0, description="planned work ends this long before the deadline"
+    )
+    signal_clock_offset: str = Field(
+        default="auto",
+        description="how a file: trace maps onto today: auto (same day of year and hour, "
+        "the trace looped yearly), none, or N d / N h subtracted from now",
+    )
+    signal_timeout_s: float = Field(default=10.0, gt=0, description="one forecast API call")
+    signal_cache_s: float = Field(
+        default=900.0, ge=0, description="how long a zone's last forecast is reused"
+    )
+    electricitymaps_url: str = "https://api.electricitymap.org"
+    electricitymaps_token_env: str = "ELECTRICITYMAPS_TOKEN"
+    watttime_url: str = "https://api.watttime.org"
+    watttime_username_env: str = "WATTTIME_USERNAME"
+    watttime_password_env: str = "WATTTIME_PASSWORD"
+    uk_carbon_intensity_url: str = "https://api.carbonintensity.org.uk"
 
     def fallbacks_for(self, model: str) -> tuple[str, ...]:
         """The models to try after ``model``: its [[models]] list, then the table's, once each."""

@@ -311,3 +311,33 @@ def test_choices_read_the_prompt_once_and_decode_together(
         return fresh
 
     asyncio.run(main())
+
+
+def test_flash_attention_reaches_both_engines(
+    settings: Settings, engines: list[BatchedEngine]
+) -> None:
+    """The setting turns flash attention on in both in-process engines, and they still
+    answer alike (both then compute attention the same way)."""
+    import llama_cpp
+
+    from smallfirst.engines.batched import context_params
+
+    on = settings.model_copy(update={"flash_attention": True})
+    enabled = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    assert context_params(llama_cpp, 512, 2, on).flash_attn_type == enabled
+    assert context_params(llama_cpp, 512, 2, settings).flash_attn_type != enabled
+
+    async def main() -> None:
+        batched = make(on)
+        engines.append(batched)
+        single = LlamaEngine(batched.spec, batched.path, on)
+        try:
+            want = await answer(single, request(PROMPTS[2], 24))
+            assert single._llm is not None
+            assert single._llm.context_params.flash_attn_type == enabled
+        finally:
+            single.unload()
+        got = await answer(batched, request(PROMPTS[2], 24))
+        assert got[0] == want[0] and got[0]
+
+    asyncio.run(main())

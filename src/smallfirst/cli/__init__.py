@@ -5,6 +5,7 @@
     smallfirst usage [--since 1h] [--by-key] [--json]
     smallfirst keys create | list | show | revoke | rotate
     smallfirst db status | migrate
+    smallfirst batch simulate
     smallfirst eval run | report | export
     smallfirst router fit | eval
 
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from smallfirst._version import __version__
+from smallfirst.cli.batch import add_parser as add_batch_parser
 from smallfirst.cli.common import settings_from
 from smallfirst.cli.db import add_parser as add_db_parser
 from smallfirst.cli.evals import (
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_usage(sub, common)
     add_keys_parser(sub, common)
     add_db_parser(sub, common)
+    add_batch_parser(sub, common)
     return parser
 
 

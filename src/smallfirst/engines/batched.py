@@ -235,8 +235,12 @@ def context_params(llama_cpp: Any, n_ctx_seq: int, parallel: int, settings: Sett
     # one KV stream per slot: attention reads only its own sequence's cells
     params.kv_unified = False
     params.n_threads = params.n_threads_batch = settings.threads
-    # as llama-cpp-python's Llama (the one-at-a-time engine): same numerics
-    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    # as the one-at-a-time engine, so both give the same numerics
+    params.flash_attn_type = (
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        if settings.flash_attention
+        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
     params.no_perf = True
     return params
 

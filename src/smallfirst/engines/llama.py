@@ -134,6 +134,7 @@ class LlamaEngine:
             "n_batch": self._settings.n_batch,
             "n_threads": threads,
             "n_threads_batch": threads,
+            "flash_attn": self._settings.flash_attention,
             "verbose": False,
         }
         return llama_cpp.Llama(model_path=str(self.path), **{**defaults, **params})
