@@ -28,7 +28,7 @@ run: models
 test: install
 	@# the dashboard test drives Debian's Chromium with Playwright (no browser download)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
-	@# the store's tests run on PostgreSQL too: a throwaway cluster (tests/store/pg_cluster.py)
+	@# the store's tests run on PostgreSQL too: a throwaway cluster (src/smallfirst/pg_cluster.py)
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
 	@# the packaged router routes across the whole chat ladder (tests/server/test_default_router.py)
 	$(BIN)/smallfirst models pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct \

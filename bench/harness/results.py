@@ -33,6 +33,7 @@ AREAS = (
     "embeddings",
     "tools",
     "scheduling",
+    "store",
 )
 
 
