@@ -28,11 +28,15 @@ run: models
 test: install
 	@# the dashboard test drives Debian's Chromium with Playwright (no browser download)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
-	@# the store's tests run on PostgreSQL too: a throwaway cluster (tests/store/pg_cluster.py)
+	@# the store's tests run on PostgreSQL too: a throwaway cluster (src/smallfirst/pg_cluster.py)
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
 	@# the packaged router routes across the whole chat ladder (tests/server/test_default_router.py)
 	$(BIN)/smallfirst models pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct \
 		qwen2.5-coder-1.5b-instruct gemma-3-270m
+	@# the llama-server tier's tests (tests/engines/test_llama_server.py) need llama.cpp's own
+	@# llama-server, built once from the vendored llama.cpp (8-15 min on 2 cores, then cached)
+	command -v cmake >/dev/null && command -v c++ >/dev/null || (apt-get update && apt-get install -y cmake build-essential)
+	$(BIN)/python bench/build_peers.py
 	$(BIN)/python -m pytest
 
 # the fast lane: tests that need no model, no browser and no network (marked `fast`), < 30 s

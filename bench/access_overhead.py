@@ -37,7 +37,7 @@ from harness.gateway import Gateway, running_gateway
 from harness.procs import Child, scratch_dir
 from harness.stats import fmt, summarize
 from overhead import STUB_MODEL, blocks, check, request_body
-from smallfirst.store.keys import KeySpec, KeyStore
+from smallfirst.store.keys import ApiKey, KeySpec, KeyStore
 from smallfirst.testing import free_port
 
 TARGET_P50_ADDED_MS = 0.3
@@ -155,9 +155,17 @@ def budget_race(gateway: Gateway, data: Path, args: Any, body: bytes) -> dict[st
     receipts = SqliteStore(data / "smallfirst.db")
     spent_by_receipts = receipts.summary(key_id=key.id)["total"]["cost_usd"]
     receipts.close()
+    return race_outcome(statuses, budget, worst, after, spent_by_receipts)
+
+
+def race_outcome(
+    statuses: list[int], budget: float, worst: float, after: ApiKey, by_receipts: float
+) -> dict[str, Any]:
+    """A budget race's figures: answered, refused, and what the key spent against its
+    budget (the overspend) and against its receipts."""
     spent = after.spent.usd or 0.0
     return {
-        "clients": args.clients,
+        "clients": len(statuses),
         "budget_usd": budget,
         "worst_case_usd": worst,
         "answered": statuses.count(200),
@@ -166,7 +174,7 @@ def budget_race(gateway: Gateway, data: Path, args: Any, body: bytes) -> dict[st
         "spent_usd": spent,
         "reserved_left_usd": after.reserved.usd,
         "overspend_usd": max(0.0, spent - budget),
-        "spent_minus_receipts_usd": spent - spent_by_receipts,
+        "spent_minus_receipts_usd": spent - (by_receipts or 0.0),
     }
 
 

@@ -45,7 +45,7 @@ BENCHMARKS = ("humaneval", "mbpp", "gsm8k", "mmlu", "arc-challenge")
 PERIODS = {"1h": "1h", "1d": "1d", "all": None}
 
 
-def _receipt(rng: random.Random, i: int, created_at: float) -> Any:
+def plausible_receipt(rng: random.Random, i: int, created_at: float) -> Any:
     """One plausible receipt of a mixed deployment."""
     from smallfirst.metering.receipts import Receipt
 
@@ -137,7 +137,9 @@ def seed(db: Path, receipts: int, days: float, eval_items: int) -> dict[str, Any
     store = SqliteStore(db)
     started = time.perf_counter()
     for lo in range(0, receipts, 10_000):
-        store.add_many([_receipt(rng, i, times[i]) for i in range(lo, min(lo + 10_000, receipts))])
+        store.add_many(
+            [plausible_receipt(rng, i, times[i]) for i in range(lo, min(lo + 10_000, receipts))]
+        )
     store.close()
     seconds = time.perf_counter() - started
     count = _seed_evals(db, rng, eval_items, now)

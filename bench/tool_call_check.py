@@ -9,7 +9,7 @@ servers run side by side on the same GGUF file and ``--threads``:
   parsed as the model wrote it);
 - **llama-server**: llama.cpp's own ``llama-server --jinja`` (the GGUF's chat template, its
   Hermes tool-call parser and its own lazy grammar), built from the llama.cpp vendored in the
-  installed llama-cpp-python (``harness.peers``).
+  installed llama-cpp-python (``smallfirst.peers``).
 
 Each committed prompt (``bench/data/tool_prompts.jsonl``: 52 that one of the 2-4 offered
 functions answers, 10 that none does) goes to all three, ``tool_choice`` ``auto``, greedy,
@@ -58,11 +58,11 @@ import jsonschema_rs
 
 from harness import BENCH_DIR, script
 from harness.gateway import LADDER_DEFAULT, model_path, running_gateway
-from harness.peers import ensure_peers
 from harness.procs import Child, scratch_dir
 from harness.stats import fmt
 from smallfirst.catalog import Catalog
 from smallfirst.engines.openmp import SPIN_COUNT
+from smallfirst.peers import ensure_peers
 from smallfirst.settings import Settings
 from smallfirst.testing import free_port
 
@@ -181,7 +181,7 @@ def ask(
 def servers(model: str, args: argparse.Namespace, logs: Path) -> Iterator[dict[str, str]]:
     """The three configurations' base URLs, all ready."""
     gguf = model_path(model)
-    peers = ensure_peers()
+    peers = ensure_peers(progress=print)
     stem = model.replace(".", "-")
     common = {"parallel": 1, "n_ctx": N_CTX}
     port = free_port()

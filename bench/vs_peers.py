@@ -1,7 +1,7 @@
 """smallfirst's batched engine against llama.cpp's own server and its batched-bench, same llama.cpp.
 
 The peers are built from the llama.cpp vendored in the installed llama-cpp-python's sdist
-(``harness.peers``; built and cached on first use, about 15 minutes on 2 cores). For each
+(``smallfirst.peers``; built and cached on first use, about 15 minutes on 2 cores). For each
 model (default Qwen2.5-Coder 0.5B and 1.5B, Q4_K_M, the same GGUF file everywhere) and each
 round, for each client count N (``--clients``, default 1 2 4 8):
 
@@ -51,10 +51,10 @@ import httpx
 
 from harness import script
 from harness.gateway import model_path, running_gateway
-from harness.peers import Peers, ensure_peers
 from harness.procs import Child, process_cpu_seconds, scratch_dir
 from harness.sse import StreamStats, openai_client, stream_chat
 from harness.stats import fmt, median, ratio
+from smallfirst.peers import Peers, ensure_peers
 from smallfirst.testing import free_port
 
 SIDES = ("smallfirst", "llama-server")
@@ -317,7 +317,7 @@ def main() -> int:
     args.clients = sorted(args.clients or ([1, 4] if quick else [1, 2, 4, 8]))
     args.rounds = args.rounds or (1 if quick else 3)
     args.max_tokens = args.max_tokens or (32 if quick else 96)
-    peers = ensure_peers()
+    peers = ensure_peers(progress=print)
     run = script.start(
         "vs_peers", "smallfirst (batched) vs llama-server and llama-batched-bench", args
     )

@@ -11,7 +11,6 @@ This module measures nothing and sends no request but the warm-up of :func:`load
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import httpx
 from harness.procs import Child
 from smallfirst.catalog import Catalog
 from smallfirst.errors import UnknownModelError
+from smallfirst.replicas import Value, write_config
 from smallfirst.settings import Settings
 from smallfirst.testing import free_port
 
@@ -49,7 +49,7 @@ LADDER_DEFAULT = (
 )
 STORY_PROMPT = "Write a long story about a lighthouse keeper."
 
-ConfigValue = str | int | float | bool | list[str]
+ConfigValue = Value
 
 
 def model_path(name: str) -> Path:
@@ -65,27 +65,13 @@ def model_path(name: str) -> Path:
     return path
 
 
-def _toml_value(v: ConfigValue) -> str:
-    if isinstance(v, list):
-        return "[" + ", ".join(json.dumps(x) for x in v) + "]"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
-
-
 def write_gateway_config(
     path: Path,
     settings: Mapping[str, ConfigValue],
     models: Sequence[Mapping[str, ConfigValue]] = (),
 ) -> Path:
     """A TOML config file for ``smallfirst serve --config`` (flat values only)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in settings.items()]
-    for model in models:
-        lines += ["", "[[models]]", *(f"{k} = {_toml_value(v)}" for k, v in model.items())]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_config(path, settings, models)
 
 
 def gateway_command(

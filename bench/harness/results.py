@@ -32,6 +32,8 @@ AREAS = (
     "structured",
     "embeddings",
     "tools",
+    "scheduling",
+    "store",
     "batches",
 )
 

@@ -31,6 +31,7 @@ __all__ = [
     "ModelNotAllowedError",
     "NotFoundError",
     "OverloadedError",
+    "PeerBuildError",
     "PolicyError",
     "PullError",
     "QuotaExceededError",
@@ -95,6 +96,11 @@ class UnknownModelError(CatalogError):
 
 class PullError(SmallfirstError):
     """Weights could not be fetched, assembled or verified."""
+
+
+class PeerBuildError(SmallfirstError):
+    """llama.cpp's own binaries (``llama-server``) could not be built: a missing tool
+    (cmake, a C++ compiler) or a failed step, with the log's tail."""
 
 
 # engines
@@ -274,4 +280,4 @@ class RateLimitedError(AccessError):
 
 class SignalError(SmallfirstError):
     """A carbon or price forecast API failed, timed out, or answered something that is not a
-    forecast. The planner's caller plans without it (at once, as with no data)."""
+    forecast. The planner then runs the batch at once and its reason says why."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from smallfirst.catalog import BUILTIN_MODELS, ModelSpec, Remote
@@ -92,6 +94,20 @@ def test_remote_model_cost_from_price_and_unknown_energy() -> None:
     assert r.cost_usd == pytest.approx((10 * 2 + 10 * 8) / 1e6)
     assert r.energy_j is None and r.co2_g is None and r.energy_note == "no profile"
     assert r.headers()["x-smallfirst-energy-j"] == "unknown"
+
+
+def test_an_unpriced_remote_model_costs_its_profiles_energy_as_if_self_hosted() -> None:
+    # llama-server on the operator's own machine: no price per token, but joules from its
+    # profile, which cost what the gateway's own would
+    server = dataclasses.replace(HOSTED, name="llama-server-tier")
+    kw = dict(tokens=(100, 10), duration_s=2.0, **FACTS)
+    r = pricer().make(spec=server, energy=Energy(36.0, "profile"), **kw)  # type: ignore[arg-type]
+    kwh = 36.0 / J_PER_KWH
+    assert r.cost_usd == pytest.approx(kwh * 1.2 * 0.15 + 0.36 * 2 / 3600)
+    assert (r.cost_method or "").startswith("no price configured: as self-hosted, energy")
+    unknown = pricer().make(spec=server, energy=Energy(None, "unknown"), **kw)  # type: ignore[arg-type]
+    assert unknown.cost_usd is None  # no price and no joules: unknown, never a silent zero
+    assert unknown.cost_method == "no price configured for this remote model"
 
 
 def test_failed_requests_claim_no_savings() -> None:

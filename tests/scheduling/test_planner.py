@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from smallfirst.errors import ConfigError
+from smallfirst.errors import ConfigError, SignalError
 from smallfirst.scheduling.hourly import HOUR, ConstantSignal, HourValue, hour_starts
 from smallfirst.scheduling.planner import Objective, plan
 
@@ -47,6 +47,9 @@ def test_runs_in_the_known_clean_hour() -> None:
     assert p.at_submission_g == pytest.approx(100.0 * 400 / 1000)
     assert p.worst_g == pytest.approx(100.0 * 400 / 1000)
     assert "best hours" in p.reason
+    as_json = p.to_json()
+    assert as_json["hours"] == ["2026-03-01T22:00:00Z"]
+    assert as_json["at_once"] is False and as_json["expected_g"] == pytest.approx(5.0)
 
 
 def test_work_longer_than_an_hour_takes_the_cleanest_hours_and_part_of_the_next() -> None:
@@ -147,6 +150,33 @@ def test_cost_cap_trades_carbon_for_price() -> None:
     assert tight.hours == (base + 7 * HOUR,)
     assert tight.expected_usd is not None and tight.expected_usd <= 0.2
     assert "cannot be met" in impossible.reason
+
+
+@dataclass(frozen=True)
+class Failing:
+    name: str = "down"
+    unit: str = "gCO2e/kWh"
+
+    def hours(self, start_utc: datetime, end_utc: datetime) -> list[HourValue]:
+        raise SignalError("signal down: api.example did not answer within 10 s")
+
+
+def test_a_failing_signal_runs_at_once_and_says_why() -> None:
+    p = plan(NOW, NOW + timedelta(hours=24), 3600, 10.0, Failing())
+    assert p.at_once
+    assert (
+        p.reason
+        == "no forecast, runs at once (signal down: api.example did not answer within 10 s)"
+    )
+    assert p.hours[0] == NOW.replace(minute=0) and p.expected_g is None
+
+
+def test_hour_starts_include_the_hour_begun_and_stop_before_the_end() -> None:
+    assert hour_starts(NOW, NOW) == [NOW.replace(minute=0)]
+    on_the_hour = NOW.replace(minute=0)
+    assert hour_starts(on_the_hour, on_the_hour) == []
+    assert len(hour_starts(on_the_hour, on_the_hour + 2 * HOUR)) == 2
+    assert len(hour_starts(on_the_hour, on_the_hour + 2 * HOUR + timedelta(seconds=1))) == 3
 
 
 def test_cost_objectives_need_a_price() -> None:

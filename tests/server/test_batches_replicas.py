@@ -11,11 +11,11 @@ import openai
 import psycopg
 import pytest
 
+from smallfirst.pg_cluster import Cluster, ClusterError
 from smallfirst.settings import Settings
 from tests.conftest import LiveServer
 from tests.server.test_batches_api import chat_line, lines_of, upload, wait_for
 from tests.store.conftest import fresh_database
-from tests.store.pg_cluster import Cluster, ClusterError
 
 LINES = 16
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from smallfirst.pg_cluster import Cluster, ClusterError
 from smallfirst.store.backend import Backend
 from smallfirst.store.database import open_backend
-from tests.store.pg_cluster import Cluster, ClusterError
 
 BACKENDS = ("sqlite", "postgresql")
 _names = itertools.count()

@@ -11,6 +11,7 @@ import pytest
 
 from smallfirst.cli import main
 from smallfirst.metering.receipts import Overhead
+from smallfirst.pg_cluster import Cluster
 from smallfirst.store.batches import BatchStore, LineRef
 from smallfirst.store.budgets import Amounts
 from smallfirst.store.database import open_backend, schema_status
@@ -20,7 +21,6 @@ from smallfirst.store.keys import KeySpec, KeyStore
 from smallfirst.store.sqlite import SqliteStore
 from smallfirst.testing import free_port
 from tests.store.conftest import fresh_database
-from tests.store.pg_cluster import Cluster
 from tests.store.test_eval_results import _result
 from tests.store.test_sqlite import receipt
 

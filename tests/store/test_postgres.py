@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from smallfirst.errors import StoreUnavailableError
+from smallfirst.pg_cluster import Cluster
 from smallfirst.store.database import open_backend
 from smallfirst.store.keys import KeySpec
 from smallfirst.stub_upstream import StubUpstream
 from smallfirst.testing import LiveServer, free_port
 from tests.server.test_access import MSG, race, stub_settings, worst_usd
 from tests.store.conftest import fresh_database
-from tests.store.pg_cluster import Cluster
 
 pytestmark = pytest.mark.fast
 

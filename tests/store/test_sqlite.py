@@ -10,12 +10,12 @@ import pytest
 
 from smallfirst.errors import StoreError
 from smallfirst.metering.receipts import Overhead, Receipt
+from smallfirst.pg_cluster import Cluster
 from smallfirst.store.backend import Backend
 from smallfirst.store.database import open_backend
 from smallfirst.store.schema import SQLITE_MIGRATIONS as MIGRATIONS
 from smallfirst.store.sqlite import SqliteStore
 from tests.store.conftest import fresh_database
-from tests.store.pg_cluster import Cluster
 
 pytestmark = pytest.mark.fast
 

@@ -1,10 +1,11 @@
 """The ``smallfirst`` command line: thin wrappers that parse, call the parts, and print.
 
     smallfirst serve [--host H] [--port P] [--config FILE]
-    smallfirst models list [--json] | pull NAME... | rm NAME... | profile NAME...
+    smallfirst models list [--json] | pull NAME... | rm NAME... | profile NAME... [--pid PID]
     smallfirst usage [--since 1h] [--by-key] [--json]
     smallfirst keys create | list | show | revoke | rotate
     smallfirst db status | migrate
+    smallfirst batch simulate
     smallfirst eval run | report | export
     smallfirst router fit | eval
 
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from smallfirst._version import __version__
+from smallfirst.cli.batch import add_parser as add_batch_parser
 from smallfirst.cli.common import settings_from
 from smallfirst.cli.db import add_parser as add_db_parser
 from smallfirst.cli.evals import (
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_usage(sub, common)
     add_keys_parser(sub, common)
     add_db_parser(sub, common)
+    add_batch_parser(sub, common)
     return parser
 
 
@@ -151,14 +154,22 @@ def _add_models(
     pr = msub.add_parser(
         "profile",
         parents=[common],
-        help="measure a local model's joules per token",
+        help="measure a model's joules per token (in-process, or a server on this machine)",
         description="Run prefill and decode workloads through the in-process engine and the "
         "meter, and save joules per input and output token to <data_dir>/profiles.json. "
-        "Receipts use the reference model's profile for their baseline.",
+        "A remote model (llama-server, vLLM...) served on this machine is profiled over HTTP "
+        "with --pid naming its server's process, whose CPU time is metered. Receipts of a "
+        "remote model take their energy from its profile; every receipt's baseline comes "
+        "from the reference model's.",
     )
     pr.add_argument("names", nargs="+")
     pr.add_argument("--repeats", type=int, default=3)
     pr.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
+    pr.add_argument(
+        "--pid",
+        type=int,
+        help="a remote model's server process on this machine (e.g. llama-server's)",
+    )
     pr.set_defaults(func=cmd_models_profile)
     rm = msub.add_parser("rm", parents=[common], help="delete a pulled model's file")
     rm.add_argument("names", nargs="+")

@@ -162,6 +162,7 @@ def cmd_models_profile(args: argparse.Namespace) -> int:
                 metering.constants,
                 repeats=args.repeats,
                 progress=lambda line: print(f"  {line}"),
+                pid=args.pid,
             )
         except SmallfirstError as exc:
             print(f"smallfirst: {exc}", file=sys.stderr)

@@ -246,7 +246,12 @@ class Pricer:
                 f"per Mtok in / out ({price.as_of})",
             )
         if spec.is_remote:
-            return None, "no price configured for this remote model"
+            if energy_j is None:
+                return None, "no price configured for this remote model"
+            # a self-hosted server (llama-server on the operator's machines) has no price per
+            # token; its profile's joules cost what the gateway's own would, and say so
+            cost, method = self.energy_cost(energy_j, duration_s)
+            return cost, f"no price configured: as self-hosted, {method}"
         return self.energy_cost(energy_j, duration_s)
 
     def energy_cost(

@@ -9,8 +9,9 @@ Each signal keeps its zone's last forecast for ``signal_cache_s`` (one answer pe
 the cache is bounded by the number of configured signals, never by client input), and asks
 again when it is older. Calls are synchronous (httpx, ``signal_timeout_s`` each): a planner
 asks once per batch and per re-plan, not per request. A failure is a
-:class:`~smallfirst.errors.SignalError`; a missing key is a ``ConfigError`` when the signal
-is opened. This module does not parse the APIs' formats (:mod:`.providers` does).
+:class:`~smallfirst.errors.SignalError` (the planner then runs the batch at once); a missing
+key is a ``ConfigError`` when the signal is opened. This module does not parse the APIs'
+formats (:mod:`.providers` does).
 """
 
 from __future__ import annotations

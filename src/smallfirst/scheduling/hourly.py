@@ -13,6 +13,7 @@ signal from its spec.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -80,7 +81,7 @@ def hour_starts(start_utc: datetime, end_utc: datetime) -> list[datetime]:
     the hour it begins in.
     """
     first, end = floor_hour(start_utc), utc(end_utc)
-    count = max(0, int((end - first) / HOUR + (0 if (end - first) % HOUR == timedelta() else 1)))
+    count = max(0, math.ceil((end - first) / HOUR))
     return [first + i * HOUR for i in range(count)]
 
 

@@ -10,8 +10,9 @@ where the two bounds meet).
 
 An hour the signal has no figure for is never chosen (a gap is not a clean hour). The plan
 runs at once, and says why in ``reason``, when the signal is flat over the window, covers
-too little of it, when now is already the best time, or when the deadline cannot be met
-with the margin. Re-planning is calling :func:`plan` again with a new ``now``.
+too little of it, fails (a forecast API's ``SignalError``), when now is already the best
+time, or when the deadline cannot be met with the margin. Re-planning is calling
+:func:`plan` again with a new ``now``.
 
 This module does not read signals' sources, run work, or keep state.
 """
@@ -23,8 +24,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from smallfirst.errors import ConfigError
-from smallfirst.scheduling.hourly import HOUR, Signal, floor_hour, hour_starts, utc
+from smallfirst.errors import ConfigError, SignalError
+from smallfirst.scheduling.hourly import (
+    CARBON_UNIT,
+    HOUR,
+    HourValue,
+    Signal,
+    floor_hour,
+    hour_starts,
+    utc,
+)
 
 __all__ = ["DEFAULT_MARGIN_S", "Objective", "Plan", "plan"]
 
@@ -50,6 +59,30 @@ class Plan:
     worst_g: float | None  # the same work in the window's worst hours
     used_s: tuple[float, ...] = ()  # seconds of work planned in each of ``hours``
     expected_usd: float | None = None  # electricity cost as planned, with a price signal
+
+    def to_json(self) -> dict[str, object]:
+        """The plan as JSON values (hours as ISO 8601 UTC), for a batch object or a log."""
+        return {
+            "hours": [h.strftime("%Y-%m-%dT%H:%M:%SZ") for h in self.hours],
+            "used_s": [round(s, 3) for s in self.used_s],
+            "at_once": self.at_once,
+            "reason": self.reason,
+            "expected_g": self.expected_g,
+            "at_submission_g": self.at_submission_g,
+            "worst_g": self.worst_g,
+            "expected_usd": self.expected_usd,
+        }
+
+
+@dataclass(frozen=True)
+class _NoHours:
+    """Stands in for a signal that failed: it knows no hour."""
+
+    name: str = "none"
+    unit: str = CARBON_UNIT
+
+    def hours(self, start_utc: datetime, end_utc: datetime) -> list[HourValue]:
+        return []
 
 
 @dataclass(frozen=True)
@@ -89,7 +122,11 @@ def plan(
     end = utc(deadline_utc) - timedelta(seconds=margin_s)
     work_s = max(work_s, 0.0)
     horizon = max(end, now + timedelta(seconds=work_s))
-    slots = _slots(now, end, horizon, carbon, price)
+    failure = None
+    try:
+        slots = _slots(now, end, horizon, carbon, price)
+    except SignalError as exc:  # a forecast API down: the batch must not wait on it
+        slots, failure = _slots(now, end, horizon, _NoHours(), None), exc.message
     at_once = _in_order(slots, work_s)
     baseline = _grams(at_once, work_s, energy_wh)
 
@@ -98,6 +135,8 @@ def plan(
 
     if work_s <= 0:
         return now_plan("no work to schedule")
+    if failure is not None:
+        return now_plan(f"no forecast, runs at once ({failure})")
     if now + timedelta(seconds=work_s) > end:
         return now_plan(
             f"deadline too close to wait: {_hours(work_s)} of work, "

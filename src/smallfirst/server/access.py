@@ -273,9 +273,11 @@ async def reclaim_leases(keys: KeyStore, ttl_s: float) -> None:
     meantime. Runs until cancelled; a failure (the database away) is logged and retried."""
     while True:
         await asyncio.sleep(reclaim_every_s(ttl_s))
-        if not keys.any():
-            continue
         try:
+            # inside the try: with no key yet, any() asks the database every time, and a
+            # database that is down must not end this task for good
+            if not keys.any():
+                continue
             count = await asyncio.to_thread(keys.budgets.reclaim)
         except Exception as exc:
             log.warning("could not reclaim expired budget reservations: %s", exc)

@@ -125,6 +125,8 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         need = _need(scope["path"])
+        # in open mode keys.any() reads the database on every /v1 request: a database that
+        # is down is a 503 here, before any model runs, with a key or without one
         try:
             key = None if need is None or not self.keys.any() else self._key(scope, need)
         except (AccessError, StoreUnavailableError) as exc:  # the latter: database down, 503

@@ -170,7 +170,10 @@ class KeyStore:
     def any(self) -> bool:
         """Whether any key was ever made here (revoked ones count: the gateway stays closed).
 
-        Keys are never deleted, so once true it stays true and is not asked again."""
+        Keys are never deleted, so once true it stays true and is not asked again. While
+        false it is asked on every call, on purpose: in open mode this query is the request's
+        store check, so a lost database is a 503 before any model runs (never an answer whose
+        receipt cannot be stored); do not cache a false."""
         if self._closed_for_good:
             return True
         with self._db.connection() as conn:

@@ -1,5 +1,10 @@
-"""A throwaway PostgreSQL cluster for the tests: initdb in a temporary directory, pg_ctl on
-a free loopback port, run as an unprivileged user, removed afterwards.
+"""A throwaway PostgreSQL cluster for the tests and the benchmarks: initdb in a temporary
+directory, pg_ctl on a free loopback port, run as an unprivileged user, removed afterwards.
+
+Like :mod:`smallfirst.testing` it is public so that ``tests/`` and ``bench/`` share one
+copy, and nothing under the gateway imports it. The tests run it with ``fsync`` off (fast;
+a commit still reaches the OS before it returns, so a killed server loses nothing); a
+benchmark that measures writes asks for PostgreSQL's default, ``fsync=True``.
 
 PostgreSQL refuses to run as root, so under root (CI containers) the server runs as
 ``nobody`` through ``runuser``; the directory is made for that user. The binaries are
@@ -48,7 +53,8 @@ def pg_bin() -> Path:
 class Cluster:
     """``with Cluster() as c: c.url(\"db\")``: a running server for the block's duration."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False) -> None:
+        self.fsync = fsync
         self.bin = pg_bin()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="smallfirst-pg-"))
@@ -77,12 +83,12 @@ class Cluster:
 
     def run(self) -> None:
         """Start the server on the existing cluster (again, after :meth:`halt`)."""
-        # fsync off: a test cluster need not survive a power cut, and it saves seconds; a
-        # commit still reaches the OS before it returns, so a killed server loses nothing
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c full_page_writes=off"
-        )
+        # fsync off unless asked: a test cluster need not survive a power cut, and it saves
+        # seconds; a commit still reaches the OS before it returns, so a killed server
+        # loses nothing
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not self.fsync:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-t", "60",
             "-l", str(self.root / "server.log"), "start",
