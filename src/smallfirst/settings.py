@@ -305,8 +305,9 @@ class Settings(BaseSettings):
     watttime_password_env: str = "WATTTIME_PASSWORD"
     uk_carbon_intensity_url: str = "https://api.carbonintensity.org.uk"
 
-    # Files and Batch API (issue #19; docs/batches.md): uploads live in data_dir/files; a
-    # background runner answers batch lines through the serving step, in spare capacity.
+    # Files and Batch API (issue #19; docs/carbon-aware-batches.md): uploads live in
+    # data_dir/files; a background runner answers batch lines through the serving step, in
+    # spare capacity.
     files_max_bytes: int = Field(
         default=200 * 1024 * 1024, ge=1024, description="the largest file POST /v1/files takes"
     )

@@ -32,7 +32,7 @@ def database() -> Iterator[str]:
 def test_two_replicas_share_a_batch_and_answer_each_line_once(
     settings: Settings, tmp_path: Path, database: str
 ) -> None:
-    # the files' bytes live in a data directory the replicas share, as docs/batches.md says
+    # the files' bytes live in a data directory the replicas share (docs/carbon-aware-batches.md)
     shared = settings.model_copy(
         update={
             "data_dir": tmp_path,

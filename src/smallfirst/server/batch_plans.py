@@ -21,12 +21,14 @@ This module does not claim or run lines.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from smallfirst.errors import SignalError
 from smallfirst.metering.pricing import Profile
 from smallfirst.scheduling.estimate import Throughput, estimate
 from smallfirst.scheduling.hourly import HOUR, floor_hour
@@ -36,6 +38,8 @@ from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchRecord, Counts, LineRef
 
 __all__ = ["Planner", "RunPlan", "carbon_view", "estimate_lines"]
+
+log = logging.getLogger(__name__)
 
 OUTPUT_TOKENS_GUESS = 256  # a line without max_tokens: what it is assumed to write
 CHARS_PER_TOKEN = 4.0
@@ -68,10 +72,6 @@ def estimate_lines(content: bytes, refs: Sequence[LineRef], default_model: str) 
         out = body.get("max_completion_tokens") or body.get("max_tokens")
         tokens_out += 0 if "input" in body else int(out or OUTPUT_TOKENS_GUESS)
     return {"model": model, "tokens_in": tokens_in, "tokens_out": tokens_out}
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Planner:
@@ -109,22 +109,21 @@ class Planner:
             margin_s=self.settings.schedule_margin_s,
         )
         hours = tuple(h.timestamp() for h in chosen.hours)
+        first = "submission_g_per_kwh" not in stored  # the first plan: made at submission
         public: dict[str, Any] = {
             **stored,
+            **chosen.to_json(),  # hours (ISO), used_s, at_once, reason, expected_g, ...
             "signal": self.carbon.name,
             "objective": self.settings.schedule_objective,
-            "at_once": chosen.at_once,
-            "reason": chosen.reason,
-            "hours": [_iso(h) for h in hours],
             "work_s": work_s,
             "energy_wh": energy_wh,
-            "expected_g": chosen.expected_g,
         }
-        if "submission_g_per_kwh" not in stored:  # the first plan: made at submission
+        if first:
             public["submission_g_per_kwh"] = _per_kwh(chosen.at_submission_g, energy_wh)
             public["worst_g_per_kwh"] = _per_kwh(chosen.worst_g, energy_wh)
-            public["at_submission_g"] = chosen.at_submission_g
-            public["worst_g"] = chosen.worst_g
+        else:  # what running at submission would have emitted stays the first plan's
+            public["at_submission_g"] = stored.get("at_submission_g")
+            public["worst_g"] = stored.get("worst_g")
         return RunPlan(chosen.at_once, chosen.reason, hours), public
 
     def _work(self, est: dict[str, Any], left: float) -> tuple[float, float]:
@@ -142,7 +141,11 @@ class Planner:
         start = floor_hour(datetime.fromtimestamp(now, UTC))
         if self.carbon.name.startswith("constant"):
             return None  # the receipts' own figure already
-        values = self.carbon.hours(start, start + HOUR)
+        try:
+            values = self.carbon.hours(start, start + HOUR)
+        except SignalError as exc:  # a forecast API down: the line runs, at the usual figure
+            log.warning("no grid intensity for %s: %s", start, exc.message)
+            return None
         if not values:
             return None
         return values[0].value, f"{self.carbon.name} at {start:%Y-%m-%dT%H:00Z} (hourly)"

@@ -66,7 +66,7 @@ class RequestCounts(_Closed):
 
 
 class BatchCarbon(_Closed):
-    """When the batch runs, and what its lines emitted (docs/batches.md)."""
+    """When the batch runs, and what its lines emitted (docs/carbon-aware-batches.md)."""
 
     plan: dict[str, Any] | None = Field(
         description="the estimate, the signal, at_once, reason, the hours chosen, and the "
