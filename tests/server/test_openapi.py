@@ -395,3 +395,18 @@ def test_a_wrong_method_says_which_are_allowed(app_client: TestClient) -> None:
     assert r.json()["error"]["type"] == "invalid_request_error"
     r = app_client.get("/v1/chat/completions")
     assert (r.status_code, r.headers["allow"]) == (405, "POST")
+
+
+@pytest.mark.fast
+def test_a_405_allows_every_method_the_path_documents(
+    app_client: TestClient, document: dict[str, Any]
+) -> None:
+    """Found by fuzzing: a path served by two routes (GET and POST /v1/batches) answered a
+    405 whose Allow header named only the first route's method."""
+    for path in ("/v1/batches", "/v1/files", "/v1/files/file-x", "/v1/chat/completions"):
+        r = app_client.options(path)
+        assert r.status_code == 405
+        template = path.replace("file-x", "{file_id}")
+        assert r.headers["allow"] == ", ".join(
+            sorted(m.upper() for m in document["paths"][template])
+        )

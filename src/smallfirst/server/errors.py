@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from smallfirst.errors import (
     AccessError,
@@ -211,6 +212,24 @@ def http_error(status: int, detail: str) -> WireError:
     return WireError(status, detail, code=_HTTP_CODES.get(status))
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods some route serves this path with (a path served by two routes, as ``GET``
+    and ``POST /v1/batches``, answers a 405 naming both), found by asking each route whether
+    it would take the request under each method: routers included in the app hide their
+    routes' methods, not whether they match."""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.routes
+        )
+    ]
+
+
 def install(app: FastAPI) -> None:
     """Answer every error on ``app`` in OpenAI's shape."""
 
@@ -230,6 +249,10 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         response = http_error(exc.status_code, str(exc.detail)).response()
         response.headers.update(exc.headers or {})  # a 405 must say what is Allowed
+        if exc.status_code == 405:  # every route of the path, not only the first one's
+            allowed = _allowed(request)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.exception_handler(Exception)
