@@ -286,3 +286,32 @@ def test_live_requests_keep_their_first_token_while_a_batch_runs(
     oai.batches.cancel(batch.id)
     wait_for(oai, batch.id, ("cancelled",))
     assert busy < alone * 4 + 0.5, (alone, busy)
+
+
+def test_an_embeddings_batch(oai: openai.OpenAI) -> None:
+    items = [
+        {"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+         "body": {"model": SMOL, "input": f"text number {i}"}}
+        for i in range(2)
+    ]  # fmt: skip
+    batch = oai.batches.create(
+        input_file_id=upload(oai, items), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = wait_for(oai, batch.id, ("completed", "failed"))
+    assert done.status == "completed"
+    for line in lines_of(oai, done.output_file_id):
+        body = line["response"]["body"]
+        assert body["object"] == "list" and len(body["data"][0]["embedding"]) > 100
+        assert body["smallfirst"]["receipt_id"]
+
+
+def test_a_text_completions_batch(oai: openai.OpenAI) -> None:
+    item = {"custom_id": "t", "method": "POST", "url": "/v1/completions",
+            "body": {"model": SMOL, "prompt": "The sky is", "max_tokens": 4}}  # fmt: skip
+    batch = oai.batches.create(
+        input_file_id=upload(oai, [item]), endpoint="/v1/completions", completion_window="24h"
+    )
+    done = wait_for(oai, batch.id, ("completed", "failed"))
+    (line,) = lines_of(oai, done.output_file_id)
+    assert line["response"]["body"]["object"] == "text_completion"
+    assert line["response"]["body"]["choices"][0]["text"]
