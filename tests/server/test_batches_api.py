@@ -254,6 +254,10 @@ def test_files_and_batches_belong_to_their_key(settings: Settings, tmp_path: Pat
         )
         with pytest.raises(openai.NotFoundError):
             b.files.content(done.output_file_id)
+        _, admin_secret = keys.create(KeySpec("ops", admin=True))
+        admin = openai.OpenAI(base_url=server.url + "/v1", api_key=admin_secret, max_retries=0)
+        assert [x.id for x in admin.batches.list().data] == [batch.id]  # admins see all
+        assert admin.files.retrieve(file_id).id == file_id
 
 
 def test_live_requests_keep_their_first_token_while_a_batch_runs(

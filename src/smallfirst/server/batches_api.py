@@ -32,7 +32,7 @@ from smallfirst.server import openapi
 from smallfirst.server.batch_input import ENDPOINTS, parse_lines, window_hours
 from smallfirst.server.batch_plans import carbon_view, estimate_lines
 from smallfirst.server.batch_schemas import Batch, BatchList
-from smallfirst.server.files_api import caller_key, page
+from smallfirst.server.files_api import caller_key, owner_key, page
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchRecord, BatchStore
 from smallfirst.store.files import FileStore
@@ -119,18 +119,18 @@ def router(
         },
     )
     async def create(request: Request, body: BatchCreate) -> JSONResponse:
-        owner = caller_key(request)
+        owner = owner_key(request)
         if body.endpoint not in ENDPOINTS:
             raise InvalidRequestError(
                 f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint"
             )
         hours = window_hours(body.completion_window)
-        source = files.get(body.input_file_id, owner)
+        source = files.get(body.input_file_id, caller_key(request))
         if source.purpose != "batch":
             raise InvalidRequestError(
                 f"File {source.id} was not uploaded with purpose 'batch'", param="input_file_id"
             )
-        content = files.read(source.id, owner)
+        content = files.read(source.id, None)
         refs, _ = parse_lines(content, settings.batch_max_lines)
         errors = _wrong_endpoint(content, body.endpoint, settings.batch_max_lines)
         now = time.time()

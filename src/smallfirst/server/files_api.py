@@ -3,8 +3,9 @@
 ``POST /v1/files`` takes a multipart upload with ``purpose=batch`` (the one purpose served
 here), at most ``files_max_bytes``, and checks it line by line (:mod:`.batch_input`)
 before a byte is stored. Files belong to the API key that uploaded them (none in open
-mode); another key's file is a 404. A file an unfinished batch still reads cannot be
-deleted (cancel the batch first): its lines are read from it as they run.
+mode); another client key's file is a 404, while an admin key sees every key's files (as it
+sees every receipt). A file an unfinished batch still reads cannot be deleted (cancel the
+batch first): its lines are read from it as they run.
 
 Objects are OpenAI's (``file``, ``list``, the deletion's ``{"id", "object", "deleted"}``).
 This module does not run batches.
@@ -19,13 +20,14 @@ from fastapi.responses import JSONResponse, Response
 
 from smallfirst.errors import InvalidRequestError
 from smallfirst.server import openapi
+from smallfirst.server.auth import caller_scope
 from smallfirst.server.batch_input import parse_lines
 from smallfirst.server.batch_schemas import FileDeleted, FileList, FileObject
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchStore
 from smallfirst.store.files import FileStore
 
-__all__ = ["caller_key", "router"]
+__all__ = ["caller_key", "owner_key", "page", "router"]
 
 PURPOSES = ("batch",)
 CONTENT_OK: dict[int | str, dict[str, Any]] = {
@@ -36,10 +38,16 @@ CONTENT_OK: dict[int | str, dict[str, Any]] = {
 }
 
 
-def caller_key(request: Request) -> str | None:
-    """The id of the API key calling (None: the open gateway, which sees everything)."""
+def owner_key(request: Request) -> str | None:
+    """The id of the API key calling, which owns what it makes (None: open mode)."""
     key = getattr(request.state, "api_key", None)
     return None if key is None else str(key.id)
+
+
+def caller_key(request: Request) -> str | None:
+    """The key whose files and batches the caller sees: its own; None (all of them) for an
+    admin key or the open gateway, as with receipts."""
+    return caller_scope(request.state)
 
 
 def page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
@@ -83,7 +91,7 @@ def router(settings: Settings, files: FileStore, batches: BatchStore) -> APIRout
             content,
             filename=file.filename or "upload.jsonl",
             purpose=purpose,
-            key_id=caller_key(request),
+            key_id=owner_key(request),
             lines=len(refs),
         )
         return JSONResponse(record.public())
