@@ -321,6 +321,7 @@ def test_empty_states_explain_what_to_do(browser: Any, empty: LiveServer) -> Non
         assert page.page.locator("#chart-requests .nodata").is_visible()
         assert page.count("svg .point") == 0
         assert json.loads(page.headline()["fields"]["requests"][0]) == 0
+        assert page.page.locator("#batches-empty").is_visible()
         assert not page.errors
         assert all(u.startswith(empty.url + "/") for u in page.requests)
     finally:
@@ -473,3 +474,41 @@ def test_page_asks_for_an_admin_key_and_breaks_traffic_down_by_key(
         assert "team-a" in page.locator("#keys tbody").inner_text()
     finally:
         page.close()
+
+
+def test_page_lists_batches_with_their_carbon(browser: Any, tmp_path: Path) -> None:
+    """A finished batch (stored as the runner leaves one) in the batches table: progress,
+    the hour it ran in, and gCO2 as run against at submission and the worst hours."""
+    from smallfirst.store.batches import BatchStore, LineRef
+    from smallfirst.store.database import open_backend
+
+    settings = dashboard_settings(tmp_path)
+    db = open_backend(settings.db_path)
+    store = BatchStore(db)
+    plan = {"at_once": False, "reason": "waits for the 1 best hours",
+            "hours": ["2026-01-01T03:00:00Z"],
+            "submission_g_per_kwh": 400.0, "worst_g_per_kwh": 800.0}  # fmt: skip
+    store.create(
+        {"id": "batch_seen", "key_id": None, "endpoint": "/v1/chat/completions",
+         "input_file_id": "file-x", "completion_window": "24h", "status": "in_progress",
+         "created_at": time.time(), "expires_at": time.time() + 86400, "plan": json.dumps(plan)},
+        [LineRef(1, "a", 0, 1), LineRef(2, "b", 2, 1)],
+    )  # fmt: skip
+    for line in store.claim("batch_seen", 2, "r", lease_s=60):
+        receipt = {"receipt_id": line.custom_id, "carbon": {"co2_g": 0.05, "grid_g_per_kwh": 50},
+                   "energy": {"energy_j": 3600.0}}  # fmt: skip
+        store.finish(line, ok=True, output={}, receipt=receipt)
+    store.move("batch_seen", "completed", since=("in_progress",))
+    db.close()
+    with LiveServer(settings) as server:
+        page = Page(browser, server)
+        try:
+            row = page.page.locator("#batches tr[data-batch-id='batch_seen']")
+            cells = [c.strip() for c in row.locator("td").all_inner_texts()]
+            assert cells[1:4] == ["batch_seen", "completed", "2 / 2"]
+            assert cells[4] != "at once" and ":00" in cells[4]  # the hour it was planned in
+            assert cells[5:] == ["0.1 g", "0.8 g", "1.6 g"]  # 2 Wh at 50, 400, 800 g/kWh
+            assert not page.page.locator("#batches-empty").is_visible()
+            assert not page.errors
+        finally:
+            page.close()

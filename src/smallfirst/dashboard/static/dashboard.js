@@ -10,6 +10,7 @@
   const REFRESH_MS = 5000;
   const TIMEOUT_MS = 15000;
   const LATEST_ROWS = 20;
+  const BATCH_ROWS = 10;
   const SVG_NS = "http://www.w3.org/2000/svg";
   const PALETTE = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#d53f8c", "#319795",
     "#b7791f", "#4a5568", "#c53030", "#3182ce"];
@@ -168,14 +169,16 @@
     const signal = ctl.signal;
     try {
       if (!state.meta) state.meta = await getJSON("/smallfirst/v1/dashboard/meta", {}, signal);
-      const [summary, series, frontier, latest] = await Promise.all([
+      const [summary, series, frontier, latest, batches] = await Promise.all([
         getJSON("/smallfirst/v1/summary", { since, by: "key" }, signal),
         getJSON("/smallfirst/v1/dashboard/timeseries", { since }, signal),
         getJSON("/smallfirst/v1/dashboard/frontier", {}, signal),
         getJSON("/smallfirst/v1/receipts", { since, limit: LATEST_ROWS }, signal),
+        getJSON("/v1/batches", { limit: BATCH_ROWS }, signal),
       ]);
       if (state.inflight !== ctl) return; // superseded while parsing
       render(period, summary, series, frontier, latest);
+      renderBatches(batches.data);
       state.refreshes += 1;
       document.body.dataset.refreshes = String(state.refreshes);
       setStatus(`updated ${when(Date.now() / 1000)} · every ${REFRESH_MS / 1000} s`, false);
@@ -521,6 +524,32 @@
         el("td", { class: "num", title: r.baseline.model ? `vs ${r.baseline.model}` : "" },
           saved === null ? "–" : `${joules(saved)}${base ? ` (${num((100 * saved) / base)}%)` : ""}`),
         el("td", { class: "route" }, r.policy === null || r.policy === undefined ? "-" : r.policy),
+      ));
+    }
+  }
+
+  // The latest batches (every key's, to an admin key): progress, when they run, and gCO2 as
+  // run against the same energy at submission and in the window's worst hours.
+  function renderBatches(batches) {
+    const body = $("#batches tbody");
+    body.replaceChildren();
+    $("#batches-empty").hidden = batches.length > 0;
+    $("#batches").hidden = batches.length === 0;
+    for (const b of batches) {
+      const sf = b.smallfirst || {};
+      const plan = sf.plan || {};
+      const hours = (plan.hours || []).map((h) => clock(Date.parse(h) / 1000, true));
+      const runs = plan.reason === undefined ? "–" : plan.at_once ? "at once" : hours.join(", ");
+      const counts = b.request_counts;
+      body.append(el("tr", { "data-batch-id": b.id },
+        el("td", { title: new Date(b.created_at * 1000).toISOString() }, when(b.created_at)),
+        el("td", {}, b.id),
+        el("td", {}, b.status),
+        el("td", { class: "num" }, `${int(counts.completed + counts.failed)} / ${int(counts.total)}`),
+        el("td", { title: plan.reason || "" }, runs),
+        el("td", { class: "num" }, grams(sf.co2_g_as_run)),
+        el("td", { class: "num" }, grams(sf.co2_g_at_submission)),
+        el("td", { class: "num" }, grams(sf.co2_g_worst_hours)),
       ));
     }
   }
