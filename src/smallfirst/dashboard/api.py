@@ -16,8 +16,9 @@ Data, under ``/smallfirst/v1/dashboard`` (filters ``since``/``until``/``model`` 
 The headline figures, the share of traffic per tier (the summary groups by model and tier)
 and the latest-receipts table use ``/smallfirst/v1/summary`` and ``/smallfirst/v1/receipts``
 as they are: one aggregate query fewer per refresh; the batches table uses ``/v1/batches``
-(its ``smallfirst`` field: the plan, gCO2 as run, at submission and in the worst hours). Everything is aggregated in SQL
-(:mod:`smallfirst.store.dashboard_queries`); no endpoint ships raw receipts.
+(its ``smallfirst`` field: the plan, gCO2 as run, at submission and in the worst hours).
+Everything is aggregated in SQL (:mod:`smallfirst.store.dashboard_queries`); no endpoint
+ships raw receipts.
 
 This module does not store, meter or route anything.
 """

@@ -32,7 +32,7 @@ from smallfirst.server.access import Access, reclaim_leases
 from smallfirst.server.auth import AuthMiddleware, check_bind
 from smallfirst.server.batch_lines import LineServer
 from smallfirst.server.batch_plans import Planner
-from smallfirst.server.batch_runner import BatchRunner
+from smallfirst.server.batch_runner import BatchRunner, stopped
 from smallfirst.server.batches_api import router as batches_router
 from smallfirst.server.cache_hits import CacheFront
 from smallfirst.server.choosing import Chooser
@@ -74,6 +74,25 @@ def _cache_front(
     return CacheFront(bounds, metering, record)
 
 
+def _batch_api(app: FastAPI, lines: LineServer) -> None:
+    """The Files and Batch API (issue #19) on ``app``: its stores beside the receipts (the
+    bytes in data_dir/files), its routes, and the runner (none when ``batch_runner`` is off),
+    which the lifespan starts."""
+    settings: Settings = app.state.settings
+    store, metering = app.state.store, app.state.metering
+    files = FileStore(store.backend, settings.data_dir)
+    batches = BatchStore(store.backend)
+    runner = None
+    if settings.batch_runner:
+        planner = Planner(settings, metering.profiles.get if metering else lambda _: None)
+        runner = BatchRunner(
+            settings, batches, files, app.state.keys, app.state.pool, lines, planner
+        )
+    app.state.batch_runner = runner
+    app.include_router(files_router(settings, files, batches))
+    app.include_router(batches_router(settings, files, batches, runner.wake if runner else None))
+
+
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog(settings)
     metrics = Metrics()
@@ -98,22 +117,17 @@ def create_app(settings: Settings) -> FastAPI:
     keys = KeyStore(settings.database, settings.data_dir, settings.store_synchronous)
     check_bind(settings, keys)  # no public bind without keys unless allow_anonymous
     drain = Drain(pool, settings.drain_timeout_s)
-    # the Files and Batch API (issue #19): rows beside the receipts, bytes in data_dir/files
-    files = FileStore(store.backend, settings.data_dir)
-    batches = BatchStore(store.backend)
-    runners: list[BatchRunner] = []  # made below, once the serving step exists
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # expired budget leases (a replica killed mid-request) given back while serving
         reclaimer = asyncio.create_task(reclaim_leases(keys, settings.access_reservation_ttl_s))
-        running = [asyncio.create_task(r.run()) for r in runners]
+        runner: BatchRunner | None = app.state.batch_runner  # (made after the serving step)
+        running = None if runner is None else asyncio.create_task(runner.run())
         yield
         reclaimer.cancel()
-        for task in running:  # the lines it holds go back to pending for the next start
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if running is not None:  # the lines it holds go back to pending for the next start
+            await stopped(running)
         # uvicorn has waited for open responses (the drain) before running this
         drain.cancel()
         await pool.aclose()
@@ -128,10 +142,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.store = store
     app.state.drain = drain  # GracefulServer starts it on SIGTERM
     app.state.keys = keys
+    uploads = {"/v1/files": settings.files_max_bytes + MULTIPART_OVERHEAD_BYTES}
     app.add_middleware(
-        BodyLimitMiddleware,
-        max_body_bytes=settings.max_body_bytes,
-        upload_paths={"/v1/files": settings.files_max_bytes + MULTIPART_OVERHEAD_BYTES},
+        BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, upload_paths=uploads
     )
     access = app.state.access = Access(keys, catalog, metering, settings)
     app.add_middleware(AuthMiddleware, keys=keys, limiter=access.limiter)  # outermost
@@ -168,12 +181,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def create_embeddings(request: Request, body: EmbeddingRequest) -> Response:
         return await embeddings.handle(request, body)
 
-    if settings.batch_runner:
-        lines = LineServer(completions, embeddings)
-        planner = Planner(settings, metering.profiles.get if metering else lambda _: None)
-        runners.append(BatchRunner(settings, batches, files, keys, pool, lines, planner))
-    app.state.batch_runner = runners[0] if runners else None
-    wake = runners[0].wake if runners else None
+    _batch_api(app, LineServer(completions, embeddings))
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS)
     async def prometheus() -> Response:
@@ -182,7 +190,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(models_router(settings, catalog, pool, chooser))
     app.include_router(receipts_router(store))
     app.include_router(keys_router(keys))
-    app.include_router(files_router(settings, files, batches))
-    app.include_router(batches_router(settings, files, batches, wake))
     app.include_router(dashboard_router(store, store.backend, settings))
     return app

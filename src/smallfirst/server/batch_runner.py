@@ -55,7 +55,7 @@ from smallfirst.store.batches import BatchRecord, BatchStore, Claimed
 from smallfirst.store.files import FileStore
 from smallfirst.store.keys import KeyStore
 
-__all__ = ["BatchRunner"]
+__all__ = ["BatchRunner", "stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -243,3 +243,11 @@ class BatchRunner:
             )
             files[column] = record.id
         self.batches.move(batch.id, to, since=since, now=self.clock(), **files)
+
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    """Cancel the runner's task (:meth:`BatchRunner.run`) and wait until it has put its
+    lines back."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -34,7 +35,7 @@ from smallfirst.server.batch_plans import carbon_view, estimate_lines
 from smallfirst.server.batch_schemas import Batch, BatchList
 from smallfirst.server.files_api import caller_key, owner_key, page
 from smallfirst.settings import Settings
-from smallfirst.store.batches import BatchRecord, BatchStore
+from smallfirst.store.batches import BatchRecord, BatchStore, LineRef
 from smallfirst.store.files import FileStore
 
 __all__ = ["BatchCreate", "batch_object", "router"]
@@ -105,10 +106,63 @@ def _wrong_endpoint(content: bytes, endpoint: str, max_lines: int) -> list[dict[
     return errors
 
 
+def _batch_row(
+    settings: Settings, files: FileStore, body: BatchCreate, owner: str | None, scope: str | None
+) -> tuple[dict[str, Any], list[LineRef]]:
+    """The new batch's row and its lines (none for a batch that fails at once)."""
+    if body.endpoint not in ENDPOINTS:
+        raise InvalidRequestError(
+            f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint"
+        )
+    hours = window_hours(body.completion_window)
+    source = files.get(body.input_file_id, scope)
+    if source.purpose != "batch":
+        raise InvalidRequestError(
+            f"File {source.id} was not uploaded with purpose 'batch'", param="input_file_id"
+        )
+    content = files.read(source.id, None)
+    refs, _ = parse_lines(content, settings.batch_max_lines)
+    errors = _wrong_endpoint(content, body.endpoint, settings.batch_max_lines)
+    now = time.time()
+    row: dict[str, Any] = {
+        "id": "batch_" + secrets.token_hex(12),
+        "key_id": owner,
+        "endpoint": body.endpoint,
+        "input_file_id": source.id,
+        "completion_window": body.completion_window,
+        "status": "failed" if errors else "validating",
+        "created_at": now,
+        "expires_at": now + hours * 3600.0,
+        "metadata": None if body.metadata is None else _json(body.metadata),
+        "plan": _json({"estimate": estimate_lines(content, refs, settings.default_model)}),
+    }
+    if errors:
+        row["errors"] = _json(errors)
+        row["failed_at"] = now
+    return row, [] if errors else refs
+
+
 def router(
-    settings: Settings, files: FileStore, batches: BatchStore, wake: Any = None
+    settings: Settings,
+    files: FileStore,
+    batches: BatchStore,
+    wake: Callable[[], None] | None = None,
 ) -> APIRouter:
+    """The routes; ``wake`` tells this gateway's runner that a batch was made or cancelled."""
     api = APIRouter()
+    _writes(api, settings, files, batches, wake or (lambda: None))
+    _reads(api, settings, batches)
+    return api
+
+
+def _writes(
+    api: APIRouter,
+    settings: Settings,
+    files: FileStore,
+    batches: BatchStore,
+    wake: Callable[[], None],
+) -> None:
+    """``POST /v1/batches`` and its cancel."""
 
     @api.post(
         "/v1/batches",
@@ -119,40 +173,33 @@ def router(
         },
     )
     async def create(request: Request, body: BatchCreate) -> JSONResponse:
-        owner = owner_key(request)
-        if body.endpoint not in ENDPOINTS:
-            raise InvalidRequestError(
-                f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint"
-            )
-        hours = window_hours(body.completion_window)
-        source = files.get(body.input_file_id, caller_key(request))
-        if source.purpose != "batch":
-            raise InvalidRequestError(
-                f"File {source.id} was not uploaded with purpose 'batch'", param="input_file_id"
-            )
-        content = files.read(source.id, None)
-        refs, _ = parse_lines(content, settings.batch_max_lines)
-        errors = _wrong_endpoint(content, body.endpoint, settings.batch_max_lines)
-        now = time.time()
-        row: dict[str, Any] = {
-            "id": "batch_" + secrets.token_hex(12),
-            "key_id": owner,
-            "endpoint": body.endpoint,
-            "input_file_id": source.id,
-            "completion_window": body.completion_window,
-            "status": "failed" if errors else "validating",
-            "created_at": now,
-            "expires_at": now + hours * 3600.0,
-            "metadata": None if body.metadata is None else _json(body.metadata),
-            "plan": _json({"estimate": estimate_lines(content, refs, settings.default_model)}),
-        }
-        if errors:
-            row["errors"] = _json(errors)
-            row["failed_at"] = now
-        record = batches.create(row, [] if errors else refs)
-        if wake is not None:
-            wake()
+        row, refs = _batch_row(settings, files, body, owner_key(request), caller_key(request))
+        record = batches.create(row, refs)
+        wake()
         return JSONResponse(batch_object(record, batches, settings.pue))
+
+    @api.post(
+        "/v1/batches/{batch_id}/cancel",
+        response_model=None,
+        responses={
+            **openapi.json_ok(Batch, "The batch, cancelling (or cancelled)."),
+            **openapi.errors(400, 401, 404, 500),
+        },
+    )
+    async def cancel(request: Request, batch_id: str) -> JSONResponse:
+        record = batches.get(batch_id, caller_key(request))
+        if not batches.move(record.id, "cancelling", since=("validating", "in_progress")):
+            current = batches.get(record.id, None)
+            if current.status not in ("cancelling", "cancelled"):
+                raise InvalidRequestError(
+                    f"Cannot cancel a batch with status '{current.status}'.", param="batch_id"
+                )
+        wake()
+        return JSONResponse(batch_object(batches.get(record.id, None), batches, settings.pue))
+
+
+def _reads(api: APIRouter, settings: Settings, batches: BatchStore) -> None:
+    """``GET`` one batch, and the list."""
 
     @api.get(
         "/v1/batches/{batch_id}",
@@ -180,28 +227,6 @@ def router(
         rows = batches.page(caller_key(request), after=after, limit=limit + 1)
         data = [batch_object(r, batches, settings.pue) for r in rows[:limit]]
         return JSONResponse(page(data, len(rows) > limit))
-
-    @api.post(
-        "/v1/batches/{batch_id}/cancel",
-        response_model=None,
-        responses={
-            **openapi.json_ok(Batch, "The batch, cancelling (or cancelled)."),
-            **openapi.errors(400, 401, 404, 500),
-        },
-    )
-    async def cancel(request: Request, batch_id: str) -> JSONResponse:
-        record = batches.get(batch_id, caller_key(request))
-        if not batches.move(record.id, "cancelling", since=("validating", "in_progress")):
-            current = batches.get(record.id, None)
-            if current.status not in ("cancelling", "cancelled"):
-                raise InvalidRequestError(
-                    f"Cannot cancel a batch with status '{current.status}'.", param="batch_id"
-                )
-        if wake is not None:
-            wake()
-        return JSONResponse(batch_object(batches.get(record.id, None), batches, settings.pue))
-
-    return api
 
 
 def _json(value: Any) -> str:

@@ -63,6 +63,13 @@ def page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 
 def router(settings: Settings, files: FileStore, batches: BatchStore) -> APIRouter:
     api = APIRouter()
+    _collection(api, settings, files)
+    _items(api, files, batches)
+    return api
+
+
+def _collection(api: APIRouter, settings: Settings, files: FileStore) -> None:
+    """``POST`` and ``GET /v1/files``."""
 
     @api.post(
         "/v1/files",
@@ -120,6 +127,10 @@ def router(settings: Settings, files: FileStore, batches: BatchStore) -> APIRout
         )
         return JSONResponse(page([r.public() for r in rows[:limit]], len(rows) > limit))
 
+
+def _items(api: APIRouter, files: FileStore, batches: BatchStore) -> None:
+    """One file: ``GET``, its content, ``DELETE``."""
+
     @api.get(
         "/v1/files/{file_id}",
         response_model=None,
@@ -156,5 +167,3 @@ def router(settings: Settings, files: FileStore, batches: BatchStore) -> APIRout
             )
         files.delete(record.id, caller_key(request))
         return JSONResponse({"id": record.id, "object": "file", "deleted": True})
-
-    return api
