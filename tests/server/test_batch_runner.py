@@ -83,29 +83,42 @@ def _runner(tmp_path: Path, n: int, **settings: Any) -> tuple[BatchRunner, Pool,
     return runner, pool, lines, source.id
 
 
-async def _settle() -> None:
+async def _settle(runner: BatchRunner, lines: Lines) -> None:
+    """Until every line task has ended or waits at the gate (their store and file work runs
+    in worker threads)."""
+    for _ in range(500):
+        if len(runner._running) == lines.running:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the runner's tasks did not settle")
+
+
+async def _until_done(runner: BatchRunner, lines: Lines) -> str:
     for _ in range(20):
-        await asyncio.sleep(0)
+        await runner.step()
+        await _settle(runner, lines)
+        status = runner.batches.get("batch_t", None).status
+        if status not in ("validating", "in_progress"):
+            return status
+    raise AssertionError("the batch did not finish")
 
 
 async def test_spare_capacity_only(tmp_path: Path) -> None:
     runner, pool, lines, _ = _runner(tmp_path, 5)
     pool.live_waiting = 1
-    runner.tick()  # validating -> in_progress, but a live request waits: nothing starts
-    await _settle()
-    assert lines.running == 0
+    await runner.step()  # validating -> in_progress, but a live request waits: nothing starts
+    await _settle(runner, lines)
+    assert lines.running == 0 and not runner._running
     pool.live_waiting = 0
-    runner.tick()
-    runner.tick()  # at most batch_max_in_flight lines at once
-    await _settle()
+    await runner.step()
+    await runner.step()  # at most batch_max_in_flight lines at once
+    await _settle(runner, lines)
     assert lines.running == 2
     lines.gate.set()
-    for _ in range(10):
-        runner.tick()
-        await _settle()
+    assert await _until_done(runner, lines) == "completed"
     assert lines.most == 2
     batch = runner.batches.get("batch_t", None)
-    assert batch.status == "completed" and batch.output_file_id is not None
+    assert batch.output_file_id is not None
     assert len(runner.files.read(batch.output_file_id, None).splitlines()) == 5
 
 
@@ -113,14 +126,11 @@ async def test_a_deferred_line_goes_back_and_runs_later(tmp_path: Path) -> None:
     runner, _, lines, _ = _runner(tmp_path, 2)
     lines.defer.add("c0")
     lines.gate.set()
-    runner.tick()
-    await _settle()
+    await runner.step()
+    await _settle(runner, lines)
     assert runner.batches.counts("batch_t").completed == 1  # c1; c0 went back to pending
     runner.clock.now += 2  # type: ignore[attr-defined]  # past the pause
-    for _ in range(3):
-        runner.tick()
-        await _settle()
-    assert runner.batches.get("batch_t", None).status == "completed"
+    assert await _until_done(runner, lines) == "completed"
     assert {r["custom_id"]: r["attempts"] for r in runner.batches.lines("batch_t")} == {
         "c0": 1,
         "c1": 1,
@@ -131,11 +141,9 @@ async def test_a_line_whose_bytes_are_gone_fails_once(tmp_path: Path) -> None:
     runner, _, lines, file_id = _runner(tmp_path, 1)
     runner.files.path(file_id).unlink()
     lines.gate.set()
-    for _ in range(3):
-        runner.tick()
-        await _settle()
+    assert await _until_done(runner, lines) == "completed"
     batch = runner.batches.get("batch_t", None)
-    assert batch.status == "completed" and batch.error_file_id is not None
+    assert batch.error_file_id is not None
     (line,) = runner.batches.outputs("batch_t", ok=False)
     assert json.loads(line)["error"]["code"] == "server_error"
 
@@ -143,9 +151,9 @@ async def test_a_line_whose_bytes_are_gone_fails_once(tmp_path: Path) -> None:
 async def test_past_the_window_unstarted_lines_expire(tmp_path: Path) -> None:
     runner, pool, _, _ = _runner(tmp_path, 3)
     pool.live_waiting = 1  # nothing runs
-    runner.tick()
+    await runner.step()
     runner.clock.now += 3601  # type: ignore[attr-defined]
-    runner.tick()
+    await runner.step()
     batch = runner.batches.get("batch_t", None)
     assert batch.status == "expired" and batch.stamps["expired_at"] == runner.clock()
     assert batch.output_file_id is None and batch.error_file_id is not None

@@ -2,7 +2,8 @@
 batches.
 
 Every tick (``batch_tick_s``, or at once when a batch is created, cancelled or a line
-ends) it walks the unfinished batches in the store:
+ends) it walks the unfinished batches in the store, in a worker thread (a slow or lost
+database never stalls the event loop that serves live requests):
 
 * ``validating`` → ``in_progress``, with the batch's first plan (:mod:`.batch_plans`: the
   hours its lines may run in, or at once, and why);
@@ -95,13 +96,10 @@ class BatchRunner:
         self._wake.set()
 
     async def run(self) -> None:
-        """Tick until cancelled; then end the lines in flight and put them back to pending."""
+        """Step until cancelled; then end the lines in flight and put them back to pending."""
         try:
             while True:
-                try:
-                    self.tick()
-                except Exception:
-                    log.exception("the batch runner's tick failed; trying again")
+                await self.step()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.batch_tick_s)
                 self._wake.clear()
@@ -111,12 +109,32 @@ class BatchRunner:
             for task in list(self._running):
                 with contextlib.suppress(BaseException):
                     await task
-            self.batches.release(self.claim)
+            try:
+                await asyncio.to_thread(self.batches.release, self.claim)
+            except Exception as exc:  # the database away: the leases run out instead
+                log.warning("could not put this runner's batch lines back: %s", exc)
 
-    def tick(self) -> None:
-        """One pass over the unfinished batches."""
-        if self._running:  # alive: the lines this runner holds stay its own
+    async def step(self) -> None:
+        """One tick, its database work in a thread (a slow or lost database must not stall
+        the event loop live requests are served on), then the lines it claimed started."""
+        busy = {line.batch_id for line in self._running.values()}
+        try:
+            starts = await asyncio.to_thread(self.tick, len(self._running), busy)
+        except Exception:
+            log.exception("the batch runner's tick failed; trying again")
+            return
+        for batch, line in starts:
+            task = asyncio.get_running_loop().create_task(self._run(batch, line))
+            self._running[task] = line
+            task.add_done_callback(self._done)
+
+    def tick(self, in_flight: int, busy: set[str]) -> list[tuple[BatchRecord, Claimed]]:
+        """One pass over the unfinished batches (in a worker thread): statuses moved, files
+        written, and the lines claimed for the ``in_flight`` running here now to start;
+        ``busy``: the batches those belong to."""
+        if in_flight:  # alive: the lines this runner holds stay its own
             self.batches.renew(self.claim, self.settings.batch_line_lease_s, self.clock())
+        starts: list[tuple[BatchRecord, Claimed]] = []
         for batch in self.batches.active():
             now = self.clock()
             if batch.status == "validating":
@@ -125,13 +143,17 @@ class BatchRunner:
                     continue
                 batch = self.batches.get(batch.id, None)
             if batch.status == "in_progress":
-                self._progress(batch, now)
+                room = self.max_in_flight - in_flight - len(starts)
+                starts += self._progress(batch, now, room, busy)
             elif batch.status == "cancelling":
-                self._close_when_idle(batch, "cancelled", since=("cancelling",))
+                self._close_when_idle(batch, "cancelled", ("cancelling",), busy)
             elif batch.status == "finalizing":  # a gateway died while finishing it
                 self._finish(batch, "completed", since=("finalizing",))
+        return starts
 
-    def _progress(self, batch: BatchRecord, now: float) -> None:
+    def _progress(
+        self, batch: BatchRecord, now: float, room: int, busy: set[str]
+    ) -> list[tuple[BatchRecord, Claimed]]:
         if now >= batch.expires_at:
             self.batches.fail_unfinished(
                 batch.id,
@@ -141,14 +163,16 @@ class BatchRunner:
                 ),
                 now=now,
             )  # fmt: skip
-            self._close_when_idle(batch, "expired", since=("in_progress",))
-            return
+            self._close_when_idle(batch, "expired", ("in_progress",), busy)
+            return []
+        starts = []
         if self._plan(batch, now).runs_at(now):
-            self._start(batch, now)
+            starts = [(batch, line) for line in self._claim(batch, now, room)]
         counts = self.batches.counts(batch.id, now)
         idle = counts.pending == 0 and counts.running == 0
         if idle and self.batches.move(batch.id, "finalizing", since=("in_progress",), now=now):
             self._finish(self.batches.get(batch.id, None), "completed", since=("finalizing",))
+        return starts
 
     def _plan(self, batch: BatchRecord, now: float) -> RunPlan:
         """The batch's plan for the work it has left, made again every tick (a changed
@@ -158,26 +182,24 @@ class BatchRunner:
             self.batches.set_plan(batch.id, public)
         return run
 
-    def _start(self, batch: BatchRecord, now: float) -> None:
-        """Claim as many lines as there is spare capacity for, and run them."""
-        room = self.max_in_flight - len(self._running)
+    def _claim(self, batch: BatchRecord, now: float, room: int) -> list[Claimed]:
+        """As many lines as there is spare capacity for."""
         if room <= 0 or now < self._paused_until or self.pool.waiting() > 0:
-            return  # interactive traffic first
-        for line in self.batches.claim(
-            batch.id, room, self.claim, self.settings.batch_line_lease_s, now
-        ):
-            task = asyncio.get_running_loop().create_task(self._run(batch, line))
-            self._running[task] = line
-            task.add_done_callback(self._done)
+            return []  # interactive traffic first
+        return self.batches.claim(batch.id, room, self.claim, self.settings.batch_line_lease_s, now)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
+        line = self._running.pop(task, None)
+        if not task.cancelled() and task.exception() is not None and line is not None:
+            # the database away when its answer was to be kept: the lease runs out and the
+            # line runs again (its answer here is lost, never written twice)
+            log.error("batch %s line %d: %s", line.batch_id, line.line, task.exception())
         self._wake.set()
 
     async def _run(self, batch: BatchRecord, line: Claimed) -> None:
         BACKGROUND.set(True)  # this task's generations yield to live prompts (engines)
         # this task's receipt is priced at the grid intensity of the hour it runs in
-        hour = self.planner.hour(self.clock())
+        hour = await asyncio.to_thread(self.planner.hour, self.clock())
         if hour is not None:
             GRID_HOUR.set(hour)
         try:
@@ -185,21 +207,29 @@ class BatchRunner:
         except Deferred as exc:
             log.info("batch %s line %d deferred: %s", batch.id, line.line, exc)
             self._paused_until = self.clock() + DEFER_PAUSE_S
-            self.batches.release(self.claim, line)
+            await asyncio.to_thread(self.batches.release, self.claim, line)
             return
         except Exception as exc:  # its bytes unreadable, say: the line fails, once, and says why
             log.exception("batch %s line %d could not be run", batch.id, line.line)
             answered = Answered(False, error_line(line.custom_id, "server_error", str(exc)), None)
-        if not self.batches.finish(
-            line, ok=answered.ok, output=answered.line, receipt=answered.receipt, now=self.clock()
-        ):
+        kept = await asyncio.to_thread(
+            self.batches.finish,
+            line,
+            ok=answered.ok,
+            output=answered.line,
+            receipt=answered.receipt,
+            now=self.clock(),
+        )
+        if not kept:
             log.warning("batch %s line %d: lease lost, answer dropped", batch.id, line.line)
 
     async def _answer(self, batch: BatchRecord, line: Claimed) -> Answered:
-        raw = self.files.read_span(batch.input_file_id, line.offset, line.length)
+        raw = await asyncio.to_thread(
+            self.files.read_span, batch.input_file_id, line.offset, line.length
+        )
         body = json.loads(raw)["body"]
         try:
-            key = None if batch.key_id is None else self._key(batch.key_id)
+            key = None if batch.key_id is None else await asyncio.to_thread(self._key, batch.key_id)
         except SmallfirstError as exc:
             wire = describe(exc)
             assert wire is not None
@@ -214,11 +244,12 @@ class BatchRunner:
             raise InvalidKeyError(f"The API key ({key.name}) of this batch is no longer valid.")
         return key
 
-    def _close_when_idle(self, batch: BatchRecord, to: str, since: tuple[str, ...]) -> None:
-        """Finish ``batch`` as ``to`` once none of its lines is running here or elsewhere."""
-        if any(c.batch_id == batch.id for c in self._running.values()):
-            return
-        if self.batches.counts(batch.id, self.clock()).running == 0:
+    def _close_when_idle(
+        self, batch: BatchRecord, to: str, since: tuple[str, ...], busy: set[str]
+    ) -> None:
+        """Finish ``batch`` as ``to`` once none of its lines is running here (``busy``) or
+        elsewhere."""
+        if batch.id not in busy and self.batches.counts(batch.id, self.clock()).running == 0:
             self._finish(batch, to, since=since)
 
     def _finish(self, batch: BatchRecord, to: str, since: tuple[str, ...]) -> None:
