@@ -98,7 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     metering = Metering(settings, catalog) if settings.receipts else None
     # SQLite in the data directory unless database_url names PostgreSQL (issue #18); the
-    # receipts and the keys each open their own connection(s), as they always have
+    # receipts, keys, files and batches share its one backend (on PostgreSQL: one pool)
     store = SqliteStore(settings.database, synchronous=settings.store_synchronous)
 
     def load_meter(spec: ModelSpec) -> contextlib.AbstractContextManager[object]:
@@ -114,7 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.exception("could not store the overhead of loading %s", row.model)
 
     pool = EnginePool(catalog, settings, observer=metrics, load_meter=load_meter)
-    keys = KeyStore(settings.database, settings.data_dir, settings.store_synchronous)
+    keys = KeyStore(store.backend, settings.data_dir)
     check_bind(settings, keys)  # no public bind without keys unless allow_anonymous
     drain = Drain(pool, settings.drain_timeout_s)
 
