@@ -8,7 +8,11 @@ the answer. :class:`Planner` turns that into work seconds (``batch_*_tokens_per_
 watt-hours (the model's per-token profile; without one, :data:`FALLBACK_W` over the work)
 and asks :func:`smallfirst.scheduling.planner.plan` which hours before the batch's
 deadline are best, for the work still left. The runner calls it every tick, so a changed
-forecast revises the plan. With the default ``constant`` signal the plan is "at once".
+forecast revises the plan. Once this gateway has finished a few of the batch's lines
+(:data:`MEASURED_AFTER_LINES`), the work left is estimated from them instead: seconds per
+line from the time it had the batch's lines in flight (:class:`BusyTime`), joules per line
+from their receipts; the plan says which (``estimate_basis``). With the default
+``constant`` signal the plan is "at once".
 
 What the batch object shows (:func:`carbon_view`): grams of CO2 as run (the lines'
 receipts, each priced at its own hour's intensity), against the same measured energy at
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +42,7 @@ from smallfirst.scheduling.signal import signals_from
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchRecord, Counts, LineRef
 
-__all__ = ["Planner", "RunPlan", "carbon_view", "estimate_lines"]
+__all__ = ["BusyTime", "Planner", "RunPlan", "carbon_view", "estimate_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,41 @@ OUTPUT_TOKENS_GUESS = 256  # a line without max_tokens: what it is assumed to wr
 CHARS_PER_TOKEN = 4.0
 FALLBACK_W = 10.0  # a model without a profile: its work at this power, for planning only
 J_PER_KWH = 3.6e6
+MEASURED_AFTER_LINES = 3  # lines finished here before their measured rate replaces the guess
+
+
+class BusyTime:
+    """Per batch, the seconds this gateway had at least one of its lines in flight, and how
+    many it finished: the batch's measured pace. Entries live while a batch runs here (the
+    runner forgets a batch once it is finished), so the map is bounded by the open batches."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # started on the event loop, read in the tick's thread
+        self._state: dict[str, tuple[int, float, float, int]] = {}  # active, since, busy, done
+
+    def start(self, batch_id: str, now: float) -> None:
+        with self._lock:
+            active, since, busy, done = self._state.get(batch_id, (0, now, 0.0, 0))
+            self._state[batch_id] = (active + 1, now if active == 0 else since, busy, done)
+
+    def stop(self, batch_id: str, now: float, *, finished: bool) -> None:
+        with self._lock:
+            active, since, busy, done = self._state.get(batch_id, (1, now, 0.0, 0))
+            if active <= 1:
+                busy, active = busy + max(0.0, now - since), 0
+            else:
+                active -= 1
+            self._state[batch_id] = (active, since, busy, done + int(finished))
+
+    def measured(self, batch_id: str, now: float) -> tuple[float, int]:
+        """(busy seconds, lines finished) so far; a line in flight counts its time."""
+        with self._lock:
+            active, since, busy, done = self._state.get(batch_id, (0, now, 0.0, 0))
+        return busy + (max(0.0, now - since) if active else 0.0), done
+
+    def forget(self, batch_id: str) -> None:
+        with self._lock:
+            self._state.pop(batch_id, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +126,15 @@ class Planner:
         )
 
     def plan(
-        self, batch: BatchRecord, counts: Counts, now: float
+        self,
+        batch: BatchRecord,
+        counts: Counts,
+        now: float,
+        measured: tuple[float, int] = (0.0, 0),
     ) -> tuple[RunPlan, dict[str, Any]]:
         """The plan for the work ``batch`` has left at ``now``, and its public form (kept in
-        the batch's row; the first plan's submission figures are kept as they were)."""
+        the batch's row; the first plan's submission figures are kept as they were);
+        ``measured``: this gateway's busy seconds and lines finished for it (:class:`BusyTime`)."""
         stored = dict(batch.plan or {})
         est = stored.get("estimate") or {"model": "", "tokens_in": 0, "tokens_out": 0}
         left = (counts.pending + counts.running) / counts.total if counts.total else 0.0
@@ -97,6 +142,12 @@ class Planner:
             hours = tuple(datetime.fromisoformat(h).timestamp() for h in stored["hours"])
             return RunPlan(bool(stored["at_once"]), str(stored["reason"]), hours), stored
         work_s, energy_wh = self._work(est, left)
+        basis = "assumed: ~4 characters a token, batch_*_tokens_per_s, the model's profile"
+        pace = _measured_pace(counts, measured)
+        if pace is not None:
+            lines_left = counts.pending + counts.running
+            work_s, energy_wh = pace[0] * lines_left, pace[1] * lines_left
+            basis = f"measured: the {measured[1]} lines this gateway finished"
         chosen = plan(
             datetime.fromtimestamp(now, UTC),
             datetime.fromtimestamp(batch.expires_at, UTC),
@@ -117,6 +168,7 @@ class Planner:
             "objective": self.settings.schedule_objective,
             "work_s": work_s,
             "energy_wh": energy_wh,
+            "estimate_basis": basis,
         }
         if first:
             public["submission_g_per_kwh"] = _per_kwh(chosen.at_submission_g, energy_wh)
@@ -149,6 +201,17 @@ class Planner:
         if not values:
             return None
         return values[0].value, f"{self.carbon.name} at {start:%Y-%m-%dT%H:00Z} (hourly)"
+
+
+def _measured_pace(counts: Counts, measured: tuple[float, int]) -> tuple[float, float] | None:
+    """(seconds, watt-hours) per line from the lines finished so far, once there are enough;
+    None before (or without their receipts' energy)."""
+    busy_s, finished_here = measured
+    if finished_here < MEASURED_AFTER_LINES or busy_s <= 0 or not counts.completed:
+        return None
+    if counts.energy_j is None:
+        return None
+    return busy_s / finished_here, counts.energy_j / counts.completed / 3600.0
 
 
 def _per_kwh(grams: float | None, energy_wh: float) -> float | None:

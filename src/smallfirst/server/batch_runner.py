@@ -49,7 +49,7 @@ from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import InvalidKeyError, SmallfirstError
 from smallfirst.metering.service import GRID_HOUR
 from smallfirst.server.batch_lines import Answered, Deferred, LineServer, error_line
-from smallfirst.server.batch_plans import Planner, RunPlan
+from smallfirst.server.batch_plans import BusyTime, Planner, RunPlan
 from smallfirst.server.errors import describe
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchRecord, BatchStore, Claimed
@@ -90,6 +90,7 @@ class BatchRunner:
         self._running: dict[asyncio.Task[None], Claimed] = {}
         self._wake = asyncio.Event()
         self._paused_until = 0.0
+        self.busy = BusyTime()  # each batch's measured pace here, for its plan
 
     def wake(self) -> None:
         """Look for work now (a batch was created or cancelled)."""
@@ -177,7 +178,8 @@ class BatchRunner:
     def _plan(self, batch: BatchRecord, now: float) -> RunPlan:
         """The batch's plan for the work it has left, made again every tick (a changed
         forecast revises it), kept in its row when it changed."""
-        run, public = self.planner.plan(batch, self.batches.counts(batch.id, now), now)
+        counts = self.batches.counts(batch.id, now)
+        run, public = self.planner.plan(batch, counts, now, self.busy.measured(batch.id, now))
         if public != batch.plan:
             self.batches.set_plan(batch.id, public)
         return run
@@ -197,6 +199,15 @@ class BatchRunner:
         self._wake.set()
 
     async def _run(self, batch: BatchRecord, line: Claimed) -> None:
+        self.busy.start(batch.id, self.clock())
+        kept = False
+        try:
+            kept = await self._run_line(batch, line)
+        finally:
+            self.busy.stop(batch.id, self.clock(), finished=kept)
+
+    async def _run_line(self, batch: BatchRecord, line: Claimed) -> bool:
+        """Answer one line and keep its answer; whether it was kept."""
         BACKGROUND.set(True)  # this task's generations yield to live prompts (engines)
         # this task's receipt is priced at the grid intensity of the hour it runs in
         hour = await asyncio.to_thread(self.planner.hour, self.clock())
@@ -208,7 +219,7 @@ class BatchRunner:
             log.info("batch %s line %d deferred: %s", batch.id, line.line, exc)
             self._paused_until = self.clock() + DEFER_PAUSE_S
             await asyncio.to_thread(self.batches.release, self.claim, line)
-            return
+            return False
         except Exception as exc:  # its bytes unreadable, say: the line fails, once, and says why
             log.exception("batch %s line %d could not be run", batch.id, line.line)
             answered = Answered(False, error_line(line.custom_id, "server_error", str(exc)), None)
@@ -222,6 +233,7 @@ class BatchRunner:
         )
         if not kept:
             log.warning("batch %s line %d: lease lost, answer dropped", batch.id, line.line)
+        return bool(kept)
 
     async def _answer(self, batch: BatchRecord, line: Claimed) -> Answered:
         raw = await asyncio.to_thread(
@@ -274,6 +286,7 @@ class BatchRunner:
             )
             files[column] = record.id
         self.batches.move(batch.id, to, since=since, now=self.clock(), **files)
+        self.busy.forget(batch.id)
 
 
 async def stopped(task: asyncio.Task[None]) -> None:
