@@ -118,7 +118,11 @@ class Replica:
 class Replicas:
     """``with Replicas(3, config, log_dir) as r: r.urls``: ``n`` gateways, all up.
 
-    ``env`` adds to (or overrides) this process's environment in each child.
+    The config file is each replica's whole configuration: this process's ``SMALLFIRST_*``
+    variables are not passed on, since settings from the environment would override it (as
+    ``make test`` exports ``SMALLFIRST_DATA_DIR``, which gave the replicas another data
+    directory, so another ``keys.secret``, than the test's). ``env`` adds to the rest of this
+    process's environment in each child.
     """
 
     def __init__(
@@ -133,7 +137,8 @@ class Replicas:
         self.n = n
         self.config = config
         self.log_dir = log_dir
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SMALLFIRST_")}
+        self.env = {**inherited, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
         self.start_timeout_s = start_timeout_s
         self.replicas: list[Replica] = []
 
