@@ -1,12 +1,14 @@
-"""Opening a remote request, retried while nothing has been read: 429, 5xx, refused connections.
+"""Opening a remote request, retried while nothing has been read: 429, 5xx, lost connections.
 
-A 429, a 5xx or a connection that could not be made (refused, or not made within the connect
-timeout) is tried again up to ``remote_retries`` times, waiting an exponential backoff with
-jitter (``remote_retry_backoff_s`` doubled per retry, times a random factor in [0.5, 1]) or,
-when the upstream sent ``Retry-After`` (seconds or an HTTP date), exactly that long. All the
-waiting of one request fits in ``remote_retry_budget_s``: a wait that would pass it is not
-begun, and the last failure is raised as its domain error. A 4xx other than 429 is the
-request's fault and is raised at once (:class:`~smallfirst.errors.UpstreamRefusedError`).
+A 429, a 5xx, a connection that could not be made (refused, or not made within the connect
+timeout) or one that dropped before any response came (a keep-alive connection the upstream
+closed as it was reused) is tried again up to ``remote_retries`` times, waiting an
+exponential backoff with jitter (``remote_retry_backoff_s`` doubled per retry, times a random
+factor in [0.5, 1]) or, when the upstream sent ``Retry-After`` (seconds or an HTTP date),
+exactly that long. All the waiting of one request fits in ``remote_retry_budget_s``: a wait
+that would pass it is not begun, and the last failure is raised as its domain error. A 4xx
+other than 429 is the request's fault and is raised at once
+(:class:`~smallfirst.errors.UpstreamRefusedError`).
 
 The caller gets a response whose status is below 400 and whose body is unread; this module
 never reads a successful body, so nothing is retried once a byte of an answer has been seen.
@@ -109,6 +111,11 @@ class Retrying:
             response = await self.client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             return UpstreamUnavailableError(f"{self.name}: upstream unreachable: {exc}"), None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            # the connection dropped before any response: most often a pooled keep-alive
+            # connection the upstream closed as it was reused; sent again, as OpenAI's
+            # own client does
+            return UpstreamUnavailableError(f"{self.name}: connection lost: {exc}"), None
         status = response.status_code
         if status < 400:
             return response, None
