@@ -93,6 +93,46 @@ def _batch_api(app: FastAPI, lines: LineServer) -> None:
     app.include_router(batches_router(settings, files, batches, runner.wake if runner else None))
 
 
+def _load_meter(
+    metering: Metering | None, store: SqliteStore
+) -> Callable[[ModelSpec], contextlib.AbstractContextManager[object]]:
+    """What meters a model's load: overhead, a row of its own billed to no request."""
+
+    def store_overhead(row: Overhead) -> None:
+        try:
+            store.add_overhead(row)
+        except Exception:
+            log.exception("could not store the overhead of loading %s", row.model)
+
+    def load_meter(spec: ModelSpec) -> contextlib.AbstractContextManager[object]:
+        if metering is None:
+            return contextlib.nullcontext()
+        return metering.overhead("model_load", spec.name, store_overhead)
+
+    return load_meter
+
+
+def _inference_routes(app: FastAPI, completions: Completions, embeddings: Embeddings) -> None:
+    """The OpenAI endpoints that run a model: chat, text, Responses and embeddings."""
+    responses = Responses(completions)
+
+    @app.post("/v1/chat/completions", response_model=None, responses=openapi.CHAT)
+    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
+        return await completions.handle(request, "chat", body)
+
+    @app.post("/v1/completions", response_model=None, responses=openapi.TEXT)
+    async def text_completions(request: Request, body: CompletionRequest) -> Response:
+        return await completions.handle(request, "text", body)
+
+    @app.post("/v1/responses", response_model=None, responses=openapi.RESPONSES)
+    async def create_response(request: Request, body: ResponsesRequest) -> Response:
+        return await responses.handle(request, body)
+
+    @app.post("/v1/embeddings", response_model=None, responses=openapi.EMBEDDINGS)
+    async def create_embeddings(request: Request, body: EmbeddingRequest) -> Response:
+        return await embeddings.handle(request, body)
+
+
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog(settings)
     metrics = Metrics()
@@ -101,18 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     # receipts, keys, files and batches share its one backend (on PostgreSQL: one pool)
     store = SqliteStore(settings.database, synchronous=settings.store_synchronous)
 
-    def load_meter(spec: ModelSpec) -> contextlib.AbstractContextManager[object]:
-        # loading weights is overhead: a row of its own, billed to no request
-        if metering is None:
-            return contextlib.nullcontext()
-        return metering.overhead("model_load", spec.name, store_overhead)
-
-    def store_overhead(row: Overhead) -> None:
-        try:
-            store.add_overhead(row)
-        except Exception:
-            log.exception("could not store the overhead of loading %s", row.model)
-
+    load_meter = _load_meter(metering, store)
     pool = EnginePool(catalog, settings, observer=metrics, load_meter=load_meter)
     keys = KeyStore(store.backend, settings.data_dir)
     check_bind(settings, keys)  # no public bind without keys unless allow_anonymous
@@ -161,26 +190,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.response_cache = cache.cache if cache is not None else None
     completions = Completions(pool, metering, record, chooser, access, cache)
 
-    @app.post("/v1/chat/completions", response_model=None, responses=openapi.CHAT)
-    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-        return await completions.handle(request, "chat", body)
-
-    @app.post("/v1/completions", response_model=None, responses=openapi.TEXT)
-    async def text_completions(request: Request, body: CompletionRequest) -> Response:
-        return await completions.handle(request, "text", body)
-
-    responses = Responses(completions)
-
-    @app.post("/v1/responses", response_model=None, responses=openapi.RESPONSES)
-    async def create_response(request: Request, body: ResponsesRequest) -> Response:
-        return await responses.handle(request, body)
-
     embeddings = Embeddings(settings, catalog, pool, metering, record, access)
-
-    @app.post("/v1/embeddings", response_model=None, responses=openapi.EMBEDDINGS)
-    async def create_embeddings(request: Request, body: EmbeddingRequest) -> Response:
-        return await embeddings.handle(request, body)
-
+    _inference_routes(app, completions, embeddings)
     _batch_api(app, LineServer(completions, embeddings))
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS)
