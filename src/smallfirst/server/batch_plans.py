@@ -141,10 +141,11 @@ class Planner:
         if left <= 0 and "reason" in stored:  # all run: the plan they ran under stands
             hours = tuple(datetime.fromisoformat(h).timestamp() for h in stored["hours"])
             return RunPlan(bool(stored["at_once"]), str(stored["reason"]), hours), stored
-        work_s, energy_wh = self._work(est, left)
-        basis = "assumed: ~4 characters a token, batch_*_tokens_per_s, the model's profile"
         pace = _measured_pace(counts, measured)
-        if pace is not None:
+        if pace is None:
+            work_s, energy_wh = self._work(est, left)
+            basis = "assumed: ~4 characters a token, batch_*_tokens_per_s, the model's profile"
+        else:
             lines_left = counts.pending + counts.running
             work_s, energy_wh = pace[0] * lines_left, pace[1] * lines_left
             basis = f"measured: the {measured[1]} lines this gateway finished"
@@ -207,9 +208,8 @@ def _measured_pace(counts: Counts, measured: tuple[float, int]) -> tuple[float, 
     """(seconds, watt-hours) per line from the lines finished so far, once there are enough;
     None before (or without their receipts' energy)."""
     busy_s, finished_here = measured
-    if finished_here < MEASURED_AFTER_LINES or busy_s <= 0 or not counts.completed:
-        return None
-    if counts.energy_j is None:
+    enough = finished_here >= MEASURED_AFTER_LINES and busy_s > 0 and counts.completed > 0
+    if not enough or counts.energy_j is None:
         return None
     return busy_s / finished_here, counts.energy_j / counts.completed / 3600.0
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from smallfirst.errors import NotFoundError
 from smallfirst.store.backend import Backend, Row
+from smallfirst.store.files import owned
 
 __all__ = ["ACTIVE", "TERMINAL", "BatchRecord", "BatchStore", "Claimed", "Counts", "LineRef"]
 
@@ -113,12 +114,6 @@ def _record(row: Row) -> BatchRecord:
     )
 
 
-def _owned(key_id: str | None) -> tuple[str, dict[str, Any]]:
-    if key_id is None:
-        return "1 = 1", {}
-    return "key_id = :owner", {"owner": key_id}
-
-
 # pending lines, and running ones whose runner's lease ran out
 _CLAIMABLE = "(status = 'pending' OR (status = 'running' AND claimed_until < :now))"
 _CLAIM = (
@@ -163,7 +158,7 @@ class BatchStore:
         return self.get(batch["id"], None)
 
     def get(self, batch_id: str, key_id: str | None) -> BatchRecord:
-        where, params = _owned(key_id)
+        where, params = owned(key_id)
         with self._db.connection() as conn:
             row = conn.execute(
                 f"SELECT * FROM batches WHERE id = :id AND {where}", {"id": batch_id, **params}
@@ -174,7 +169,7 @@ class BatchStore:
 
     def page(self, key_id: str | None, *, after: str | None, limit: int) -> list[BatchRecord]:
         """Newest first, after the batch ``after``."""
-        where, params = _owned(key_id)
+        where, params = owned(key_id)
         params = {**params, "limit": limit}
         if after is not None:
             where += " AND seq < (SELECT seq FROM batches WHERE id = :after)"

@@ -26,7 +26,7 @@ from typing import Any
 from smallfirst.errors import NotFoundError
 from smallfirst.store.backend import Backend, Row
 
-__all__ = ["FileRecord", "FileStore", "new_file_id"]
+__all__ = ["FileRecord", "FileStore", "new_file_id", "owned"]
 
 
 def new_file_id() -> str:
@@ -70,7 +70,7 @@ def _record(row: Row) -> FileRecord:
     )
 
 
-def _owned(key_id: str | None) -> tuple[str, dict[str, Any]]:
+def owned(key_id: str | None) -> tuple[str, dict[str, Any]]:
     """A WHERE fragment limiting rows to ``key_id``'s (no key: every row)."""
     if key_id is None:
         return "1 = 1", {}
@@ -129,7 +129,7 @@ class FileStore:
         tmp.replace(self.path(file_id))
 
     def get(self, file_id: str, key_id: str | None) -> FileRecord:
-        where, params = _owned(key_id)
+        where, params = owned(key_id)
         with self._db.connection() as conn:
             row = conn.execute(
                 f"SELECT * FROM files WHERE id = :id AND {where}", {"id": file_id, **params}
@@ -148,7 +148,7 @@ class FileStore:
         newest_first: bool = True,
     ) -> list[FileRecord]:
         """Files in creation order (newest first unless told), after the file ``after``."""
-        where, params = _owned(key_id)
+        where, params = owned(key_id)
         params = {**params, "limit": limit}
         if purpose is not None:
             where += " AND purpose = :purpose"
