@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from smallfirst.catalog import Catalog
+from smallfirst.pg_cluster import Cluster, ClusterError
 from smallfirst.settings import Settings, default_data_dir
 from smallfirst.testing import LiveServer, free_port, wait_until_up
 
@@ -117,3 +118,15 @@ def upstream(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the session (``smallfirst.pg_cluster``). One that
+    cannot start fails the test with the reason; PostgreSQL is never skipped."""
+    try:
+        cluster = Cluster()
+        with cluster:
+            yield cluster
+    except ClusterError as exc:
+        pytest.fail(f"cannot start the test PostgreSQL cluster: {exc}", pytrace=False)

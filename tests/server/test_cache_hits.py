@@ -5,6 +5,7 @@ overhead on a fresh gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,15 +256,23 @@ def test_reference_answers_save_nothing_and_loading_is_overhead(
 
 @pytest.mark.fast
 def test_a_lookup_leaves_no_accounting_slot_active(tmp_path: Path) -> None:
+    asyncio.run(_lookups_leave_no_slot_active(tmp_path))
+
+
+async def _lookups_leave_no_slot_active(tmp_path: Path) -> None:
     # an active slot nobody stops would take a share of every later request's energy
     settings = Settings(data_dir=tmp_path, hardware_counters=False)
     metering = Metering(settings, Catalog(settings))
     recorded: list[Any] = []
-    front = CacheFront(ResponseCache(8, 1 << 20, 60), metering, recorded.append)
+
+    async def record(receipt: Any) -> None:
+        recorded.append(receipt)
+
+    front = CacheFront(ResponseCache(8, 1 << 20, 60), metering, record)
     greedy = GenerationRequest(
         sampling=Sampling(temperature=0.0), messages=(Message("user", "hi"),), stream=True
     )
-    key, hit = front.lookup("chat", "m", greedy, include_usage=False)
+    key, hit = await front.lookup("chat", "m", greedy, include_usage=False)
     assert key is not None and hit is None  # a miss
     outcome = Outcome("r0", 0.0, "chat", True, "ok", (3, 2), 0.1, 0.01)
     original = metering.receipt(Catalog(settings).get(SMOL), None, outcome)
@@ -272,13 +281,13 @@ def test_a_lookup_leaves_no_accounting_slot_active(tmp_path: Path) -> None:
         request = GenerationRequest(
             sampling=greedy.sampling, messages=greedy.messages, stream=stream
         )
-        _, hit = front.lookup("chat", "m", request, include_usage=False)
+        _, hit = await front.lookup("chat", "m", request, include_usage=False)
         assert hit is not None and hit.headers["x-smallfirst-cache"] == "hit"
         assert metering.accountant._active == []  # a stream never started: still stopped
     # the body's receipt; the stream's is made when its stream ends
     assert len(recorded) == 1 and recorded[0].cache_of == "r0"
     sampled = GenerationRequest(sampling=Sampling(temperature=1.0), messages=greedy.messages)
-    assert front.lookup("chat", "m", sampled, include_usage=False) == (None, None)
+    assert await front.lookup("chat", "m", sampled, include_usage=False) == (None, None)
 
 
 def test_each_api_key_has_its_own_answers_and_pays_for_its_hits(tmp_path: Path) -> None:

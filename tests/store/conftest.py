@@ -1,5 +1,5 @@
 """The store's tests run on both backends: ``db_url`` is a fresh SQLite file or a fresh
-database on a throwaway PostgreSQL cluster (started once per session, stopped at its end).
+database on the throwaway PostgreSQL cluster (``pg_cluster``, in the top conftest).
 
 A cluster that cannot start fails the PostgreSQL half with the reason; it is never skipped.
 """
@@ -13,22 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from smallfirst.pg_cluster import Cluster, ClusterError
+from smallfirst.pg_cluster import Cluster
 from smallfirst.store.backend import Backend
 from smallfirst.store.database import open_backend
 
 BACKENDS = ("sqlite", "postgresql")
 _names = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Cluster]:
-    try:
-        cluster = Cluster()
-        with cluster:
-            yield cluster
-    except ClusterError as exc:
-        pytest.fail(f"cannot start the test PostgreSQL cluster: {exc}", pytrace=False)
 
 
 def fresh_database(cluster: Cluster) -> str:

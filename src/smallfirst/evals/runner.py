@@ -93,7 +93,7 @@ async def _answer(
     ledger = Ledger(metering, None, f"eval-{run_id}-{item.item_id}", "chat", False, Choice(model))
     metered = Metered(engine, metering, request)
     answer = await metered.drain()
-    receipt = ledger.settle_generation("ok", metered, answer.usage)
+    receipt = await ledger.settle_generation("ok", metered, answer.usage)
     assert receipt is not None  # an evaluation always meters
     duration_s = metered.duration_s
     created_at = ledger.created_at

@@ -44,6 +44,7 @@ from smallfirst.errors import ModelNotAllowedError, QuotaExceededError
 from smallfirst.metering.receipts import Receipt
 from smallfirst.metering.service import Metering
 from smallfirst.server.choosing import Choice, Exclude
+from smallfirst.server.offload import Offload
 from smallfirst.server.ratelimit import Entry, RateLimiter, SharedRateLimiter, estimate_tokens
 from smallfirst.server.serving import Record
 from smallfirst.settings import Settings
@@ -118,7 +119,8 @@ class Reservation:
             )  # fmt: skip
 
     def release(self) -> None:
-        """Give the whole reservation back (nothing spent, or no receipt came)."""
+        """Give the whole reservation back (nothing spent, or no receipt came); blocking,
+        as :meth:`settle` is (the server calls both through its :class:`Offload`)."""
         with self._lock:
             if self._state != "open":
                 return
@@ -130,9 +132,15 @@ class Access:
     """Worst cases and reservations for one gateway."""
 
     def __init__(
-        self, keys: KeyStore, catalog: Catalog, metering: Metering | None, settings: Settings
+        self,
+        keys: KeyStore,
+        catalog: Catalog,
+        metering: Metering | None,
+        settings: Settings,
+        offload: Offload,
     ) -> None:
         self.keys = keys
+        self.offload = offload
         self.catalog = catalog
         self.metering = metering
         self.settings = settings
@@ -210,31 +218,35 @@ class Access:
 
         return exclude
 
-    def admit(
+    async def admit(
         self, state: Any, key: ApiKey, asked: str, choice: Choice, gen: GenerationRequest,
         record: Record,
     ) -> tuple[Choice, Record]:  # fmt: skip
         """Check ``key`` may use the choice, count it against its rate limits, reserve its
         worst case; the choice to serve (the key on it, fallbacks it may afford) and the
-        record that settles the reservation. Raises the access error that refuses it."""
+        record that settles the reservation. Raises the access error that refuses it.
+
+        The rate window and the reservation are read and written off the event loop, in one
+        worker-thread call."""
         # a named model is the choice's; for auto, the one the router picked among the key's
         if not key.allows(choice.model):
             raise ModelNotAllowedError(
                 f"The API key {key.name} may not use the model {choice.model!r}"
                 + (f" (chosen for {asked!r})." if asked != choice.model else ".")
             )
-        chars = len(gen.prompt_text())
-        entry = self.limiter.admit(key, estimate_tokens(chars, gen.sampling.max_tokens))
+        tokens = estimate_tokens(len(gen.prompt_text()), gen.sampling.max_tokens)
         fallbacks = tuple(f for f in choice.fallbacks if key.allows(f))
         choice = dataclasses.replace(choice, caller=(key.id, key.name), fallbacks=fallbacks)
-        if not self.has_budget(key) or choice.model not in self.catalog:
-            # (an unknown model is refused with 404 before anything runs: nothing to reserve)
+        ladder: list[str] | None = None
+        # (an unknown model is refused with 404 before anything runs: nothing to reserve)
+        if self.has_budget(key) and choice.model in self.catalog:
+            ladder = [choice.model]
+            if choice.cascade is not None:
+                names = [c.name for c in choice.cascade[1]]
+                ladder = names[names.index(choice.model) :] if choice.model in names else ladder
+        entry, reservation = await self.offload(self._admit, key, tokens, ladder, gen)
+        if reservation is None:
             return choice, self._recorder(record, None, entry)
-        ladder = [choice.model]
-        if choice.cascade is not None:
-            names = [c.name for c in choice.cascade[1]]
-            ladder = names[names.index(choice.model) :] if choice.model in names else ladder
-        reservation = self.reserve(key, ladder, gen)
         state.reservation = reservation
         affordable = tuple(
             f for f in fallbacks if fits_within(self.worst_case(f, gen), reservation.worst)
@@ -243,20 +255,31 @@ class Access:
             record, reservation, entry
         )
 
+    def _admit(
+        self, key: ApiKey, tokens: int, ladder: list[str] | None, gen: GenerationRequest
+    ) -> tuple[Entry | None, Reservation | None]:
+        """Blocking: count the request in ``key``'s rate window, then reserve the worst
+        case of ``ladder`` (None: nothing to reserve)."""
+        entry = self.limiter.admit(key, tokens)
+        return entry, None if ladder is None else self.reserve(key, ladder, gen)
+
     def _recorder(
         self, record: Record, reservation: Reservation | None, entry: Entry | None
     ) -> Record:
         if reservation is None and entry is None:
             return record
 
-        def settle(receipt: Receipt) -> None:
+        def charge(receipt: Receipt) -> None:  # blocking: on a worker thread
+            if reservation is not None:
+                reservation.settle(receipt)
+            tokens = (receipt.prompt_tokens or 0) + (receipt.completion_tokens or 0)
+            self.limiter.correct(entry, tokens)
+
+        async def settle(receipt: Receipt) -> None:
             try:
-                record(receipt)
+                await record(receipt)
             finally:
-                if reservation is not None:
-                    reservation.settle(receipt)
-                tokens = (receipt.prompt_tokens or 0) + (receipt.completion_tokens or 0)
-                self.limiter.correct(entry, tokens)
+                await self.offload(charge, receipt)
 
         return settle
 
@@ -276,7 +299,7 @@ async def reclaim_leases(keys: KeyStore, ttl_s: float) -> None:
         try:
             # inside the try: with no key yet, any() asks the database every time, and a
             # database that is down must not end this task for good
-            if not keys.any():
+            if not await asyncio.to_thread(keys.any):
                 continue
             count = await asyncio.to_thread(keys.budgets.reclaim)
         except Exception as exc:

@@ -44,11 +44,13 @@ from smallfirst.server.keys_api import router as keys_router
 from smallfirst.server.limits import MULTIPART_OVERHEAD_BYTES, BodyLimitMiddleware
 from smallfirst.server.metrics import Metrics
 from smallfirst.server.models_api import router as models_router
+from smallfirst.server.offload import Offload
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
 from smallfirst.server.receipts_api import router as receipts_router
 from smallfirst.server.response_cache import ResponseCache
 from smallfirst.server.responses_api import Responses
 from smallfirst.server.responses_input import ResponsesRequest
+from smallfirst.server.serving import Record
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchStore
 from smallfirst.store.files import FileStore
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 
 
 def _cache_front(
-    settings: Settings, metering: Metering | None, record: Callable[[Receipt], None]
+    settings: Settings, metering: Metering | None, record: Record
 ) -> CacheFront | None:
     """The response cache in front of the models, or None when it is off."""
     if not settings.response_cache:
@@ -89,8 +91,10 @@ def _batch_api(app: FastAPI, lines: LineServer) -> None:
             settings, batches, files, app.state.keys, app.state.pool, lines, planner
         )
     app.state.batch_runner = runner
-    app.include_router(files_router(settings, files, batches))
-    app.include_router(batches_router(settings, files, batches, runner.wake if runner else None))
+    offload = app.state.offload
+    app.include_router(files_router(settings, files, batches, offload))
+    wake = runner.wake if runner else None
+    app.include_router(batches_router(settings, files, batches, offload, wake))
 
 
 def _load_meter(
@@ -175,13 +179,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, upload_paths=uploads
     )
-    access = app.state.access = Access(keys, catalog, metering, settings)
-    app.add_middleware(AuthMiddleware, keys=keys, limiter=access.limiter)  # outermost
+    # the stores are synchronous: the server awaits them on worker threads (server/offload)
+    offload = app.state.offload = Offload(store.backend.max_connections)
+    access = app.state.access = Access(keys, catalog, metering, settings, offload)
+    app.add_middleware(
+        AuthMiddleware, keys=keys, offload=offload, limiter=access.limiter
+    )  # outermost
     errors.install(app)
     openapi.install(app)
 
-    def record(receipt: Receipt) -> None:
-        store.add(receipt)
+    async def record(receipt: Receipt) -> None:
+        await offload(store.add, receipt)
         metrics.observe(receipt)
 
     chooser = app.state.chooser = Chooser(settings, pool)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smallfirst.errors import (
@@ -37,6 +38,7 @@ from smallfirst.errors import (
     StoreUnavailableError,
 )
 from smallfirst.server.errors import describe
+from smallfirst.server.offload import Offload
 from smallfirst.settings import Settings
 from smallfirst.store.keys import ApiKey, KeyStore
 
@@ -104,10 +106,17 @@ def caller_scope(request_state: Any) -> str | None:
 class AuthMiddleware:
     """Authenticates by path (see the module), then releases the request's reservation."""
 
-    def __init__(self, app: ASGIApp, keys: KeyStore, limiter: Any = None) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyStore, offload: Offload, limiter: Any = None) -> None:
         self.app = app
         self.keys = keys
+        self.offload = offload  # the store is read off the event loop
         self.limiter = limiter  # .headers(key) -> list of (name, value) bytes pairs
+
+    def _caller(self, scope: Scope, need: str | None) -> ApiKey | None:
+        """Blocking: the request's key, None when the route or open mode needs none."""
+        if need is None or not self.keys.any():
+            return None
+        return self._key(scope, need)
 
     def _key(self, scope: Scope, need: str) -> ApiKey:
         secret = _bearer(scope)
@@ -128,7 +137,7 @@ class AuthMiddleware:
         # in open mode keys.any() reads the database on every /v1 request: a database that
         # is down is a 503 here, before any model runs, with a key or without one
         try:
-            key = None if need is None or not self.keys.any() else self._key(scope, need)
+            key = None if need is None else await self.offload(self._caller, scope, need)
         except (AccessError, StoreUnavailableError) as exc:  # the latter: database down, 503
             wire = describe(exc)
             assert wire is not None
@@ -144,7 +153,7 @@ class AuthMiddleware:
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start" and limiter is not None:
                 headers = list(message.get("headers", ()))
-                headers.extend(limiter.headers(key))
+                headers.extend(await self.offload(limiter.headers, key))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -152,5 +161,6 @@ class AuthMiddleware:
             await self.app(scope, receive, send_with_limits)
         finally:
             reservation = state.get("reservation")
-            if reservation is not None:
-                reservation.release()  # a no-op once its receipt settled it
+            if reservation is not None:  # (a no-op once its receipt settled it)
+                with anyio.CancelScope(shield=True):  # a hang-up must not keep it held
+                    await self.offload(reservation.release)

@@ -34,6 +34,7 @@ from smallfirst.server.batch_input import ENDPOINTS, parse_lines, window_hours
 from smallfirst.server.batch_plans import carbon_view, estimate_lines
 from smallfirst.server.batch_schemas import Batch, BatchList
 from smallfirst.server.files_api import caller_key, owner_key, page
+from smallfirst.server.offload import Offload
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchRecord, BatchStore, LineRef
 from smallfirst.store.files import FileStore
@@ -146,12 +147,15 @@ def router(
     settings: Settings,
     files: FileStore,
     batches: BatchStore,
+    offload: Offload,
     wake: Callable[[], None] | None = None,
 ) -> APIRouter:
-    """The routes; ``wake`` tells this gateway's runner that a batch was made or cancelled."""
+    """The routes; ``wake`` tells this gateway's runner that a batch was made or cancelled.
+    Each route's store work (rows, and the input file's bytes) runs through ``offload``, off
+    the event loop."""
     api = APIRouter()
-    _writes(api, settings, files, batches, wake or (lambda: None))
-    _reads(api, settings, batches)
+    _writes(api, settings, files, batches, offload, wake or (lambda: None))
+    _reads(api, settings, batches, offload)
     return api
 
 
@@ -160,9 +164,24 @@ def _writes(
     settings: Settings,
     files: FileStore,
     batches: BatchStore,
+    offload: Offload,
     wake: Callable[[], None],
 ) -> None:
     """``POST /v1/batches`` and its cancel."""
+
+    def create_batch(body: BatchCreate, owner: str | None, scope: str | None) -> dict[str, Any]:
+        record = batches.create(*_batch_row(settings, files, body, owner, scope))
+        return batch_object(record, batches, settings.pue)
+
+    def cancel_batch(batch_id: str, scope: str | None) -> dict[str, Any]:
+        record = batches.get(batch_id, scope)
+        if not batches.move(record.id, "cancelling", since=("validating", "in_progress")):
+            current = batches.get(record.id, None)
+            if current.status not in ("cancelling", "cancelled"):
+                raise InvalidRequestError(
+                    f"Cannot cancel a batch with status '{current.status}'.", param="batch_id"
+                )
+        return batch_object(batches.get(record.id, None), batches, settings.pue)
 
     @api.post(
         "/v1/batches",
@@ -173,10 +192,9 @@ def _writes(
         },
     )
     async def create(request: Request, body: BatchCreate) -> JSONResponse:
-        row, refs = _batch_row(settings, files, body, owner_key(request), caller_key(request))
-        record = batches.create(row, refs)
+        made = await offload(create_batch, body, owner_key(request), caller_key(request))
         wake()
-        return JSONResponse(batch_object(record, batches, settings.pue))
+        return JSONResponse(made)
 
     @api.post(
         "/v1/batches/{batch_id}/cancel",
@@ -187,19 +205,21 @@ def _writes(
         },
     )
     async def cancel(request: Request, batch_id: str) -> JSONResponse:
-        record = batches.get(batch_id, caller_key(request))
-        if not batches.move(record.id, "cancelling", since=("validating", "in_progress")):
-            current = batches.get(record.id, None)
-            if current.status not in ("cancelling", "cancelled"):
-                raise InvalidRequestError(
-                    f"Cannot cancel a batch with status '{current.status}'.", param="batch_id"
-                )
+        cancelled = await offload(cancel_batch, batch_id, caller_key(request))
         wake()
-        return JSONResponse(batch_object(batches.get(record.id, None), batches, settings.pue))
+        return JSONResponse(cancelled)
 
 
-def _reads(api: APIRouter, settings: Settings, batches: BatchStore) -> None:
+def _reads(api: APIRouter, settings: Settings, batches: BatchStore, offload: Offload) -> None:
     """``GET`` one batch, and the list."""
+
+    def one(batch_id: str, scope: str | None) -> dict[str, Any]:
+        return batch_object(batches.get(batch_id, scope), batches, settings.pue)
+
+    def listed(scope: str | None, after: str | None, limit: int) -> dict[str, Any]:
+        rows = batches.page(scope, after=after, limit=limit + 1)
+        data = [batch_object(r, batches, settings.pue) for r in rows[:limit]]
+        return page(data, len(rows) > limit)
 
     @api.get(
         "/v1/batches/{batch_id}",
@@ -207,9 +227,7 @@ def _reads(api: APIRouter, settings: Settings, batches: BatchStore) -> None:
         responses={**openapi.json_ok(Batch, "One batch."), **openapi.errors(401, 404, 500)},
     )
     async def retrieve(request: Request, batch_id: str) -> JSONResponse:
-        return JSONResponse(
-            batch_object(batches.get(batch_id, caller_key(request)), batches, settings.pue)
-        )
+        return JSONResponse(await offload(one, batch_id, caller_key(request)))
 
     @api.get(
         "/v1/batches",
@@ -224,9 +242,7 @@ def _reads(api: APIRouter, settings: Settings, batches: BatchStore) -> None:
         after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> JSONResponse:
-        rows = batches.page(caller_key(request), after=after, limit=limit + 1)
-        data = [batch_object(r, batches, settings.pue) for r in rows[:limit]]
-        return JSONResponse(page(data, len(rows) > limit))
+        return JSONResponse(await offload(listed, caller_key(request), after, limit))
 
 
 def _json(value: Any) -> str:

@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import AsyncGenerator
 
+import anyio
 from fastapi.responses import Response
 
 from smallfirst.engines.base import Chunk, GenerationRequest
@@ -57,7 +58,7 @@ class CacheFront:
         self.metering = metering
         self.record = record
 
-    def lookup(
+    async def lookup(
         self,
         kind: Kind,
         model: str,
@@ -98,7 +99,7 @@ class CacheFront:
         answer = Answer(entry.text, entry.finish_reason, entry.usage, entry.logprobs)
         if not gen.stream:
             response: Response = body_response(
-                env, answer, gen.sampling.logprobs, settle("ok", entry.usage)
+                env, answer, gen.sampling.logprobs, await settle("ok", entry.usage)
             )
         else:
             # the slot stops here: a stream the server never starts must not leave it
@@ -157,7 +158,7 @@ class _Settle:
         self.done = False
         self.receipt: Receipt | None = None
 
-    def __call__(self, status: str, usage: Usage | None) -> Receipt | None:
+    async def __call__(self, status: str, usage: Usage | None) -> Receipt | None:
         if self.done:
             return self.receipt
         self.done = True
@@ -178,7 +179,8 @@ class _Settle:
             key_name=self.caller[1] if self.caller else None,
         )
         self.receipt = metering.hit_receipt(self.slot, outcome, original)
-        self.record(self.receipt)
+        with anyio.CancelScope(shield=True):  # made: stored, as a miss's (serving.Ledger)
+            await self.record(self.receipt)
         return self.receipt
 
 

@@ -159,7 +159,7 @@ class Cascade:
                 return attempt
             model = verdict.model
 
-    def finish(self, status: str, usage: Usage | None = None) -> Receipt | None:
+    async def finish(self, status: str, usage: Usage | None = None) -> Receipt | None:
         """Settle the request's one receipt, counting every attempt (``usage`` is the
         accepted answer's, already in the last attempt)."""
         if not self.attempts:
@@ -169,7 +169,7 @@ class Cascade:
         route["attempts"] = [a.public() for a in self.attempts]
         route["escalations"] = len(self.attempts) - 1
         costs = [a.cost_usd for a in self.attempts]
-        return self.ledger.settle(
+        return await self.ledger.settle(
             status,
             self.pool.catalog.get(last.model),
             last.usage,
@@ -190,12 +190,12 @@ async def serve_cascade(
     """Run ``cascade`` and answer as the client asked (body or stream)."""
     task = asyncio.create_task(cascade.run(messages, gen))
     if not await finished_or_gone(request, task):
-        cascade.finish("cancelled")
+        await cascade.finish("cancelled")
         return Response(status_code=499)
     try:
         accepted = task.result()
     except Exception:
-        cascade.finish("error")
+        await cascade.finish("error")
         raise
     env = cascade.env
     env.model = accepted.model
@@ -207,4 +207,4 @@ async def serve_cascade(
         first = Chunk(text=accepted.text, logprobs=accepted.logprobs)
         return stream_response(env, first, replay(), include_usage, cascade.finish)
     answer = Answer(accepted.text, accepted.finish, accepted.usage, accepted.logprobs)
-    return body_response(env, answer, gen.sampling.logprobs, cascade.finish("ok"))
+    return body_response(env, answer, gen.sampling.logprobs, await cascade.finish("ok"))

@@ -82,7 +82,9 @@ class Completions:
         key = getattr(request.state, "api_key", None)  # set by server/auth once keys exist
         if key is None or self.access is None:
             if cache is not None:  # looked up before a model is even chosen
-                ck, hit = cache.lookup(kind, body.model, gen, body.include_usage, endpoint=endpoint)
+                ck, hit = await cache.lookup(
+                    kind, body.model, gen, body.include_usage, endpoint=endpoint
+                )
                 if hit is not None:
                     return hit
             choice = self._check(self.chooser.choose(body.model, messages, needs), gen)
@@ -90,11 +92,13 @@ class Completions:
             exclude = self.access.excluder(key, gen) if is_auto(body.model) else None
             choice = self.chooser.choose(body.model, messages, capabilities.both(exclude, needs))
             choice = self._check(choice, gen)
-            choice, record = self.access.admit(request.state, key, body.model, choice, gen, record)
+            choice, record = await self.access.admit(
+                request.state, key, body.model, choice, gen, record
+            )
             if cache is not None:
                 # admitted as any request is (its hit's receipt settles the reservation), and
                 # scoped to the key: two keys never share an answer
-                ck, hit = cache.lookup(
+                ck, hit = await cache.lookup(
                     kind, body.model, gen, body.include_usage,
                     scope=key.id, record=record, caller=choice.caller, endpoint=endpoint,
                 )  # fmt: skip

@@ -165,7 +165,7 @@ class Embeddings:
         record = self.record
         key = getattr(request.state, "api_key", None)  # set by server/auth once keys exist
         if key is not None and self.access is not None:
-            choice, record = self.access.admit(
+            choice, record = await self.access.admit(
                 request.state, key, body.model, choice, budget_request(inputs), record
             )
         receipt_id = "emb-" + secrets.token_hex(12)
@@ -177,14 +177,14 @@ class Embeddings:
         slot = self.metering.slot(spec) if self.metering else None
         task = asyncio.create_task(engine.embed(tokens, slot.set_active if slot else None))
         if not await finished_or_gone(request, task):
-            ledger.settle("cancelled", spec, None, slot=slot)  # as chat: no usage
+            await ledger.settle("cancelled", spec, None, slot=slot)  # as chat: no usage
             return Response(status_code=499)
         try:
             vectors = task.result()
         except Exception:
-            ledger.settle("error", spec, usage, slot=slot)
+            await ledger.settle("error", spec, usage, slot=slot)
             raise
-        receipt = ledger.settle("ok", spec, usage, slot=slot, route=choice.route)
+        receipt = await ledger.settle("ok", spec, usage, slot=slot, route=choice.route)
         payload = _body(spec, vectors, body.encoding_format, usage)
         if receipt is None:
             return JSONResponse(payload, headers={"x-smallfirst-model": spec.name})

@@ -189,13 +189,15 @@ async def serve_with_fallbacks(
             ledger.on_error = _failed_later(health, model)  # a stream that breaks counts too
         return response
     if not alone:
-        _settle_failed(pool, ledger, choice, tried)
+        await _settle_failed(pool, ledger, choice, tried)
     raise failure if failure is not None else UnknownModelError(choice.model)
 
 
-def _settle_failed(pool: EnginePool, ledger: Ledger, choice: Choice, tried: list[Tried]) -> None:
+async def _settle_failed(
+    pool: EnginePool, ledger: Ledger, choice: Choice, tried: list[Tried]
+) -> None:
     """Store the error receipt of a request no model could answer, with its attempts."""
     known = [t.model for t in tried if t.model in pool.catalog]
     if known:
         route = _with_attempts(choice, known[-1], tried).route
-        ledger.settle("error", pool.catalog.get(known[-1]), None, route=route)
+        await ledger.settle("error", pool.catalog.get(known[-1]), None, route=route)

@@ -23,6 +23,7 @@ from smallfirst.server import openapi
 from smallfirst.server.auth import caller_scope
 from smallfirst.server.batch_input import parse_lines
 from smallfirst.server.batch_schemas import FileDeleted, FileList, FileObject
+from smallfirst.server.offload import Offload
 from smallfirst.settings import Settings
 from smallfirst.store.batches import BatchStore
 from smallfirst.store.files import FileStore
@@ -61,14 +62,18 @@ def page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }
 
 
-def router(settings: Settings, files: FileStore, batches: BatchStore) -> APIRouter:
+def router(
+    settings: Settings, files: FileStore, batches: BatchStore, offload: Offload
+) -> APIRouter:
+    """The routes; the stores (rows, and the files' bytes on disk) are called through
+    ``offload``, off the event loop."""
     api = APIRouter()
-    _collection(api, settings, files)
-    _items(api, files, batches)
+    _collection(api, settings, files, offload)
+    _items(api, files, batches, offload)
     return api
 
 
-def _collection(api: APIRouter, settings: Settings, files: FileStore) -> None:
+def _collection(api: APIRouter, settings: Settings, files: FileStore, offload: Offload) -> None:
     """``POST`` and ``GET /v1/files``."""
 
     @api.post(
@@ -94,7 +99,8 @@ def _collection(api: APIRouter, settings: Settings, files: FileStore) -> None:
                 f"The file is larger than {settings.files_max_bytes} bytes", param="file"
             )
         refs, _ = parse_lines(content, settings.batch_max_lines)
-        record = files.add(
+        record = await offload(
+            files.add,
             content,
             filename=file.filename or "upload.jsonl",
             purpose=purpose,
@@ -118,7 +124,8 @@ def _collection(api: APIRouter, settings: Settings, files: FileStore) -> None:
         limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
         order: Literal["asc", "desc"] = "desc",
     ) -> JSONResponse:
-        rows = files.page(
+        rows = await offload(
+            files.page,
             caller_key(request),
             purpose=purpose,
             after=after,
@@ -128,8 +135,20 @@ def _collection(api: APIRouter, settings: Settings, files: FileStore) -> None:
         return JSONResponse(page([r.public() for r in rows[:limit]], len(rows) > limit))
 
 
-def _items(api: APIRouter, files: FileStore, batches: BatchStore) -> None:
+def _items(api: APIRouter, files: FileStore, batches: BatchStore, offload: Offload) -> None:
     """One file: ``GET``, its content, ``DELETE``."""
+
+    def delete_unused(file_id: str, caller: str | None) -> str:
+        record = files.get(file_id, caller)
+        user = batches.uses_file(record.id)
+        if user is not None:
+            raise InvalidRequestError(
+                f"File {record.id} is the input of batch {user}, which has not finished; "
+                "cancel it first",
+                param="file_id",
+            )
+        files.delete(record.id, caller)
+        return record.id
 
     @api.get(
         "/v1/files/{file_id}",
@@ -137,7 +156,8 @@ def _items(api: APIRouter, files: FileStore, batches: BatchStore) -> None:
         responses={**openapi.json_ok(FileObject, "One file."), **openapi.errors(401, 404, 500)},
     )
     async def retrieve(request: Request, file_id: str) -> JSONResponse:
-        return JSONResponse(files.get(file_id, caller_key(request)).public())
+        record = await offload(files.get, file_id, caller_key(request))
+        return JSONResponse(record.public())
 
     @api.get(
         "/v1/files/{file_id}/content",
@@ -145,7 +165,7 @@ def _items(api: APIRouter, files: FileStore, batches: BatchStore) -> None:
         responses={**CONTENT_OK, **openapi.errors(401, 404, 500)},
     )
     async def content(request: Request, file_id: str) -> Response:
-        data = files.read(file_id, caller_key(request))
+        data = await offload(files.read, file_id, caller_key(request))
         return Response(data, media_type="application/octet-stream")
 
     @api.delete(
@@ -157,13 +177,5 @@ def _items(api: APIRouter, files: FileStore, batches: BatchStore) -> None:
         },
     )
     async def delete(request: Request, file_id: str) -> JSONResponse:
-        record = files.get(file_id, caller_key(request))
-        user = batches.uses_file(record.id)
-        if user is not None:
-            raise InvalidRequestError(
-                f"File {record.id} is the input of batch {user}, which has not finished; "
-                "cancel it first",
-                param="file_id",
-            )
-        files.delete(record.id, caller_key(request))
-        return JSONResponse({"id": record.id, "object": "file", "deleted": True})
+        deleted = await offload(delete_unused, file_id, caller_key(request))
+        return JSONResponse({"id": deleted, "object": "file", "deleted": True})

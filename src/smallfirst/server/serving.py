@@ -28,7 +28,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -65,9 +65,9 @@ log = logging.getLogger(__name__)
 
 DISCONNECT_POLL_S = 0.25
 
-Record = Callable[[Receipt], None]
-"""Stores a receipt (and counts it in the metrics)."""
-Finish = Callable[[str, Usage | None], Receipt | None]
+Record = Callable[[Receipt], Awaitable[None]]
+"""Stores a receipt (and counts it in the metrics), off the event loop (:mod:`.offload`)."""
+Finish = Callable[[str, Usage | None], Awaitable[Receipt | None]]
 """Ends a request with a status (ok, error, cancelled) and usage; returns its receipt."""
 
 
@@ -107,7 +107,7 @@ class Ledger:
         # told once when the request ends in error (a stream that broke after it began)
         self.on_error: Callable[[], None] | None = None
 
-    def settle(
+    async def settle(
         self,
         status: str,
         spec: ModelSpec,
@@ -153,19 +153,21 @@ class Ledger:
         self.receipt = receipt
         if self.record is not None:
             try:
-                self.record(receipt)
+                # shielded: once made, the receipt is stored even if this request is cancelled
+                with anyio.CancelScope(shield=True):
+                    await self.record(receipt)
             except Exception:
                 log.exception("could not store receipt %s", receipt.id)
                 raise
         return receipt
 
-    def settle_generation(
+    async def settle_generation(
         self, status: str, metered: Metered, usage: Usage | None
     ) -> Receipt | None:
         """Settle a request that one generation answered, with the choice's route; its time
         to first token counts from the request's start (earlier tries included)."""
         first = metered.first_at
-        return self.settle(
+        return await self.settle(
             status,
             metered.spec,
             usage,
@@ -295,21 +297,21 @@ async def serve(
             raise
         metered.mark_first()
 
-        def finish(status: str, usage: Usage | None) -> Receipt | None:
-            return ledger.settle_generation(status, metered, usage)
+        async def finish(status: str, usage: Usage | None) -> Receipt | None:
+            return await ledger.settle_generation(status, metered, usage)
 
         return stream_response(env, first, stream, include_usage, finish, keep=ledger.keep, n=gen.n)
     task = asyncio.create_task(metered.drain())
     if not await finished_or_gone(http, task):
-        ledger.settle_generation("cancelled", metered, None)
+        await ledger.settle_generation("cancelled", metered, None)
         return Response(status_code=499)
     try:
         answer = task.result()
     except Exception:
         if settle_failure and metered.first_at is not None:  # it began: energy was spent
-            ledger.settle_generation("error", metered, None)
+            await ledger.settle_generation("error", metered, None)
         raise
-    receipt = ledger.settle_generation("ok", metered, answer.usage)
+    receipt = await ledger.settle_generation("ok", metered, answer.usage)
     if ledger.keep is not None and answer.finish_reason is not None:
         ledger.keep(metered.spec.name, answer, receipt)
     return body_response(env, answer, gen.sampling.logprobs, receipt)
@@ -370,7 +372,7 @@ async def _sse(
                     yield _event(last)
                     chunk = await anext(stream, None)
                     continue
-                receipt = finish("ok", usage)
+                receipt = await finish("ok", usage)
                 status = "ok"
                 if keep is not None and parts is not None:
                     answer = Answer(
@@ -397,7 +399,7 @@ async def _sse(
         else:
             # the engine ended without a finish reason (an upstream that just stopped)
             status = "ok"
-            receipt = finish("ok", usage)
+            receipt = await finish("ok", usage)
             if include_usage:
                 last = usage_chunk(env, usage)
                 if receipt is not None:
@@ -414,7 +416,8 @@ async def _sse(
         yield _event(wire.body())
     finally:
         # shielded: a hang-up cancels this task, and the engine's stream must still close
+        # settled inside the shield too: a receipt is stored even for a client that left
         with anyio.CancelScope(shield=True):
             await stream.aclose()
-        finish(status, None)  # a no-op when the receipt is already settled
+            await finish(status, None)  # a no-op when the receipt is already settled
     yield b"data: [DONE]\n\n"

@@ -57,6 +57,8 @@ class Backend(Protocol):
     # SQL that differs: the two-argument maximum, and a float divided into whole buckets
     greatest: str
     bucket: str
+    # how many calls can use the database at once (the server's worker threads for it)
+    max_connections: int
 
     def connection(self) -> contextlib.AbstractContextManager[Connection]: ...
     def transaction(self) -> contextlib.AbstractContextManager[Connection]:

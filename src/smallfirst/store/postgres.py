@@ -6,15 +6,17 @@ URL (password masked) and psycopg's reason, at start, rather than a pool that wa
 same connection runs the migrations, inside one transaction holding an advisory lock, so
 several gateways started together against one empty database migrate it once.
 
-The pool is psycopg's synchronous ``ConnectionPool``: the stores are called synchronously
-today (from the event loop and from worker threads), as with SQLite, and each statement is
-one short round trip on loopback or a LAN. While the database is lost (the last checkout
+The pool is psycopg's synchronous ``ConnectionPool``: the stores are synchronous, one code
+path for both backends, and each statement is one short round trip on loopback or a LAN;
+the server awaits them on worker threads, at most :attr:`PostgresBackend.max_connections`
+at once (:mod:`smallfirst.server.offload`). While the database is lost (the last checkout
 failed) a checkout waits :data:`LOST_TIMEOUT_S` rather than :data:`POOL_TIMEOUT_S`, so a
-gateway whose database is down answers each request's 503 quickly instead of stalling its
-event loop for seconds per request. Connections are in autocommit; a transaction
-is explicit (:meth:`PostgresBackend.transaction`). READ COMMITTED is enough for the
-budgets because each reservation is one conditional ``UPDATE`` (PostgreSQL re-checks its
-``WHERE`` on the newest row version after waiting for the row's lock).
+gateway whose database is down answers each request's 503 quickly instead of holding a
+worker thread, and the requests queued behind it, for seconds each. Connections are in
+autocommit; a transaction is explicit (:meth:`PostgresBackend.transaction`). READ
+COMMITTED is enough for the budgets because each reservation is one conditional ``UPDATE``
+(PostgreSQL re-checks its ``WHERE`` on the newest row version after waiting for the row's
+lock).
 
 psycopg is imported when a PostgreSQL backend is opened, never by a gateway on SQLite.
 """
@@ -43,8 +45,8 @@ __all__ = ["PostgresBackend", "read_version"]
 CONNECT_TIMEOUT_S = 5
 # how long a request waits for a pooled connection before it is a 503 (store_unavailable)
 POOL_TIMEOUT_S = 5.0
-# the same wait while the database is known to be lost (the last checkout failed): the
-# stores are called on the event loop, so each request that waits stalls every other one;
+# the same wait while the database is known to be lost (the last checkout failed): calls
+# queue for the server's few store threads, so each that waits delays those behind it;
 # a lost database answers 503 within this, and the first success restores the full wait
 LOST_TIMEOUT_S = 0.5
 _LOCK_ID = 0x5F5F_534D_414C  # pg_advisory_xact_lock's key for smallfirst's migrations
@@ -106,6 +108,7 @@ class PostgresBackend:
         from psycopg_pool import ConnectionPool, PoolTimeout
 
         self._url = url
+        self.max_connections = max_size
         with _connect(url) as first:
             self._migrate(first)
         # a connection is checked before each use, so one the server dropped (a restart)

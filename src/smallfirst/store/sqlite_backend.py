@@ -86,6 +86,8 @@ class SqliteBackend:
     """One SQLite file; every statement of this backend runs under its lock."""
 
     greatest = "MAX"
+    # one writer at a time (its lock); a few more threads wait on it or read beside it
+    max_connections = 4
     bucket = "CAST(created_at / ? AS INTEGER)"  # created_at > 0: truncation is the floor
 
     def __init__(self, path: Path, synchronous: Synchronous = "NORMAL") -> None:
