@@ -118,6 +118,11 @@ class Reservation:
                 self.key.name,
             )  # fmt: skip
 
+    @property
+    def is_open(self) -> bool:
+        """Neither settled nor released yet."""
+        return self._state == "open"
+
     def release(self) -> None:
         """Give the whole reservation back (nothing spent, or no receipt came); blocking,
         as :meth:`settle` is (the server calls both through its :class:`Offload`)."""
@@ -244,7 +249,11 @@ class Access:
             if choice.cascade is not None:
                 names = [c.name for c in choice.cascade[1]]
                 ladder = names[names.index(choice.model) :] if choice.model in names else ladder
-        entry, reservation = await self.offload(self._admit, key, tokens, ladder, gen)
+        if ladder is None and not self.limiter.blocking:  # nothing here waits on the store
+            entry, reservation = self._admit(key, tokens, None, gen)
+        else:
+            entry, reservation = await self.offload(self._admit, key, tokens, ladder, gen)
+        state.rate_entry = entry  # its window gives the response's rate-limit headers
         if reservation is None:
             return choice, self._recorder(record, None, entry)
         state.reservation = reservation
@@ -279,7 +288,10 @@ class Access:
             try:
                 await record(receipt)
             finally:
-                await self.offload(charge, receipt)
+                if reservation is None and not self.limiter.blocking:
+                    charge(receipt)  # an in-memory window only
+                else:
+                    await self.offload(charge, receipt)
 
         return settle
 

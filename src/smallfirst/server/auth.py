@@ -110,7 +110,7 @@ class AuthMiddleware:
         self.app = app
         self.keys = keys
         self.offload = offload  # the store is read off the event loop
-        self.limiter = limiter  # .headers(key) -> list of (name, value) bytes pairs
+        self.limiter = limiter  # server/ratelimit's: .headers(key, entry) and .blocking
 
     def _caller(self, scope: Scope, need: str | None) -> ApiKey | None:
         """Blocking: the request's key, None when the route or open mode needs none."""
@@ -151,9 +151,10 @@ class AuthMiddleware:
         limiter = self.limiter
 
         async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start" and limiter is not None:
+            limited = key.rpm is not None or key.tpm is not None
+            if message["type"] == "http.response.start" and limiter is not None and limited:
                 headers = list(message.get("headers", ()))
-                headers.extend(await self.offload(limiter.headers, key))
+                headers.extend(await self._limit_headers(key, state.get("rate_entry")))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -161,6 +162,15 @@ class AuthMiddleware:
             await self.app(scope, receive, send_with_limits)
         finally:
             reservation = state.get("reservation")
-            if reservation is not None:  # (a no-op once its receipt settled it)
+            if reservation is not None and reservation.is_open:  # no receipt settled it
                 with anyio.CancelScope(shield=True):  # a hang-up must not keep it held
                     await self.offload(reservation.release)
+
+    async def _limit_headers(self, key: ApiKey, entry: Any) -> list[tuple[bytes, bytes]]:
+        """The key's rate-limit headers: from the window the request was admitted into, or
+        from the store (off the event loop) when the limiter must ask it."""
+        limiter = self.limiter
+        if limiter.blocking and (entry is None or entry.window is None):
+            headers: list[tuple[bytes, bytes]] = await self.offload(limiter.headers, key, entry)
+            return headers
+        return list(limiter.headers(key, entry))

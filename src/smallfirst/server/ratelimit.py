@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from smallfirst.errors import RateLimitedError
 from smallfirst.store.keys import ApiKey
-from smallfirst.store.ratelimits import RateBook, Refusal
+from smallfirst.store.ratelimits import RateBook, Refusal, Usage
 
 __all__ = ["WINDOW_S", "Entry", "RateLimiter", "SharedRateLimiter", "estimate_tokens"]
 
@@ -41,11 +41,13 @@ def estimate_tokens(prompt_chars: int, max_tokens: int | None) -> int:
 @dataclass(slots=True)
 class Entry:
     """One admitted request in a key's window (``tokens`` is corrected at settlement);
-    ``row``: its row in the database, when the window is shared."""
+    ``row``: its row in the database, when the window is shared, and ``window`` the key's
+    window as it was admitted into (its rate-limit headers, without asking again)."""
 
     at: float
     tokens: int
     row: int | None = None
+    window: Usage | None = None
 
 
 @dataclass(slots=True)
@@ -69,6 +71,9 @@ def _reset(seconds: float) -> str:
 
 
 class RateLimiter:
+    # whether admit, correct and headers wait on the store (the server then offloads them)
+    blocking = False
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
@@ -111,8 +116,11 @@ class RateLimiter:
             with self._lock:
                 entry.tokens = max(0, tokens)
 
-    def headers(self, key: ApiKey, now: float | None = None) -> list[tuple[bytes, bytes]]:
-        """OpenAI's rate-limit headers for ``key`` (none when it has no limits)."""
+    def headers(
+        self, key: ApiKey, entry: Entry | None = None, now: float | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """OpenAI's rate-limit headers for ``key`` (none when it has no limits); ``entry``,
+        the request's own, is not needed here: the window is in memory."""
         if key.rpm is None and key.tpm is None:
             return []
         now = time.monotonic() if now is None else now
@@ -129,6 +137,8 @@ class SharedRateLimiter:
     (:class:`~smallfirst.store.ratelimits.RateBook`), so that every gateway on one
     PostgreSQL counts a key's requests and tokens together."""
 
+    blocking = True
+
     def __init__(self, book: RateBook) -> None:
         self._book = book
 
@@ -139,17 +149,24 @@ class SharedRateLimiter:
         got = self._book.admit(key.id, key.rpm, key.tpm, tokens, now)
         if isinstance(got, Refusal):
             raise _limited(got.what, key, got.wait_s)
-        return Entry(now, tokens, got)
+        return Entry(now, tokens, got.id, got.usage)
 
     def correct(self, entry: Entry | None, tokens: int) -> None:
         if entry is not None and entry.row is not None:
             self._book.correct(entry.row, tokens)
 
-    def headers(self, key: ApiKey, now: float | None = None) -> list[tuple[bytes, bytes]]:
+    def headers(
+        self, key: ApiKey, entry: Entry | None = None, now: float | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """From the window ``entry`` was admitted into; without one (a request that was not
+        admitted, or not counted), read from the database."""
         if key.rpm is None and key.tpm is None:
             return []
         now = time.time() if now is None else now
-        usage = self._book.usage(key.id, now)
+        if entry is not None and entry.window is not None:
+            usage = entry.window
+        else:
+            usage = self._book.usage(key.id, now)
         oldest = usage.oldest if usage.oldest is not None else now - WINDOW_S
         return _headers(key, usage.requests, usage.tokens, max(0.0, oldest + WINDOW_S - now))
 

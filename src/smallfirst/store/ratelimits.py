@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from smallfirst.store.backend import Backend, Connection
 
-__all__ = ["WINDOW_S", "RateBook", "Refusal", "Usage"]
+__all__ = ["WINDOW_S", "Admitted", "RateBook", "Refusal", "Usage"]
 
 WINDOW_S = 60.0
 
@@ -42,6 +42,14 @@ class Usage:
     oldest: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A counted request: its row, and the key's window with it counted (for the headers)."""
+
+    id: int
+    usage: Usage
+
+
 _USAGE = (
     "SELECT COUNT(*) AS requests, COALESCE(SUM(tokens), 0) AS tokens, MIN(at) AS oldest "
     "FROM rate_events WHERE key_id = ? AND at > ?"
@@ -59,8 +67,9 @@ class RateBook:
 
     def admit(
         self, key_id: str, rpm: int | None, tpm: int | None, tokens: int, now: float | None = None
-    ) -> int | Refusal:
-        """Count one request of ``tokens``: its row's id, or the :class:`Refusal`."""
+    ) -> Admitted | Refusal:
+        """Count one request of ``tokens``: its row and the window it joined, or the
+        :class:`Refusal`."""
         now = time.time() if now is None else now
         start = now - WINDOW_S
         with self._db.transaction() as conn:
@@ -69,6 +78,7 @@ class RateBook:
             conn.execute("DELETE FROM rate_events WHERE key_id = ? AND at <= ?", (key_id, start))
             usage = conn.execute(_USAGE, (key_id, start)).fetchone()
             count, used = int(usage["requests"]), int(usage["tokens"])
+            oldest = now if usage["oldest"] is None else float(usage["oldest"])
             if rpm is not None and count >= rpm:
                 # the (count - rpm + 1)th oldest must leave the window first
                 row = conn.execute(
@@ -87,7 +97,7 @@ class RateBook:
                 "INSERT INTO rate_events (key_id, at, tokens) VALUES (?, ?, ?) RETURNING id",
                 (key_id, now, tokens),
             ).fetchall()[0]
-        return int(row["id"])
+        return Admitted(int(row["id"]), Usage(count + 1, used + tokens, oldest))
 
     @staticmethod
     def _tokens_wait(conn: Connection, key_id: str, now: float, excess: int) -> float:
