@@ -232,7 +232,8 @@ class Access:
         record that settles the reservation. Raises the access error that refuses it.
 
         The rate window and the reservation are read and written off the event loop, in one
-        worker-thread call."""
+        worker-thread call (an in-memory window alone, with nothing to reserve, is counted
+        here)."""
         # a named model is the choice's; for auto, the one the router picked among the key's
         if not key.allows(choice.model):
             raise ModelNotAllowedError(

@@ -112,9 +112,9 @@ class AuthMiddleware:
         self.offload = offload  # the store is read off the event loop
         self.limiter = limiter  # server/ratelimit's: .headers(key, entry) and .blocking
 
-    def _caller(self, scope: Scope, need: str | None) -> ApiKey | None:
-        """Blocking: the request's key, None when the route or open mode needs none."""
-        if need is None or not self.keys.any():
+    def _caller(self, scope: Scope, need: str) -> ApiKey | None:
+        """Blocking: the request's key, None in open mode (no key was ever made)."""
+        if not self.keys.any():
             return None
         return self._key(scope, need)
 
