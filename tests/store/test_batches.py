@@ -9,7 +9,7 @@ import pytest
 
 from smallfirst.errors import NotFoundError
 from smallfirst.store.backend import Backend
-from smallfirst.store.batches import BatchStore, LineRef
+from smallfirst.store.batches import BatchStore, LineRef, Tokens
 from smallfirst.store.files import FileStore
 from tests.store.conftest import at_once
 
@@ -132,3 +132,29 @@ def test_a_live_runner_renews_its_leases(backend: Backend) -> None:
     assert store.finish(mine[0], ok=True, output={}, now=1016.0)
     assert store.release("r2") == 1  # a stopping runner puts its lines back
     assert [c.line for c in store.claim(batch, 2, "r3", lease_s=10, now=1017.0)] == [2]
+
+
+def test_a_batch_counts_each_finished_lines_tokens_once(backend: Backend) -> None:
+    store = BatchStore(backend)
+    batch = _batch(store, n=3)
+    assert store.get(batch, None).usage == Tokens(0, 0, 0)  # nothing finished yet
+    first = store.claim(batch, 2, "r1", lease_s=10, now=1000.0)
+    assert store.finish(first[0], ok=True, output={}, tokens=Tokens(10, 4, 3), now=1001.0)
+    # the same line finished again (a second answer) adds nothing
+    assert not store.finish(first[0], ok=True, output={}, tokens=Tokens(10, 4, 3), now=1002.0)
+    # r1's lease on line 2 ran out and r2 took it: r1's late answer, and its tokens, dropped
+    (retaken,) = store.claim(batch, 1, "r2", lease_s=10, now=1020.0)
+    assert retaken.line == 2
+    assert not store.finish(first[1], ok=True, output={}, tokens=Tokens(99, 0, 99), now=1021.0)
+    assert store.finish(retaken, ok=True, output={}, tokens=Tokens(7, 0, 5), now=1021.0)
+    (last,) = store.claim(batch, 1, "r2", lease_s=10, now=1022.0)
+    assert store.finish(last, ok=False, output={}, tokens=Tokens(), now=1023.0)  # an error
+    usage = store.get(batch, None).usage
+    assert usage == Tokens(17, 4, 8)
+    assert usage.public() == {
+        "input_tokens": 17,
+        "input_tokens_details": {"cached_tokens": 4},
+        "output_tokens": 8,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 25,
+    }

@@ -48,7 +48,7 @@ from smallfirst.engines.base import BACKGROUND
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import InvalidKeyError, SmallfirstError
 from smallfirst.metering.service import GRID_HOUR
-from smallfirst.server.batch_lines import Answered, Deferred, LineServer, error_line
+from smallfirst.server.batch_lines import Answered, Deferred, LineServer, error_line, used
 from smallfirst.server.batch_plans import BusyTime, Planner, RunPlan
 from smallfirst.server.errors import describe
 from smallfirst.settings import Settings
@@ -229,6 +229,7 @@ class BatchRunner:
             ok=answered.ok,
             output=answered.line,
             receipt=answered.receipt,
+            tokens=used(answered.line),
             now=self.clock(),
         )
         if not kept:

@@ -11,7 +11,8 @@ Cancel moves a ``validating`` or ``in_progress`` batch to ``cancelling``: no new
 starts, lines already running finish, and the runner then writes the files (finished
 lines kept) and marks it ``cancelled``.
 
-The batch object is OpenAI's, with ``request_counts`` counted from the lines, plus a
+The batch object is OpenAI's, with ``request_counts`` counted from the lines and
+``usage`` the finished lines' tokens (counted as each line finished), plus a
 ``smallfirst`` field: the plan (hours chosen, or at once and why) and grams of CO2 as run.
 This module does not run lines.
 """
@@ -83,7 +84,7 @@ def batch_object(record: BatchRecord, store: BatchStore, pue: float) -> dict[str
             "failed": counts.failed,
         },
         "metadata": record.metadata,
-        "usage": None,
+        "usage": record.usage.public(),
         "smallfirst": {"plan": record.plan, **carbon_view(record.plan, counts, pue)},
     }
 

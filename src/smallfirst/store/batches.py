@@ -12,6 +12,9 @@ meanwhile is re-checked on its newest version and skipped, never claimed twice. 
 *finished* by a second conditional ``UPDATE`` that writes its status and its output line
 in the same statement, and only while the claim is still the runner's own: a runner that
 lost its lease has its answer dropped, and a finished line is never claimed again.
+The tokens a finished line used are added to its batch's counters (OpenAI's ``usage``) in
+the same transaction, and only when that update took the line: a line is counted once,
+and reading a batch's usage reads its one row.
 Batch status moves by conditional updates too (``from`` statuses in the ``WHERE``), so two
 runners cannot both finalise one batch.
 
@@ -30,7 +33,16 @@ from smallfirst.errors import NotFoundError
 from smallfirst.store.backend import Backend, Row
 from smallfirst.store.files import owned
 
-__all__ = ["ACTIVE", "TERMINAL", "BatchRecord", "BatchStore", "Claimed", "Counts", "LineRef"]
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "BatchRecord",
+    "BatchStore",
+    "Claimed",
+    "Counts",
+    "LineRef",
+    "Tokens",
+]
 
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -78,6 +90,26 @@ class Counts:
 
 
 @dataclass(frozen=True, slots=True)
+class Tokens:
+    """Tokens one line used (or a batch's lines, summed): prompt, of which cached, and
+    generated."""
+
+    input: int = 0
+    cached: int = 0
+    output: int = 0
+
+    def public(self) -> dict[str, Any]:
+        """OpenAI's ``BatchUsage`` (no reasoning tokens are generated here)."""
+        return {
+            "input_tokens": self.input,
+            "input_tokens_details": {"cached_tokens": self.cached},
+            "output_tokens": self.output,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": self.input + self.output,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class BatchRecord:
     id: str
     key_id: str | None
@@ -93,6 +125,7 @@ class BatchRecord:
     errors: list[dict[str, Any]] | None
     metadata: dict[str, str] | None
     plan: dict[str, Any] | None
+    usage: Tokens = Tokens()  # the finished lines', summed
 
 
 def _record(row: Row) -> BatchRecord:
@@ -111,6 +144,9 @@ def _record(row: Row) -> BatchRecord:
         errors=json.loads(row["errors"]) if row["errors"] else None,
         metadata=json.loads(row["metadata"]) if row["metadata"] else None,
         plan=json.loads(row["plan"]) if row["plan"] else None,
+        usage=Tokens(
+            int(row["input_tokens"]), int(row["cached_tokens"]), int(row["output_tokens"])
+        ),
     )
 
 
@@ -129,6 +165,11 @@ _FINISH = (
     "grid_g_per_kwh = :grid, co2_g = :co2_g, energy_j = :energy_j, finished_at = :now, "
     "claimed_until = NULL "
     "WHERE batch_id = :batch AND line = :line AND status = 'running' AND claim = :claim"
+)
+_COUNT_TOKENS = (
+    "UPDATE batches SET input_tokens = input_tokens + :input, "
+    "cached_tokens = cached_tokens + :cached, output_tokens = output_tokens + :output "
+    "WHERE id = :batch"
 )
 
 
@@ -276,10 +317,12 @@ class BatchStore:
         ok: bool,
         output: dict[str, Any],
         receipt: dict[str, Any] | None = None,
+        tokens: Tokens | None = None,
         now: float | None = None,
     ) -> bool:
-        """Record ``line``'s output line and status at once, if the claim is still ours;
-        False: the lease was lost and another runner owns the line (this answer is dropped)."""
+        """Record ``line``'s output line and status at once, if the claim is still ours, and
+        add the ``tokens`` it used to its batch's in the same transaction; False: the lease
+        was lost and another runner owns the line (this answer and its tokens are dropped)."""
         carbon = (receipt or {}).get("carbon") or {}
         energy = (receipt or {}).get("energy") or {}
         params = {
@@ -294,8 +337,20 @@ class BatchStore:
             "line": line.line,
             "claim": line.claim,
         }
-        with self._db.connection() as conn:
-            return conn.execute(_FINISH, params).rowcount > 0
+        with self._db.transaction() as conn:
+            if conn.execute(_FINISH, params).rowcount == 0:
+                return False
+            if tokens is not None and (tokens.input or tokens.cached or tokens.output):
+                conn.execute(
+                    _COUNT_TOKENS,
+                    {
+                        "input": tokens.input,
+                        "cached": tokens.cached,
+                        "output": tokens.output,
+                        "batch": line.batch_id,
+                    },
+                )
+            return True
 
     def renew(self, claim: str, lease_s: float, now: float | None = None) -> int:
         """Extend the leases of every line ``claim`` still runs (its runner is alive)."""
