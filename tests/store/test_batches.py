@@ -158,3 +158,62 @@ def test_a_batch_counts_each_finished_lines_tokens_once(backend: Backend) -> Non
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": 25,
     }
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_expired_file_is_gone_as_an_unknown_id(backend: Backend, tmp_path: Path) -> None:
+    clock = Clock(1000.0)
+    files = FileStore(backend, tmp_path, clock=clock)
+    brief = files.add(
+        b"a\n", filename="a", purpose="batch", key_id=None, lines=1, expires_after_s=3600
+    )
+    kept = files.add(b"b\n", filename="b", purpose="batch", key_id=None, lines=1)
+    assert brief.expires_at == 4600.0 and brief.public()["expires_at"] == 4600
+    assert kept.public()["expires_at"] is None  # no lifetime asked: never expires
+    clock.now = 4599.0
+    assert files.read(brief.id, None) == b"a\n"
+    clock.now = 4600.0
+    for gone in (files.get, files.read, files.delete):
+        with pytest.raises(NotFoundError):
+            gone(brief.id, None)
+    assert [f.id for f in files.page(None)] == [kept.id]
+    assert files.path(brief.id).exists()  # gone to callers; its bytes wait for the sweep
+
+
+def test_the_sweep_spares_the_input_of_an_unfinished_batch(
+    backend: Backend, tmp_path: Path
+) -> None:
+    files = FileStore(backend, tmp_path, clock=Clock(1000.0))
+    store = BatchStore(backend)
+    made = [
+        files.add(b"x\n", filename=f"{i}", purpose="batch", key_id=None, lines=1,
+                  expires_after_s=3600 + i)
+        for i in range(4)
+    ]  # fmt: skip
+    forever = files.add(b"y\n", filename="y", purpose="batch", key_id=None, lines=1)
+    store.create(
+        {"id": "batch_in", "key_id": None, "endpoint": "/v1/chat/completions",
+         "input_file_id": made[0].id, "completion_window": "24h", "status": "in_progress",
+         "created_at": 1000.0, "expires_at": 1000.0 + 86400},
+        [LineRef(1, "c1", 0, 1)],
+    )  # fmt: skip
+    assert store.sweep_files(4000.0, 10) == []  # nothing expired yet
+    # bounded: two a sweep, soonest expired first; the running batch's input is kept
+    assert sorted(store.sweep_files(9000.0, 2)) == sorted([made[1].id, made[2].id])
+    assert store.sweep_files(9000.0, 2) == [made[3].id]
+    assert store.sweep_files(9000.0, 2) == []
+    assert store.move("batch_in", "completed", since=("in_progress",), now=9001.0)
+    assert store.sweep_files(9002.0, 2) == [made[0].id]  # its batch ended
+    for record in made:
+        files.discard(record.id)
+        assert not files.path(record.id).exists()
+    assert [f.id for f in files.page(None)] == [forever.id]
+    files.clock = Clock(1e12)
+    assert files.get(forever.id, None).id == forever.id

@@ -15,6 +15,10 @@ lost its lease has its answer dropped, and a finished line is never claimed agai
 The tokens a finished line used are added to its batch's counters (OpenAI's ``usage``) in
 the same transaction, and only when that update took the line: a line is counted once,
 and reading a batch's usage reads its one row.
+
+Expired files are swept here (:meth:`BatchStore.sweep_files`), not in
+:mod:`.files`, because whether an unfinished batch still reads a file is the batches' to
+know: such a file is kept until its batch ends.
 Batch status moves by conditional updates too (``from`` statuses in the ``WHERE``), so two
 runners cannot both finalise one batch.
 
@@ -126,6 +130,7 @@ class BatchRecord:
     metadata: dict[str, str] | None
     plan: dict[str, Any] | None
     usage: Tokens = Tokens()  # the finished lines', summed
+    output_expires_s: float | None = None  # its output files' lifetime (None: no expiry)
 
 
 def _record(row: Row) -> BatchRecord:
@@ -147,6 +152,7 @@ def _record(row: Row) -> BatchRecord:
         usage=Tokens(
             int(row["input_tokens"]), int(row["cached_tokens"]), int(row["output_tokens"])
         ),
+        output_expires_s=row["output_expires_s"],
     )
 
 
@@ -165,6 +171,16 @@ _FINISH = (
     "grid_g_per_kwh = :grid, co2_g = :co2_g, energy_j = :energy_j, finished_at = :now, "
     "claimed_until = NULL "
     "WHERE batch_id = :batch AND line = :line AND status = 'running' AND claim = :claim"
+)
+# files expired at :now that no unfinished batch reads (those wait for their batch to end)
+_SWEEPABLE = (
+    "expires_at <= :now AND NOT EXISTS (SELECT 1 FROM batches "
+    "WHERE batches.input_file_id = files.id AND batches.status IN ({active}))"
+).format(active=", ".join(f"'{s}'" for s in ACTIVE))
+_SWEEP = (
+    f"DELETE FROM files WHERE {_SWEEPABLE} AND id IN ("
+    f"SELECT id FROM files WHERE {_SWEEPABLE} ORDER BY expires_at LIMIT :n) "
+    "RETURNING id"
 )
 _COUNT_TOKENS = (
     "UPDATE batches SET input_tokens = input_tokens + :input, "
@@ -239,6 +255,20 @@ class BatchStore:
                 (file_id,),
             ).fetchone()
         return None if row is None else str(row["id"])
+
+    def sweep_files(self, now: float, n: int) -> list[str]:
+        """Delete the rows of up to ``n`` expired files (soonest expired first), except the
+        input of a batch not yet ended; their ids, whose bytes the caller then discards.
+        The DELETE checks the batches itself, so a batch made before it keeps its file."""
+        with self._db.connection() as conn:
+            # a read on the index first: most ticks find nothing, and take no write lock
+            due = conn.execute(
+                "SELECT 1 FROM files WHERE expires_at <= ? LIMIT 1", (now,)
+            ).fetchone()
+            if due is None:
+                return []
+            rows = conn.execute(_SWEEP, {"now": now, "n": n}).fetchall()
+        return [str(r["id"]) for r in rows]
 
     def move(
         self,

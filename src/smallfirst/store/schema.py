@@ -238,6 +238,13 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE batches ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE batches ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
     """,
+    # Issue 19: expiring files (OpenAI's expires_after); a batch's output_expires_after, in
+    # seconds from each output file's creation. NULL: never expires.
+    """
+    ALTER TABLE files ADD COLUMN expires_at REAL;
+    CREATE INDEX files_expires ON files (expires_at);
+    ALTER TABLE batches ADD COLUMN output_expires_s REAL;
+    """,
 )
 
 
@@ -437,5 +444,11 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE batches ADD COLUMN input_tokens BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE batches ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE batches ADD COLUMN output_tokens BIGINT NOT NULL DEFAULT 0;
+    """,
+    # Issue 19: expiring files (as SQLite's)
+    """
+    ALTER TABLE files ADD COLUMN expires_at DOUBLE PRECISION;
+    CREATE INDEX files_expires ON files (expires_at);
+    ALTER TABLE batches ADD COLUMN output_expires_s DOUBLE PRECISION;
     """,
 )
