@@ -11,12 +11,13 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.file_create_params import ExpiresAfter
 
 from smallfirst.settings import Settings
 from tests.conftest import LiveServer
 from tests.server.test_batches_api import chat_line, jsonl, lines_of, upload, wait_for
 
-HOUR = {"anchor": "created_at", "seconds": 3600}
+HOUR: ExpiresAfter = {"anchor": "created_at", "seconds": 3600}
 
 
 class Clock:
@@ -130,8 +131,8 @@ def test_a_batchs_output_files_expire_and_its_running_input_is_kept(
     assert (done.request_counts.completed, done.request_counts.failed) == (12, 1)
     assert len(lines_of(oai, done.output_file_id)) == 12
     assert swept(server, made.id)  # once the batch ended
-    output = oai.files.retrieve(done.output_file_id)  # type: ignore[arg-type]
-    errors = oai.files.retrieve(done.error_file_id)  # type: ignore[arg-type]
+    output = oai.files.retrieve(done.output_file_id)
+    errors = oai.files.retrieve(done.error_file_id)
     for out in (output, errors):  # anchored at each output file's own creation
         assert out.expires_at == out.created_at + 7200
     clock.shift_s += 7201.0

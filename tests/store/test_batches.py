@@ -3,6 +3,7 @@ exactly once, conditional status moves."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from smallfirst.errors import NotFoundError
 from smallfirst.store.backend import Backend
 from smallfirst.store.batches import BatchStore, LineRef, Tokens
+from smallfirst.store.database import open_backend
 from smallfirst.store.files import FileStore
+from smallfirst.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from tests.store.conftest import at_once
 
 pytestmark = pytest.mark.fast
@@ -217,3 +220,53 @@ def test_the_sweep_spares_the_input_of_an_unfinished_batch(
     assert [f.id for f in files.page(None)] == [forever.id]
     files.clock = Clock(1e12)
     assert files.get(forever.id, None).id == forever.id
+
+
+# a batch and a file stored by a smallfirst from before usage and expiry
+_OLD_ROWS = (
+    "INSERT INTO files (id, key_id, filename, purpose, bytes, created_at, lines) "
+    "VALUES ('file-old', NULL, 'in.jsonl', 'batch', 3, 100.0, 1)",
+    "INSERT INTO batches (id, key_id, endpoint, input_file_id, completion_window, status, "
+    "created_at, expires_at) VALUES ('batch_old', NULL, '/v1/chat/completions', 'file-old', "
+    "'24h', 'in_progress', 100.0, 86500.0)",
+    "INSERT INTO batch_lines (batch_id, line, custom_id, byte_offset, byte_length, status) "
+    "VALUES ('batch_old', 1, 'c1', 0, 3, 'pending')",
+)
+
+
+def _schema_before_usage_and_expiry(db_url: str) -> None:
+    if db_url.startswith("sqlite:"):
+        scripts = SQLITE_MIGRATIONS[:-2]
+        with sqlite3.connect(db_url.removeprefix("sqlite:")) as conn:
+            for script in scripts:
+                conn.executescript(script)
+            conn.execute(f"PRAGMA user_version={len(scripts)}")
+            for row in _OLD_ROWS:
+                conn.execute(row)
+        return
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as pg:
+        pg.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                   "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")  # fmt: skip
+        for number, script in enumerate(POSTGRES_MIGRATIONS[:-2], start=1):
+            pg.execute(script)
+            pg.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+        for row in _OLD_ROWS:
+            pg.execute(row)
+
+
+def test_rows_from_before_usage_and_expiry_migrate(db_url: str, tmp_path: Path) -> None:
+    _schema_before_usage_and_expiry(db_url)
+    backend = open_backend(db_url)
+    try:
+        assert backend.schema_version() == backend.migrations()
+        store, files = BatchStore(backend), FileStore(backend, tmp_path)
+        old = store.get("batch_old", None)
+        assert (old.usage, old.output_expires_s) == (Tokens(), None)  # counted from zero
+        assert files.get("file-old", None).expires_at is None  # never expires
+        (line,) = store.claim("batch_old", 1, "r1", lease_s=10, now=200.0)
+        assert store.finish(line, ok=True, output={}, tokens=Tokens(3, 0, 2), now=201.0)
+        assert store.get("batch_old", None).usage == Tokens(3, 0, 2)
+    finally:
+        backend.close()
