@@ -99,6 +99,15 @@ def test_a_batch_runs_to_completed_with_real_answers(
     assert extra["smallfirst"]["plan"]["at_once"] is True
     output_file = oai.files.retrieve(done.output_file_id)
     assert output_file.purpose == "batch_output"
+    assert done.usage is not None  # the lines' own usage, summed
+    usages = [o["response"]["body"]["usage"] for o in out]
+    assert done.usage.input_tokens == sum(u["prompt_tokens"] for u in usages) > 0
+    assert done.usage.output_tokens == sum(u["completion_tokens"] for u in usages) > 0
+    assert done.usage.total_tokens == sum(u["total_tokens"] for u in usages)
+    assert done.usage.input_tokens_details.cached_tokens == sum(
+        (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0 for u in usages
+    )
+    assert done.usage.output_tokens_details.reasoning_tokens == 0
 
 
 def test_bad_lines_go_to_the_error_file(oai: openai.OpenAI) -> None:
@@ -114,7 +123,12 @@ def test_bad_lines_go_to_the_error_file(oai: openai.OpenAI) -> None:
     assert done.status == "completed"
     assert done.request_counts is not None
     assert (done.request_counts.completed, done.request_counts.failed) == (1, 2)
-    assert [o["custom_id"] for o in lines_of(oai, done.output_file_id)] == ["good"]
+    (good,) = lines_of(oai, done.output_file_id)
+    assert good["custom_id"] == "good"
+    # the refused lines used no tokens: the batch's usage is the good line's
+    assert done.usage is not None
+    assert done.usage.input_tokens == good["response"]["body"]["usage"]["prompt_tokens"]
+    assert done.usage.output_tokens == good["response"]["body"]["usage"]["completion_tokens"]
     errors = {o["custom_id"]: o["response"] for o in lines_of(oai, done.error_file_id)}
     assert errors["unknown-model"]["status_code"] == 404
     assert errors["unknown-model"]["body"]["error"]["code"] == "model_not_found"
@@ -303,10 +317,15 @@ def test_an_embeddings_batch(oai: openai.OpenAI) -> None:
     )
     done = wait_for(oai, batch.id, ("completed", "failed"))
     assert done.status == "completed"
+    prompt_tokens = 0
     for line in lines_of(oai, done.output_file_id):
         body = line["response"]["body"]
         assert body["object"] == "list" and len(body["data"][0]["embedding"]) > 100
         assert body["smallfirst"]["receipt_id"]
+        prompt_tokens += body["usage"]["prompt_tokens"]
+    assert done.usage is not None  # embeddings read tokens and generate none
+    assert (done.usage.input_tokens, done.usage.output_tokens) == (prompt_tokens, 0)
+    assert prompt_tokens > 0
 
 
 def test_a_text_completions_batch(oai: openai.OpenAI) -> None:

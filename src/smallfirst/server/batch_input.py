@@ -7,23 +7,38 @@ of the file uses (OpenAI's rules). The first fault found is a 400 naming its lin
 A line's body is checked only as a JSON object here; the endpoint's own validation runs
 when the line is answered, and its refusal becomes that line's entry in the error file.
 
-It also says which ``completion_window`` values are accepted. It reads bytes; it does not
-store them or run anything.
+It also says which ``completion_window`` values are accepted, and which file lifetimes
+(``expires_after`` on an upload, a batch's ``output_expires_after``: OpenAI's anchor
+``created_at`` and 3600 to 2592000 seconds). It reads bytes; it does not store them or run
+anything.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from smallfirst.errors import InvalidRequestError
 from smallfirst.store.batches import LineRef
 
-__all__ = ["ENDPOINTS", "parse_lines", "window_hours"]
+__all__ = ["ENDPOINTS", "ExpiresAfter", "form_expires_after", "parse_lines", "window_hours"]
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 MAX_WINDOW_H = 168  # our extension of OpenAI's "24h": up to a week
 _WINDOW = re.compile(r"^([1-9][0-9]{0,2})h$")
+MIN_EXPIRY_S, MAX_EXPIRY_S = 3600, 2_592_000  # OpenAI's: an hour to 30 days
+
+
+class ExpiresAfter(BaseModel):
+    """A file's lifetime: ``seconds`` after its ``created_at``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: Literal["created_at"]
+    seconds: int = Field(ge=MIN_EXPIRY_S, le=MAX_EXPIRY_S)
 
 
 def _fault(line: int, message: str) -> InvalidRequestError:
@@ -84,3 +99,26 @@ def window_hours(window: str) -> int:
             param="completion_window",
         )
     return int(m.group(1))
+
+
+def form_expires_after(anchor: str | None, seconds: str | None) -> float | None:
+    """An upload's lifetime in seconds from its multipart fields ``expires_after[anchor]``
+    and ``expires_after[seconds]`` (neither: None, the file never expires)."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise InvalidRequestError(
+            f"expires_after[anchor] must be 'created_at', not {anchor!r}",
+            param="expires_after.anchor",
+        )
+    try:
+        value = int(seconds or "")
+    except ValueError:
+        value = 0
+    if not MIN_EXPIRY_S <= value <= MAX_EXPIRY_S:
+        raise InvalidRequestError(
+            f"expires_after[seconds] must be an integer from {MIN_EXPIRY_S} to {MAX_EXPIRY_S}, "
+            f"not {seconds!r}",
+            param="expires_after.seconds",
+        )
+    return float(value)

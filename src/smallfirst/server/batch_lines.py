@@ -9,8 +9,9 @@ error through the one error table) becomes OpenAI's batch output line:
 ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``.
 
 :class:`Deferred` marks what is not the line's fault and passes (overload, shutdown, a
-rate limit): the runner puts the line back rather than writing it as failed. This module
-does not claim lines or write files.
+rate limit): the runner puts the line back rather than writing it as failed.
+:func:`used` reads the tokens an output line's body says it used, for the batch's
+``usage``. This module does not claim lines or write files.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from smallfirst.server.completions import Completions
 from smallfirst.server.embeddings import EmbeddingRequest, Embeddings
 from smallfirst.server.errors import WireError, describe, unhandled, validation_error
 from smallfirst.server.protocol import ChatCompletionRequest, CompletionRequest
+from smallfirst.store.batches import Tokens
 
-__all__ = ["Answered", "Deferred", "LineServer", "error_line"]
+__all__ = ["Answered", "Deferred", "LineServer", "error_line", "used"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,28 @@ def error_line(custom_id: str, code: str, message: str) -> dict[str, Any]:
         "response": None,
         "error": {"code": code, "message": message},
     }
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def used(line: dict[str, Any]) -> Tokens:
+    """The tokens an output line's body reports in its ``usage`` (chat and text completions:
+    prompt, cached and completion tokens; embeddings: prompt tokens only). A line with no
+    response, or a body without ``usage`` (an error's), used none."""
+    response = line.get("response") or {}
+    body = response.get("body") if isinstance(response, dict) else None
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return Tokens()
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Tokens(
+        _count(usage.get("prompt_tokens")),
+        _count(cached),
+        _count(usage.get("completion_tokens")),
+    )
 
 
 async def _never() -> dict[str, Any]:

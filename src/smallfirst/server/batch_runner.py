@@ -23,6 +23,11 @@ lines' generations are background work (:data:`~smallfirst.engines.base.BACKGROU
 batched engine pauses them while a live request reads its prompt. A line
 that meets overload, shutdown or its key's rate limit goes back to pending, to run later.
 
+Each tick also sweeps out up to ``FILES_SWEPT_PER_TICK`` expired files (their rows, then
+their bytes), sparing the input of a batch not yet ended; an expired file is already gone
+to callers before it is swept (:mod:`smallfirst.store.files`). A gateway with the runner
+off sweeps nothing; another gateway on the same store does.
+
 Durable: lines live in the store, so a restart (``kill -9`` included) resumes; a runner
 renews the leases of the lines it runs every tick, so a line is claimed again only when
 the gateway holding it stopped ticking (died) for a whole lease; a finished line
@@ -48,7 +53,7 @@ from smallfirst.engines.base import BACKGROUND
 from smallfirst.engines.pool import EnginePool
 from smallfirst.errors import InvalidKeyError, SmallfirstError
 from smallfirst.metering.service import GRID_HOUR
-from smallfirst.server.batch_lines import Answered, Deferred, LineServer, error_line
+from smallfirst.server.batch_lines import Answered, Deferred, LineServer, error_line, used
 from smallfirst.server.batch_plans import BusyTime, Planner, RunPlan
 from smallfirst.server.errors import describe
 from smallfirst.settings import Settings
@@ -61,6 +66,7 @@ __all__ = ["BatchRunner", "stopped"]
 log = logging.getLogger(__name__)
 
 DEFER_PAUSE_S = 1.0  # after a line was deferred (overload, rate limit), wait this long
+FILES_SWEPT_PER_TICK = 100  # expired files removed per tick: a tick's work stays bounded
 
 
 class BatchRunner:
@@ -135,6 +141,7 @@ class BatchRunner:
         ``busy``: the batches those belong to."""
         if in_flight:  # alive: the lines this runner holds stay its own
             self.batches.renew(self.claim, self.settings.batch_line_lease_s, self.clock())
+        self._sweep()
         starts: list[tuple[BatchRecord, Claimed]] = []
         for batch in self.batches.active():
             now = self.clock()
@@ -151,6 +158,12 @@ class BatchRunner:
             elif batch.status == "finalizing":  # a gateway died while finishing it
                 self._finish(batch, "completed", since=("finalizing",))
         return starts
+
+    def _sweep(self) -> None:
+        """Remove a bounded number of expired files: rows first, so a file whose bytes are
+        being removed is already unknown."""
+        for file_id in self.batches.sweep_files(self.clock(), FILES_SWEPT_PER_TICK):
+            self.files.discard(file_id)
 
     def _progress(
         self, batch: BatchRecord, now: float, room: int, busy: set[str]
@@ -229,6 +242,7 @@ class BatchRunner:
             ok=answered.ok,
             output=answered.line,
             receipt=answered.receipt,
+            tokens=used(answered.line),
             now=self.clock(),
         )
         if not kept:
@@ -283,6 +297,8 @@ class BatchRunner:
                 key_id=batch.key_id,
                 lines=len(lines),
                 file_id=f"file-{base}{'o' if ok else 'e'}",
+                now=self.clock(),
+                expires_after_s=batch.output_expires_s,  # anchored at this file's creation
             )
             files[column] = record.id
         self.batches.move(batch.id, to, since=since, now=self.clock(), **files)

@@ -65,6 +65,24 @@ class RequestCounts(_Closed):
     failed: int = Field(description="lines answered with an error, or expired")
 
 
+class InputTokensDetails(_Closed):
+    cached_tokens: int
+
+
+class OutputTokensDetails(_Closed):
+    reasoning_tokens: int = Field(description="always 0 here")
+
+
+class BatchUsage(_Closed):
+    """OpenAI's ``BatchUsage``: the finished lines' tokens, summed."""
+
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
 class BatchCarbon(_Closed):
     """When the batch runs, and what its lines emitted (docs/carbon-aware-batches.md)."""
 
@@ -114,7 +132,7 @@ class Batch(_Closed):
     cancelled_at: int | None
     request_counts: RequestCounts
     metadata: dict[str, str] | None
-    usage: None
+    usage: BatchUsage
     smallfirst: BatchCarbon
 
 

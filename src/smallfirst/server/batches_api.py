@@ -7,11 +7,16 @@ endpoint its lines go to (``/v1/chat/completions``, ``/v1/completions`` or
 runner (:mod:`.batch_runner`) takes it from there. A file whose lines name another
 endpoint makes a ``failed`` batch with its ``errors`` naming those lines, as OpenAI does.
 
+``output_expires_after`` (``{"anchor": "created_at", "seconds"}``, 3600 to 2592000) gives
+the batch's output and error files an ``expires_at`` that many seconds after each file is
+written; without it they never expire.
+
 Cancel moves a ``validating`` or ``in_progress`` batch to ``cancelling``: no new line
 starts, lines already running finish, and the runner then writes the files (finished
 lines kept) and marks it ``cancelled``.
 
-The batch object is OpenAI's, with ``request_counts`` counted from the lines, plus a
+The batch object is OpenAI's, with ``request_counts`` counted from the lines and
+``usage`` the finished lines' tokens (counted as each line finished), plus a
 ``smallfirst`` field: the plan (hours chosen, or at once and why) and grams of CO2 as run.
 This module does not run lines.
 """
@@ -30,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smallfirst.errors import InvalidRequestError
 from smallfirst.server import openapi
-from smallfirst.server.batch_input import ENDPOINTS, parse_lines, window_hours
+from smallfirst.server.batch_input import ENDPOINTS, ExpiresAfter, parse_lines, window_hours
 from smallfirst.server.batch_plans import carbon_view, estimate_lines
 from smallfirst.server.batch_schemas import Batch, BatchList
 from smallfirst.server.files_api import caller_key, owner_key, page
@@ -45,7 +50,7 @@ MAX_ERRORS = 100  # lines named in a failed batch's errors
 
 
 class BatchCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # output_expires_after: accepted, not used
+    model_config = ConfigDict(extra="ignore")  # fields OpenAI may add: accepted, not used
 
     input_file_id: str
     endpoint: str
@@ -53,6 +58,7 @@ class BatchCreate(BaseModel):
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
         default=None, max_length=16
     )
+    output_expires_after: ExpiresAfter | None = None
 
 
 def _ts(value: float | None) -> int | None:
@@ -83,7 +89,7 @@ def batch_object(record: BatchRecord, store: BatchStore, pue: float) -> dict[str
             "failed": counts.failed,
         },
         "metadata": record.metadata,
-        "usage": None,
+        "usage": record.usage.public(),
         "smallfirst": {"plan": record.plan, **carbon_view(record.plan, counts, pue)},
     }
 
@@ -136,6 +142,9 @@ def _batch_row(
         "expires_at": now + hours * 3600.0,
         "metadata": None if body.metadata is None else _json(body.metadata),
         "plan": _json({"estimate": estimate_lines(content, refs, settings.default_model)}),
+        "output_expires_s": (
+            None if body.output_expires_after is None else float(body.output_expires_after.seconds)
+        ),
     }
     if errors:
         row["errors"] = _json(errors)

@@ -2,10 +2,13 @@
 
 ``POST /v1/files`` takes a multipart upload with ``purpose=batch`` (the one purpose served
 here), at most ``files_max_bytes``, and checks it line by line (:mod:`.batch_input`)
-before a byte is stored. Files belong to the API key that uploaded them (none in open
-mode); another client key's file is a 404, while an admin key sees every key's files (as it
-sees every receipt). A file an unfinished batch still reads cannot be deleted (cancel the
-batch first): its lines are read from it as they run.
+before a byte is stored; ``expires_after[anchor]=created_at`` with
+``expires_after[seconds]`` gives it an ``expires_at``, after which it is a 404 like an
+unknown id, left out of lists, and swept by the batch runner. Files belong to the API
+key that uploaded them (none in open mode); another client key's file is a 404, while an
+admin key sees every key's files (as it sees every receipt). A file an unfinished batch
+still reads cannot be deleted (cancel the batch first): its lines are read from it as they
+run; once expired it is gone to callers, but its bytes are kept until that batch ends.
 
 Objects are OpenAI's (``file``, ``list``, the deletion's ``{"id", "object", "deleted"}``).
 This module does not run batches.
@@ -21,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from smallfirst.errors import InvalidRequestError
 from smallfirst.server import openapi
 from smallfirst.server.auth import caller_scope
-from smallfirst.server.batch_input import parse_lines
+from smallfirst.server.batch_input import form_expires_after, parse_lines
 from smallfirst.server.batch_schemas import FileDeleted, FileList, FileObject
 from smallfirst.server.offload import Offload
 from smallfirst.settings import Settings
@@ -88,11 +91,14 @@ def _collection(api: APIRouter, settings: Settings, files: FileStore, offload: O
         request: Request,
         file: Annotated[UploadFile, File()],
         purpose: Annotated[str, Form()],
+        anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
+        seconds: Annotated[str | None, Form(alias="expires_after[seconds]")] = None,
     ) -> JSONResponse:
         if purpose not in PURPOSES:
             raise InvalidRequestError(
                 f"purpose {purpose!r} is not served here; use 'batch'", param="purpose"
             )
+        lifetime_s = form_expires_after(anchor, seconds)
         content = await file.read(settings.files_max_bytes + 1)
         if len(content) > settings.files_max_bytes:
             raise InvalidRequestError(
@@ -106,6 +112,7 @@ def _collection(api: APIRouter, settings: Settings, files: FileStore, offload: O
             purpose=purpose,
             key_id=owner_key(request),
             lines=len(refs),
+            expires_after_s=lifetime_s,
         )
         return JSONResponse(record.public())
 

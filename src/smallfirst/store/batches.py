@@ -12,6 +12,13 @@ meanwhile is re-checked on its newest version and skipped, never claimed twice. 
 *finished* by a second conditional ``UPDATE`` that writes its status and its output line
 in the same statement, and only while the claim is still the runner's own: a runner that
 lost its lease has its answer dropped, and a finished line is never claimed again.
+The tokens a finished line used are added to its batch's counters (OpenAI's ``usage``) in
+the same transaction, and only when that update took the line: a line is counted once,
+and reading a batch's usage reads its one row.
+
+Expired files are swept here (:meth:`BatchStore.sweep_files`), not in
+:mod:`.files`, because whether an unfinished batch still reads a file is the batches' to
+know: such a file is kept until its batch ends.
 Batch status moves by conditional updates too (``from`` statuses in the ``WHERE``), so two
 runners cannot both finalise one batch.
 
@@ -30,7 +37,16 @@ from smallfirst.errors import NotFoundError
 from smallfirst.store.backend import Backend, Row
 from smallfirst.store.files import owned
 
-__all__ = ["ACTIVE", "TERMINAL", "BatchRecord", "BatchStore", "Claimed", "Counts", "LineRef"]
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "BatchRecord",
+    "BatchStore",
+    "Claimed",
+    "Counts",
+    "LineRef",
+    "Tokens",
+]
 
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -78,6 +94,26 @@ class Counts:
 
 
 @dataclass(frozen=True, slots=True)
+class Tokens:
+    """Tokens one line used (or a batch's lines, summed): prompt, of which cached, and
+    generated."""
+
+    input: int = 0
+    cached: int = 0
+    output: int = 0
+
+    def public(self) -> dict[str, Any]:
+        """OpenAI's ``BatchUsage`` (no reasoning tokens are generated here)."""
+        return {
+            "input_tokens": self.input,
+            "input_tokens_details": {"cached_tokens": self.cached},
+            "output_tokens": self.output,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": self.input + self.output,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class BatchRecord:
     id: str
     key_id: str | None
@@ -93,6 +129,8 @@ class BatchRecord:
     errors: list[dict[str, Any]] | None
     metadata: dict[str, str] | None
     plan: dict[str, Any] | None
+    usage: Tokens = Tokens()  # the finished lines', summed
+    output_expires_s: float | None = None  # its output files' lifetime (None: no expiry)
 
 
 def _record(row: Row) -> BatchRecord:
@@ -111,6 +149,10 @@ def _record(row: Row) -> BatchRecord:
         errors=json.loads(row["errors"]) if row["errors"] else None,
         metadata=json.loads(row["metadata"]) if row["metadata"] else None,
         plan=json.loads(row["plan"]) if row["plan"] else None,
+        usage=Tokens(
+            int(row["input_tokens"]), int(row["cached_tokens"]), int(row["output_tokens"])
+        ),
+        output_expires_s=row["output_expires_s"],
     )
 
 
@@ -129,6 +171,21 @@ _FINISH = (
     "grid_g_per_kwh = :grid, co2_g = :co2_g, energy_j = :energy_j, finished_at = :now, "
     "claimed_until = NULL "
     "WHERE batch_id = :batch AND line = :line AND status = 'running' AND claim = :claim"
+)
+# files expired at :now that no unfinished batch reads (those wait for their batch to end)
+_SWEEPABLE = (
+    "expires_at <= :now AND NOT EXISTS (SELECT 1 FROM batches "
+    "WHERE batches.input_file_id = files.id AND batches.status IN ({active}))"
+).format(active=", ".join(f"'{s}'" for s in ACTIVE))
+_SWEEP = (
+    f"DELETE FROM files WHERE {_SWEEPABLE} AND id IN ("
+    f"SELECT id FROM files WHERE {_SWEEPABLE} ORDER BY expires_at LIMIT :n) "
+    "RETURNING id"
+)
+_COUNT_TOKENS = (
+    "UPDATE batches SET input_tokens = input_tokens + :input, "
+    "cached_tokens = cached_tokens + :cached, output_tokens = output_tokens + :output "
+    "WHERE id = :batch"
 )
 
 
@@ -198,6 +255,20 @@ class BatchStore:
                 (file_id,),
             ).fetchone()
         return None if row is None else str(row["id"])
+
+    def sweep_files(self, now: float, n: int) -> list[str]:
+        """Delete the rows of up to ``n`` expired files (soonest expired first), except the
+        input of a batch not yet ended; their ids, whose bytes the caller then discards.
+        The DELETE checks the batches itself, so a batch made before it keeps its file."""
+        with self._db.connection() as conn:
+            # a read on the index first: most ticks find nothing, and take no write lock
+            due = conn.execute(
+                "SELECT 1 FROM files WHERE expires_at <= ? LIMIT 1", (now,)
+            ).fetchone()
+            if due is None:
+                return []
+            rows = conn.execute(_SWEEP, {"now": now, "n": n}).fetchall()
+        return [str(r["id"]) for r in rows]
 
     def move(
         self,
@@ -276,10 +347,12 @@ class BatchStore:
         ok: bool,
         output: dict[str, Any],
         receipt: dict[str, Any] | None = None,
+        tokens: Tokens | None = None,
         now: float | None = None,
     ) -> bool:
-        """Record ``line``'s output line and status at once, if the claim is still ours;
-        False: the lease was lost and another runner owns the line (this answer is dropped)."""
+        """Record ``line``'s output line and status at once, if the claim is still ours, and
+        add the ``tokens`` it used to its batch's in the same transaction; False: the lease
+        was lost and another runner owns the line (this answer and its tokens are dropped)."""
         carbon = (receipt or {}).get("carbon") or {}
         energy = (receipt or {}).get("energy") or {}
         params = {
@@ -294,8 +367,20 @@ class BatchStore:
             "line": line.line,
             "claim": line.claim,
         }
-        with self._db.connection() as conn:
-            return conn.execute(_FINISH, params).rowcount > 0
+        with self._db.transaction() as conn:
+            if conn.execute(_FINISH, params).rowcount == 0:
+                return False
+            if tokens is not None and (tokens.input or tokens.cached or tokens.output):
+                conn.execute(
+                    _COUNT_TOKENS,
+                    {
+                        "input": tokens.input,
+                        "cached": tokens.cached,
+                        "output": tokens.output,
+                        "batch": line.batch_id,
+                    },
+                )
+            return True
 
     def renew(self, claim: str, lease_s: float, now: float | None = None) -> int:
         """Extend the leases of every line ``claim`` still runs (its runner is alive)."""

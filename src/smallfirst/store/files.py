@@ -9,6 +9,13 @@ PostgreSQL must share that directory too.
 Scoping: a caller with a key sees only its own files; the open gateway (no key) sees all.
 Someone else's file is answered as missing, never as forbidden, so ids cannot be probed.
 
+Expiry: a file may have an ``expires_at`` (OpenAI's ``expires_after``). From then on it is
+gone to every caller, exactly as an unknown id (not got, read, listed or deleted); its row
+and bytes stay until a sweep removes them (:meth:`BatchStore.sweep_files
+<smallfirst.store.batches.BatchStore.sweep_files>`, which keeps the input of an unfinished
+batch until it ends, then :meth:`FileStore.discard` for the bytes). Time is the store's
+``clock``, so tests can move it.
+
 This module does not check what a file holds (``smallfirst.server.batch_input`` does) and
 does not know HTTP.
 """
@@ -19,6 +26,7 @@ import contextlib
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +50,7 @@ class FileRecord:
     bytes: int
     created_at: float
     lines: int
+    expires_at: float | None = None  # None: never
 
     def public(self) -> dict[str, Any]:
         """OpenAI's ``file`` object."""
@@ -53,7 +62,7 @@ class FileRecord:
             "filename": self.filename,
             "purpose": self.purpose,
             "status": "processed",
-            "expires_at": None,
+            "expires_at": None if self.expires_at is None else int(self.expires_at),
             "status_details": None,
         }
 
@@ -67,7 +76,12 @@ def _record(row: Row) -> FileRecord:
         int(row["bytes"]),
         row["created_at"],
         int(row["lines"]),
+        row["expires_at"],
     )
+
+
+# rows not yet expired at :now
+_LIVE = "(expires_at IS NULL OR expires_at > :now)"
 
 
 def owned(key_id: str | None) -> tuple[str, dict[str, Any]]:
@@ -80,9 +94,10 @@ def owned(key_id: str | None) -> tuple[str, dict[str, Any]]:
 class FileStore:
     """The files of one database, their bytes under ``data_dir``/files."""
 
-    def __init__(self, db: Backend, data_dir: Path) -> None:
+    def __init__(self, db: Backend, data_dir: Path, clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self.root = data_dir / "files"
+        self.clock = clock
 
     def path(self, file_id: str) -> Path:
         return self.root / file_id
@@ -97,19 +112,23 @@ class FileStore:
         lines: int,
         file_id: str | None = None,
         now: float | None = None,
+        expires_after_s: float | None = None,
     ) -> FileRecord:
-        """Write ``content`` and its row. With ``file_id`` given (a batch's output, whose id
-        is fixed so that finishing twice is harmless) an existing row is kept as it is."""
+        """Write ``content`` and its row, gone ``expires_after_s`` after its creation (None:
+        never). With ``file_id`` given (a batch's output, whose id is fixed so that
+        finishing twice is harmless) an existing row is kept as it is."""
         file_id = file_id or new_file_id()
         self._write(file_id, content)
+        created = self.clock() if now is None else now
         row = {
             "id": file_id,
             "key_id": key_id,
             "filename": filename,
             "purpose": purpose,
             "bytes": len(content),
-            "created_at": time.time() if now is None else now,
+            "created_at": created,
             "lines": lines,
+            "expires_at": None if expires_after_s is None else created + expires_after_s,
         }
         with self._db.connection() as conn:
             conn.execute(
@@ -117,7 +136,8 @@ class FileStore:
                 "ON CONFLICT (id) DO NOTHING",
                 row,
             )
-        return self.get(file_id, None)
+            kept = conn.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        return _record(kept)
 
     def _write(self, file_id: str, content: bytes) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -129,10 +149,12 @@ class FileStore:
         tmp.replace(self.path(file_id))
 
     def get(self, file_id: str, key_id: str | None) -> FileRecord:
+        """``file_id``, if ``key_id`` may see it and it has not expired."""
         where, params = owned(key_id)
         with self._db.connection() as conn:
             row = conn.execute(
-                f"SELECT * FROM files WHERE id = :id AND {where}", {"id": file_id, **params}
+                f"SELECT * FROM files WHERE id = :id AND {where} AND {_LIVE}",
+                {"id": file_id, "now": self.clock(), **params},
             ).fetchone()
         if row is None:
             raise NotFoundError(f"No such File object: {file_id}", param="file_id")
@@ -147,9 +169,11 @@ class FileStore:
         limit: int = 10000,
         newest_first: bool = True,
     ) -> list[FileRecord]:
-        """Files in creation order (newest first unless told), after the file ``after``."""
+        """Unexpired files in creation order (newest first unless told), after the file
+        ``after``."""
         where, params = owned(key_id)
-        params = {**params, "limit": limit}
+        where += f" AND {_LIVE}"
+        params = {**params, "limit": limit, "now": self.clock()}
         if purpose is not None:
             where += " AND purpose = :purpose"
             params["purpose"] = purpose
@@ -164,7 +188,7 @@ class FileStore:
         return [_record(r) for r in rows]
 
     def read(self, file_id: str, key_id: str | None) -> bytes:
-        self.get(file_id, key_id)  # owned, and not deleted
+        self.get(file_id, key_id)  # owned, not deleted, not expired
         try:
             return self.path(file_id).read_bytes()
         except FileNotFoundError:
@@ -182,5 +206,9 @@ class FileStore:
         record = self.get(file_id, key_id)
         with self._db.connection() as conn:
             conn.execute("DELETE FROM files WHERE id = ?", (record.id,))
+        self.discard(record.id)
+
+    def discard(self, file_id: str) -> None:
+        """Remove a file's bytes (its row already gone: deleted, or swept once expired)."""
         with contextlib.suppress(FileNotFoundError):
-            self.path(record.id).unlink()
+            self.path(file_id).unlink()

@@ -231,6 +231,20 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX batch_lines_status ON batch_lines (batch_id, status);
     """,
+    # Issue 19: a batch's token usage (OpenAI's ``Batch.usage``), counted up in the same
+    # transaction that finishes a line, so a line is counted once and a GET reads one row.
+    """
+    ALTER TABLE batches ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE batches ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE batches ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    """,
+    # Issue 19: expiring files (OpenAI's expires_after); a batch's output_expires_after, in
+    # seconds from each output file's creation. NULL: never expires.
+    """
+    ALTER TABLE files ADD COLUMN expires_at REAL;
+    CREATE INDEX files_expires ON files (expires_at);
+    ALTER TABLE batches ADD COLUMN output_expires_s REAL;
+    """,
 )
 
 
@@ -424,5 +438,17 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (batch_id, line)
     );
     CREATE INDEX batch_lines_status ON batch_lines (batch_id, status);
+    """,
+    # Issue 19: a batch's token usage (as SQLite's)
+    """
+    ALTER TABLE batches ADD COLUMN input_tokens BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE batches ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE batches ADD COLUMN output_tokens BIGINT NOT NULL DEFAULT 0;
+    """,
+    # Issue 19: expiring files (as SQLite's)
+    """
+    ALTER TABLE files ADD COLUMN expires_at DOUBLE PRECISION;
+    CREATE INDEX files_expires ON files (expires_at);
+    ALTER TABLE batches ADD COLUMN output_expires_s DOUBLE PRECISION;
     """,
 )
