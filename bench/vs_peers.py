@@ -5,8 +5,10 @@ The peers are built from the llama.cpp vendored in the installed llama-cpp-pytho
 model (default Qwen2.5-Coder 0.5B and 1.5B, Q4_K_M, the same GGUF file everywhere) and each
 round, for each client count N (``--clients``, default 1 2 4 8):
 
-* **smallfirst**: one gateway for the whole run, ``engine_batching = true``,
-  ``parallel`` = the largest N, n_ctx 2048 per request, ``--threads`` threads;
+* **smallfirst**: one gateway per N, as llama-server has, ``engine_batching = true``,
+  ``parallel`` = N, n_ctx 2048 per request, ``--threads`` threads (``--shared-gateway``: one
+  gateway for the whole run with ``parallel`` = the largest N, the measurements before
+  2026-12-03 11:00);
 * **llama-server**: ``llama-server -np N -c N*2048 -t T -tb T`` (one server per N, started
   once and kept for the run; everything else its defaults, continuous batching and flash
   attention (``auto``, on for CPUs) included; ours keeps flash attention off unless
@@ -50,7 +52,7 @@ from typing import Any
 import httpx
 
 from harness import script
-from harness.gateway import model_path, running_gateway
+from harness.gateway import Gateway, model_path, running_gateway
 from harness.procs import Child, process_cpu_seconds, scratch_dir
 from harness.sse import StreamStats, openai_client, stream_chat
 from harness.stats import fmt, median, ratio
@@ -179,30 +181,23 @@ def batched_bench(
 
 def bench_model(args: argparse.Namespace, peers: Peers, name: str, logs: Path) -> dict[str, Any]:
     gguf = model_path(name)
-    settings = {
-        "engine_batching": True,
-        "parallel": max(args.clients),
-        "n_ctx": 2048,
-        "flash_attention": args.flash_attention,
-    }
     runs: list[dict[str, Any]] = []
     peer_rates: list[dict[int, float]] = []
     with (
-        running_gateway(logs, name=f"gw-{name}", settings=settings, threads=args.threads) as gw,
+        gateways(args, name, logs) as ours,
         llama_servers(peers, gguf, args.clients, args.threads, logs) as servers,
     ):
-        gw_pid = gw.child.pid
         urls = {n: f"http://127.0.0.1:{_port(c)}" for n, c in servers.items()}
-        for side_url, pid in [(gw.url, gw_pid), *((u, servers[n].pid) for n, u in urls.items())]:
+        mine = {n: (gw.url, gw.child.pid) for n, gw in ours.items()}
+        theirs = {n: (u, servers[n].pid) for n, u in urls.items()}
+        for side_url, pid in [*set(mine.values()), *theirs.values()]:
             burst(side_url, pid, [body(name, -1, 0, 8)])  # warm-up
         for round_no in range(args.rounds):
             order = SIDES if round_no % 2 == 0 else tuple(reversed(SIDES))
             for n in args.clients:
                 bodies = [body(name, round_no, c, args.max_tokens) for c in range(n)]
                 for side in order:
-                    url, pid = (
-                        (gw.url, gw_pid) if side == "smallfirst" else (urls[n], servers[n].pid)
-                    )
+                    url, pid = mine[n] if side == "smallfirst" else theirs[n]
                     figures = burst(url, pid, bodies, args.stream)
                     runs.append({"side": side, "clients": n, "round": round_no, **figures})
                     print(
@@ -214,6 +209,31 @@ def bench_model(args: argparse.Namespace, peers: Peers, name: str, logs: Path) -
             print(f"  {name} round {round_no} llama-batched-bench S_TG: {rates}", flush=True)
             peer_rates.append(rates)
     return {"model": name, "runs": runs, "batched_bench_s_tg": peer_rates}
+
+
+@contextlib.contextmanager
+def gateways(args: argparse.Namespace, name: str, logs: Path) -> Iterator[dict[int, Gateway]]:
+    """Our gateway for each N: one per N with ``parallel`` = N, or with
+    ``--shared-gateway`` the same one (``parallel`` = the largest N) for every N."""
+    counts = [max(args.clients)] if args.shared_gateway else args.clients
+    with contextlib.ExitStack() as stack:
+        started = {
+            n: stack.enter_context(
+                running_gateway(
+                    logs,
+                    name=f"gw-{name}-p{n}",
+                    settings={
+                        "engine_batching": True,
+                        "parallel": n,
+                        "n_ctx": 2048,
+                        "flash_attention": args.flash_attention,
+                    },
+                    threads=args.threads,
+                )
+            )
+            for n in counts
+        }
+        yield {n: started[max(counts)] if args.shared_gateway else started[n] for n in args.clients}
 
 
 def _port(child: Child) -> int:
@@ -300,6 +320,11 @@ def main() -> int:
         "--stream",
         action="store_true",
         help="stream the answers and add each side's decode-only tok/s (no receipts, no energy)",
+    )
+    p.add_argument(
+        "--shared-gateway",
+        action="store_true",
+        help="one gateway for every N (parallel = the largest N) instead of one per N",
     )
     p.add_argument(
         "--flash-attention",
