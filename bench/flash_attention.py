@@ -28,7 +28,7 @@ from harness import script
 from harness.gateway import running_gateway
 from harness.procs import scratch_dir
 from harness.stats import fmt, median
-from vs_peers import body
+from vs_peers import batched_settings, body
 
 SIDES = ("off", "on")
 
@@ -59,12 +59,7 @@ def bench(model: str, n: int, args: Any, logs: Path) -> dict[str, Any]:
                 running_gateway(
                     logs,
                     name=f"gw-{model}-{n}-{side}",
-                    settings={
-                        "engine_batching": True,
-                        "parallel": n,
-                        "n_ctx": 2048,
-                        "flash_attention": side == "on",
-                    },
+                    settings=batched_settings(n, side == "on"),
                     threads=args.threads,
                 )
             ).url

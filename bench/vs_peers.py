@@ -211,6 +211,17 @@ def bench_model(args: argparse.Namespace, peers: Peers, name: str, logs: Path) -
     return {"model": name, "runs": runs, "batched_bench_s_tg": peer_rates}
 
 
+def batched_settings(parallel: int, flash_attention: bool) -> dict[str, bool | int]:
+    """Our gateway's settings against the peers: the batched engine, ``parallel`` slots of
+    2048 tokens each."""
+    return {
+        "engine_batching": True,
+        "parallel": parallel,
+        "n_ctx": 2048,
+        "flash_attention": flash_attention,
+    }
+
+
 @contextlib.contextmanager
 def gateways(args: argparse.Namespace, name: str, logs: Path) -> Iterator[dict[int, Gateway]]:
     """Our gateway for each N: one per N with ``parallel`` = N, or with
@@ -222,12 +233,7 @@ def gateways(args: argparse.Namespace, name: str, logs: Path) -> Iterator[dict[i
                 running_gateway(
                     logs,
                     name=f"gw-{name}-p{n}",
-                    settings={
-                        "engine_batching": True,
-                        "parallel": n,
-                        "n_ctx": 2048,
-                        "flash_attention": args.flash_attention,
-                    },
+                    settings=batched_settings(n, args.flash_attention),
                     threads=args.threads,
                 )
             )
