@@ -118,6 +118,35 @@ def test_a_stream_joining_mid_batch_corrupts_none(
     asyncio.run(main())
 
 
+def test_a_body_request_hands_off_its_answer_in_two_chunks(
+    settings: Settings, engines: list[BatchedEngine]
+) -> None:
+    """A client that takes one body (``stream`` False) gets the same answer, logprobs
+    included, from the first chunk and one more, not from one hand-off per token."""
+
+    async def chunks(engine: BatchedEngine, req: GenerationRequest) -> list[Any]:
+        return [c async for c in engine.generate(req)]
+
+    async def main() -> None:
+        engine = make(settings)
+        engines.append(engine)
+        for text in PROMPTS[:2]:
+            streamed_req = request(text, 40, logprobs=True, top_logprobs=2)
+            streamed = await chunks(engine, streamed_req)
+            engine.forget_prefixes()
+            body = await chunks(engine, dataclasses.replace(streamed_req, stream=False))
+            engine.forget_prefixes()
+            assert "".join(c.text for c in body) == "".join(c.text for c in streamed)
+            assert [lp for c in body for lp in c.logprobs] == [
+                lp for c in streamed for lp in c.logprobs
+            ]
+            assert body[-1].usage == streamed[-1].usage
+            assert len(streamed) > 10 and len(body) <= 3  # first, the rest, the end
+            assert body[0].text == streamed[0].text  # the first token is not held back
+
+    asyncio.run(main())
+
+
 def test_a_disconnect_frees_its_slot(settings: Settings, engines: list[BatchedEngine]) -> None:
     async def main() -> None:
         engine = make(settings, parallel=1)

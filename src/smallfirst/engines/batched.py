@@ -194,6 +194,8 @@ class BatchedEngine(LlamaEngine):
                     on_compute=request.on_compute,
                     window=window,
                     background=BACKGROUND.get(),
+                    # a client that takes one body needs no token before the last
+                    coalesce=not request.stream,
                 )
                 for i in range(request.n)
             ]

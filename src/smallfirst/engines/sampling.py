@@ -5,6 +5,10 @@ The batched engine gives each sequence a llama.cpp sampler chain built from its 
 ``response_format``, see :mod:`.grammars`; a tool call, lazily for ``tool_choice`` auto, see
 :mod:`.toolcalls`), then greedy at temperature 0, else top-p,
 temperature and a seeded draw.
+A request that is greedy and nothing else (no bias, penalty or grammar) needs no chain: its
+token is the argmax of the row, read in place through a NumPy view of llama.cpp's logits (no
+copy). llama.cpp's own greedy sampler first builds a candidate array of the whole vocabulary,
+about ten times the work (figures in bench/README.md); the result is the same token.
 The chain is the one llama-cpp-python's ``Llama.generate`` builds for the one-at-a-time
 engine (same samplers, same order, same 64-token penalty window), so both engines sample
 alike. Sampling runs in C on the logits llama.cpp already holds; the logits are copied to
@@ -24,7 +28,7 @@ import numpy.typing as npt
 
 from smallfirst.engines.base import Sampling, TokenLogprob, TopLogprob
 
-__all__ = ["PENALTY_LAST_N", "SamplerChain", "logits_logprob", "token_logprob"]
+__all__ = ["PENALTY_LAST_N", "SamplerChain", "logits_logprob", "logits_row", "token_logprob"]
 
 # llama-cpp-python's Llama(last_n_tokens_size=64): the one-at-a-time engine's window
 PENALTY_LAST_N = 64
@@ -37,8 +41,19 @@ class SamplerChain:
         import llama_cpp
 
         self._lib = llama_cpp
+        self._n_vocab = n_vocab
+        self.chain: Any = None
+        # greedy and nothing else: argmax in place (see the module docstring)
+        self.argmax = sampling.temperature == 0.0 and not (
+            sampling.logit_bias
+            or sampling.presence_penalty
+            or sampling.frequency_penalty
+            or sampling.grammar
+        )
+        if self.argmax:
+            return
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        self.chain: Any = chain
+        self.chain = chain
         add = llama_cpp.llama_sampler_chain_add
         if sampling.logit_bias:
             # first, as llama.cpp's common sampler puts it (llama.cpp copies the array)
@@ -78,6 +93,8 @@ class SamplerChain:
 
     def sample(self, ctx: Any, index: int) -> int:
         """Sample from the logits of batch row ``index`` (the chain also accepts the token)."""
+        if self.argmax:
+            return int(logits_row(ctx, index, self._n_vocab).argmax())
         return int(self._lib.llama_sampler_sample(self.chain, ctx, index))
 
     def close(self) -> None:
@@ -134,11 +151,16 @@ def token_logprob(
     ctx: Any, index: int, n_vocab: int, token: int, piece: bytes, top: int, model: Any
 ) -> TokenLogprob:
     """The log-probability of ``token`` under the raw logits of batch row ``index``."""
+    return logits_logprob(logits_row(ctx, index, n_vocab), token, piece, top, model.detokenize)
+
+
+def logits_row(ctx: Any, index: int, n_vocab: int) -> npt.NDArray[np.single]:
+    """Batch row ``index``'s logits as a NumPy view of llama.cpp's buffer (no copy; valid
+    until the next ``llama_decode``)."""
     import llama_cpp
 
     row = llama_cpp.llama_get_logits_ith(ctx, index)
-    logits = np.ctypeslib.as_array(ctypes.cast(row, ctypes.POINTER(ctypes.c_float)), (n_vocab,))
-    return logits_logprob(logits, token, piece, top, model.detokenize)
+    return np.ctypeslib.as_array(ctypes.cast(row, ctypes.POINTER(ctypes.c_float)), (n_vocab,))
 
 
 def _top(piece: bytes, logprob: float) -> TopLogprob:

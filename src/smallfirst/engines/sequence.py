@@ -8,7 +8,10 @@ sampled token into a :class:`~smallfirst.engines.base.Chunk` and knows when it i
 end of generation, a stop sequence, ``max_tokens`` or its share of the context.
 
 It also opens and closes the request's metering window, and hands chunks to the consumer
-through ``emit``. It does not touch llama.cpp: the scheduler decodes and samples.
+through ``emit``. A sequence whose client takes one body, not a stream (``coalesce``), emits
+its first chunk at once (the time to first token stays true) and holds the rest until it
+ends: one hand-off to the event loop per answer instead of one per token. It does not touch
+llama.cpp: the scheduler decodes and samples.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ class Sequence:
         on_compute: Callable[[bool], None] | None = None,
         window: list[int] | None = None,
         background: bool = False,
+        coalesce: bool = False,
     ) -> None:
         self.prompt = prompt
+        self.coalesce = coalesce  # hold text chunks after the first until the end
         self.background = background  # a batch line: waits while a live prompt is read
         self.sampling = sampling
         self.emit = emit
@@ -78,6 +83,8 @@ class Sequence:
         self._stops = StopMatcher(sampling.stop)
         self._decoder = Utf8Decoder()
         self._stopped_by_sequence = False
+        self._emitted_text = False
+        self._held: list[Chunk] = []  # text chunks held back (``coalesce``)
 
     @property
     def done(self) -> bool:
@@ -129,5 +136,25 @@ class Sequence:
         return Chunk(text=tail, finish_reason=self.finish or "length", usage=usage)
 
     def send(self, item: Any) -> None:
+        """Hand ``item`` to the consumer; with ``coalesce``, a text chunk after the first
+        waits for the next item that is not one, and goes out merged just before it."""
+        if isinstance(item, Chunk) and item.finish_reason is None and item.usage is None:
+            if self.coalesce and self._emitted_text:
+                self._held.append(item)
+                return
+            self._emitted_text = True
+        if self._held:
+            held, self._held = self._held, []
+            self.wanted.clear()
+            self.emit(merged(held))
         self.wanted.clear()
         self.emit(item)
+
+
+def merged(chunks: list[Chunk]) -> Chunk:
+    """Text chunks of one choice as one (their text and log-probabilities in order)."""
+    return Chunk(
+        text="".join(c.text for c in chunks),
+        logprobs=tuple(lp for c in chunks for lp in c.logprobs),
+        index=chunks[0].index,
+    )
