@@ -202,7 +202,7 @@ def servers(model: str, args: argparse.Namespace, logs: Path) -> Iterator[dict[s
             f"llama-server-{stem}",
             peer_cmd,
             log_path=logs / f"{stem}-llama-server.log",
-            env={"GOMP_SPINCOUNT": SPIN_COUNT, **os.environ},
+            env={"GOMP_SPINCOUNT": str(SPIN_COUNT), **os.environ},
         ) as peer,
     ):
         peer.wait_ready(f"http://127.0.0.1:{port}/health", 300)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -66,7 +67,7 @@ def gateways(
         started = {}
         for n in args.clients:
             for side in SIDES:
-                env = {"PYTHONPATH": str(base_src)} if side == "base" else None
+                env = {**os.environ, "PYTHONPATH": str(base_src)} if side == "base" else None
                 started[side, n] = stack.enter_context(
                     running_gateway(
                         logs,

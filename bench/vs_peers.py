@@ -211,15 +211,20 @@ def bench_model(args: argparse.Namespace, peers: Peers, name: str, logs: Path) -
     return {"model": name, "runs": runs, "batched_bench_s_tg": peer_rates}
 
 
-def batched_settings(parallel: int, flash_attention: bool) -> dict[str, bool | int]:
+def batched_settings(
+    parallel: int, flash_attention: bool, spin_count: int | None = None
+) -> dict[str, bool | int]:
     """Our gateway's settings against the peers: the batched engine, ``parallel`` slots of
-    2048 tokens each."""
-    return {
+    2048 tokens each (and ``openmp_spin_count`` where given)."""
+    settings: dict[str, bool | int] = {
         "engine_batching": True,
         "parallel": parallel,
         "n_ctx": 2048,
         "flash_attention": flash_attention,
     }
+    if spin_count is not None:
+        settings["openmp_spin_count"] = spin_count
+    return settings
 
 
 @contextlib.contextmanager
@@ -233,7 +238,7 @@ def gateways(args: argparse.Namespace, name: str, logs: Path) -> Iterator[dict[i
                 running_gateway(
                     logs,
                     name=f"gw-{name}-p{n}",
-                    settings=batched_settings(n, args.flash_attention),
+                    settings=batched_settings(n, args.flash_attention, args.openmp_spin_count),
                     threads=args.threads,
                 )
             )
@@ -337,6 +342,12 @@ def main() -> int:
         action="store_true",
         help="turn on flash attention in our engine too (the peers' llama.cpp default, auto, "
         "turns it on on CPUs; ours is off by default)",
+    )
+    p.add_argument(
+        "--openmp-spin-count",
+        type=int,
+        help="our gateway's openmp_spin_count setting (default: its default, 1000); the peers "
+        "keep libgomp's default either way",
     )
     args = p.parse_args()
     quick = args.quick

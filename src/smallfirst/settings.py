@@ -113,6 +113,13 @@ class Settings(BaseSettings):
         description="llama.cpp's flash attention in the in-process engines (llama-server "
         "turns it on by default on CPUs); off keeps llama-cpp-python's own default",
     )
+    openmp_spin_count: int = Field(
+        default=1000,
+        ge=0,
+        description="how long llama.cpp's OpenMP threads spin at a barrier before they sleep "
+        "(GOMP_SPINCOUNT; the environment's, if set, wins): longer is faster on a machine "
+        "that only serves, shorter keeps decoding going on a busy one",
+    )
     memory_budget_mb: int = Field(
         default=4096, ge=1, description="loaded in-process models are evicted (LRU) past this"
     )

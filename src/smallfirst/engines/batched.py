@@ -84,7 +84,9 @@ class BatchedEngine(LlamaEngine):
         with self._load_lock:
             if self._scheduler is not None:
                 return
-            tame_openmp()  # before llama_cpp's first import: see engines/openmp.py
+            tame_openmp(
+                self._settings.openmp_spin_count
+            )  # before llama_cpp's first import: see engines/openmp.py
             import llama_cpp  # heavy: imported only when a model is actually loaded
             from llama_cpp import _internals
             from llama_cpp._logger import set_verbose

@@ -102,7 +102,9 @@ class LlamaEngine:
         with self._load_lock:
             if self._llm is not None:
                 return
-            tame_openmp()  # before llama_cpp's first import: see engines/openmp.py
+            tame_openmp(
+                self._settings.openmp_spin_count
+            )  # before llama_cpp's first import: see engines/openmp.py
             import llama_cpp  # heavy: imported only when a model is actually loaded
 
             started = time.perf_counter()

@@ -10,10 +10,13 @@ read from the environment once, when libgomp loads with llama_cpp:
 - ``OMP_WAIT_POLICY=PASSIVE`` sleeps at once: safe under load, but every wait becomes a
   futex wake-up, and on a quiet machine one stream runs much slower.
 - A short spin (``GOMP_SPINCOUNT=1000``) kept most of the default's speed on a quiet machine
-  and PASSIVE's behaviour under load (figures in bench/results/serving/peers.md).
+  and PASSIVE's behaviour under load. Several sequences per step lose more to it than one:
+  a longer spin is faster on a machine that serves and does nothing else, and slower on a
+  busy one (figures in bench/results/serving/peers.md).
 
-:func:`tame_openmp` sets that short spin unless the operator set either variable. It must
-run before llama_cpp is first imported; it does not change a libgomp already loaded.
+:func:`tame_openmp` sets the spin the ``openmp_spin_count`` setting names (default
+:data:`SPIN_COUNT`) unless the operator set either variable. It must run before llama_cpp is
+first imported; it does not change a libgomp already loaded.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ __all__ = ["SPIN_COUNT", "tame_openmp"]
 
 log = logging.getLogger(__name__)
 
-SPIN_COUNT = "1000"
+SPIN_COUNT = 1000
 
 
-def tame_openmp() -> None:
-    """Give libgomp a short spin before it sleeps, unless the environment says otherwise."""
+def tame_openmp(spin_count: int = SPIN_COUNT) -> None:
+    """Give libgomp ``spin_count`` spins before it sleeps, unless the environment says
+    otherwise."""
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return
     if "llama_cpp" in sys.modules:
         log.info("llama.cpp was loaded before its wait policy was set: OpenMP keeps its default")
         return
-    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    os.environ["GOMP_SPINCOUNT"] = str(spin_count)

@@ -41,6 +41,7 @@ from smallfirst.engines.base import Engine, GenerationRequest, Sampling
 from smallfirst.engines.batched import BatchedEngine
 from smallfirst.engines.embedding import EMBEDDING_SUFFIX, EmbeddingEngine
 from smallfirst.engines.llama import LlamaEngine
+from smallfirst.engines.openmp import tame_openmp
 from smallfirst.engines.remote import RemoteEngine
 from smallfirst.errors import ShuttingDownError, UnknownModelError, UnsupportedError
 from smallfirst.settings import Settings
@@ -65,6 +66,8 @@ class EnginePool:
         self.catalog = catalog
         self.load_meter = load_meter
         self.settings = settings
+        # before anything loads llama.cpp (a grammar checked at the edge may come first)
+        tame_openmp(settings.openmp_spin_count)
         self.observer = observer
         self.closing = False
         self.budget_bytes = settings.memory_budget_mb * 1024 * 1024
