@@ -8,7 +8,7 @@ temperature and a seeded draw.
 A request that is greedy and nothing else (no bias, penalty or grammar) needs no chain: its
 token is the argmax of the row, read in place through a NumPy view of llama.cpp's logits (no
 copy). llama.cpp's own greedy sampler first builds a candidate array of the whole vocabulary,
-about ten times the work (figures in bench/README.md); the result is the same token.
+about ten times the work (figures in bench/results/serving/peers.md); the same token.
 The chain is the one llama-cpp-python's ``Llama.generate`` builds for the one-at-a-time
 engine (same samplers, same order, same 64-token penalty window), so both engines sample
 alike. Sampling runs in C on the logits llama.cpp already holds; the logits are copied to
