@@ -19,19 +19,15 @@ count's in the same round.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import multiprocessing
 import sys
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 from harness import script
-from harness.gateway import Gateway, running_gateway
 from harness.procs import scratch_dir
-from harness.stats import fmt, median, ratio
-from vs_peers import batched_settings, body, burst
+from harness.stats import fmt
+from side_by_side import Side, interleaved, summary
 
 
 def spin_forever() -> None:  # a busy neighbour
@@ -53,74 +49,6 @@ def busy(k: int) -> Iterator[None]:
             p.join()
 
 
-@contextlib.contextmanager
-def gateways(
-    args: argparse.Namespace, name: str, logs: Path
-) -> Iterator[dict[tuple[int, int], Gateway]]:
-    with contextlib.ExitStack() as stack:
-        started = {}
-        for n in args.clients:
-            for spin in args.spins:
-                started[spin, n] = stack.enter_context(
-                    running_gateway(
-                        logs,
-                        name=f"spin{spin}-{name}-p{n}",
-                        settings=batched_settings(n, False, spin),
-                        threads=args.threads,
-                    )
-                )
-        yield started
-
-
-def bench_model(args: argparse.Namespace, name: str, logs: Path) -> dict[str, Any]:
-    runs: list[dict[str, Any]] = []
-    with gateways(args, name, logs) as started:
-        for gw in started.values():
-            burst(gw.url, gw.child.pid, [body(name, -1, 0, 8)])  # load and warm the model
-        with busy(args.busy):
-            for round_no in range(args.rounds):
-                shift = round_no % len(args.spins)
-                order = args.spins[shift:] + args.spins[:shift]
-                for n in args.clients:
-                    bodies = [body(name, round_no, c, args.max_tokens) for c in range(n)]
-                    for spin in order:
-                        gw = started[spin, n]
-                        figures = burst(gw.url, gw.child.pid, bodies)
-                        figures.pop("texts")
-                        runs.append({"spin": spin, "clients": n, "round": round_no, **figures})
-                        print(
-                            f"  {name} round {round_no} spin {spin} x{n}: "
-                            f"{figures['tok_s']:.1f} tok/s, "
-                            f"{figures['cpu_ms_per_token']:.1f} CPU ms/token",
-                            flush=True,
-                        )
-    return {"model": name, "runs": runs}
-
-
-def summary(result: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows = []
-    first = args.spins[0]
-    for n in args.clients:
-        for spin in args.spins:
-            mine = [r for r in result["runs"] if r["clients"] == n and r["spin"] == spin]
-            base = {
-                r["round"]: r["tok_s"]
-                for r in result["runs"]
-                if r["clients"] == n and r["spin"] == first
-            }
-            rows.append(
-                {
-                    "model": result["model"],
-                    "clients": n,
-                    "spin": spin,
-                    "tok_s": median([r["tok_s"] for r in mine]),
-                    "cpu_ms_per_token": median([r["cpu_ms_per_token"] for r in mine]),
-                    "vs_first": median([ratio(r["tok_s"], base[r["round"]]) for r in mine]),
-                }
-            )
-    return rows
-
-
 def main() -> int:
     p = script.parser(__doc__, area="serving", quick="2 rounds, clients 1 and 4, 32 tokens")
     p.add_argument("--spins", nargs="+", type=int, help="spin counts (default 1000 30000)")
@@ -138,11 +66,15 @@ def main() -> int:
     args.max_tokens = args.max_tokens or (32 if args.quick else 96)
     run = script.start("openmp_spin", "the batched gateway at several OpenMP spin counts", args)
     results, rows = [], []
+    sides = [Side(f"spin{spin}", {"openmp_spin_count": spin}) for spin in args.spins]
     with scratch_dir() as logs:
         for name in args.models:
-            result = bench_model(args, name, logs)
-            results.append(result)
-            rows += summary(result, args)
+            runs = interleaved(
+                sides, name, args.clients, args.rounds, args.max_tokens, logs,
+                threads=args.threads, during=busy(args.busy),
+            )  # fmt: skip
+            results.append({"model": name, "runs": runs})
+            rows += summary(runs, [s.label for s in sides], name)
     headers = [
         "model", "clients", "openmp_spin_count", "tok/s", "CPU ms/token",
         f"tok/s vs spin {args.spins[0]} (median of rounds)",
@@ -151,7 +83,7 @@ def main() -> int:
         [
             r["model"],
             str(r["clients"]),
-            str(r["spin"]),
+            r["side"].removeprefix("spin"),
             fmt(r["tok_s"], 1),
             fmt(r["cpu_ms_per_token"], 1),
             fmt(r["vs_first"]),
