@@ -12,7 +12,8 @@ round, for each client count N (``--clients``, default 1 2 4 8):
 * **llama-server**: ``llama-server -np N -c N*2048 -t T -tb T`` (one server per N, started
   once and kept for the run; everything else its defaults, continuous batching and flash
   attention (``auto``, on for CPUs) included; ours keeps flash attention off unless
-  ``--flash-attention``);
+  ``--flash-attention``); with ``--peers-like-ours`` the peers get our flash attention and
+  our OpenMP spin instead (``-fa``, ``GOMP_SPINCOUNT``): the serving code alone compared;
 
 each serves N concurrent greedy chat completions (non-streamed, ``max_tokens``, each with a
 prompt of its own so that no answer is cached), and the order of the two alternates by
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 import threading
@@ -56,6 +58,7 @@ from harness.gateway import Gateway, model_path, running_gateway
 from harness.procs import Child, process_cpu_seconds, scratch_dir
 from harness.sse import StreamStats, openai_client, stream_chat
 from harness.stats import fmt, median, ratio
+from smallfirst.engines.openmp import SPIN_COUNT
 from smallfirst.peers import Peers, ensure_peers
 from smallfirst.testing import free_port
 
@@ -132,20 +135,37 @@ def burst(url: str, pid: int, bodies: list[dict[str, Any]], stream: bool = False
     }
 
 
+def peer_config(args: argparse.Namespace) -> tuple[tuple[str, ...], dict[str, str] | None]:
+    """The peers' extra flags and environment: their defaults, or with ``--peers-like-ours``
+    our flash attention and our OpenMP spin (what our gateway sets, ``GOMP_SPINCOUNT``)."""
+    if not args.peers_like_ours:
+        return (), None
+    spin = args.openmp_spin_count if args.openmp_spin_count is not None else SPIN_COUNT
+    flags = ("-fa", "on" if args.flash_attention else "off")
+    return flags, {**os.environ, "GOMP_SPINCOUNT": str(spin)}
+
+
 @contextlib.contextmanager
 def llama_servers(
-    peers: Peers, gguf: Path, clients: list[int], threads: int, logs: Path
+    peers: Peers,
+    gguf: Path,
+    clients: list[int],
+    threads: int,
+    logs: Path,
+    config: tuple[tuple[str, ...], dict[str, str] | None] = ((), None),
 ) -> Iterator[dict[int, Child]]:
-    """One ``llama-server -np N`` per client count, all ready."""
+    """One ``llama-server -np N`` per client count, all ready (``config``: extra flags and
+    environment, :func:`peer_config`)."""
+    flags, env = config
     with contextlib.ExitStack() as stack:
         servers: dict[int, tuple[Child, int]] = {}
         for n in clients:
             port = free_port()
             cmd = peers.server_command(
-                gguf, port=port, threads=threads, n_ctx=2048 * n, extra=("-np", str(n))
+                gguf, port=port, threads=threads, n_ctx=2048 * n, extra=("-np", str(n), *flags)
             )
             child = stack.enter_context(
-                Child(f"llama-server-np{n}", cmd, log_path=logs / f"np{n}.log")
+                Child(f"llama-server-np{n}", cmd, log_path=logs / f"np{n}.log", env=env)
             )
             servers[n] = (child, port)
         for child, port in servers.values():
@@ -154,9 +174,16 @@ def llama_servers(
 
 
 def batched_bench(
-    peers: Peers, gguf: Path, clients: list[int], threads: int, max_tokens: int, logs: Path
+    peers: Peers,
+    gguf: Path,
+    clients: list[int],
+    threads: int,
+    max_tokens: int,
+    logs: Path,
+    config: tuple[tuple[str, ...], dict[str, str] | None] = ((), None),
 ) -> dict[int, float]:
     """llama-batched-bench's decode rate S_TG (tok/s) at each batch size."""
+    flags, env = config
     cmd = [
         str(peers.batched_bench),
         "-m", str(gguf),
@@ -165,9 +192,12 @@ def batched_bench(
         "-npp", "128", "-ntg", str(max_tokens),
         "-npl", ",".join(str(n) for n in clients),
         "-t", str(threads), "-tb", str(threads),
+        *flags,
     ]  # fmt: skip
     log_path = logs / "batched-bench.log"
-    with Child("llama-batched-bench", cmd, log_path=log_path, capture_stdout=True) as child:
+    with Child(
+        "llama-batched-bench", cmd, log_path=log_path, capture_stdout=True, env=env
+    ) as child:
         out = child.communicate(1800)
     rates: dict[int, float] = {}
     for line in out.splitlines():
@@ -183,9 +213,10 @@ def bench_model(args: argparse.Namespace, peers: Peers, name: str, logs: Path) -
     gguf = model_path(name)
     runs: list[dict[str, Any]] = []
     peer_rates: list[dict[int, float]] = []
+    config = peer_config(args)
     with (
         gateways(args, name, logs) as ours,
-        llama_servers(peers, gguf, args.clients, args.threads, logs) as servers,
+        llama_servers(peers, gguf, args.clients, args.threads, logs, config) as servers,
     ):
         urls = {n: f"http://127.0.0.1:{_port(c)}" for n, c in servers.items()}
         mine = {n: (gw.url, gw.child.pid) for n, gw in ours.items()}
@@ -205,7 +236,9 @@ def bench_model(args: argparse.Namespace, peers: Peers, name: str, logs: Path) -
                         f"{figures['cpu_ms_per_token']:.1f} CPU ms/token",
                         flush=True,
                     )
-            rates = batched_bench(peers, gguf, args.clients, args.threads, args.max_tokens, logs)
+            rates = batched_bench(
+                peers, gguf, args.clients, args.threads, args.max_tokens, logs, config
+            )
             print(f"  {name} round {round_no} llama-batched-bench S_TG: {rates}", flush=True)
             peer_rates.append(rates)
     return {"model": name, "runs": runs, "batched_bench_s_tg": peer_rates}
@@ -349,6 +382,12 @@ def main() -> int:
         help="our gateway's openmp_spin_count setting (default: its default, 1000); the peers "
         "keep libgomp's default either way",
     )
+    p.add_argument(
+        "--peers-like-ours",
+        action="store_true",
+        help="run the peers with our llama.cpp settings (flash attention as ours, "
+        "GOMP_SPINCOUNT = our spin) instead of their defaults: the serving code alone compared",
+    )
     args = p.parse_args()
     quick = args.quick
     args.models = args.models or (
@@ -398,6 +437,13 @@ def main() -> int:
         "aggregate tok/s includes prompt reading (both servers); llama-batched-bench's S_TG "
         "excludes it (prompt 128 tokens per stream), so ours/S_TG is a ceiling comparison",
         "J per token: smallfirst's receipts, method estimated (CPU time x per-core power + RAM)",
+        f"ours: flash attention {'on' if args.flash_attention else 'off'}, openmp_spin_count "
+        f"{args.openmp_spin_count if args.openmp_spin_count is not None else SPIN_COUNT}; peers: "
+        + (
+            "like ours (-fa and GOMP_SPINCOUNT the same)"
+            if args.peers_like_ours
+            else "their defaults (flash attention auto = on, libgomp's own spin)"
+        ),
     ]
     run.finish(
         {"results": results, "summary": rows},
