@@ -7,9 +7,10 @@ prompts) to every side in an order that rotates by round, so that the host's dri
 all of them alike. The figures are the medians over rounds and each side's tok/s over the
 first side's *in the same round*.
 
-bench/vs_commit.py (two code trees) and bench/openmp_spin.py (spin counts) are built on it (a
-module beside the scripts, as vs_peers.py, whose bursts it reuses);
-the comparison against llama.cpp's own server stays in vs_peers.py.
+bench/vs_commit.py (two code trees), bench/openmp_spin.py (spin counts) and
+bench/flash_attention.py (off against on) are built on it (a module beside the scripts, as
+vs_peers.py, whose bursts it reuses); the comparison against llama.cpp's own server stays in
+vs_peers.py.
 """
 
 from __future__ import annotations
