@@ -97,6 +97,11 @@ def server(
         "data_dir": tmp_path_factory.mktemp("agents"),
         "n_ctx": 4096,
         "engine_batching": request.param,
+        # The instructions were fitted to the 1.5B's greedy path without flash attention. With
+        # it (the default since 2026-12-03) the model still chains both calls right but ends
+        # with "This is the temperature in Fahrenheit.": the model's wording, not the tool wire
+        # these tests check, so they keep the numerics they were fitted to.
+        "flash_attention": False,
     }
     with LiveServer(settings.model_copy(update=over)) as live:
         yield live

@@ -109,9 +109,10 @@ class Settings(BaseSettings):
     n_ctx: int = Field(default=4096, ge=256, description="context window, capped by the model's")
     n_batch: int = Field(default=512, ge=1)
     flash_attention: bool = Field(
-        default=False,
-        description="llama.cpp's flash attention in the in-process engines (llama-server "
-        "turns it on by default on CPUs); off keeps llama-cpp-python's own default",
+        default=True,
+        description="llama.cpp's flash attention in the in-process engines (as llama-server's "
+        "default on CPUs): less CPU per token on small models, the same accuracy "
+        "(bench/flash_attention*.py); off: llama-cpp-python's own default",
     )
     openmp_spin_count: int = Field(
         default=1000,

@@ -346,16 +346,20 @@ def test_choices_read_the_prompt_once_and_decode_together(
 def test_flash_attention_reaches_both_engines(
     settings: Settings, engines: list[BatchedEngine]
 ) -> None:
-    """The setting turns flash attention on in both in-process engines, and they still
-    answer alike (both then compute attention the same way)."""
+    """The setting (on by default) turns flash attention on in both in-process engines, and
+    they still answer alike (both then compute attention the same way); off turns it off."""
     import llama_cpp
 
     from smallfirst.engines.batched import context_params
 
+    assert Settings.model_fields["flash_attention"].default is True
     on = settings.model_copy(update={"flash_attention": True})
+    off = settings.model_copy(update={"flash_attention": False})
     enabled = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
     assert context_params(llama_cpp, 512, 2, on).flash_attn_type == enabled
-    assert context_params(llama_cpp, 512, 2, settings).flash_attn_type != enabled
+    assert context_params(llama_cpp, 512, 2, off).flash_attn_type == (
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
 
     async def main() -> None:
         batched = make(on)
