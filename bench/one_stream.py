@@ -6,7 +6,8 @@ script loads, side by side in one process (same GGUF, n_ctx 2048 per request, ``
 the OpenMP wait the engines set, as bench/batching_throughput.py), the one-at-a-time
 engine and batched engines that each change one suspect:
 
-* ``batched``: as served (``parallel`` 4 slots, one KV stream per slot, flash attention off);
+* ``batched``: as served until 2026-12-03 (``parallel`` 4 slots, one KV stream per slot,
+  flash attention off; it is on by default since);
 * ``batched-p1``: one slot (the context and KV of a single request);
 * ``batched-unified``: 4 slots in one unified KV buffer (``kv_unified``);
 * ``batched-fa``: flash attention left to llama.cpp (``auto``) instead of off.
@@ -59,7 +60,7 @@ class Variant(BatchedEngine):
 
 
 def engines(name: str, threads: int) -> dict[str, LlamaEngine]:
-    base = Settings(n_ctx=2048, n_threads=threads, parallel=4)
+    base = Settings(n_ctx=2048, n_threads=threads, parallel=4, flash_attention=False)
     spec = Catalog(base).get(name)
     path = Catalog(base).file_path(spec)
     assert path is not None

@@ -49,7 +49,7 @@ def _gateways(
                     running_gateway(
                         logs,
                         name=f"{side.label}-{model}-p{n}",
-                        settings={**batched_settings(n, False), **side.settings},
+                        settings={**batched_settings(n), **side.settings},
                         threads=threads,
                         env=side.env,
                     )

@@ -5,7 +5,8 @@ tokens each put into the batch (``ComputeMeter.split_step``): a decode token and
 token weigh the same. This script measures whether they cost the same.
 
 In process, one llama.cpp context shaped like the batched engine's (``--parallel`` slots of
-n_ctx 2048 each, one KV stream per slot, flash attention off, n_batch 512, ``--threads``):
+n_ctx 2048 each, one KV stream per slot, flash attention as the setting's default: off until
+2026-12-03, when the committed 3.07 was measured; n_batch 512, ``--threads``):
 slots 0..D-1 hold a 64-token prompt each (decode tokens attend over it), and the last slot
 is empty. A step is one ``llama_decode`` of a batch holding D decode tokens (one per slot
 0..D-1, logits on) and P prompt tokens of the empty slot (logits on the last only); after

@@ -63,7 +63,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, help="rounds (default 6; quick 2)")
     p.add_argument("--max-tokens", type=int, help="tokens per answer (default 96; quick 32)")
     p.add_argument("--stream", action="store_true", help="stream the answers")
-    p.add_argument("--flash-attention", action="store_true", help="flash attention on, both")
+    p.add_argument(
+        "--flash-attention",
+        choices=["on", "off"],
+        help="flash attention on both sides (default: each tree's own default)",
+    )
     args = p.parse_args()
     args.models = args.models or ["qwen2.5-coder-0.5b-instruct"]
     args.clients = sorted(args.clients or ([1, 4] if args.quick else [1, 4, 8]))
@@ -73,7 +77,11 @@ def main() -> int:
     results, rows = [], []
     with checkout(args.base) as (base, sha), scratch_dir() as logs:
         print(f"  base {args.base} = {sha[:12]}, checked out in {base}", flush=True)
-        flash = {"flash_attention": args.flash_attention}
+        flash = (
+            {}
+            if args.flash_attention is None
+            else {"flash_attention": args.flash_attention == "on"}
+        )
         sides = [
             Side("base", flash, env={**os.environ, "PYTHONPATH": str(base / "src")}),
             Side("tree", flash),

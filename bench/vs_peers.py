@@ -11,9 +11,10 @@ round, for each client count N (``--clients``, default 1 2 4 8):
   2026-12-03 11:00);
 * **llama-server**: ``llama-server -np N -c N*2048 -t T -tb T`` (one server per N, started
   once and kept for the run; everything else its defaults, continuous batching and flash
-  attention (``auto``, on for CPUs) included; ours keeps flash attention off unless
-  ``--flash-attention``); with ``--peers-like-ours`` the peers get our flash attention and
-  our OpenMP spin instead (``-fa``, ``GOMP_SPINCOUNT``): the serving code alone compared;
+  attention (``auto``, on for CPUs) included; ours follows its ``flash_attention`` setting,
+  on by default, unless ``--flash-attention off``); with ``--peers-like-ours`` the peers get
+  our flash attention and our OpenMP spin instead (``-fa``, ``GOMP_SPINCOUNT``): the serving
+  code alone compared;
 
 each serves N concurrent greedy chat completions (non-streamed, ``max_tokens``, each with a
 prompt of its own so that no answer is cached), and the order of the two alternates by
@@ -60,6 +61,7 @@ from harness.sse import StreamStats, openai_client, stream_chat
 from harness.stats import fmt, median, ratio
 from smallfirst.engines.openmp import SPIN_COUNT
 from smallfirst.peers import Peers, ensure_peers
+from smallfirst.settings import Settings
 from smallfirst.testing import free_port
 
 SIDES = ("smallfirst", "llama-server")
@@ -141,7 +143,7 @@ def peer_config(args: argparse.Namespace) -> tuple[tuple[str, ...], dict[str, st
     if not args.peers_like_ours:
         return (), None
     spin = args.openmp_spin_count if args.openmp_spin_count is not None else SPIN_COUNT
-    flags = ("-fa", "on" if args.flash_attention else "off")
+    flags = ("-fa", "on" if ours_flash_attention(args) else "off")
     return flags, {**os.environ, "GOMP_SPINCOUNT": str(spin)}
 
 
@@ -244,17 +246,21 @@ def bench_model(args: argparse.Namespace, peers: Peers, name: str, logs: Path) -
     return {"model": name, "runs": runs, "batched_bench_s_tg": peer_rates}
 
 
+def ours_flash_attention(args: argparse.Namespace) -> bool:
+    """Whether our gateway runs flash attention: ``--flash-attention``, else the default."""
+    if args.flash_attention is not None:
+        return bool(args.flash_attention == "on")
+    return bool(Settings.model_fields["flash_attention"].default)
+
+
 def batched_settings(
-    parallel: int, flash_attention: bool, spin_count: int | None = None
+    parallel: int, flash_attention: bool | None = None, spin_count: int | None = None
 ) -> dict[str, bool | int]:
     """Our gateway's settings against the peers: the batched engine, ``parallel`` slots of
-    2048 tokens each (and ``openmp_spin_count`` where given)."""
-    settings: dict[str, bool | int] = {
-        "engine_batching": True,
-        "parallel": parallel,
-        "n_ctx": 2048,
-        "flash_attention": flash_attention,
-    }
+    2048 tokens each (and ``flash_attention``, ``openmp_spin_count`` where given)."""
+    settings: dict[str, bool | int] = {"engine_batching": True, "parallel": parallel, "n_ctx": 2048}
+    if flash_attention is not None:
+        settings["flash_attention"] = flash_attention
     if spin_count is not None:
         settings["openmp_spin_count"] = spin_count
     return settings
@@ -271,7 +277,9 @@ def gateways(args: argparse.Namespace, name: str, logs: Path) -> Iterator[dict[i
                 running_gateway(
                     logs,
                     name=f"gw-{name}-p{n}",
-                    settings=batched_settings(n, args.flash_attention, args.openmp_spin_count),
+                    settings=batched_settings(
+                        n, ours_flash_attention(args), args.openmp_spin_count
+                    ),
                     threads=args.threads,
                 )
             )
@@ -372,8 +380,9 @@ def main() -> int:
     )
     p.add_argument(
         "--flash-attention",
-        action="store_true",
-        help="turn on flash attention in our engine too (the peers' llama.cpp default, auto, "
+        choices=["on", "off"],
+        help="flash attention in our engine (default: the setting's default, on; the peers' "
+        "llama.cpp default, auto, "
         "turns it on on CPUs; ours is off by default)",
     )
     p.add_argument(
@@ -437,7 +446,7 @@ def main() -> int:
         "aggregate tok/s includes prompt reading (both servers); llama-batched-bench's S_TG "
         "excludes it (prompt 128 tokens per stream), so ours/S_TG is a ceiling comparison",
         "J per token: smallfirst's receipts, method estimated (CPU time x per-core power + RAM)",
-        f"ours: flash attention {'on' if args.flash_attention else 'off'}, openmp_spin_count "
+        f"ours: flash attention {'on' if ours_flash_attention(args) else 'off'}, openmp_spin_count "
         f"{args.openmp_spin_count if args.openmp_spin_count is not None else SPIN_COUNT}; peers: "
         + (
             "like ours (-fa and GOMP_SPINCOUNT the same)"
