@@ -381,15 +381,14 @@ def main() -> int:
     p.add_argument(
         "--flash-attention",
         choices=["on", "off"],
-        help="flash attention in our engine (default: the setting's default, on; the peers' "
-        "llama.cpp default, auto, "
-        "turns it on on CPUs; ours is off by default)",
+        help="flash attention in our engine (default: the setting's default, on, as the "
+        "peers' llama.cpp default, auto, is on CPUs)",
     )
     p.add_argument(
         "--openmp-spin-count",
         type=int,
         help="our gateway's openmp_spin_count setting (default: its default, 1000); the peers "
-        "keep libgomp's default either way",
+        "keep libgomp's default unless --peers-like-ours",
     )
     p.add_argument(
         "--peers-like-ours",
