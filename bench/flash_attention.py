@@ -22,24 +22,21 @@ import sys
 from harness import script
 from harness.procs import scratch_dir
 from harness.stats import fmt
-from side_by_side import Side, interleaved, summary
+from side_by_side import Defaults, Side, interleaved, summary
 
 SIDES = [Side("off", {"flash_attention": False}), Side("on", {"flash_attention": True})]
+DEFAULTS = Defaults(
+    clients=(1, 4),
+    models=("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"),
+    quick_clients=(1,),
+)
 
 
 def main() -> int:
     p = script.parser(__doc__, area="serving", quick="Qwen-0.5B, one client, 2 rounds, 32 tokens")
-    p.add_argument("--models", nargs="+", help="catalog names (default: Qwen-Coder 0.5B and 1.5B)")
-    p.add_argument("--clients", nargs="+", type=int, help="client counts (default 1 4)")
-    p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
-    p.add_argument("--rounds", type=int, help="rounds (default 4; quick 2)")
-    p.add_argument("--max-tokens", type=int, help="tokens per answer (default 96; quick 32)")
+    DEFAULTS.add_to(p)
     args = p.parse_args()
-    default_models = ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
-    args.models = args.models or (default_models[:1] if args.quick else default_models)
-    args.clients = sorted(args.clients or ([1] if args.quick else [1, 4]))
-    args.rounds = args.rounds or (2 if args.quick else 4)
-    args.max_tokens = args.max_tokens or (32 if args.quick else 96)
+    DEFAULTS.fill(args)
     run = script.start("flash_attention", "flash attention off vs on, our batched engine", args)
     results, rows = [], []
     labels = [s.label for s in SIDES]

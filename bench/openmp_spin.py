@@ -27,7 +27,9 @@ from collections.abc import Iterator
 from harness import script
 from harness.procs import scratch_dir
 from harness.stats import fmt
-from side_by_side import Side, interleaved, summary
+from side_by_side import Defaults, Side, interleaved, summary
+
+DEFAULTS = Defaults()
 
 
 def spin_forever() -> None:  # a busy neighbour
@@ -53,17 +55,10 @@ def main() -> int:
     p = script.parser(__doc__, area="serving", quick="2 rounds, clients 1 and 4, 32 tokens")
     p.add_argument("--spins", nargs="+", type=int, help="spin counts (default 1000 30000)")
     p.add_argument("--busy", type=int, default=0, help="busy processes beside the gateways")
-    p.add_argument("--models", nargs="+", help="catalog names (default: Qwen-Coder 0.5B)")
-    p.add_argument("--clients", nargs="+", type=int, help="client counts (default 1 4 8)")
-    p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
-    p.add_argument("--rounds", type=int, help="rounds (default 4; quick 2)")
-    p.add_argument("--max-tokens", type=int, help="tokens per answer (default 96; quick 32)")
+    DEFAULTS.add_to(p)
     args = p.parse_args()
     args.spins = args.spins or [1000, 30000]
-    args.models = args.models or ["qwen2.5-coder-0.5b-instruct"]
-    args.clients = sorted(args.clients or ([1, 4] if args.quick else [1, 4, 8]))
-    args.rounds = args.rounds or (2 if args.quick else 4)
-    args.max_tokens = args.max_tokens or (32 if args.quick else 96)
+    DEFAULTS.fill(args)
     run = script.start("openmp_spin", "the batched gateway at several OpenMP spin counts", args)
     results, rows = [], []
     sides = [Side(f"spin{spin}", {"openmp_spin_count": spin}) for spin in args.spins]

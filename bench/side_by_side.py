@@ -15,6 +15,7 @@ vs_peers.py.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,45 @@ from harness.gateway import Gateway, running_gateway
 from harness.stats import median, ratio
 from vs_peers import batched_settings, body, burst
 
-__all__ = ["Side", "interleaved", "summary"]
+__all__ = ["Defaults", "Side", "interleaved", "summary"]
+
+QWEN_05 = "qwen2.5-coder-0.5b-instruct"
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The arguments every side-by-side script takes (models, clients, threads, rounds,
+    tokens per answer) and each script's defaults for them, full and ``--quick``."""
+
+    clients: tuple[int, ...] = (1, 4, 8)
+    rounds: int = 4
+    models: tuple[str, ...] = (QWEN_05,)
+    quick_models: tuple[str, ...] = (QWEN_05,)
+    quick_clients: tuple[int, ...] = (1, 4)
+    quick_rounds: int = 2
+
+    def add_to(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--models", nargs="+", help=f"catalog names (default: {_s(self.models)})")
+        p.add_argument(
+            "--clients", nargs="+", type=int, help=f"client counts (default {_s(self.clients)})"
+        )
+        p.add_argument("--threads", type=int, default=2, help="llama.cpp threads, every side")
+        p.add_argument(
+            "--rounds", type=int, help=f"rounds (default {self.rounds}; quick {self.quick_rounds})"
+        )
+        p.add_argument("--max-tokens", type=int, help="tokens per answer (default 96; quick 32)")
+
+    def fill(self, args: argparse.Namespace) -> None:
+        """Put the defaults (``--quick``'s where asked) in the arguments left out."""
+        quick = bool(getattr(args, "quick", False))
+        args.models = args.models or list(self.quick_models if quick else self.models)
+        args.clients = sorted(args.clients or (self.quick_clients if quick else self.clients))
+        args.rounds = args.rounds or (self.quick_rounds if quick else self.rounds)
+        args.max_tokens = args.max_tokens or (32 if quick else 96)
+
+
+def _s(values: tuple[object, ...]) -> str:
+    return " ".join(str(v) for v in values)
 
 
 @dataclass(frozen=True)

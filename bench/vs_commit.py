@@ -30,9 +30,10 @@ from pathlib import Path
 from harness import script
 from harness.procs import scratch_dir
 from harness.stats import fmt
-from side_by_side import Side, interleaved, summary
+from side_by_side import Defaults, Side, interleaved, summary
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULTS = Defaults(rounds=6)
 
 
 @contextlib.contextmanager
@@ -57,11 +58,7 @@ def checkout(rev: str) -> Iterator[tuple[Path, str]]:
 def main() -> int:
     p = script.parser(__doc__, area="serving", quick="Qwen-0.5B, 2 rounds, clients 1 and 4")
     p.add_argument("--base", default="HEAD", help="the revision to compare with (default HEAD)")
-    p.add_argument("--models", nargs="+", help="catalog names (default: Qwen-Coder 0.5B)")
-    p.add_argument("--clients", nargs="+", type=int, help="client counts (default 1 4 8)")
-    p.add_argument("--threads", type=int, default=2, help="llama.cpp threads, both sides")
-    p.add_argument("--rounds", type=int, help="rounds (default 6; quick 2)")
-    p.add_argument("--max-tokens", type=int, help="tokens per answer (default 96; quick 32)")
+    DEFAULTS.add_to(p)
     p.add_argument("--stream", action="store_true", help="stream the answers")
     p.add_argument(
         "--flash-attention",
@@ -69,10 +66,7 @@ def main() -> int:
         help="flash attention on both sides (default: each tree's own default)",
     )
     args = p.parse_args()
-    args.models = args.models or ["qwen2.5-coder-0.5b-instruct"]
-    args.clients = sorted(args.clients or ([1, 4] if args.quick else [1, 4, 8]))
-    args.rounds = args.rounds or (2 if args.quick else 6)
-    args.max_tokens = args.max_tokens or (32 if args.quick else 96)
+    DEFAULTS.fill(args)
     run = script.start("vs_commit", "the working tree against an older commit, side by side", args)
     results, rows = [], []
     with checkout(args.base) as (base, sha), scratch_dir() as logs:
