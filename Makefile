@@ -10,6 +10,11 @@ export SMALLFIRST_DATA_DIR ?= $(HOME)/.local/share/smallfirst
 
 .PHONY: install models run test test-fast check lint fmt types bench clean
 
+# llama.cpp's AMX kernels kill the process (a general protection fault at the first tile
+# instruction) on VMs whose CPU reports AMX that the hypervisor does not enable: build without
+# them, as src/smallfirst/peers.py (NO_AMX_FLAGS) builds the peers (docs/deployment.md, "AMX")
+export CMAKE_ARGS ?= -DCMAKE_C_FLAGS=-U__AMX_INT8__ -DCMAKE_CXX_FLAGS=-U__AMX_INT8__
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -10,7 +10,9 @@ import pytest
 
 from smallfirst.errors import PeerBuildError
 from smallfirst.peers import (
+    NO_AMX_FLAGS,
     PEER_TARGETS,
+    _configure_command,
     _progress_line,
     _run,
     ensure_peers,
@@ -27,6 +29,18 @@ def test_progress_is_reported_once_per_tenth_of_the_build() -> None:
     assert _progress_line("[ 15%] Building CXX object llama.cpp.o", 12) is None
     assert _progress_line("[45/180] Building CXX object x.o", 12) == 25  # ninja's steps
     assert _progress_line("-- Configuring done", 0) is None
+
+
+def test_peers_and_engine_are_built_without_amx_alike(tmp_path: Path) -> None:
+    """The peers' cmake line and the Makefile's CMAKE_ARGS (llama-cpp-python's build) leave
+    ggml's AMX kernels out in the same words: the engine and its peers run the same kernels."""
+    cmd = _configure_command(tmp_path / "src", tmp_path / "build")
+    assert set(NO_AMX_FLAGS) <= set(cmd) and "-DGGML_NATIVE=ON" in cmd
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert f"export CMAKE_ARGS ?= {' '.join(NO_AMX_FLAGS)}\n" in makefile
+    import llama_cpp  # the engine this checkout installed: built by the Makefile
+
+    assert b"AMX_INT8 = 1" not in llama_cpp.llama_print_system_info()
 
 
 def test_cached_binaries_are_found_without_building(

@@ -4,9 +4,10 @@
 (docs/llama-server.md); either way it must be the same llama.cpp as our engine, so both are
 built from the sources vendored in the llama-cpp-python sdist of the installed version
 (``pip download --no-binary``, then ``vendor/llama.cpp``), with the flags llama-cpp-python's
-own build uses by default (Release, native CPU, OpenMP), and cached outside the repository
-in ``~/.cache/smallfirst/peers/llama-cpp-python-<version>/`` (``SMALLFIRST_PEERS_DIR``
-overrides it). A build takes 8-15 minutes on 2 cores; later calls find the binaries.
+own build uses by default (Release, native CPU, OpenMP) less AMX, as the Makefile builds our
+engine (:data:`NO_AMX_FLAGS`), and cached outside the repository in
+``~/.cache/smallfirst/peers/llama-cpp-python-<version>-noamx/`` (``SMALLFIRST_PEERS_DIR``
+overrides the parent). A build takes 8-15 minutes on 2 cores; later calls find the binaries.
 
 This is the one copy of that build: ``bench/`` (the benchmarks, ``bench/build_peers.py``)
 and ``tests/`` (the llama-server tier's tests) both call :func:`ensure_peers`. Nothing in
@@ -33,11 +34,18 @@ from pathlib import Path
 
 from smallfirst.errors import PeerBuildError
 
-__all__ = ["PEER_TARGETS", "Peers", "ensure_peers", "missing_tools", "peers_dir"]
+__all__ = ["NO_AMX_FLAGS", "PEER_TARGETS", "Peers", "ensure_peers", "missing_tools", "peers_dir"]
 
 log = logging.getLogger(__name__)
 
 PEER_TARGETS = ("llama-server", "llama-batched-bench")
+
+# A native build on a CPU that reports AMX compiles ggml's AMX kernels in, and on VMs whose
+# hypervisor does not hand AMX state over, their first tile instruction (ldtilecfg) kills the
+# process with a general protection fault. Undefining the macro leaves them out; every other
+# native kernel (AVX-512, the weight repacking) stays. The Makefile's CMAKE_ARGS do the same
+# for llama-cpp-python, so that peers and engine run the same kernels.
+NO_AMX_FLAGS = ("-DCMAKE_C_FLAGS=-U__AMX_INT8__", "-DCMAKE_CXX_FLAGS=-U__AMX_INT8__")
 
 Progress = Callable[[str], None]
 
@@ -83,7 +91,7 @@ def peers_dir(version: str | None = None) -> Path:
     version = version or importlib.metadata.version("llama-cpp-python")
     root = os.environ.get("SMALLFIRST_PEERS_DIR")
     base = Path(root) if root else Path.home() / ".cache" / "smallfirst" / "peers"
-    return base / f"llama-cpp-python-{version}"
+    return base / f"llama-cpp-python-{version}-noamx"
 
 
 def missing_tools() -> list[str]:
@@ -182,6 +190,7 @@ def _configure_command(source: Path, build: Path) -> list[str]:
         "-DLLAMA_BUILD_TOOLS=ON",
         "-DLLAMA_BUILD_SERVER=ON",
         "-DGGML_NATIVE=ON",
+        *NO_AMX_FLAGS,
     ]
 
 
