@@ -6,7 +6,8 @@ thread that arrives first spin ``GOMP_SPINCOUNT`` times before it sleeps (the
 wake-up at many barriers; a long one burns the core another process needs. Which wins
 depends on the machine, so this script measures both cases in one run.
 
-One gateway per spin count (``--spins``, default 1000 and 30000) and per client count N
+One gateway per spin count (``--spins``, default 1000 and 30000, each with the
+``adaptive_threads`` setting off unless it ends in ``+adaptive``) and per client count N
 (``parallel`` = N, the settings of bench/vs_peers.py). Each round, for each N, every gateway
 serves N concurrent greedy chat completions (vs_peers.py's prompts, non-streamed), in an
 order that rotates by round. With ``--busy K``, K processes spin on the CPU for the whole
@@ -14,11 +15,12 @@ measurement (the machine shared with other work). Figures per spin count and N, 
 rounds: aggregate tok/s, gateway CPU ms per output token, and tok/s over the first spin
 count's in the same round.
 
-    .venv/bin/python bench/openmp_spin.py [--quick] [--spins 1000 30000] [--busy 2]
+    .venv/bin/python bench/openmp_spin.py [--quick] [--spins 1000 300000+adaptive] [--busy 2]
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import multiprocessing
 import sys
@@ -51,17 +53,31 @@ def busy(k: int) -> Iterator[None]:
             p.join()
 
 
+def side(text: str) -> Side:
+    """``1000`` or ``1000+adaptive``: a gateway with that spin, adaptive_threads off or on."""
+    spin, _, suffix = text.partition("+")
+    if not spin.isdigit() or suffix not in ("", "adaptive"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a spin count, optionally +adaptive")
+    settings = {"openmp_spin_count": int(spin), "adaptive_threads": suffix == "adaptive"}
+    return Side(f"spin{text}", settings)
+
+
 def main() -> int:
     p = script.parser(__doc__, area="serving", quick="2 rounds, clients 1 and 4, 32 tokens")
-    p.add_argument("--spins", nargs="+", type=int, help="spin counts (default 1000 30000)")
+    p.add_argument(
+        "--spins",
+        nargs="+",
+        type=side,
+        help="spin counts, each with adaptive_threads off, or on with a '+adaptive' suffix "
+        "(default 1000 30000)",
+    )
     p.add_argument("--busy", type=int, default=0, help="busy processes beside the gateways")
     DEFAULTS.add_to(p)
     args = p.parse_args()
-    args.spins = args.spins or [1000, 30000]
+    sides: list[Side] = args.spins or [side("1000"), side("30000")]
     DEFAULTS.fill(args)
     run = script.start("openmp_spin", "the batched gateway at several OpenMP spin counts", args)
     results, rows = [], []
-    sides = [Side(f"spin{spin}", {"openmp_spin_count": spin}) for spin in args.spins]
     with scratch_dir() as logs:
         for name in args.models:
             runs = interleaved(
@@ -71,8 +87,8 @@ def main() -> int:
             results.append({"model": name, "runs": runs})
             rows += summary(runs, [s.label for s in sides], name)
     headers = [
-        "model", "clients", "openmp_spin_count", "tok/s", "CPU ms/token",
-        f"tok/s vs spin {args.spins[0]} (median of rounds)",
+        "model", "clients", "openmp_spin_count (+adaptive_threads on)", "tok/s", "CPU ms/token",
+        f"tok/s vs {sides[0].label} (median of rounds)",
     ]  # fmt: skip
     table = [
         [

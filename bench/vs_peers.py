@@ -387,8 +387,8 @@ def main() -> int:
     p.add_argument(
         "--openmp-spin-count",
         type=int,
-        help="our gateway's openmp_spin_count setting (default: its default, 1000); the peers "
-        "keep libgomp's default unless --peers-like-ours",
+        help=f"our gateway's openmp_spin_count setting (default: its default, {SPIN_COUNT}); "
+        "the peers keep libgomp's default unless --peers-like-ours",
     )
     p.add_argument(
         "--peers-like-ours",
@@ -446,7 +446,8 @@ def main() -> int:
         "excludes it (prompt 128 tokens per stream), so ours/S_TG is a ceiling comparison",
         "J per token: smallfirst's receipts, method estimated (CPU time x per-core power + RAM)",
         f"ours: flash attention {'on' if ours_flash_attention(args) else 'off'}, openmp_spin_count "
-        f"{args.openmp_spin_count if args.openmp_spin_count is not None else SPIN_COUNT}; peers: "
+        f"{args.openmp_spin_count if args.openmp_spin_count is not None else SPIN_COUNT}, "
+        "adaptive_threads on (the default); peers: "
         + (
             "like ours (-fa and GOMP_SPINCOUNT the same)"
             if args.peers_like_ours

@@ -115,11 +115,19 @@ class Settings(BaseSettings):
         "(bench/flash_attention*.py); off: llama-cpp-python's own default",
     )
     openmp_spin_count: int = Field(
-        default=1000,
+        default=300_000,
         ge=0,
         description="how long llama.cpp's OpenMP threads spin at a barrier before they sleep "
-        "(GOMP_SPINCOUNT; the environment's, if set, wins): longer is faster on a machine "
-        "that only serves, shorter keeps decoding going on a busy one",
+        "(GOMP_SPINCOUNT; the environment's, if set, wins). The default is libgomp's own: "
+        "the fastest on free cores; adaptive_threads keeps it from taking cores other work "
+        "needs. 1000: the short spin of earlier versions",
+    )
+    adaptive_threads: bool = Field(
+        default=True,
+        description="the batched engine decodes with fewer threads while other processes "
+        "keep this machine's cores busy (read from /proc/stat once a second; never more than "
+        "n_threads); off: always n_threads, which with the long spin slows decoding several "
+        "times over beside busy processes",
     )
     memory_budget_mb: int = Field(
         default=4096, ge=1, description="loaded in-process models are evicted (LRU) past this"

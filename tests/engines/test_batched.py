@@ -422,3 +422,67 @@ def test_background_sequences_wait_while_a_live_prompt_is_read(
             assert text == (await answer(alone, request(PROMPTS[i], max_tokens=64)))[0]
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("batching", [True, False], ids=["batched", "one-at-a-time"])
+def test_steps_follow_the_free_cores_and_answer_the_same(
+    settings: Settings,
+    engines: list[BatchedEngine],
+    monkeypatch: pytest.MonkeyPatch,
+    batching: bool,
+) -> None:
+    """When other processes take a core mid-generation, the next steps decode with one thread
+    fewer (llama.cpp's own count changes), and the answers stay those of a fixed count; in
+    both in-process engines."""
+    import llama_cpp
+
+    from smallfirst.engines import batched as batched_module
+    from smallfirst.engines import llama as llama_module
+    from smallfirst.engines.cores import CpuTimes, FreeCores
+
+    readings = 0
+
+    def machine(cpus: object) -> CpuTimes:
+        # after the first ten steps, others use 1.5 of the two cores
+        nonlocal readings
+        readings += 1
+        return CpuTimes(1.5 * max(0, readings - 10), 0.0, float(readings))
+
+    def watched(most: int, name: str) -> FreeCores:
+        return FreeCores(most, name=name, interval_s=0.0, cpus=[0, 1], read=machine)
+
+    monkeypatch.setattr(batched_module, "FreeCores", watched)
+    monkeypatch.setattr(llama_module, "FreeCores", watched)
+    two = {"n_threads": 2}
+
+    def build(adaptive: bool) -> LlamaEngine:
+        if batching:
+            made = make(settings, adaptive_threads=adaptive, **two)
+            engines.append(made)
+            return made
+        s = settings.model_copy(update={"adaptive_threads": adaptive, **two})
+        spec = Catalog(s).get(SMOL)
+        path = Catalog(s).file_path(spec)
+        assert path is not None
+        return LlamaEngine(spec, path, s)
+
+    async def main() -> None:
+        fixed = build(False)
+        want = [await answer(fixed, request(t, 24)) for t in PROMPTS[:2]]
+        fixed.unload()
+        following = build(True)
+        try:
+            got = [await answer(following, request(t, 24)) for t in PROMPTS[:2]]
+            assert [g[0] for g in got] == [w[0] for w in want]
+            assert readings > 11
+            if isinstance(following, BatchedEngine):
+                assert following.scheduler is not None
+                ctx = following.scheduler._ctx
+            else:
+                assert following._llm is not None
+                ctx = following._llm.ctx
+            assert llama_cpp.llama_n_threads(ctx) == 1
+        finally:
+            following.unload()
+
+    asyncio.run(main())

@@ -28,6 +28,7 @@ from smallfirst.catalog import ModelSpec
 from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
 from smallfirst.engines.base import BACKGROUND, Chunk, GenerationRequest
 from smallfirst.engines.choices import combined, in_groups, seeded
+from smallfirst.engines.cores import FreeCores
 from smallfirst.engines.llama import LlamaEngine, kv_cache_bytes
 from smallfirst.engines.openmp import tame_openmp
 from smallfirst.engines.prompting import Prompter
@@ -115,6 +116,9 @@ class BatchedEngine(LlamaEngine):
                     n_batch=self._settings.n_batch,
                     chunk_tokens=self._settings.prefill_chunk_tokens,
                     reuse_prefixes=self._settings.prefix_reuse,
+                    cores=FreeCores(self._settings.threads, name=self.spec.name)
+                    if self._settings.adaptive_threads
+                    else None,
                 )
             except BaseException:
                 model.close()

@@ -36,6 +36,7 @@ from smallfirst.catalog import ModelSpec
 from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
 from smallfirst.engines.base import Chunk, GenerationRequest, Sampling, TokenLogprob
 from smallfirst.engines.choices import in_groups
+from smallfirst.engines.cores import FreeCores
 from smallfirst.engines.openmp import tame_openmp
 from smallfirst.engines.prompting import Prompter
 from smallfirst.engines.sampling import logits_logprob
@@ -69,6 +70,7 @@ class LlamaEngine:
         self.path = path
         self._settings = settings
         self._llm: Any = None
+        self._cores: FreeCores | None = None  # the adaptive_threads setting, once loaded
         self._prompter: Prompter | None = None
         self._gen_lock = threading.Lock()  # one generation per llama.cpp context
         self._load_lock = threading.Lock()
@@ -118,6 +120,8 @@ class LlamaEngine:
                 llm.metadata, int(llm.n_ctx())
             )
             self._llm = llm
+            if self._settings.adaptive_threads:
+                self._cores = FreeCores(self._settings.threads, name=self.spec.name)
             log.info(
                 "loaded %s%s (n_ctx=%d, threads=%d) in %.2f s",
                 self.spec.name,
@@ -251,6 +255,8 @@ class LlamaEngine:
                 try:
                     self._run(tokens, sampling, cancel, emit)
                 finally:
+                    if self._cores is not None:
+                        self._cores.rest()
                     if on_compute:
                         on_compute(False)
         except SmallfirstError as exc:
@@ -304,6 +310,8 @@ class LlamaEngine:
                         "%s: consumer gone; stopped after %d tokens", self.spec.name, generated
                     )
                     return
+                if self._cores is not None and (n := self._cores.changed()) is not None:
+                    llama_cpp.llama_set_n_threads(llm.ctx, n, n)  # from the next token on
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     finish = "stop"
                     break

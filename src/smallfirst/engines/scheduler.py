@@ -32,6 +32,11 @@ Metering: after each step the time the process spent is split among the sequence
 the tokens each contributed (``ComputeMeter.split_step``), a decoded token weighing
 :data:`DECODE_TOKEN_WEIGHT` prompt tokens.
 
+Threads: with the ``adaptive_threads`` setting, each step asks
+:class:`~smallfirst.engines.cores.FreeCores` how many threads to decode with (fewer while
+other processes keep the cores busy) and tells llama.cpp when the count changes
+(``llama_set_n_threads``).
+
 Admission (how many may wait, for how long) is the engine's job (:mod:`.batched`): the
 scheduler runs whatever it is handed, ``parallel`` at a time.
 """
@@ -45,6 +50,7 @@ import time
 from collections import deque
 from typing import Any
 
+from smallfirst.engines.cores import FreeCores
 from smallfirst.engines.sampling import SamplerChain, token_logprob
 from smallfirst.engines.sequence import DONE, Sequence
 from smallfirst.engines.slots import choose_slot
@@ -76,6 +82,7 @@ class Scheduler:
         n_batch: int,
         chunk_tokens: int,
         reuse_prefixes: bool = True,
+        cores: FreeCores | None = None,
     ) -> None:
         import llama_cpp
 
@@ -90,6 +97,7 @@ class Scheduler:
         self._n_batch = n_batch
         self._chunk = max(1, min(chunk_tokens, n_batch))
         self._reuse = reuse_prefixes
+        self._cores = cores
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._cond = threading.Condition()
         self._incoming: deque[list[Sequence]] = deque()  # groups: a request's choices
@@ -136,6 +144,8 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._cond:
+                if not self._active and self._cores is not None:
+                    self._cores.rest()
                 while not (self._stopping or self._incoming or self._active or self._forget):
                     self._cond.wait()
                 if self._stopping:
@@ -276,6 +286,8 @@ class Scheduler:
         added = self._fill()
         if not added:
             return
+        if self._cores is not None and (n := self._cores.changed()) is not None:
+            self._lib.llama_set_n_threads(self._ctx, n, n)
         ret = self._lib.llama_decode(self._ctx, self._batch)
         if ret != 0:
             raise GenerationError(f"llama_decode returned {ret}")
