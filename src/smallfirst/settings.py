@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     )
     adaptive_threads: bool = Field(
         default=True,
-        description="the batched engine decodes with fewer threads while other processes "
+        description="the in-process engines decode with fewer threads while other processes "
         "keep this machine's cores busy (read from /proc/stat once a second; never more than "
         "n_threads); off: always n_threads, which with the long spin slows decoding several "
         "times over beside busy processes",

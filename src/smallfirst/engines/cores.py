@@ -4,8 +4,8 @@ llama.cpp's threads meet at a barrier after every operation of a forward pass. W
 OpenMP spin (libgomp's default, the fastest on a machine that only serves; see
 :mod:`.openmp`), a thread that arrives first spins on its core until the others catch up.
 When another process wants that core, the spin takes it from the thread that still has work,
-and every step waits on the slowest. A step decoded by fewer threads than there are busy
-cores leaves the others' work its core, and one thread has no barrier to wait at.
+and every step waits on the slowest. Decoding with fewer threads leaves the other work its
+cores, and one thread has no barrier to wait at.
 
 :class:`FreeCores` reads, at most once per interval, how much CPU time the processes other
 than this one used on the cores this process may run on (``/proc/stat``, less this process's
