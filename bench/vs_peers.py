@@ -447,7 +447,8 @@ def main() -> int:
         "J per token: smallfirst's receipts, method estimated (CPU time x per-core power + RAM)",
         f"ours: flash attention {'on' if ours_flash_attention(args) else 'off'}, openmp_spin_count "
         f"{args.openmp_spin_count if args.openmp_spin_count is not None else SPIN_COUNT}, "
-        "adaptive_threads on (the default); peers: "
+        f"adaptive_threads {'on' if Settings.model_fields['adaptive_threads'].default else 'off'} "
+        "(the default); peers: "
         + (
             "like ours (-fa and GOMP_SPINCOUNT the same)"
             if args.peers_like_ours

@@ -436,7 +436,6 @@ def test_steps_follow_the_free_cores_and_answer_the_same(
     both in-process engines."""
     import llama_cpp
 
-    from smallfirst.engines import batched as batched_module
     from smallfirst.engines import llama as llama_module
     from smallfirst.engines.cores import CpuTimes, FreeCores
 
@@ -451,8 +450,7 @@ def test_steps_follow_the_free_cores_and_answer_the_same(
     def watched(most: int, name: str) -> FreeCores:
         return FreeCores(most, name=name, interval_s=0.0, cpus=[0, 1], read=machine)
 
-    monkeypatch.setattr(batched_module, "FreeCores", watched)
-    monkeypatch.setattr(llama_module, "FreeCores", watched)
+    monkeypatch.setattr(llama_module, "FreeCores", watched)  # both engines make theirs there
     two = {"n_threads": 2}
 
     def build(adaptive: bool) -> LlamaEngine:

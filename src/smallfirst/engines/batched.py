@@ -28,7 +28,6 @@ from smallfirst.catalog import ModelSpec
 from smallfirst.engines.admission import Admission, AdmissionObserver, Ticket
 from smallfirst.engines.base import BACKGROUND, Chunk, GenerationRequest
 from smallfirst.engines.choices import combined, in_groups, seeded
-from smallfirst.engines.cores import FreeCores
 from smallfirst.engines.llama import LlamaEngine, kv_cache_bytes
 from smallfirst.engines.openmp import tame_openmp
 from smallfirst.engines.prompting import Prompter
@@ -116,9 +115,7 @@ class BatchedEngine(LlamaEngine):
                     n_batch=self._settings.n_batch,
                     chunk_tokens=self._settings.prefill_chunk_tokens,
                     reuse_prefixes=self._settings.prefix_reuse,
-                    cores=FreeCores(self._settings.threads, name=self.spec.name)
-                    if self._settings.adaptive_threads
-                    else None,
+                    cores=self._free_cores(),
                 )
             except BaseException:
                 model.close()

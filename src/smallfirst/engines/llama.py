@@ -120,8 +120,7 @@ class LlamaEngine:
                 llm.metadata, int(llm.n_ctx())
             )
             self._llm = llm
-            if self._settings.adaptive_threads:
-                self._cores = FreeCores(self._settings.threads, name=self.spec.name)
+            self._cores = self._free_cores()
             log.info(
                 "loaded %s%s (n_ctx=%d, threads=%d) in %.2f s",
                 self.spec.name,
@@ -130,6 +129,13 @@ class LlamaEngine:
                 self._settings.threads,
                 time.perf_counter() - started,
             )
+
+    def _free_cores(self) -> FreeCores | None:
+        """What tells a loaded model's steps how many threads to use (the adaptive_threads
+        setting; None: always the configured count)."""
+        if not self._settings.adaptive_threads:
+            return None
+        return FreeCores(self._settings.threads, name=self.spec.name)
 
     def _open(self, llama_cpp: Any, **params: Any) -> Any:
         """The ``llama_cpp.Llama`` this engine runs: weights and a context for generating;
